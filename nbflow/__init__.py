@@ -1,0 +1,76 @@
+"""nbflow: Jupyter-native interactive workflows.
+
+Declare tasks with ``@flow.task`` (or ``%%nbflow task`` cells), run them in
+parallel with ``flow.run()``, and inspect the :class:`Run`.
+"""
+
+from __future__ import annotations
+
+from . import config
+from .cache import MemoryStore, ResultStore
+from .errors import (
+    CycleError,
+    DeclarationError,
+    DuplicateTaskError,
+    ExecutorError,
+    FlowFailed,
+    InvalidMapError,
+    InvalidOptionError,
+    LoopThreadError,
+    MissingParameterError,
+    NbflowError,
+    ResultUnavailableError,
+    TaskTimeoutError,
+    UnknownParameterError,
+    UnknownTaskError,
+    ValidationError,
+)
+from .events import RunEvent, TaskEvent, TaskState
+from .executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
+from .flow import Flow
+from .run import Run, Summary
+from .task import Task
+from .values import Failed, Skipped
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CycleError",
+    "DeclarationError",
+    "DuplicateTaskError",
+    "Executor",
+    "ExecutorError",
+    "Failed",
+    "Flow",
+    "FlowFailed",
+    "InlineExecutor",
+    "InvalidMapError",
+    "InvalidOptionError",
+    "LoopThreadError",
+    "MemoryStore",
+    "MissingParameterError",
+    "NbflowError",
+    "ProcessExecutor",
+    "ResultStore",
+    "ResultUnavailableError",
+    "Run",
+    "RunEvent",
+    "Skipped",
+    "Summary",
+    "Task",
+    "TaskEvent",
+    "TaskState",
+    "TaskTimeoutError",
+    "ThreadExecutor",
+    "UnknownParameterError",
+    "UnknownTaskError",
+    "ValidationError",
+    "config",
+)
+
+# Show public classes as nbflow.X in reprs and tracebacks (as httpx does).
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = "nbflow"
+del _name, _obj

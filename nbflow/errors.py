@@ -1,0 +1,222 @@
+"""Every exception nbflow raises.
+
+::
+
+    NbflowError
+    ├── DeclarationError            a task cannot be declared as written
+    │   ├── DuplicateTaskError      a second task with the same name
+    │   └── InvalidOptionError      an unknown option, or an option of the wrong type
+    ├── ValidationError             the flow cannot run as declared (raised before any task runs)
+    │   ├── CycleError              tasks depend on each other in a loop
+    │   ├── UnknownTaskError        an upstream, ``after=`` or target name that is not a task
+    │   ├── InvalidMapError         ``map=`` names something that is not an upstream
+    │   ├── MissingParameterError   a flow parameter with no value
+    │   └── UnknownParameterError   params= names something no task takes
+    ├── FlowFailed                  a run ended with failed tasks
+    ├── TaskTimeoutError            a task ran longer than its ``timeout=``
+    ├── ResultUnavailableError      a result was asked for a task that has none (also a KeyError)
+    ├── ExecutorError               an executor was misused or could not start
+    └── LoopThreadError             a blocking call was made from the scheduler's own thread
+
+Every error pickles (``__reduce__``), so it survives a trip through a process
+pool or a dask worker.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .run import Run
+    from .values import Failed
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest candidates, or ``""``."""
+    close = difflib.get_close_matches(name, sorted(candidates), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    if len(close) == 1:
+        return f" Did you mean {close[0]!r}?"
+    return " Did you mean one of " + ", ".join(repr(c) for c in close) + "?"
+
+
+class NbflowError(Exception):
+    """Base class of every error nbflow raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Plain Exception pickles only ``args``; keep the message as the only arg.
+        return (_rebuild, (type(self), str(self), self.__dict__))
+
+
+def _rebuild(cls: type[NbflowError], message: str, state: dict[str, Any]) -> NbflowError:
+    err = Exception.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class DeclarationError(NbflowError):
+    """A task cannot be declared as written."""
+
+
+class DuplicateTaskError(DeclarationError):
+    """A task with this name already exists in the flow."""
+
+    def __init__(self, flow: str, task: str) -> None:
+        self.flow = flow
+        self.task = task
+        msg = (
+            f"Flow {flow!r} already has a task named {task!r}. Give the new task another "
+            f"name, or call flow.replace(...) / flow.drop({task!r}) to redeclare it."
+        )
+        super().__init__(msg)
+
+
+class InvalidOptionError(DeclarationError):
+    """An unknown task option, or an option value of the wrong type."""
+
+    def __init__(self, task: str, option: str, problem: str) -> None:
+        self.task = task
+        self.option = option
+        super().__init__(f"Task {task!r}: option {option!r} {problem}")
+
+
+class ValidationError(NbflowError):
+    """The flow cannot run as declared; raised before any task runs."""
+
+
+class CycleError(ValidationError):
+    """Tasks depend on each other in a loop."""
+
+    def __init__(self, flow: str, cycle: Sequence[str]) -> None:
+        self.flow = flow
+        self.cycle = list(cycle)
+        path = " -> ".join(self.cycle)
+        msg = (
+            f"Flow {flow!r} has a dependency cycle: {path}. "
+            "Remove one of these dependencies (a parameter named like a task, or after=)."
+        )
+        super().__init__(msg)
+
+
+class UnknownTaskError(ValidationError):
+    """A name that should be a task of the flow is not one."""
+
+    def __init__(self, flow: str, name: str, where: str, known: Iterable[str]) -> None:
+        self.flow = flow
+        self.name = name
+        self.where = where
+        msg = f"{where} names {name!r}, which is not a task of flow {flow!r}." + suggest(
+            name, known
+        )
+        super().__init__(msg)
+
+
+class InvalidMapError(ValidationError):
+    """``map=`` names something that is not an upstream of the task."""
+
+    def __init__(self, task: str, target: str, upstreams: Iterable[str]) -> None:
+        self.task = task
+        self.target = target
+        ups = sorted(upstreams)
+        have = ", ".join(repr(u) for u in ups) if ups else "none"
+        msg = (
+            f"Task {task!r}: map={target!r} must name one of its upstream tasks "
+            f"(a parameter named like a task); its upstreams are: {have}."
+            + suggest(target, ups)
+        )
+        super().__init__(msg)
+
+
+class MissingParameterError(ValidationError):
+    """A flow parameter has no value: no default, nothing in ``params=``."""
+
+    def __init__(self, flow: str, missing: dict[str, list[str]], known: Iterable[str]) -> None:
+        self.flow = flow
+        self.missing = missing
+        parts = []
+        for name, tasks in sorted(missing.items()):
+            users = ", ".join(repr(t) for t in tasks)
+            parts.append(f"{name!r} (used by {users})" + suggest(name, known))
+        msg = (
+            f"Flow {flow!r} needs a value for parameter(s) " + "; ".join(parts) + ". "
+            "Pass params={...} to run(), give the function argument a default, "
+            "or declare a task of that name."
+        )
+        super().__init__(msg)
+
+
+class UnknownParameterError(ValidationError):
+    """``params=`` names a parameter that no task of the flow takes."""
+
+    def __init__(self, flow: str, name: str, known: Iterable[str]) -> None:
+        self.flow = flow
+        self.name = name
+        known = sorted(known)
+        have = ", ".join(repr(k) for k in known) if known else "none"
+        msg = (
+            f"run(params=...) gives {name!r}, which no task of flow {flow!r} takes as a "
+            f"parameter." + suggest(name, known) + f" Flow parameters: {have}."
+        )
+        super().__init__(msg)
+
+
+class FlowFailed(NbflowError):
+    """A run ended with one or more failed tasks.
+
+    ``failures`` holds one :class:`nbflow.Failed` per failed task (or branch);
+    ``run`` is the :class:`nbflow.Run` (not pickled).
+    """
+
+    def __init__(self, flow: str, failures: Sequence[Failed], run: Run | None = None) -> None:
+        self.flow = flow
+        self.failures = list(failures)
+        self.run = run
+        names = ", ".join(sorted({f.label for f in self.failures}))
+        lines = [f"Flow {flow!r} failed: {len(self.failures)} task(s) failed: {names}"]
+        for failure in self.failures:
+            lines.append("")
+            lines.append(f"--- {failure.label} (attempt {failure.attempt}) ---")
+            lines.append(failure.traceback.rstrip())
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = dict(self.__dict__, run=None)
+        return (_rebuild, (type(self), str(self), state))
+
+
+class TaskTimeoutError(NbflowError, TimeoutError):
+    """A task (or branch) ran longer than its ``timeout=``."""
+
+    def __init__(self, label: str, timeout: float) -> None:
+        self.label = label
+        self.timeout = timeout
+        msg = f"Task {label} did not finish within timeout={timeout:g}s and was stopped."
+        super().__init__(msg)
+
+
+class ResultUnavailableError(NbflowError, KeyError):
+    """A result was asked for a task that did not produce one."""
+
+    def __init__(self, task: str, state: str, known: Iterable[str] = ()) -> None:
+        self.task = task
+        self.state = state
+        if state == "unknown":
+            msg = f"No task named {task!r} in this run." + suggest(task, known)
+        else:
+            msg = f"Task {task!r} has no result: it is {state}."
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ExecutorError(NbflowError):
+    """An executor was misused (not started, closed) or could not start."""
+
+
+class LoopThreadError(NbflowError):
+    """A blocking call was made from the scheduler's own thread, where it would deadlock."""

@@ -1,0 +1,164 @@
+"""State-change events and the bus that delivers them to observers.
+
+Observers are callables that receive a *batch* (a list) of events. They run on
+a dispatcher thread of their own, never on the scheduler's loop, so a slow
+observer only gets bigger batches and never slows the run down. An observer
+that raises is logged and kept; the run goes on. An ``async def`` observer is
+awaited on the scheduler's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+from .values import Failed
+
+logger = logging.getLogger(__name__)
+
+TaskState = Literal[
+    "pending", "ready", "running", "retrying", "succeeded", "cached", "failed", "skipped",
+    "cancelled",
+]
+TASK_STATES: tuple[str, ...] = (
+    "pending", "ready", "running", "retrying", "succeeded", "cached", "failed", "skipped",
+    "cancelled",
+)
+RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One task (``branch=None``) or one branch of a mapped task changed state."""
+
+    run_id: str
+    task: str
+    branch: int | None
+    state: TaskState
+    attempt: int
+    time: float
+    error: Failed | None = None
+    #: where it runs or ran ("thread nbflow-worker-1", "pid 4242", a dask worker address)
+    where: str | None = None
+    #: for a mapped task's own events: its number of branches, once known
+    branches: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """The run as a whole changed status."""
+
+    run_id: str
+    flow: str
+    status: RunStatus
+    time: float
+
+
+Event = Union[TaskEvent, RunEvent]
+Observer = Callable[[Sequence[Event]], Any]
+
+
+class EventBus:
+    """Collects events on the scheduler thread and delivers them in batches.
+
+    ``emit`` is cheap (a list append). A dispatcher thread, started with the
+    first observer, wakes every ``interval`` seconds and hands the events
+    collected since to each observer, in order.
+    """
+
+    def __init__(self, observers: Iterable[Observer] = (), interval: float = 0.05) -> None:
+        self._observers: list[Observer] = []
+        self._buffer: list[Event] = []
+        self._interval = interval
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        for observer in observers:
+            self.add(observer)
+
+    @property
+    def active(self) -> bool:
+        """True when someone listens (emitters can skip building events otherwise)."""
+        return bool(self._observers)
+
+    @property
+    def dispatching(self) -> bool:
+        """True when a dispatcher thread runs (there is something to wait for at the end)."""
+        return self._thread is not None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop on which ``async def`` observers are awaited."""
+        self._loop = loop
+
+    def add(self, observer: Observer) -> None:
+        """Register an observer; it receives events emitted from now on."""
+        if not callable(observer):
+            msg = f"an observer must be callable with a list of events, got {observer!r}"
+            raise TypeError(msg)
+        self._observers.append(observer)
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(
+                target=self._dispatch_loop, name="nbflow-events", daemon=True
+            )
+            self._thread.start()
+
+    def emit(self, event: Event) -> None:
+        """Queue one event (called on the scheduler thread)."""
+        if self._observers:
+            self._buffer.append(event)
+
+    def close(self) -> None:
+        """Deliver what is left and stop the dispatcher (does not wait; see ``wait_closed``)."""
+        self._closed = True
+        self._wake.set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until every event has been delivered (not on the scheduler thread)."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    # -- dispatcher thread -----------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            closed = self._closed
+            # Swapping the list is safe without a lock: an append that races with the
+            # swap lands in the list this thread is about to deliver.
+            batch, self._buffer = self._buffer, []
+            if batch:
+                self._deliver(batch)
+            if closed:
+                if self._buffer:
+                    self._deliver(self._buffer)
+                    self._buffer = []
+                return
+            self._wake.wait(self._interval)
+
+    def _deliver(self, batch: list[Event]) -> None:
+        for observer in list(self._observers):
+            try:
+                result = observer(batch)
+                if inspect.isawaitable(result):
+                    self._await(result)
+            except Exception:
+                logger.exception("nbflow event observer %r raised; it stays registered", observer)
+
+    def _await(self, awaitable: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            asyncio.run(_as_coroutine(awaitable))
+            return
+        asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), loop).result()
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable

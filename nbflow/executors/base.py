@@ -1,0 +1,214 @@
+"""The executor interface: where a task body runs.
+
+The scheduler hands an executor :class:`WorkItem` batches with :meth:`submit`
+and learns about finished items through the ``on_done`` callback it passed to
+:meth:`Executor.start`; that callback is always called on the scheduler's
+loop, with a list of :class:`Outcome` (executors coalesce completions, so a
+thousand tiny tasks do not mean a thousand loop wake-ups).
+
+Results are opaque *references* to the scheduler: for local executors the
+value itself, for a dask executor a future that stays on the cluster. The
+scheduler only looks inside through :meth:`split` (items to map over) and
+:meth:`fetch` (a value for ``run_if`` or the user).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ExecutorError
+from ..values import Failed
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One call of a task function (one branch of a mapped task)."""
+
+    #: the scheduler's id of the item (opaque to executors)
+    id: Hashable
+    task: str
+    branch: int | None
+    attempt: int
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any]
+    timeout: float | None = None
+    priority: int = 0
+    resources: Mapping[str, float] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.task if self.branch is None else f"{self.task}[{self.branch}]"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of a :class:`WorkItem`: its value, or a :class:`~nbflow.Failed`."""
+
+    id: Hashable
+    ok: bool
+    value: Any
+    started: float
+    ended: float
+    where: str | None = None
+
+
+def call_item(item: WorkItem, where: str) -> Outcome:
+    """Run ``item`` here and now, turning an exception into a failed outcome."""
+    started = time.time()
+    try:
+        value = item.fn(**item.kwargs)
+        ok = True
+    except Exception as exc:  # the task's own error: recorded, never raised here
+        value = Failed.from_exception(item.task, exc, item.branch, item.attempt)
+        ok = False
+    return Outcome(item.id, ok, value, started, time.time(), where)
+
+
+class Executor(ABC):
+    """Runs work items somewhere and reports their outcomes on the scheduler loop.
+
+    Subclasses implement :meth:`_start`, :meth:`_submit`, :meth:`_cancel`,
+    :meth:`free_slots` and :meth:`_close`. An executor object given to
+    ``flow.run`` is configuration: each run uses its own :meth:`duplicate`.
+    """
+
+    #: short name used in messages and ``executor="..."``
+    name: str = "executor"
+    #: True when results stay elsewhere (dask): the scheduler then awaits fetch/split
+    remote: bool = False
+
+    def __init__(self) -> None:
+        self._on_done: Callable[[list[Outcome]], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self, on_done: Callable[[list[Outcome]], None]) -> None:
+        """Start on the running loop; ``on_done`` will receive outcome batches there."""
+        if self._on_done is not None:
+            raise ExecutorError(f"{self.name} executor is already started")
+        self._loop = asyncio.get_running_loop()
+        self._on_done = on_done
+        await self._start()
+
+    async def close(self) -> None:
+        """Release workers; items still running are abandoned."""
+        if self._on_done is not None and not self._closed:
+            self._closed = True
+            await self._close()
+
+    async def __aenter__(self) -> Executor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def duplicate(self) -> Executor:
+        """An unstarted copy with the same configuration."""
+        clone = copy.copy(self)
+        Executor.__init__(clone)
+        clone._reset()
+        return clone
+
+    def _reset(self) -> None:
+        """Clear per-start state in a duplicate (override when there is any)."""
+
+    @property
+    def started(self) -> bool:
+        return self._on_done is not None and not self._closed
+
+    # -- work -------------------------------------------------------------------------
+
+    def submit(self, items: Sequence[WorkItem]) -> None:
+        """Hand items over; returns at once (call on the scheduler loop)."""
+        if not self.started:
+            state = "closed" if self._closed else "not started"
+            msg = f"{self.name} executor is {state}: use it through flow.run(executor=...)"
+            raise ExecutorError(msg)
+        self._submit(items)
+
+    def cancel(self, ids: Iterable[Hashable]) -> None:
+        """Forget these items: queued ones never start, running ones are abandoned."""
+        if self.started:
+            self._cancel(list(ids))
+
+    @abstractmethod
+    def free_slots(self) -> int:
+        """How many more items to hand over now (the scheduler keeps the rest, by priority)."""
+
+    # -- data (overridden by remote executors) -------------------------------------------
+
+    async def split(self, ref: Any) -> list[Any]:
+        """The items of a result, for mapping."""
+        return split_value(ref)
+
+    async def fetch(self, ref: Any) -> Any:
+        """The value behind a result reference."""
+        return ref
+
+    # -- for subclasses -------------------------------------------------------------------
+
+    @abstractmethod
+    async def _start(self) -> None: ...
+
+    @abstractmethod
+    def _submit(self, items: Sequence[WorkItem]) -> None: ...
+
+    @abstractmethod
+    def _cancel(self, ids: list[Hashable]) -> None: ...
+
+    async def _close(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def split_value(value: Any) -> list[Any]:
+    """``list(value)``, refusing strings and bytes (mapping over characters is a bug)."""
+    if isinstance(value, (str, bytes)):
+        msg = f"cannot map over a {type(value).__name__}; return a list of items to map over"
+        raise TypeError(msg)
+    try:
+        return list(value)
+    except TypeError as exc:
+        msg = f"cannot map over a {type(value).__name__}: it is not iterable; return a list"
+        raise TypeError(msg) from exc
+
+
+class Outbox:
+    """Collects outcomes from worker threads; wakes the loop once per batch, not per item."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[Outcome]], None]):
+        self._loop = loop
+        self._deliver = deliver
+        self._items: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(self, outcome: Outcome) -> None:
+        """Called from any thread."""
+        with self._lock:
+            self._items.append(outcome)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._flush)
+        except RuntimeError:  # the loop is closed: the run is over, nobody listens
+            pass
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._items = self._items, []
+            self._scheduled = False
+        if batch:
+            self._deliver(batch)

@@ -1,0 +1,296 @@
+"""Flow: the tasks of one workflow; declaration, validation and the run entry points."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
+
+from . import graph
+from .cache import MemoryStore, ResultStore, hash_value
+from .errors import (
+    CycleError,
+    DuplicateTaskError,
+    InvalidMapError,
+    InvalidOptionError,
+    MissingParameterError,
+    UnknownParameterError,
+    UnknownTaskError,
+)
+from .plan import Plan, PlannedTask
+from .task import Task
+
+if TYPE_CHECKING:
+    from .events import Observer
+    from .executors.base import Executor
+    from .run import Run
+
+F = Callable[..., Any]
+
+
+class Flow:
+    """A named set of tasks whose dependencies come from their parameter names.
+
+    Parameters
+    ----------
+    name
+        Shown in messages, events and the widget.
+    cache
+        Where results are kept between runs (default: an in-memory store owned
+        by this flow), so a re-run reuses every result whose key is unchanged.
+    namespace
+        Optional mapping consulted for flow parameters that ``params=`` does not
+        give (the notebook namespace, for flows declared in cells).
+    """
+
+    def __init__(
+        self,
+        name: str = "flow",
+        *,
+        cache: ResultStore | None = None,
+        namespace: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.cache: ResultStore = cache if cache is not None else MemoryStore()
+        self.namespace = namespace
+        self._tasks: dict[str, Task] = {}
+        self._lock = threading.Lock()
+        #: the most recent run started from this flow (None before the first)
+        self.last_run: Run | None = None
+
+    # -- declaration -------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: F, /) -> F: ...
+    @overload
+    def task(self, *, name: str | None = None, **options: Any) -> Callable[[F], F]: ...
+
+    def task(self, fn: F | None = None, /, *, name: str | None = None, **options: Any) -> Any:
+        """Declare a task, as ``@flow.task`` or ``@flow.task(option=value, ...)``.
+
+        Options: ``after`` (ordering-only dependencies), ``map`` (run once per
+        item of that upstream's result), ``run_on`` (``"success"``,
+        ``"failure"``, ``"always"``), ``run_if`` (a predicate of the upstream
+        results), ``retries``, ``retry_delay`` (s), ``timeout`` (s),
+        ``max_parallel`` (concurrent branches), ``priority`` (higher first),
+        ``resources`` (for dask), ``cache``, ``executor``, ``export``.
+        The function is returned unchanged, so it can still be called directly.
+        """
+
+        def declare(f: F) -> F:
+            self.add(Task.from_function(f, name=name, options=options))
+            return f
+
+        if fn is not None:
+            if not callable(fn):
+                msg = f"@flow.task expects a function, got {fn!r}; use @flow.task(name=...)"
+                raise InvalidOptionError(str(name), "fn", msg)
+            return declare(fn)
+        return declare
+
+    def add(self, task: Task) -> Task:
+        """Add a task; a second task with the same name is an error."""
+        with self._lock:
+            if task.name in self._tasks:
+                raise DuplicateTaskError(self.name, task.name)
+            self._tasks[task.name] = task
+        return task
+
+    def replace(self, task: Task) -> Task | None:
+        """Add or redeclare a task; returns the task it replaced, if any."""
+        with self._lock:
+            old = self._tasks.get(task.name)
+            self._tasks[task.name] = task
+        return old
+
+    def drop(self, name: str) -> Task:
+        """Remove a task from the flow and return it."""
+        with self._lock:
+            if name not in self._tasks:
+                raise UnknownTaskError(self.name, name, "drop()", self._tasks)
+            return self._tasks.pop(name)
+
+    @property
+    def tasks(self) -> Mapping[str, Task]:
+        """The declared tasks by name, in declaration order (a read-only view)."""
+        return dict(self._tasks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return f"Flow({self.name!r}, {len(self._tasks)} tasks)"
+
+    # -- structure ---------------------------------------------------------------------
+
+    def upstreams(self, name: str) -> tuple[str, ...]:
+        """The task's inputs that are tasks of this flow (data dependencies)."""
+        task = self._tasks[name]
+        return tuple(i for i in task.inputs if i in self._tasks)
+
+    def dependencies(self) -> dict[str, list[str]]:
+        """``{task: [every task it waits for]}``: data upstreams then ``after=``."""
+        deps: dict[str, list[str]] = {}
+        for name, task in self._tasks.items():
+            ups = [i for i in task.inputs if i in self._tasks]
+            ups += [a for a in task.options.after if a not in ups]
+            deps[name] = ups
+        return deps
+
+    def parameters(self) -> dict[str, Any]:
+        """Flow parameters (inputs that are not tasks) and their defaults (``...`` if none)."""
+        out: dict[str, Any] = {}
+        for task in self._tasks.values():
+            for i in task.inputs:
+                if i not in self._tasks and (i not in out or out[i] is ...):
+                    out[i] = task.defaults.get(i, ...)
+        return out
+
+    # -- validation --------------------------------------------------------------------
+
+    def plan(
+        self, targets: str | Iterable[str] | None = None, params: Mapping[str, Any] | None = None
+    ) -> Plan:
+        """Validate and freeze what a run of ``targets`` needs.
+
+        Raises a :class:`~nbflow.errors.ValidationError` (unknown names with
+        suggestions, cycles with their path, bad ``map=``, missing parameters)
+        before anything runs.
+        """
+        with self._lock:
+            tasks = dict(self._tasks)
+        params = dict(params or {})
+        if isinstance(targets, str):
+            targets = [targets]
+        target_list = list(targets) if targets is not None else list(tasks)
+        for t in target_list:
+            if t not in tasks:
+                raise UnknownTaskError(self.name, t, "run(targets=...)", tasks)
+
+        deps: dict[str, list[str]] = {}
+        for name, task in tasks.items():
+            ups = [i for i in task.inputs if i in tasks]
+            ups += [a for a in task.options.after if a not in ups]
+            deps[name] = ups
+        needed = graph.ancestors(deps, target_list)
+        sub = {n: deps[n] for n in tasks if n in needed}
+        for name in sub:
+            for a in tasks[name].options.after:
+                if a not in tasks:
+                    raise UnknownTaskError(self.name, a, f"Task {name!r}: after=", tasks)
+        cycle = graph.find_cycle(sub)
+        if cycle is not None:
+            raise CycleError(self.name, list(reversed(cycle)))
+        order = graph.topological_order(sub)
+
+        missing: dict[str, list[str]] = {}
+        planned: dict[str, PlannedTask] = {}
+        plan_tasks: list[PlannedTask] = []
+        namespace = self.namespace
+        for index, name in enumerate(order):
+            task = tasks[name]
+            upstreams = tuple(i for i in task.inputs if i in tasks)
+            values: dict[str, Any] = {}
+            for i in task.inputs:
+                if i in tasks:
+                    continue
+                if i in params:
+                    values[i] = params[i]
+                elif namespace is not None and i in namespace:
+                    values[i] = namespace[i]
+                elif i in task.defaults:
+                    values[i] = task.defaults[i]
+                else:
+                    missing.setdefault(i, []).append(name)
+            map_source = None
+            elementwise = False
+            if task.options.map is not None:
+                if task.options.map not in upstreams:
+                    raise InvalidMapError(name, task.options.map, upstreams)
+                source = planned[task.options.map]
+                map_source = source.index
+                elementwise = source.mapped
+            pt = PlannedTask(
+                index=index,
+                task=task,
+                upstreams=upstreams,
+                params=values,
+                params_key=hash_value(values) if task.options.cache else "",
+                deps=tuple(planned[d].index for d in sub[name]),
+                map_source=map_source,
+                elementwise=elementwise,
+            )
+            planned[name] = pt
+            plan_tasks.append(pt)
+        if missing:
+            raise MissingParameterError(self.name, missing, list(tasks))
+        unknown = sorted(set(params) - set(self.parameters()) - set(tasks))
+        if unknown:
+            raise UnknownParameterError(self.name, unknown[0], self.parameters())
+        for pt in plan_tasks:
+            for d in pt.deps:
+                plan_tasks[d].children.append(pt.index)
+        return Plan(flow=self.name, tasks=plan_tasks, by_name=planned, params=params)
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(
+        self,
+        targets: str | Sequence[str] | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        executor: str | Executor | None = None,
+        background: bool = False,
+        raise_on_failure: bool = True,
+        observers: Iterable[Observer] = (),
+    ) -> Run:
+        """Run what ``targets`` need (all tasks by default) and return the :class:`Run`.
+
+        Blocks until the run ends unless ``background=True``. A run with failed
+        tasks raises :class:`~nbflow.FlowFailed` unless ``raise_on_failure=False``.
+        A keyboard interrupt (kernel interrupt) cancels the run and is re-raised.
+        Works the same from a script, a thread, or a cell of a running kernel:
+        the scheduler has its own event loop thread.
+        """
+        run = self._start(targets, params, executor, observers)
+        if background:
+            return run
+        run.wait()
+        if raise_on_failure:
+            run.raise_for_failure()
+        return run
+
+    async def run_async(
+        self,
+        targets: str | Sequence[str] | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        executor: str | Executor | None = None,
+        raise_on_failure: bool = True,
+        observers: Iterable[Observer] = (),
+    ) -> Run:
+        """Like :meth:`run`, awaited from async code (any event loop, or the scheduler's)."""
+        run = self._start(targets, params, executor, observers)
+        await run.wait_async()
+        if raise_on_failure:
+            run.raise_for_failure()
+        return run
+
+    def _start(
+        self,
+        targets: str | Sequence[str] | None,
+        params: Mapping[str, Any] | None,
+        executor: str | Executor | None,
+        observers: Iterable[Observer],
+    ) -> Run:
+        from .executors import resolve_executor
+        from .run import Run
+
+        plan = self.plan(targets, params)
+        run = Run(plan, resolve_executor(executor), self.cache, observers=observers)
+        self.last_run = run
+        run.start()
+        return run

@@ -1,0 +1,285 @@
+"""Run: the user's handle on one execution of a flow."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import config
+from .cache import ResultStore
+from .errors import FlowFailed, LoopThreadError, ResultUnavailableError
+from .events import EventBus, Observer, RunStatus
+from .executors.base import Executor
+from .loop import get_loop_thread
+from .plan import Plan
+from .scheduler import Scheduler
+from .transitions import OK, TaskRecord, Transitions
+from .values import Failed
+
+
+class Run:
+    """One execution of a flow: its status, per-task states, results and failures.
+
+    Created by ``flow.run(...)``; do not build it yourself.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        executor: Executor,
+        store: ResultStore,
+        observers: Iterable[Observer] = (),
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.flow = plan.flow
+        self.plan = plan
+        self.executor = executor
+        self.bus = EventBus(observers, interval=float(config.get("event_interval")))
+        self._sm = Transitions(plan, self.id, self.bus)
+        self._scheduler = Scheduler(self._sm, executor, store)
+        self._loop_thread = get_loop_thread()
+        self._future: concurrent.futures.Future[str] | None = None
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters_lock = threading.Lock()
+        self.started: float | None = None
+        self.ended: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Schedule the run on the scheduler loop (returns at once)."""
+        if self._future is not None:
+            return
+        self.started = time.time()
+        self.bus.bind(self._loop_thread.loop)
+        self._future = self._loop_thread.submit(self._scheduler.execute())
+        self._future.add_done_callback(self._on_done)
+
+    def _on_done(self, future: concurrent.futures.Future[str]) -> None:
+        self.ended = time.time()
+        if not future.cancelled() and future.exception() is not None:
+            self._error = future.exception()
+        self.bus.close()
+        if not self.bus.dispatching:
+            self._finish()
+            return
+        # Deliver the last events before anyone waiting learns that the run ended; this
+        # callback runs on the scheduler thread, so hand the wait to a helper thread.
+        threading.Thread(target=self._finish, name="nbflow-run-end", daemon=True).start()
+
+    def _finish(self) -> None:
+        self.bus.wait_closed(timeout=30)
+        with self._waiters_lock:
+            self._done.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed: nobody awaits any more
+                pass
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Block until the run ends; a keyboard interrupt cancels it and is re-raised.
+
+        Raises ``TimeoutError`` if ``timeout`` seconds pass first (the run goes on),
+        and :class:`~nbflow.errors.LoopThreadError` on the scheduler's thread.
+        """
+        if self._loop_thread.in_loop_thread():
+            msg = "run.wait() was called on the scheduler's thread; use await run.wait_async()"
+            raise LoopThreadError(msg)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._done.wait(0.1 if deadline is None else
+                                      max(0.0, min(0.1, deadline - time.monotonic()))):
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"run {self.id} of flow {self.flow!r} is still {self.status} "
+                                       f"after {timeout}s")
+        except KeyboardInterrupt:
+            self.cancel()
+            self._done.wait(10)
+            raise
+        self._raise_internal()
+        return self
+
+    async def wait_async(self) -> Run:
+        """Await the end of the run from any event loop (cancelling the await cancels the run)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._waiters_lock:
+            if self._done.is_set():
+                future.set_result(None)
+            else:
+                self._waiters.append((loop, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        self._raise_internal()
+        return self
+
+    def _raise_internal(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Stop the run: nothing new starts; running tasks are cancelled or abandoned."""
+        if self._future is None or self._done.is_set():
+            return
+        self._loop_thread.call(self._scheduler.cancel)
+
+    def observe(self, observer: Observer) -> None:
+        """Receive batches of this run's events from now on."""
+        self.bus.add(observer)
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`~nbflow.FlowFailed` if any task failed."""
+        failures = self.failures
+        if failures:
+            raise FlowFailed(self.flow, failures, self)
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def status(self) -> RunStatus:
+        """``pending``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
+        status = self._sm.status
+        if status in ("pending", "running") or self._done.is_set():
+            return status  # type: ignore[return-value]
+        return "running"  # final inside the scheduler, but the last events are in flight
+
+    @property
+    def states(self) -> dict[str, str]:
+        """Each task's state, by name."""
+        return {r.name: r.state for r in self._sm.records}
+
+    @property
+    def failures(self) -> list[Failed]:
+        """Every failed task (each failed branch of a mapped task), in run order."""
+        out: list[Failed] = []
+        for rec in self._sm.records:
+            if rec.state != "failed":
+                continue
+            if rec.bstate is not None:
+                out.extend(v for v in rec.result if isinstance(v, Failed))
+            elif rec.error is not None:
+                out.append(rec.error)
+        return out
+
+    @property
+    def results(self) -> Results:
+        """Results by task name (a mapped task gives the list of its branch results)."""
+        return Results(self)
+
+    def record(self, name: str) -> TaskRecord:
+        """The scheduler's record of one task (for status displays)."""
+        try:
+            return self._sm.records[self.plan.by_name[name].index]
+        except KeyError:
+            raise ResultUnavailableError(name, "unknown", self.plan.by_name) from None
+
+    def summary(self) -> Summary:
+        """A table: task, state, branches, attempts, duration."""
+        rows = []
+        for rec in self._sm.records:
+            duration = None
+            if rec.started is not None and rec.ended is not None:
+                duration = max(0.0, rec.ended - rec.started)
+            branches = None
+            if rec.pt.mapped:
+                branches = (rec.done, rec.n)
+            rows.append(SummaryRow(rec.name, rec.state, branches, rec.attempts, duration))
+        return Summary(self.flow, self.id, self.status, rows)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for rec in self._sm.records:
+            counts[rec.state] = counts.get(rec.state, 0) + 1
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return f"Run({self.flow!r}, {self.status}, {len(self._sm.records)} tasks: {parts})"
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Results(Mapping[str, Any]):
+    """A read-only mapping of the results of a run's succeeded and cached tasks."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def _records(self) -> list[TaskRecord]:
+        return self._run._sm.records  # noqa: SLF001 - Results is part of Run
+
+    def __getitem__(self, name: str) -> Any:
+        rec = self._run.record(name)
+        if rec.state not in OK:
+            raise ResultUnavailableError(name, rec.state)
+        value = rec.result
+        executor = self._run.executor
+        if executor.remote:
+            return self._run._loop_thread.run_sync(executor.fetch(value))  # noqa: SLF001
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (r.name for r in self._records() if r.state in OK)
+
+    def __len__(self) -> int:
+        return sum(1 for r in self._records() if r.state in OK)
+
+    def __repr__(self) -> str:
+        return f"Results({list(self)})"
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    task: str
+    state: str
+    #: (finished, total) branches of a mapped task
+    branches: tuple[int, int | None] | None
+    attempts: int
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The per-task outcome of a run; ``str()`` gives a text table."""
+
+    flow: str
+    run_id: str
+    status: str
+    rows: list[SummaryRow]
+
+    def __str__(self) -> str:
+        header = ("task", "state", "branches", "attempts", "duration")
+        lines = [header]
+        for r in self.rows:
+            branches = "" if r.branches is None else f"{r.branches[0]}/{r.branches[1] or 0}"
+            duration = "" if r.duration is None else f"{r.duration:.3f}s"
+            lines.append((r.task, r.state, branches, str(r.attempts), duration))
+        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+        text = [f"Run {self.run_id} of flow {self.flow!r}: {self.status}"]
+        for row in lines:
+            text.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        return "\n".join(text)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """The rows as dicts (for JSON, pandas)."""
+        return [r.__dict__.copy() for r in self.rows]

@@ -1,0 +1,236 @@
+"""Task: a function plus its options.
+
+The function's parameter names are its inputs. Which of them are upstream
+tasks and which are flow parameters is decided by the :class:`~nbflow.Flow`
+when it validates, because tasks may be declared in any order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .errors import InvalidOptionError, suggest
+
+RunOn = Literal["success", "failure", "always"]
+RUN_ON_VALUES: tuple[str, ...] = ("success", "failure", "always")
+
+_NO_DEFAULT = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Everything about a task except its function. See ``Flow.task`` for each option."""
+
+    after: tuple[str, ...] = ()
+    map: str | None = None
+    run_on: RunOn = "success"
+    run_if: Callable[..., bool] | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    max_parallel: int | None = None
+    priority: int = 0
+    resources: Mapping[str, float] | None = None
+    cache: bool = True
+    executor: Any = None
+    export: bool = False
+
+
+OPTION_NAMES: tuple[str, ...] = tuple(TaskOptions.__dataclass_fields__)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def make_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
+    """Check ``options`` (names and types) and build :class:`TaskOptions`.
+
+    Raises :class:`~nbflow.errors.InvalidOptionError` naming the task and option.
+    """
+    for name in options:
+        if name not in OPTION_NAMES:
+            problem = "is not a task option." + suggest(name, OPTION_NAMES)
+            problem += f" Options: {', '.join(OPTION_NAMES)}."
+            raise InvalidOptionError(task, name, problem)
+
+    def bad(name: str, expected: str) -> InvalidOptionError:
+        value = options[name]
+        return InvalidOptionError(
+            task, name, f"must be {expected}, got {value!r} ({type(value).__name__})"
+        )
+
+    values = dict(options)
+    if "after" in values:
+        after = values["after"]
+        if isinstance(after, str):
+            after = (after,)
+        if not isinstance(after, Sequence) or not all(isinstance(a, str) for a in after):
+            raise bad("after", "a list of task names")
+        values["after"] = tuple(after)
+    if values.get("map") is not None and not isinstance(values["map"], str):
+        raise bad("map", "the name of an upstream task")
+    if "run_on" in values and values["run_on"] not in RUN_ON_VALUES:
+        raise bad("run_on", "one of 'success', 'failure', 'always'")
+    if values.get("run_if") is not None and not callable(values["run_if"]):
+        raise bad("run_if", "a callable returning a bool")
+    for name in ("retries", "priority"):
+        if name in values and (not isinstance(values[name], int) or isinstance(values[name], bool)):
+            raise bad(name, "an int")
+    if values.get("retries", 0) < 0:
+        raise bad("retries", "0 or more")
+    if "retry_delay" in values and (not _is_number(values["retry_delay"]) or values["retry_delay"] < 0):
+        raise bad("retry_delay", "a number of seconds >= 0")
+    if values.get("timeout") is not None and (not _is_number(values["timeout"]) or values["timeout"] <= 0):
+        raise bad("timeout", "a number of seconds > 0, or None")
+    mp = values.get("max_parallel")
+    if mp is not None and (not isinstance(mp, int) or isinstance(mp, bool) or mp < 1):
+        raise bad("max_parallel", "an int >= 1, or None")
+    res = values.get("resources")
+    if res is not None:
+        if not isinstance(res, Mapping) or not all(
+            isinstance(k, str) and _is_number(v) for k, v in res.items()
+        ):
+            raise bad("resources", "a mapping of resource name to amount, like {'GPU': 1}")
+        values["resources"] = dict(res)
+    for name in ("cache", "export"):
+        if name in values and not isinstance(values[name], bool):
+            raise bad(name, "True or False")
+    return TaskOptions(**values)
+
+
+def code_hash(fn: Callable[..., Any]) -> str:
+    """A stable hash of a function's code: its source when available, else its bytecode.
+
+    Closure values are included when they can be hashed, so two closures over
+    different values do not share a cache key.
+    """
+    from .cache import hash_value  # local: cache imports task types
+
+    h = hashlib.blake2b(digest_size=16)
+    target = inspect.unwrap(fn)
+    try:
+        src = textwrap.dedent(inspect.getsource(target))
+        # The decorator line(s) carry options, not code; they must not change the key.
+        lines = src.splitlines()
+        while lines and lines[0].lstrip().startswith("@"):
+            lines.pop(0)
+        h.update("\n".join(lines).encode())
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        if code is None:
+            h.update(repr(target).encode())
+        else:
+            h.update(_code_bytes(code))
+    closure = getattr(target, "__closure__", None) or ()
+    for cell in closure:
+        try:
+            h.update(hash_value(cell.cell_contents).encode())
+        except ValueError:  # an empty cell, or a value we cannot hash: ignore it
+            continue
+    return h.hexdigest()
+
+
+def _code_bytes(code: Any) -> bytes:
+    parts = [code.co_code, repr(code.co_names).encode()]
+    for const in code.co_consts:
+        parts.append(_code_bytes(const) if hasattr(const, "co_code") else repr(const).encode())
+    return b"\0".join(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A function and its options, declared into a :class:`~nbflow.Flow`.
+
+    ``inputs`` are the function's parameter names in order; ``defaults`` those
+    that have a default value. ``code_key`` identifies the code for caching;
+    ``key_extra`` (optional) returns more text to hash into the cache key at
+    run time (the notebook compiler uses it for helper functions and globals).
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    options: TaskOptions = field(default_factory=TaskOptions)
+    inputs: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    is_async: bool = False
+    code_key: str = ""
+    key_extra: Callable[[], str] | None = None
+    source: str | None = None  # where it was declared, for messages ("cell 3", "file.py:12")
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        **extra: Any,
+    ) -> Task:
+        """Build a task from ``fn``; raises ``InvalidOptionError`` for bad options."""
+        if not callable(fn):
+            raise InvalidOptionError(str(name), "fn", f"must be callable, got {fn!r}")
+        task_name = name or getattr(fn, "__name__", None)
+        if not task_name or not isinstance(task_name, str) or not task_name.isidentifier():
+            raise InvalidOptionError(
+                str(task_name), "name", "must be a Python identifier (it is how others refer to it)"
+            )
+        opts = make_options(task_name, options or {})
+        inputs, defaults = _signature(task_name, fn)
+        if extra.get("source") is None:
+            extra["source"] = _where(fn)
+        return cls(
+            name=task_name,
+            fn=fn,
+            options=opts,
+            inputs=inputs,
+            defaults=defaults,
+            is_async=inspect.iscoroutinefunction(inspect.unwrap(fn)),
+            code_key=extra.pop("code_key", None) or code_hash(fn),
+            **extra,
+        )
+
+    def with_options(self, **options: Any) -> Task:
+        """A copy of this task with some options changed (validated)."""
+        merged = {
+            k: getattr(self.options, k) for k in OPTION_NAMES
+        }
+        merged.update(options)
+        return replace(self, options=make_options(self.name, merged))
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r}, inputs={list(self.inputs)})"
+
+
+def _signature(task: str, fn: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise InvalidOptionError(task, "fn", f"has no inspectable signature ({exc})") from exc
+    inputs: list[str] = []
+    defaults: dict[str, Any] = {}
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            star = "*" if p.kind is p.VAR_POSITIONAL else "**"
+            raise InvalidOptionError(
+                task, "fn", f"takes {star}{p.name}; a task's inputs must be named parameters"
+            )
+        if p.kind is p.POSITIONAL_ONLY:
+            raise InvalidOptionError(
+                task, "fn", f"takes positional-only parameter {p.name!r}; use a named parameter"
+            )
+        inputs.append(p.name)
+        if p.default is not _NO_DEFAULT:
+            defaults[p.name] = p.default
+    return tuple(inputs), defaults
+
+
+def _where(fn: Callable[..., Any]) -> str | None:
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:
+        return None
+    return f"{code.co_filename}:{code.co_firstlineno}"

@@ -1,0 +1,62 @@
+"""Values that stand in for an upstream result that does not exist.
+
+A task with ``run_on="failure"`` or ``run_on="always"`` still runs when an
+upstream failed or was skipped; it then receives one of these in place of that
+upstream's result.
+"""
+
+from __future__ import annotations
+
+import traceback as _tb
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A failed task (or branch): the exception and its traceback text.
+
+    ``error`` is the original exception when it could be kept (it may be a
+    stand-in ``RuntimeError`` when the original does not pickle).
+    """
+
+    task: str
+    error: BaseException
+    traceback: str
+    branch: int | None = None
+    attempt: int = 1
+
+    @property
+    def label(self) -> str:
+        """``task`` or ``task[branch]``."""
+        return self.task if self.branch is None else f"{self.task}[{self.branch}]"
+
+    @classmethod
+    def from_exception(
+        cls, task: str, error: BaseException, branch: int | None = None, attempt: int = 1
+    ) -> Failed:
+        """Capture ``error`` with its formatted traceback."""
+        text = "".join(_tb.format_exception(type(error), error, error.__traceback__))
+        return cls(task=task, error=error.with_traceback(None), traceback=text,
+                   branch=branch, attempt=attempt)
+
+    def __repr__(self) -> str:
+        return f"Failed({self.label}: {type(self.error).__name__}: {self.error})"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An upstream task (or branch) that did not run, and why."""
+
+    task: str
+    reason: str
+    branch: int | None = None
+
+    def __repr__(self) -> str:
+        where = self.task if self.branch is None else f"{self.task}[{self.branch}]"
+        return f"Skipped({where}: {self.reason})"
+
+    def __bool__(self) -> bool:
+        return False
