@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from . import graph
+from . import capture, graph
 from .cache import MemoryStore, ResultStore, hash_value
 from .errors import (
     CycleError,
@@ -290,6 +290,7 @@ class Flow:
         from .run import Run
 
         plan = self.plan(targets, params)
+        capture.install()
         run = Run(plan, resolve_executor(executor), self.cache, observers=observers)
         self.last_run = run
         run.start()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .cache import ResultStore
+from .capture import capturing
 from .errors import TaskTimeoutError
 from .executors.base import Executor, Outcome, WorkItem, split_value
 from .transitions import (
@@ -92,7 +93,7 @@ class Scheduler:
             if handle is not None:
                 handle.cancel()
             self._pending.extend(sm.finished(item, attempt, o.ok, o.value, o.started, o.ended,
-                                             o.where))
+                                             o.where, o.output))
         self._process(())
 
     def _on_timeout(self, item: Item, attempt: int) -> None:
@@ -193,6 +194,9 @@ class Scheduler:
         rec = self.sm.records[t]
         timeout = rec.pt.task.options.timeout
         started = time.time()
+        # This asyncio task runs in its own context copy, so the capture is its own.
+        output_cm = capturing()
+        output = output_cm.__enter__()
         try:
             value = await asyncio.wait_for(rec.pt.task.fn(**ex.kwargs), timeout)
             ok = True
@@ -207,8 +211,10 @@ class Scheduler:
         except Exception as exc:
             value, ok = Failed.from_exception(rec.name, exc, b, ex.attempt), False
         finally:
+            output_cm.__exit__(None, None, None)
             self._async_tasks.pop((ex.item, ex.attempt), None)
-        outcome = Outcome((ex.item, ex.attempt), ok, value, started, time.time(), "scheduler loop")
+        outcome = Outcome((ex.item, ex.attempt), ok, value, started, time.time(), "scheduler loop",
+                          output or None)
         self._on_outcomes([outcome])
 
     # -- run_if and map splitting ------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cache import hash_bytes, task_key
+from .capture import Capture
 from .errors import TaskTimeoutError
 from .events import EventBus, RunEvent, TaskEvent
 from .plan import Plan, PlannedTask
@@ -115,7 +116,7 @@ class TaskRecord:
         "pt", "state", "waiting", "activated", "key", "result", "error", "attempt",
         "started", "ended", "where", "n", "items", "bstate", "battempt", "done",
         "counts", "in_flight", "deferred", "split_waiters", "skip_reason", "ew_children",
-        "dep_idx", "up_idx",
+        "dep_idx", "up_idx", "output",
     )
 
     def __init__(self, pt: PlannedTask) -> None:
@@ -163,6 +164,8 @@ class TaskRecord:
         self.dep_idx: tuple[int, ...] = ()
         #: (input name, task index) of data upstreams
         self.up_idx: tuple[tuple[str, int], ...] = ()
+        #: captured output of the last attempt, by branch (None for a task that is not mapped)
+        self.output: dict[int | None, Capture] = {}
 
     @property
     def name(self) -> str:
@@ -244,8 +247,9 @@ class Transitions:
         started: float,
         ended: float,
         where: str | None = None,
+        output: Capture | None = None,
     ) -> list[Instruction]:
-        """An item returned ``value`` (``ok``) or a :class:`Failed`."""
+        """An item returned ``value`` (``ok``) or a :class:`Failed`; ``output`` is what it printed."""
         out: list[Instruction] = []
         t, b = item
         rec = self.records[t]
@@ -256,6 +260,8 @@ class Transitions:
         if rec.started is None or started < rec.started:
             rec.started = started
         rec.where = where
+        if output is not None:
+            rec.output[b] = output
         if ok:
             key = self._item_key(rec, b)
             if key is not None:

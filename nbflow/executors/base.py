@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..capture import Capture, capturing
 from ..errors import ExecutorError
 from ..values import Failed
 
@@ -57,18 +58,21 @@ class Outcome:
     started: float
     ended: float
     where: str | None = None
+    #: what the item printed (None when it printed nothing)
+    output: Capture | None = None
 
 
 def call_item(item: WorkItem, where: str) -> Outcome:
     """Run ``item`` here and now, turning an exception into a failed outcome."""
     started = time.time()
-    try:
-        value = item.fn(**item.kwargs)
-        ok = True
-    except Exception as exc:  # the task's own error: recorded, never raised here
-        value = Failed.from_exception(item.task, exc, item.branch, item.attempt)
-        ok = False
-    return Outcome(item.id, ok, value, started, time.time(), where)
+    with capturing() as output:
+        try:
+            value = item.fn(**item.kwargs)
+            ok = True
+        except Exception as exc:  # the task's own error: recorded, never raised here
+            value = Failed.from_exception(item.task, exc, item.branch, item.attempt)
+            ok = False
+    return Outcome(item.id, ok, value, started, time.time(), where, output or None)
 
 
 class Executor(ABC):

@@ -19,6 +19,7 @@ from typing import Any
 import cloudpickle
 
 from .. import config
+from ..capture import capturing, install
 from ..values import Failed
 from .base import Executor, Outbox, Outcome, WorkItem
 
@@ -27,18 +28,21 @@ def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | 
                  attempt: int) -> bytes:
     """Worker side: unpickle, call, pickle the outcome (errors included)."""
     started = time.time()
-    try:
-        fn = cloudpickle.loads(fn_bytes)
-        kwargs = cloudpickle.loads(kwargs_bytes)
-        value: Any = fn(**kwargs)
-        ok = True
-    except Exception as exc:
-        value = Failed.from_exception(task, exc, branch, attempt)
-        ok = False
+    install()
+    with capturing() as captured:
+        try:
+            fn = cloudpickle.loads(fn_bytes)
+            kwargs = cloudpickle.loads(kwargs_bytes)
+            value: Any = fn(**kwargs)
+            ok = True
+        except Exception as exc:
+            value = Failed.from_exception(task, exc, branch, attempt)
+            ok = False
     ended = time.time()
     where = f"pid {os.getpid()}"
+    output = captured or None
     try:
-        return cloudpickle.dumps((ok, value, started, ended, where))
+        return cloudpickle.dumps((ok, value, started, ended, where, output))
     except Exception as exc:  # the result (or the exception) cannot travel back
         err = RuntimeError(f"the result of task {task!r} cannot be pickled: {exc}")
         if not ok:
@@ -46,7 +50,7 @@ def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | 
             failure = Failed(task, err, value.traceback, branch, attempt)
         else:
             failure = Failed.from_exception(task, err, branch, attempt)
-        return cloudpickle.dumps((False, failure, started, ended, where))
+        return cloudpickle.dumps((False, failure, started, ended, where, output))
 
 
 class ProcessExecutor(Executor):
@@ -108,13 +112,21 @@ class ProcessExecutor(Executor):
         if future.cancelled():
             return
         try:
-            ok, value, started, ended, where = cloudpickle.loads(future.result())
+            ok, value, started, ended, where, output = cloudpickle.loads(future.result())
         except Exception as exc:  # a worker died (BrokenProcessPool) or the payload broke
             now = time.time()
-            error = RuntimeError(f"the worker process failed: {type(exc).__name__}: {exc}")
+            msg = f"the worker process failed: {type(exc).__name__}: {exc}"
+            if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
+                msg += (
+                    ". If this is a script, put the code that runs the flow under "
+                    "`if __name__ == '__main__':` (worker processes are spawned and import "
+                    "the main module); if a task crashed the interpreter, it shows above."
+                )
+            error = RuntimeError(msg)
             failure = Failed.from_exception(item.task, error, item.branch, item.attempt)
             ok, value, started, ended, where = False, failure, now, now, "process pool"
-        self._outbox.put(Outcome(item.id, ok, value, started, ended, where))
+            output = None
+        self._outbox.put(Outcome(item.id, ok, value, started, ended, where, output))
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         kept = [o for o in outcomes if self._futures.pop(o.id, None) is not None]
