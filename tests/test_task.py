@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import pytest
+
+import nbflow as nf
+from nbflow.task import Task, code_hash
+
+
+def test_inputs_and_defaults_come_from_the_signature():
+    def f(a, b=2, *, c=3):
+        return a
+
+    task = Task.from_function(f)
+    assert task.name == "f"
+    assert task.inputs == ("a", "b", "c")
+    assert task.defaults == {"b": 2, "c": 3}
+    assert not task.is_async
+
+
+def test_async_functions_are_marked():
+    async def g():
+        return 1
+
+    assert Task.from_function(g).is_async
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"retires": 2}, "Did you mean 'retries'"),
+        ({"retries": "2"}, "must be an int"),
+        ({"retries": -1}, "0 or more"),
+        ({"retries": True}, "must be an int"),
+        ({"timeout": 0}, "> 0"),
+        ({"timeout": "10"}, "seconds"),
+        ({"retry_delay": -1}, ">= 0"),
+        ({"max_parallel": 0}, ">= 1"),
+        ({"run_on": "sometimes"}, "'success', 'failure', 'always'"),
+        ({"run_if": 3}, "callable"),
+        ({"map": 3}, "upstream"),
+        ({"after": [1]}, "list of task names"),
+        ({"resources": {"GPU": "one"}}, "mapping of resource name"),
+        ({"cache": "yes"}, "True or False"),
+    ],
+)
+def test_bad_options_name_task_and_option(options, fragment):
+    def f():
+        return 1
+
+    with pytest.raises(nf.InvalidOptionError) as info:
+        Task.from_function(f, options=options)
+    message = str(info.value)
+    assert "Task 'f'" in message
+    assert repr(next(iter(options))) in message
+    assert fragment in message
+
+
+def test_var_args_are_rejected():
+    def f(*args):
+        return args
+
+    with pytest.raises(nf.InvalidOptionError, match=r"\*args"):
+        Task.from_function(f)
+
+    def g(**kw):
+        return kw
+
+    with pytest.raises(nf.InvalidOptionError, match=r"\*\*kw"):
+        Task.from_function(g)
+
+
+def test_after_accepts_a_single_name():
+    def f():
+        return 1
+
+    assert Task.from_function(f, options={"after": "x"}).options.after == ("x",)
+
+
+def test_code_hash_changes_with_code_not_with_decorator_options():
+    flow = nf.Flow()
+
+    @flow.task(retries=1)
+    def a():
+        return 1
+
+    def b():
+        return 2
+
+    def c():
+        return 2
+
+    assert code_hash(a) != code_hash(b)
+    # b and c differ only in their names (the def line), so they differ too
+    assert code_hash(b) != code_hash(c)
+    assert flow.tasks["a"].code_key == code_hash(a)
+
+
+def test_code_hash_sees_closure_values():
+    def make(k):
+        def f():
+            return k
+
+        return f
+
+    assert code_hash(make(1)) != code_hash(make(2))
+    assert code_hash(make(1)) == code_hash(make(1))
+
+
+def test_with_options_validates():
+    def f():
+        return 1
+
+    task = Task.from_function(f)
+    assert task.with_options(retries=3).options.retries == 3
+    with pytest.raises(nf.InvalidOptionError):
+        task.with_options(retries="x")
