@@ -34,6 +34,24 @@ from .values import Failed, Skipped
 
 __version__ = "0.1.0"
 
+
+def notebook_flow() -> Flow:
+    """The kernel's default flow, where ``%%nbflow task`` cells declare their tasks.
+
+    Its flow parameters are looked up in the notebook namespace. Does not import IPython.
+    """
+    from .notebook.state import notebook_flow as _notebook_flow
+
+    return _notebook_flow()
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext nbflow``: register the ``%nbflow`` magics (imports IPython only now)."""
+    from .notebook.magics import load
+
+    load(ipython)
+
+
 __all__ = (
     "CycleError",
     "DeclarationError",

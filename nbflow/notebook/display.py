@@ -1,0 +1,201 @@
+"""Where a run's output goes in a notebook: task captures, progress, summary, failures.
+
+- :func:`install_display_capture` routes IPython ``display()`` calls made by a
+  running task into that task's :class:`~nbflow.capture.Capture` (so a
+  background run never draws into whichever cell is executing).
+- :func:`show_output` replays a task's captured stdout, stderr and displays
+  under the current cell (only ever called from the cell that runs the flow).
+- :func:`failure` turns a run's failures into a :class:`~nbflow.FlowFailed`
+  whose notebook traceback shows the task cells' lines, not nbflow's frames.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import capture
+from ..errors import FlowFailed
+from ..transitions import TERMINAL
+from .compiler import cell_of
+
+if TYPE_CHECKING:
+    from ..capture import Capture
+    from ..run import Run
+
+_NBFLOW_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- rich displays from tasks --------------------------------------------------------------
+
+
+def install_display_capture(shell: Any) -> None:
+    """Wrap ``shell.display_pub`` so displays made inside a task go to its capture (idempotent)."""
+    pub = shell.display_pub
+    if getattr(pub, "_nbflow_wrapped", False):
+        return
+    publish = pub.publish
+    clear_output = pub.clear_output
+
+    def nbflow_publish(data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
+        target = capture.current()
+        if target is None:
+            return publish(data, metadata, *args, **kwargs)
+        if kwargs.get("update"):  # an update of a display made by the same task
+            display_id = (kwargs.get("transient") or {}).get("display_id")
+            for item in target.displays:
+                if display_id is not None and item.get("display_id") == display_id:
+                    item.update(data=dict(data), metadata=dict(metadata or {}))
+                    return None
+        item = {"data": dict(data), "metadata": dict(metadata or {})}
+        display_id = (kwargs.get("transient") or {}).get("display_id")
+        if display_id is not None:
+            item["display_id"] = display_id
+        target.displays.append(item)
+        return None
+
+    def nbflow_clear_output(*args: Any, **kwargs: Any) -> Any:
+        target = capture.current()
+        if target is None:
+            return clear_output(*args, **kwargs)
+        target.displays.clear()
+        target.stdout.clear()
+        return None
+
+    pub.publish = nbflow_publish
+    pub.clear_output = nbflow_clear_output
+    pub._nbflow_wrapped = True  # noqa: SLF001
+
+
+def show_output(label: str, output: Capture) -> None:
+    """Replay one task item's captured output under the current cell."""
+    from IPython.display import publish_display_data
+
+    if not output:
+        return
+    sys.stdout.write(f"[{label}]\n")
+    text = output.text("stdout")
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+    err = output.text("stderr")
+    if err:
+        sys.stderr.write(err if err.endswith("\n") else err + "\n")
+        sys.stderr.flush()
+    for item in output.displays:
+        publish_display_data(item["data"], item.get("metadata") or {})
+
+
+class OutputShower:
+    """Shows each task's captured output once, as tasks of a run finish."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.shown: set[str] = set()
+
+    def poll(self) -> None:
+        for pt in self.run.plan.tasks:
+            if pt.name in self.shown:
+                continue
+            rec = self.run.record(pt.name)
+            if rec.state not in TERMINAL:
+                continue
+            self.shown.add(pt.name)
+            for branch, out in sorted(rec.output.items(), key=lambda kv: (kv[0] is not None,
+                                                                           kv[0] or 0)):
+                show_output(pt.name if branch is None else f"{pt.name}[{branch}]", out)
+
+
+# -- progress and summary ----------------------------------------------------------------------
+
+
+def progress_text(run: Run) -> str:
+    """``nbflow: 3/6 tasks finished (2 succeeded, 1 cached), 1 running``."""
+    states = run.states
+    total = len(states)
+    final = {s: 0 for s in ("succeeded", "cached", "failed", "skipped", "cancelled")}
+    running = 0
+    for s in states.values():
+        if s in final:
+            final[s] += 1
+        elif s in ("running", "retrying"):
+            running += 1
+    done = sum(final.values())
+    parts = ", ".join(f"{n} {s}" for s, n in final.items() if n)
+    text = f"nbflow: {done}/{total} tasks finished"
+    if parts:
+        text += f" ({parts})"
+    if running:
+        text += f", {running} running"
+    return text
+
+
+def _names(names: list[str], limit: int = 6) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", ... (+{len(names) - limit})"
+
+
+def summary_line(run: Run) -> str:
+    """One line: the run's status, how long it took, which tasks were computed or reused."""
+    by_state: dict[str, list[str]] = {}
+    for name, state in run.states.items():
+        by_state.setdefault(state, []).append(name)
+    took = ""
+    if run.started is not None:
+        took = f" in {(run.ended or time.time()) - run.started:.2f}s"
+    words = {"succeeded": "computed", "cached": "cached", "failed": "failed",
+             "skipped": "skipped", "cancelled": "cancelled"}
+    parts = [f"{len(by_state[s])} {w} ({_names(by_state[s])})"
+             for s, w in words.items() if by_state.get(s)]
+    return f"nbflow: run {run.status}{took}: " + ", ".join(parts)
+
+
+# -- failures -------------------------------------------------------------------------------
+
+
+class _Lines(list):  # type: ignore[type-arg]
+    """A picklable ``_render_traceback_``: IPython calls it for the error's traceback lines."""
+
+    def __call__(self) -> list[str]:
+        return list(self)
+
+
+def strip_nbflow_frames(text: str) -> str:
+    """Drop the frames of nbflow's own code from a formatted traceback."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        if line.startswith('  File "'):
+            path = line[len('  File "'):].split('"', 1)[0]
+            skipping = os.path.abspath(path).startswith(_NBFLOW_DIR + os.sep) if \
+                not path.startswith("<") else False
+            if skipping:
+                continue
+        elif skipping and line.startswith("    "):
+            continue
+        else:
+            skipping = False
+        out.append(line)
+    return "\n".join(out)
+
+
+def failure(run: Run, flow_tasks: Any) -> FlowFailed:
+    """The run's :class:`~nbflow.FlowFailed`, rendered in a notebook as the tasks' tracebacks."""
+    failures = run.failures
+    err = FlowFailed(run.flow, failures, run)
+    names = ", ".join(sorted({f.label for f in failures}))
+    red, reset = "\x1b[31m", "\x1b[0m"
+    lines = [f"{red}FlowFailed{reset}: {len(failures)} task(s) of flow {run.flow!r} failed: "
+             f"{names}"]
+    for f in failures:
+        task = flow_tasks.get(f.task)
+        cell = cell_of(task) if task is not None else None
+        where = f", {cell.label}" if cell is not None else ""
+        lines.append("")
+        lines.append(f"--- {f.label} (attempt {f.attempt}{where}) ---")
+        lines.extend(strip_nbflow_frames(f.traceback.rstrip()).splitlines())
+    err._render_traceback_ = _Lines(lines)  # type: ignore[attr-defined]
+    return err

@@ -1,0 +1,220 @@
+"""What each task last ran with, so ``%nbflow why`` can say what changed.
+
+After a task finishes, a :class:`Snapshot` keeps hashes of what its cache key
+is made of (code, each parameter, each notebook global/helper, upstreams).
+:func:`explain` compares a snapshot with the task as it is declared now.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..cache import hash_value
+from ..transitions import OK
+from .compiler import CellKey, cell_of
+
+if TYPE_CHECKING:
+    from ..flow import Flow
+    from ..run import Run
+
+
+def _hash(value: Any) -> str:
+    try:
+        return hash_value(value)
+    except ValueError:
+        return f"unhashable:{id(value)}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The inputs of one task in one run."""
+
+    run_id: str
+    state: str
+    code_key: str
+    params: dict[str, str]
+    extra: dict[str, str]
+    upstreams: tuple[str, ...]
+    key: str | None
+    #: why it was recomputed ("" when it was cached)
+    reason: str = ""
+
+
+@dataclass
+class History:
+    """The latest :class:`Snapshot` of each task (thread-safe)."""
+
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, name: str) -> Snapshot | None:
+        with self._lock:
+            return self.snapshots.get(name)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.snapshots.clear()
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self.snapshots.pop(name, None)
+
+    def record(self, run: Run, name: str) -> Snapshot:
+        """Snapshot task ``name`` of ``run`` (call once it is final)."""
+        rec = run.record(name)
+        pt = rec.pt
+        key = pt.task.key_extra
+        extra = dict(key.last) if isinstance(key, CellKey) else {}
+        snap = Snapshot(
+            run_id=run.id,
+            state=rec.state,
+            code_key=pt.task.code_key,
+            params={k: _hash(v) for k, v in pt.params.items()},
+            extra=extra,
+            upstreams=pt.upstreams,
+            key=rec.key,
+        )
+        with self._lock:
+            prev = self.snapshots.get(name)
+        if rec.state == "succeeded":
+            reasons = _differences(prev, snap, upstream_reran=[
+                u for u in pt.upstreams if run.record(u).state == "succeeded"])
+            snap = Snapshot(**{**snap.__dict__, "reason": "; ".join(reasons)})
+        with self._lock:
+            self.snapshots[name] = snap
+        return snap
+
+
+def _differences(old: Snapshot | None, new: Snapshot, upstream_reran: list[str]) -> list[str]:
+    if old is None:
+        return ["it had not run before in this kernel"]
+    reasons = []
+    if old.code_key != new.code_key:
+        reasons.append("its code changed")
+    for name in sorted(set(old.params) | set(new.params)):
+        if old.params.get(name) != new.params.get(name):
+            reasons.append(f"parameter {name!r} changed")
+    for label in sorted(set(old.extra) | set(new.extra)):
+        if old.extra.get(label) != new.extra.get(label):
+            reasons.append(f"{label} changed")
+    if old.upstreams != new.upstreams:
+        reasons.append("its upstream tasks changed")
+    if upstream_reran:
+        reasons.append(f"upstream {upstream_reran[0]!r} was recomputed")
+    if not reasons:
+        if old.state not in OK:
+            reasons.append(f"it was {old.state} before")
+        elif new.key is None:
+            reasons.append("it is not cacheable (--no-cache, or an input cannot be hashed)")
+        else:
+            reasons.append("its cached result was not available (cache reset)")
+    return reasons
+
+
+# -- predictions -------------------------------------------------------------------------------
+
+
+def current_params(flow: Flow, name: str) -> dict[str, Any]:
+    """The parameter values ``name`` would get from the namespace/defaults now."""
+    task = flow.tasks[name]
+    ns: Mapping[str, Any] = flow.namespace or {}
+    out = {}
+    for i in task.inputs:
+        if i in flow:
+            continue
+        if i in ns:
+            out[i] = ns[i]
+        elif i in task.defaults:
+            out[i] = task.defaults[i]
+    return out
+
+
+def predict(flow: Flow, history: History, name: str,
+            memo: dict[str, tuple[bool, list[str]]] | None = None) -> tuple[bool, list[str]]:
+    """``(will re-run, reasons)`` for a run of ``name`` now, without running anything."""
+    memo = {} if memo is None else memo
+    if name in memo:
+        return memo[name]
+    memo[name] = (True, ["it depends on itself"])  # cycle guard
+    task = flow.tasks[name]
+    snap = history.get(name)
+    reasons: list[str] = []
+    if snap is None:
+        reasons.append("it has not run yet in this kernel")
+    elif not task.options.cache:
+        reasons.append("it is not cached (--no-cache)")
+    else:
+        if snap.state not in OK:
+            reasons.append(f"it {snap.state} in the last run")
+        if snap.code_key != task.code_key:
+            reasons.append("its code changed")
+        now = {k: _hash(v) for k, v in current_params(flow, name).items()}
+        for p in sorted(set(now) | set(snap.params)):
+            if now.get(p) != snap.params.get(p):
+                reasons.append(f"parameter {p!r} changed")
+        key = task.key_extra
+        if isinstance(key, CellKey):
+            try:
+                parts = key.components()
+            except Exception as exc:  # noqa: BLE001 - an inspection problem: say so
+                parts = {}
+                reasons.append(f"its globals cannot be inspected ({exc})")
+            for label in sorted(set(parts) | set(snap.extra)):
+                if parts.get(label) != snap.extra.get(label):
+                    reasons.append(f"{label} changed")
+        ups = flow.upstreams(name)
+        if tuple(ups) != snap.upstreams:
+            reasons.append("its upstream tasks changed")
+        for up in ups:
+            again, _ = predict(flow, history, up, memo)
+            if again:
+                reasons.append(f"upstream {up!r} will re-run")
+                break
+        if not reasons and snap.key is not None and snap.key not in flow.cache:
+            reasons.append("its cached result was cleared")
+        if not reasons and snap.key is None:
+            reasons.append("it could not be cached (an input cannot be hashed)")
+    result = (bool(reasons), reasons)
+    memo[name] = result
+    return result
+
+
+def code_stale(flow: Flow, history: History, name: str) -> bool:
+    """Cheap staleness: the task or one of its ancestors changed code since it ran."""
+    seen: set[str] = set()
+    stack = [name]
+    while stack:
+        n = stack.pop()
+        if n in seen or n not in flow:
+            continue
+        seen.add(n)
+        snap = history.get(n)
+        if snap is not None and snap.code_key != flow.tasks[n].code_key:
+            return True
+        stack.extend(flow.upstreams(n))
+    return False
+
+
+def explain(flow: Flow, history: History, name: str) -> str:
+    """One or two lines: why ``name`` was recomputed or reused, and what the next run does."""
+    lines = []
+    snap = history.get(name)
+    cell = cell_of(flow.tasks[name])
+    where = f" ({cell.label})" if cell is not None else ""
+    if snap is not None:
+        if snap.state == "cached":
+            lines.append(f"{name}{where}: reused from the cache in run {snap.run_id}.")
+        elif snap.state == "succeeded":
+            lines.append(f"{name}{where}: recomputed in run {snap.run_id}: {snap.reason}.")
+        else:
+            lines.append(f"{name}{where}: {snap.state} in run {snap.run_id}.")
+    again, reasons = predict(flow, history, name)
+    if again:
+        lines.append(f"Next run: {name} will re-run: " + "; ".join(reasons[:3]) + ".")
+    else:
+        lines.append(f"Next run: {name} will be reused (code, parameters, globals and upstreams "
+                     "unchanged).")
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The kernel's default flow, shared by the magics and Python code in the same notebook.
+
+Nothing here imports IPython, so ``import nbflow`` stays IPython-free: the
+namespace of a running shell is looked up only when IPython is already loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..flow import Flow
+from ..plan import Plan
+from ..task import Task
+
+_lock = threading.Lock()
+_default: NotebookFlow | None = None
+
+
+class NotebookFlow(Flow):
+    """A :class:`~nbflow.Flow` for notebooks.
+
+    Differences from a plain flow:
+
+    - declaring a task that exists redeclares it (re-running a cell must work),
+      so ``@flow.task`` code cells and ``%%nbflow task`` cells can be re-run;
+    - before planning, task cells re-derive which names they read are tasks and
+      which are notebook variables (tasks may be declared in any order);
+    - it keeps a :class:`~nbflow.notebook.history.History` of what each task
+      last ran with, for ``%nbflow why`` and ``%nbflow status``.
+    """
+
+    def __init__(self, name: str = "notebook", *, namespace: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(name, namespace=namespace, **kwargs)
+        from .history import History
+
+        self.history = History()
+
+    def add(self, task: Task) -> Task:
+        """Add or redeclare ``task`` (a notebook cell may run many times)."""
+        self.replace(task)
+        return task
+
+    def sync(self) -> list[str]:
+        """Rebuild task cells whose upstreams changed; returns their names."""
+        from .compiler import resync
+
+        return resync(self)
+
+    def plan(
+        self, targets: str | Iterable[str] | None = None, params: Mapping[str, Any] | None = None
+    ) -> Plan:
+        self.sync()
+        return super().plan(targets, params)
+
+    def __repr__(self) -> str:
+        return f"NotebookFlow({self.name!r}, {len(self)} tasks)"
+
+
+def _shell_namespace() -> dict[str, Any] | None:
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return None
+    shell = ipython.get_ipython()
+    return None if shell is None else shell.user_ns  # type: ignore[no-any-return]
+
+
+def notebook_flow() -> NotebookFlow:
+    """The kernel's default flow: where ``%%nbflow task`` cells declare their tasks.
+
+    Use it from Python in the same notebook to add ``@flow.task`` functions,
+    run, or inspect::
+
+        flow = nf.notebook_flow()
+
+        @flow.task
+        def load(n=10):
+            return list(range(n))
+
+    Its flow parameters are looked up in the notebook namespace.
+    """
+    global _default
+    with _lock:
+        if _default is None:
+            _default = NotebookFlow("notebook", namespace=_shell_namespace())
+        elif _default.namespace is None:
+            _default.namespace = _shell_namespace()
+        return _default
+
+
+def reset() -> None:
+    """Forget the default flow (its tasks and cached results); the next call makes a new one."""
+    global _default
+    with _lock:
+        _default = None
