@@ -84,6 +84,7 @@ __all__ = (
     "UnknownTaskError",
     "ValidationError",
     "config",
+    "notebook_flow",
 )
 
 # Show public classes as nbflow.X in reprs and tracebacks (as httpx does).
