@@ -7,9 +7,11 @@ when it validates, because tasks may be declared in any order.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import textwrap
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -48,11 +50,37 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+#: TaskOptions already built, by their options' (name, type, value): tasks often share
+#: options, and a TaskOptions is immutable, so they can share the object and skip the
+#: checks. Bounded: cleared when full.
+_options_memo: dict[tuple[tuple[str, type, Any], ...], TaskOptions] = {}
+_OPTIONS_MEMO_SIZE = 256
+
+
 def make_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     """Check ``options`` (names and types) and build :class:`TaskOptions`.
 
     Raises :class:`~nbflow.errors.InvalidOptionError` naming the task and option.
     """
+    # The type is part of the key because True == 1 and 1 == 1.0 hash alike, yet
+    # retries=True must still be refused.
+    memo_key: tuple[tuple[str, type, Any], ...] | None
+    try:
+        memo_key = tuple((k, type(v), v) for k, v in options.items())
+        known = _options_memo.get(memo_key)
+    except TypeError:  # an unhashable value (a list for after=, a dict for resources)
+        memo_key, known = None, None
+    if known is not None:
+        return known
+    opts = _check_options(task, options)
+    if memo_key is not None:
+        if len(_options_memo) >= _OPTIONS_MEMO_SIZE:
+            _options_memo.clear()
+        _options_memo[memo_key] = opts
+    return opts
+
+
+def _check_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     for name in options:
         if name not in OPTION_NAMES:
             problem = "is not a task option." + suggest(name, OPTION_NAMES)
@@ -148,9 +176,11 @@ class Task:
     """A function and its options, declared into a :class:`~nbflow.Flow`.
 
     ``inputs`` are the function's parameter names in order; ``defaults`` those
-    that have a default value. ``code_key`` identifies the code for caching;
-    ``key_extra`` (optional) returns more text to hash into the cache key at
-    run time (the notebook compiler uses it for helper functions and globals).
+    that have a default value. :attr:`code_key` identifies the code for caching
+    (``given_code_key`` when the declarer hashed the code itself, as the notebook
+    compiler does); ``key_extra`` (optional) returns more text to hash into the
+    cache key at run time (the notebook compiler uses it for helper functions
+    and globals).
     """
 
     name: str
@@ -159,7 +189,8 @@ class Task:
     inputs: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     is_async: bool = False
-    code_key: str = ""
+    #: the code's key when the declarer computed it; None: hashed from ``fn`` on first use
+    given_code_key: str | None = None
     key_extra: Callable[[], str] | None = None
     source: str | None = None  # where it was declared, for messages ("cell 3", "file.py:12")
 
@@ -181,18 +212,30 @@ class Task:
             )
         opts = make_options(task_name, options or {})
         inputs, defaults = _signature(task_name, fn)
+        target = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
         if extra.get("source") is None:
-            extra["source"] = _where(fn)
+            extra["source"] = _where(target)
         return cls(
             name=task_name,
             fn=fn,
             options=opts,
             inputs=inputs,
             defaults=defaults,
-            is_async=inspect.iscoroutinefunction(inspect.unwrap(fn)),
-            code_key=extra.pop("code_key", None) or code_hash(fn),
+            is_async=_is_async(target),
+            given_code_key=extra.pop("code_key", None) or None,
             **extra,
         )
+
+    # Hashing the source (inspect.getsource tokenizes the file) costs ~50 µs, ten times
+    # the rest of a declaration, and most declarations are never run with a cache (or are
+    # redeclared before they run). So the key is computed when first asked for, from the
+    # same function object: a function with changed code is a new function object, so a
+    # new Task, and gets a new key. cached_property writes the instance __dict__
+    # directly, which a frozen dataclass allows.
+    @functools.cached_property
+    def code_key(self) -> str:
+        """A hash of the task's code (see :func:`code_hash`), computed on first use."""
+        return self.given_code_key or code_hash(self.fn)
 
     def with_options(self, **options: Any) -> Task:
         """A copy of this task with some options changed (validated)."""
@@ -207,6 +250,9 @@ class Task:
 
 
 def _signature(task: str, fn: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    fast = _plain_signature(fn)
+    if fast is not None:
+        return fast
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
@@ -229,8 +275,46 @@ def _signature(task: str, fn: Callable[..., Any]) -> tuple[tuple[str, ...], dict
     return tuple(inputs), defaults
 
 
-def _where(fn: Callable[..., Any]) -> str | None:
-    code = getattr(inspect.unwrap(fn), "__code__", None)
+_PLAIN_FLAGS = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+
+
+def _is_async(target: Callable[..., Any]) -> bool:
+    """``inspect.iscoroutinefunction``, with a cheap answer for a plain function."""
+    if type(target) is types.FunctionType and not hasattr(target, "_is_coroutine_marker"):
+        return bool(target.__code__.co_flags & inspect.CO_COROUTINE)
+    return inspect.iscoroutinefunction(target)
+
+
+def _plain_signature(fn: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    """Inputs and defaults of a plain function read off its code object, else None.
+
+    ``inspect.signature`` costs more than the rest of a declaration; for a plain
+    ``def`` with only named parameters (nearly every task) the code object says
+    the same thing directly. Anything else (``functools.wraps`` wrappers, an
+    explicit ``__signature__``, partials, callable objects, ``*args``,
+    positional-only parameters) returns None and takes the general path, which
+    also words the errors.
+    """
+    if type(fn) is not types.FunctionType or hasattr(fn, "__wrapped__") or hasattr(
+        fn, "__signature__"
+    ):
+        return None
+    code = fn.__code__
+    if code.co_flags & _PLAIN_FLAGS or code.co_posonlyargcount:
+        return None
+    n_pos = code.co_argcount
+    names = code.co_varnames[: n_pos + code.co_kwonlyargcount]
+    defaults: dict[str, Any] = {}
+    if fn.__defaults__:  # they belong to the last positional parameters
+        defaults.update(zip(names[n_pos - len(fn.__defaults__): n_pos], fn.__defaults__))
+    if fn.__kwdefaults__:
+        defaults.update((n, fn.__kwdefaults__[n]) for n in names[n_pos:] if n in fn.__kwdefaults__)
+    return names, defaults
+
+
+def _where(target: Callable[..., Any]) -> str | None:
+    """``file:line`` of an (unwrapped) function."""
+    code = getattr(target, "__code__", None)
     if code is None:
         return None
     return f"{code.co_filename}:{code.co_firstlineno}"
