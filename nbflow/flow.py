@@ -175,16 +175,21 @@ class Flow:
             ups = [i for i in task.inputs if i in tasks]
             ups += [a for a in task.options.after if a not in ups]
             deps[name] = ups
-        needed = graph.ancestors(deps, target_list)
-        sub = {n: deps[n] for n in tasks if n in needed}
+        if targets is None:  # everything is needed
+            sub = deps
+        else:
+            needed = graph.ancestors(deps, target_list)
+            sub = {n: deps[n] for n in tasks if n in needed}
         for name in sub:
             for a in tasks[name].options.after:
                 if a not in tasks:
                     raise UnknownTaskError(self.name, a, f"Task {name!r}: after=", tasks)
-        cycle = graph.find_cycle(sub)
-        if cycle is not None:
-            raise CycleError(self.name, list(reversed(cycle)))
-        order = graph.topological_order(sub)
+        try:
+            order = graph.topological_order(sub)
+        except ValueError:  # there is a cycle: only now pay for finding its path
+            cycle = graph.find_cycle(sub)
+            assert cycle is not None
+            raise CycleError(self.name, list(reversed(cycle))) from None
 
         missing: dict[str, list[str]] = {}
         planned: dict[str, PlannedTask] = {}
@@ -218,7 +223,7 @@ class Flow:
                 task=task,
                 upstreams=upstreams,
                 params=values,
-                params_key=hash_value(values) if task.options.cache else "",
+                params_key=_params_key(values) if task.options.cache else "",
                 deps=tuple(planned[d].index for d in sub[name]),
                 map_source=map_source,
                 elementwise=elementwise,
@@ -227,7 +232,7 @@ class Flow:
             plan_tasks.append(pt)
         if missing:
             raise MissingParameterError(self.name, missing, list(tasks))
-        unknown = sorted(set(params) - set(self.parameters()) - set(tasks))
+        unknown = sorted(set(params) - set(self.parameters()) - set(tasks)) if params else []
         if unknown:
             raise UnknownParameterError(self.name, unknown[0], self.parameters())
         for pt in plan_tasks:
@@ -295,3 +300,16 @@ class Flow:
         self.last_run = run
         run.start()
         return run
+
+
+_EMPTY_PARAMS_KEY: str | None = None
+
+
+def _params_key(values: dict[str, Any]) -> str:
+    """``hash_value(values)``; most tasks take no parameters, so that key is made once."""
+    global _EMPTY_PARAMS_KEY
+    if values:
+        return hash_value(values)
+    if _EMPTY_PARAMS_KEY is None:
+        _EMPTY_PARAMS_KEY = hash_value({})
+    return _EMPTY_PARAMS_KEY
