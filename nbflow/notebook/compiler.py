@@ -506,6 +506,6 @@ def resync(flow: Flow) -> list[str]:
         fn = build_function(key.cell, inputs, key.namespace)
         new = dataclasses.replace(task, fn=fn, inputs=inputs,
                                   key_extra=CellKey(key.cell, key.namespace, globals_))
-        Flow.replace(flow, new)
+        flow.replace(new)
         changed.append(name)
     return changed

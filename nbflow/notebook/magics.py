@@ -335,6 +335,8 @@ class NbflowMagics(Magics):
             except (TimeoutError, KeyboardInterrupt):
                 pass
             shower.poll()
+            if handle is not None:
+                handle.update({"text/plain": progress_text(run)}, raw=True)
             print(f"nbflow: run cancelled by a kernel interrupt; {progress_text(run)[8:]}")
             raise
         print(summary_line(run))

@@ -1,0 +1,116 @@
+"""Fixtures for the notebook layer: an in-process IPython shell and a real kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+
+
+class Shell:
+    """IPython's in-process shell with ``%load_ext nbflow`` done and a fresh default flow."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+
+    def __call__(self, source: str, *, ok: bool = True) -> Any:
+        result = self.shell.run_cell(source, store_history=True)
+        if ok and not result.success:
+            raise AssertionError(f"cell failed: {result.error_in_exec or result.error_before_exec!r}")
+        return result
+
+    @property
+    def ns(self) -> dict[str, Any]:
+        return self.shell.user_ns  # type: ignore[no-any-return]
+
+    @property
+    def flow(self) -> Any:
+        import nbflow
+
+        return nbflow.notebook_flow()
+
+
+@pytest.fixture
+def ip() -> Iterator[Shell]:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import nbflow.notebook
+    from nbflow import capture
+
+    shell = InteractiveShell.instance()
+    shell.reset(new_session=True)
+    nbflow.notebook.reset()
+    shell.run_cell("%load_ext nbflow")
+    shell.run_cell("%reload_ext nbflow")  # binds the new default flow to this namespace
+    try:
+        yield Shell(shell)
+    finally:
+        run = nbflow.notebook_flow().last_run
+        if run is not None and not run.done:
+            run.cancel()
+            run.wait(10)
+        nbflow.notebook.reset()
+        shell.reset(new_session=True)
+        capture.uninstall()
+
+
+class Kernel:
+    """A real IPython kernel driven through nbclient, one cell at a time."""
+
+    def __init__(self) -> None:
+        import nbformat
+        from nbclient import NotebookClient
+
+        self.nb = nbformat.v4.new_notebook()
+        self.client = NotebookClient(self.nb, kernel_name="python3", timeout=60,
+                                     allow_errors=True)
+        self.client.km = self.client.create_kernel_manager()
+        self.client.start_new_kernel()
+        self.client.start_new_kernel_client()
+
+    def __call__(self, source: str) -> Any:
+        import nbformat
+
+        cell = nbformat.v4.new_code_cell(source)
+        self.nb.cells.append(cell)
+        self.client.execute_cell(cell, len(self.nb.cells) - 1)
+        return cell
+
+    def interrupt_after(self, seconds: float) -> threading.Timer:
+        km = self.client.km
+
+        def interrupt() -> None:
+            asyncio.run(km.interrupt_kernel())  # nbclient's manager is async
+
+        timer = threading.Timer(seconds, interrupt)
+        timer.start()
+        return timer
+
+    def close(self) -> None:
+        self.client._cleanup_kernel()  # noqa: SLF001 - stops the kernel and its channels
+
+
+def text(cell: Any, name: str = "stdout") -> str:
+    """All stream text of one stream of an executed cell."""
+    return "".join(o.get("text", "") for o in cell.outputs
+                   if o.output_type == "stream" and o.name == name)
+
+
+def errors(cell: Any) -> list[Any]:
+    return [o for o in cell.outputs if o.output_type == "error"]
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    k = Kernel()
+    try:
+        k("%load_ext nbflow\nimport time")
+        yield k
+    finally:
+        k.close()
