@@ -23,7 +23,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..capture import Capture, capturing
+from ..capture import Capture
+from ..capture import _target as _capture_target
 from ..errors import ExecutorError
 from ..values import Failed
 
@@ -65,13 +66,18 @@ class Outcome:
 def call_item(item: WorkItem, where: str) -> Outcome:
     """Run ``item`` here and now, turning an exception into a failed outcome."""
     started = time.time()
-    with capturing() as output:
-        try:
-            value = item.fn(**item.kwargs)
-            ok = True
-        except Exception as exc:  # the task's own error: recorded, never raised here
-            value = Failed.from_exception(item.task, exc, item.branch, item.attempt)
-            ok = False
+    # What capture.capturing() does, without a generator-based context manager: that
+    # costs about 1 µs, as much as the rest of running a no-op item here.
+    output = Capture()
+    token = _capture_target.set(output)
+    try:
+        value = item.fn(**item.kwargs)
+        ok = True
+    except Exception as exc:  # the task's own error: recorded, never raised here
+        value = Failed.from_exception(item.task, exc, item.branch, item.attempt)
+        ok = False
+    finally:
+        _capture_target.reset(token)
     return Outcome(item.id, ok, value, started, time.time(), where, output or None)
 
 
