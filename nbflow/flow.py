@@ -305,11 +305,17 @@ class Flow:
 _EMPTY_PARAMS_KEY: str | None = None
 
 
-def _params_key(values: dict[str, Any]) -> str:
-    """``hash_value(values)``; most tasks take no parameters, so that key is made once."""
+def _params_key(values: dict[str, Any]) -> str | None:
+    """``hash_value(values)``; most tasks take no parameters, so that key is made once.
+
+    None when a value cannot be hashed: the task then has no cache key and always runs.
+    """
     global _EMPTY_PARAMS_KEY
     if values:
-        return hash_value(values)
+        try:
+            return hash_value(values)
+        except ValueError:  # e.g. a lock or a connection in the notebook: run, don't cache
+            return None
     if _EMPTY_PARAMS_KEY is None:
         _EMPTY_PARAMS_KEY = hash_value({})
     return _EMPTY_PARAMS_KEY
