@@ -1,0 +1,117 @@
+"""The magics in a real IPython kernel, driven cell by cell through nbclient (one shared kernel)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .conftest import errors, text
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def k(kernel):
+    kernel("%nbflow reset --all")
+    return kernel
+
+
+def states(k) -> dict:
+    cell = k("print(dict(__import__('nbflow').notebook_flow().last_run.states))")
+    return eval(text(cell))  # noqa: S307 - our own repr of a dict of str
+
+
+def test_declare_run_edit_rerun(k):
+    cell = k("%%nbflow task raw\nraw = [3, 1, 2]")
+    assert text(cell) == "nbflow: task 'raw' (upstream: none): new\n"
+    k("%%nbflow task ordered\nsorted(raw)")
+    k("%%nbflow task top\nordered[-1]")
+    cell = k("%nbflow run")
+    assert not errors(cell)
+    assert "3 computed (raw, ordered, top)" in text(cell)
+    assert text(k("print(raw, ordered, top)")) == "[3, 1, 2] [1, 2, 3] 3\n"
+
+    cell = k("%%nbflow task ordered\nsorted(raw, reverse=True)")
+    assert "changed; stale downstream: top" in text(cell)
+    cell = k("%nbflow run")
+    assert "2 computed (ordered, top), 1 cached (raw)" in text(cell)
+    assert states(k) == {"raw": "cached", "ordered": "succeeded", "top": "succeeded"}
+    assert text(k("print(top)")) == "1\n"
+    why = text(k("%nbflow why ordered"))
+    assert "recomputed in run" in why and "its code changed" in why
+
+
+def test_failure_is_the_cell_error_pointing_at_the_task_line(k):
+    k("%%nbflow task fine\n10")
+    k("%%nbflow task broken\nvalue = fine * 2\nvalue = value - 20\nfine / value")
+    cell = k("%nbflow run")
+    [err] = errors(cell)
+    assert err.ename == "FlowFailed"
+    tb = "\n".join(err.traceback)
+    assert "task broken>\", line 4, in broken" in tb
+    assert "    fine / value" in tb
+    assert "ZeroDivisionError: division by zero" in tb
+    assert "nbflow/" not in tb
+    assert "1 failed (broken)" in text(cell)
+
+
+def test_background_run_keeps_output_out_of_other_cells(k):
+    k("from IPython.display import display, HTML")
+    k("%%nbflow task slow\nprint('slow says hi')\ndisplay(HTML('<i>slow</i>'))\n"
+      "time.sleep(1.0)\nprint('slow done')\n'result'")
+    started = time.monotonic()
+    cell = k("run = %nbflow run --background\nrun")
+    assert time.monotonic() - started < 1.0
+    assert "Run('notebook'" in cell.outputs[-1]["data"]["text/plain"]
+    other = k("print('busy'); time.sleep(1.5); print('still me')")
+    assert {(o.output_type, o.get("name")) for o in other.outputs} == {("stream", "stdout")}
+    assert text(other) == "busy\nstill me\n"
+    status = text(k("%nbflow status"))
+    assert "last run" in status and "slow" in status
+    assert text(k("run.wait(10); print(slow)")) == "result\n"
+    shown = k("%nbflow output slow")
+    assert "slow says hi" in text(shown)
+    assert any("text/html" in o.get("data", {}) for o in shown.outputs)
+
+
+def test_blocking_run_shows_outputs_and_rich_displays_under_its_cell(k):
+    k("from IPython.display import display, HTML")
+    k("%%nbflow task chatty\nimport sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\n"
+      "display(HTML('<b>rich</b>'))\n1")
+    cell = k("%nbflow run")
+    assert "[chatty]\nto stdout\n" in text(cell)
+    assert "to stderr" in text(cell, "stderr")
+    html = [o for o in cell.outputs if "text/html" in o.get("data", {})]
+    assert html[0]["data"]["text/html"] == "<b>rich</b>"
+
+
+def test_interrupting_the_kernel_cancels_a_blocking_run(k):
+    k("%%nbflow task forever\nfor _ in range(300):\n    time.sleep(0.1)")
+    timer = k.interrupt_after(1.0)
+    started = time.monotonic()
+    cell = k("%nbflow run")
+    timer.join()
+    assert time.monotonic() - started < 10
+    [err] = errors(cell)
+    assert err.ename == "KeyboardInterrupt"
+    assert "run cancelled by a kernel interrupt" in text(cell)
+    assert states(k) == {"forever": "cancelled"}
+    # the kernel is usable afterwards
+    assert text(k("print(1 + 1)")) == "2\n"
+
+
+def test_processes_executor_and_notebook_helpers(k):
+    k("def inc(v):\n    return v + 1")
+    k("%%nbflow task base\n[1, 2]")
+    k("%%nbflow task more\nprint('in a process')\n[inc(v) for v in base]")
+    cell = k("%nbflow run --executor processes")
+    assert not errors(cell)
+    assert "[more]\nin a process\n" in text(cell)
+    assert text(k("print(more)")) == "[2, 3]\n"
+
+
+def test_usage_error_is_a_cell_error(k):
+    cell = k("%nbflow run nosuchtask")
+    assert "UsageError" in text(cell, "stderr")
+    assert "'nosuchtask', which is not a task" in text(cell, "stderr")
