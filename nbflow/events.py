@@ -73,6 +73,9 @@ class EventBus:
 
     def __init__(self, observers: Iterable[Observer] = (), interval: float = 0.05) -> None:
         self._observers: list[Observer] = []
+        #: True when someone listens: emitters skip building events otherwise (a plain
+        #: attribute, not a property, because the scheduler reads it for every state change)
+        self.active = False
         self._buffer: list[Event] = []
         self._interval = interval
         self._wake = threading.Event()
@@ -81,11 +84,6 @@ class EventBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         for observer in observers:
             self.add(observer)
-
-    @property
-    def active(self) -> bool:
-        """True when someone listens (emitters can skip building events otherwise)."""
-        return bool(self._observers)
 
     @property
     def dispatching(self) -> bool:
@@ -102,6 +100,7 @@ class EventBus:
             msg = f"an observer must be callable with a list of events, got {observer!r}"
             raise TypeError(msg)
         self._observers.append(observer)
+        self.active = True
         if self._thread is None and not self._closed:
             self._thread = threading.Thread(
                 target=self._dispatch_loop, name="nbflow-events", daemon=True

@@ -440,16 +440,20 @@ class Transitions:
             self._skip(rec, f"nothing to map over: {src.name!r} is {src.state}", out)
             return
         rec.activated = True
-        deps = [self.records[d] for d in rec.dep_idx]
+        records = self.records
         run_on = pt.task.options.run_on
-        bad = [d for d in deps if d.state not in OK]
-        if run_on == "success" and bad:
-            self._skip(rec, f"upstream {bad[0].name!r} {_verb(bad[0].state)}", out)
-            return
-        if run_on == "failure" and not pt.elementwise and not any(d.state == "failed" for d in deps):
+        if run_on == "success":
+            for d in rec.dep_idx:
+                dep = records[d]
+                if dep.state not in OK:
+                    self._skip(rec, f"upstream {dep.name!r} {_verb(dep.state)}", out)
+                    return
+        elif run_on == "failure" and not pt.elementwise and not any(
+            records[d].state == "failed" for d in rec.dep_idx
+        ):
             self._skip(rec, "no upstream failed (run_on='failure')", out)
             return
-        rec.key = self._task_key(rec, deps)
+        rec.key = self._task_key(rec) if pt.task.options.cache else None
         if src is None:
             self._consider(rec, None, out)
         elif pt.elementwise:
@@ -463,12 +467,12 @@ class Transitions:
             if len(src.split_waiters) == 1:
                 out.append(SplitResult(src.pt.index))
 
-    def _task_key(self, rec: TaskRecord, deps: list[TaskRecord]) -> str | None:
+    def _task_key(self, rec: TaskRecord) -> str | None:
         task = rec.pt.task
         if not task.options.cache or rec.pt.params_key is None:
             return None
         ups: list[str] = []
-        for d in deps:
+        for d in (self.records[i] for i in rec.dep_idx):
             if d.key is None or d.state not in OK:
                 return None
             ups.append(d.key)
