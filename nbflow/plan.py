@@ -24,8 +24,8 @@ class PlannedTask:
     upstreams: tuple[str, ...]
     #: inputs that are flow parameters, with their resolved values
     params: Mapping[str, Any]
-    #: hash of ``params`` for the cache key
-    params_key: str
+    #: hash of ``params`` for the cache key (None: a value cannot be hashed; not cached)
+    params_key: str | None
     #: indices of every task this one waits for (data and ``after=``)
     deps: tuple[int, ...]
     #: index of the upstream this task maps over, or None
