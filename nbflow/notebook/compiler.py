@@ -94,7 +94,7 @@ def parse_cell(name: str, source: str, *, label: str, filename: str | None = Non
 
     reads, rebound, declared_global = _free_names(tree, filename)
     reads.pop(name, None)  # the task's own name is its result, never an input
-    rebound = frozenset(rebound - {name})
+    rebound_inputs = frozenset(rebound - {name})
 
     assigned = _top_level_assigned(tree)
     if name in assigned:
@@ -107,7 +107,7 @@ def parse_cell(name: str, source: str, *, label: str, filename: str | None = Non
     h = hashlib.blake2b(digest_size=16)
     h.update(ast.dump(tree, include_attributes=False).encode())
     h.update(f"\0{result}\0{is_async}".encode())
-    return CellBody(name, source, filename, label, tree, reads, rebound,
+    return CellBody(name, source, filename, label, tree, reads, rebound_inputs,
                     frozenset(declared_global), result, is_async, h.hexdigest())
 
 
@@ -133,9 +133,9 @@ def _free_names(tree: ast.Module, filename: str) -> tuple[dict[str, int], set[st
     """Names read before assignment: ``(name -> first line, rebound names, global names)``."""
     first_line: dict[str, int] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if node.id not in first_line or node.lineno < first_line[node.id]:
-                first_line[node.id] = node.lineno
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and \
+                node.lineno < first_line.get(node.id, node.lineno + 1):
+            first_line[node.id] = node.lineno
 
     wrapper = ast.parse(f"def {_CELL_FN}():\n    pass\n")
     fn = wrapper.body[0]
@@ -223,7 +223,7 @@ class _Order(ast.NodeVisitor):
         for stmt in [*node.body, *node.orelse]:
             self.visit(stmt)
 
-    visit_AsyncFor = visit_For  # noqa: N815
+    visit_AsyncFor = visit_For
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
         for dec in node.decorator_list:
@@ -236,7 +236,7 @@ class _Order(ast.NodeVisitor):
                 self.visit(default)
         self.bound.add(node.name)  # the body is a nested scope: symtable covers it
 
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _function  # noqa: N815
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _function
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
         for default in [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]:
@@ -245,13 +245,13 @@ class _Order(ast.NodeVisitor):
     def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> None:
         self.visit(node.generators[0].iter)  # evaluated in the enclosing scope
 
-    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension  # noqa: N815
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         for alias in node.names:
             self.bound.add(alias.asname or alias.name.split(".")[0])
 
-    visit_ImportFrom = visit_Import  # noqa: N815
+    visit_ImportFrom = visit_Import
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
         if node.type is not None:

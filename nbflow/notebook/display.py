@@ -66,7 +66,7 @@ def install_display_capture(shell: Any) -> None:
 
     pub.publish = nbflow_publish
     pub.clear_output = nbflow_clear_output
-    pub._nbflow_wrapped = True  # noqa: SLF001
+    pub._nbflow_wrapped = True
 
 
 def show_output(label: str, output: Capture) -> None:
@@ -85,7 +85,7 @@ def show_output(label: str, output: Capture) -> None:
         sys.stderr.write(err if err.endswith("\n") else err + "\n")
         sys.stderr.flush()
     for item in output.displays:
-        publish_display_data(item["data"], item.get("metadata") or {})
+        publish_display_data(item["data"], item.get("metadata") or {})  # type: ignore[no-untyped-call]
 
 
 class OutputShower:
@@ -188,8 +188,8 @@ def failure(run: Run, flow_tasks: Any) -> FlowFailed:
     err = FlowFailed(run.flow, failures, run)
     names = ", ".join(sorted({f.label for f in failures}))
     red, reset = "\x1b[31m", "\x1b[0m"
-    lines = [f"{red}FlowFailed{reset}: {len(failures)} task(s) of flow {run.flow!r} failed: "
-             f"{names}"]
+    head = f"{red}FlowFailed{reset}: {len(failures)} task(s) of flow {run.flow!r} failed: {names}"
+    lines = [head]
     for f in failures:
         task = flow_tasks.get(f.task)
         cell = cell_of(task) if task is not None else None

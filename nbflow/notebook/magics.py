@@ -16,7 +16,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import MagicArgumentParser
-from IPython.utils.process import arg_split
+from IPython.utils.process import arg_split  # type: ignore[attr-defined]
 
 from .. import graph
 from ..errors import (
@@ -45,9 +45,12 @@ class _Help(Exception):
 
 
 class _Parser(MagicArgumentParser):
+    #: the subcommand parsers (on the top-level parser)
+    subcommands: dict[str, _Parser]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("add_help", True)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def error(self, message: str) -> None:  # type: ignore[override]
         prog = "%" + self.prog  # MagicHelpFormatter adds the % to usage lines the same way
@@ -148,7 +151,7 @@ def build_parser() -> _Parser:
     sub.add_parser("wait", prog="nbflow wait", help="wait for the last run, like a blocking run",
                    description="Block until the last run ends, show its output and summary; a "
                    "failed task is the cell's error.")
-    parser.subcommands = dict(sub.choices)  # type: ignore[attr-defined]
+    parser.subcommands = dict(sub.choices)
     return parser
 
 
@@ -162,10 +165,15 @@ class NbflowMagics(Magics):
         self._flow = flow
 
     @property
+    def ip(self) -> Any:
+        """The shell (typed loosely: IPython's own annotations allow None)."""
+        return self.shell
+
+    @property
     def flow(self) -> NotebookFlow:
         flow = self._flow if self._flow is not None else notebook_flow()
         if flow.namespace is None:
-            flow.namespace = self.shell.user_ns
+            flow.namespace = self.ip.user_ns
         return flow
 
     @line_cell_magic
@@ -205,8 +213,8 @@ class NbflowMagics(Magics):
             raise UsageError(f"%%nbflow task: {name!r} is not a valid task name (use a Python "
                              "identifier)")
         flow = self.flow
-        ns = self.shell.user_ns
-        count = self.shell.execution_count
+        ns = self.ip.user_ns
+        count = self.ip.execution_count
         label = f"cell In[{count}]" if count else "cell"
         filename = f"<cell In[{count}]: task {name}>" if count else f"<nbflow-cell {name}>"
         try:
@@ -269,7 +277,7 @@ class NbflowMagics(Magics):
             verdict = "unchanged"
         parts = [f"upstream: {', '.join(ups) if ups else 'none'}"]
         if params:
-            ns = self.shell.user_ns
+            ns = self.ip.user_ns
             parts.append("notebook: " + ", ".join(
                 p if p in ns else f"{p} (not defined yet)" for p in params))
         return f"nbflow: task {name!r} ({'; '.join(parts)}): {verdict}"
@@ -279,7 +287,7 @@ class NbflowMagics(Magics):
     def _run(self, args: argparse.Namespace) -> Run | None:
         flow = self.flow
         params = dict(args.param)
-        binder = _Binder(flow, self.shell.user_ns)
+        binder = _Binder(flow, self.ip.user_ns)
         try:
             run = flow.run(args.targets or None, params=params, executor=args.executor,
                            background=True, observers=[binder])
@@ -305,7 +313,7 @@ class NbflowMagics(Magics):
 
         __tracebackhide__ = True
         shower = OutputShower(run)
-        handle: DisplayHandle | None = None
+        handle: Any = None  # an IPython DisplayHandle, once shown
         shown_text = ""
         started = time.monotonic()
         try:
@@ -323,7 +331,7 @@ class NbflowMagics(Magics):
                     break
                 if time.monotonic() - started >= PROGRESS_AFTER and text != shown_text:
                     if handle is None:
-                        handle = DisplayHandle()
+                        handle = DisplayHandle()  # type: ignore[no-untyped-call]
                         handle.display({"text/plain": text}, raw=True)
                     else:
                         handle.update({"text/plain": text}, raw=True)
@@ -344,7 +352,7 @@ class NbflowMagics(Magics):
             raise failure(run, self.flow.tasks)
 
     def _missing_message(self, flow: NotebookFlow, exc: MissingParameterError) -> str:
-        ns = self.shell.user_ns
+        ns = self.ip.user_ns
         known = [n for n in ns if not n.startswith("_") and n not in ("In", "Out")]
         known += list(flow.tasks)
         lines = []

@@ -65,7 +65,7 @@ def _shell_namespace() -> dict[str, Any] | None:
     if ipython is None:
         return None
     shell = ipython.get_ipython()
-    return None if shell is None else shell.user_ns  # type: ignore[no-any-return]
+    return None if shell is None else shell.user_ns
 
 
 def notebook_flow() -> NotebookFlow:

@@ -93,7 +93,7 @@ class Kernel:
         return timer
 
     def close(self) -> None:
-        self.client._cleanup_kernel()  # noqa: SLF001 - stops the kernel and its channels
+        self.client._cleanup_kernel()
 
 
 def text(cell: Any, name: str = "stdout") -> str:

@@ -19,7 +19,7 @@ def k(kernel):
 
 def states(k) -> dict:
     cell = k("print(dict(__import__('nbflow').notebook_flow().last_run.states))")
-    return eval(text(cell))  # noqa: S307 - our own repr of a dict of str
+    return eval(text(cell))
 
 
 def test_declare_run_edit_rerun(k):

@@ -269,3 +269,14 @@ def test_import_nbflow_does_not_import_ipython():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_global_that_cannot_be_hashed_makes_the_task_always_run(ip, capsys):
+    ip("import threading\nlock = threading.Lock()")
+    ip("%%nbflow task guarded\nwith lock:\n    value = 1\nvalue")
+    ip("%nbflow run")
+    ip("%nbflow run")
+    assert ip.flow.last_run.states == {"guarded": "succeeded"}
+    capsys.readouterr()
+    ip("%nbflow why guarded")
+    assert "could not be cached" in capsys.readouterr().out
