@@ -17,6 +17,10 @@ from .. import config
 from .base import Executor, Outbox, WorkItem, call_item
 
 _STOP = None
+#: items queued per worker while items take long (and at first) / while they are short
+_DEPTH_LONG, _DEPTH_SHORT = 2, 16
+#: seconds: items shorter than this on average count as short
+_SHORT_ITEM = 0.001
 
 
 class ThreadExecutor(Executor):
@@ -38,6 +42,8 @@ class ThreadExecutor(Executor):
         self._running: dict[Hashable, int] = {}
         self._lock = threading.Lock()
         self._size = 0
+        #: items queued per worker (see free_slots); adapts to how long items take
+        self._depth = _DEPTH_LONG
 
     def _pool_size(self) -> int:
         if self.max_workers is not None:
@@ -60,8 +66,12 @@ class ThreadExecutor(Executor):
         thread.start()
 
     def free_slots(self) -> int:
-        # Keep one item queued per worker so a worker never waits for the loop.
-        return 2 * self._size - self._in_flight
+        # Keep items queued for each worker so a worker never waits for the loop. How
+        # many adapts to the items: tiny ones need a deep queue, so the loop wakes up
+        # once per big batch of outcomes instead of once per item (on a small machine a
+        # thread hand-off costs more than a no-op task); long ones keep it shallow, so
+        # that priorities, not queue order, decide what starts next.
+        return self._depth * self._size - self._in_flight
 
     def _submit(self, items: Sequence[WorkItem]) -> None:
         self._in_flight += len(items)
@@ -94,6 +104,8 @@ class ThreadExecutor(Executor):
                     kept.append(outcome)
         self._in_flight -= len(kept)
         if kept:
+            busy = sum(o.ended - o.started for o in kept) / len(kept)
+            self._depth = _DEPTH_SHORT if busy < _SHORT_ITEM else _DEPTH_LONG
             self._on_done(kept)
 
     def _work(self) -> None:
