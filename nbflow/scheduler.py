@@ -89,9 +89,10 @@ class Scheduler:
         timers = self._timers
         for o in outcomes:
             item, attempt = o.id  # type: ignore[misc]
-            handle = timers.pop((item, attempt), None)
-            if handle is not None:
-                handle.cancel()
+            if timers:  # only tasks with timeout= have one
+                handle = timers.pop(o.id, None)
+                if handle is not None:
+                    handle.cancel()
             self._pending.extend(sm.finished(item, attempt, o.ok, o.value, o.started, o.ended,
                                              o.where, o.output))
         self._process(())

@@ -570,6 +570,8 @@ class Transitions:
 
     def _take(self, heap: list[tuple[int, int, int, int | None]], n: int) -> list[Execute]:
         out: list[Execute] = []
+        if not heap:  # the common case for the async heap, asked after every batch
+            return out
         records = self.records
         now = self.clock()
         while heap and len(out) < n:
