@@ -317,6 +317,8 @@ def measure_workload(workload: Workload, repeats: int, loop: asyncio.AbstractEve
         repeats, timed(lambda: loop.run_until_complete(asyncio_threads(g, pool))))
     us["dask threaded"] = best_of(
         repeats, timed(lambda: dask.threaded.get(dsk, out_key, num_workers=THREADS)))
+    # For reading the nbflow columns: the validation part of flow.run() on its own.
+    us["nbflow plan"] = best_of(repeats, timed(flow.plan))
     return Row(workload.name, workload.label, {k: v / n * 1e6 for k, v in us.items()})
 
 
@@ -380,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads = [chain(1000), fan_out(10_000), layers(50, 40)]
         scale = (10_000, 100_000)
         decl_sizes = (1000, 10_000)
-        repeats = args.repeats or 5
+        repeats = args.repeats or 7
 
     started = time.perf_counter()
     print(f"nbflow {nf.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
@@ -400,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'workload':<22}" + "".join(f"{c:>16}" for c in cols))
     for r in rows:
         print(f"{r.workload + ' ' + r.label:<22}" + "".join(f"{r.us[c]:>16.1f}" for c in cols))
+    print("(nbflow's columns include validation, flow.plan(), which alone takes "
+          + ", ".join(f"{r.workload} {r.us['nbflow plan']:.1f}" for r in rows) + " µs/task)")
     print()
     print(f"{'ratios':<22}{'inline/(1)':>16}{'threads/(2)':>16}{'threads/dask':>16}")
     for r in rows:
@@ -407,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r.us['nbflow threads'] / r.us['asyncio threads']:>16.2f}"
               f"{r.us['nbflow threads'] / r.us['dask threaded']:>16.2f}")
 
-    small, large, mem, data = measure_scaling(*scale, repeats=max(2, repeats - 2))
+    small, large, mem, data = measure_scaling(*scale, repeats=repeats)
     print(f"\nW2 scaling (nbflow threads): {small:.1f} µs/task at {scale[0]:,} items, "
           f"{large:.1f} µs/task at {scale[1]:,} (x{large / small:.2f})")
     print(f"W2 memory at {scale[1]:,} items: {mem:,.0f} bytes/task (tracemalloc peak during "
