@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,11 @@ def ip() -> Iterator[Shell]:
     import nbflow.notebook
     from nbflow import capture
 
+    # IPython puts its user module in sys.modules["__main__"]; put the real one back after
+    # each test, or later process-pool tests cannot spawn (DummyMod has no __spec__).
+    main = sys.modules["__main__"]
     shell = InteractiveShell.instance()
+    sys.modules["__main__"] = shell.user_module
     shell.reset(new_session=True)
     nbflow.notebook.reset()
     shell.run_cell("%load_ext nbflow")
@@ -58,6 +63,7 @@ def ip() -> Iterator[Shell]:
         nbflow.notebook.reset()
         shell.reset(new_session=True)
         capture.uninstall()
+        sys.modules["__main__"] = main
 
 
 class Kernel:
