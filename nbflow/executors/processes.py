@@ -69,6 +69,7 @@ class ProcessExecutor(Executor):
         self._futures: dict[Hashable, concurrent.futures.Future[bytes]] = {}
         self._fn_bytes: dict[int, tuple[Callable[..., Any], bytes]] = {}
         self._size = 0
+        self._abandoned = 0
 
     async def _start(self) -> None:
         assert self._loop is not None
@@ -136,11 +137,20 @@ class ProcessExecutor(Executor):
     def _cancel(self, ids: list[Hashable]) -> None:
         for id_ in ids:
             future = self._futures.pop(id_, None)
-            if future is not None:
-                future.cancel()
+            if future is not None and not future.cancel():
+                self._abandoned += 1
 
     async def _close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            # Don't wait for abandoned items; the pool's processes exit when idle.
-            pool.shutdown(wait=False, cancel_futures=True)
+        if pool is None:
+            return
+        # Items may still run in worker processes (cancelled or timed out). Unlike a
+        # thread, a process can be stopped: terminate the pool's workers so the work
+        # really stops and the interpreter can exit. concurrent.futures has no public way
+        # to reach them (and shutdown() forgets them), hence the private attribute, read
+        # before shutting down.
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        if self._abandoned:
+            for process in processes:
+                process.terminate()
