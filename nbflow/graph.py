@@ -6,7 +6,7 @@ long chains).
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 
 Parents = Mapping[str, Sequence[str]]
@@ -52,24 +52,35 @@ def find_cycle(parents: Parents) -> list[str] | None:
 
 
 def topological_order(parents: Parents) -> list[str]:
-    """Nodes with every parent before its children; ties keep declaration order.
+    """Nodes with every parent before its children, otherwise in declaration order.
 
+    When the declaration order already respects every edge it is returned as is,
+    so users see their tasks in the order they wrote them.
     Raises ``ValueError`` on a cycle (use :func:`find_cycle` for the path).
     """
-    indegree = {n: 0 for n in parents}
+    position = {n: i for i, n in enumerate(parents)}
+    names = list(parents)
+    indegree = [0] * len(names)
+    children: list[list[int]] = [[] for _ in names]
     for node, ups in parents.items():
-        indegree[node] = sum(1 for u in ups if u in indegree)
-    children = children_of(parents)
-    queue = deque(n for n, d in indegree.items() if d == 0)
+        i = position[node]
+        for up in ups:
+            j = position.get(up)
+            if j is not None:
+                indegree[i] += 1
+                children[j].append(i)
+    # A heap of positions: always take the earliest-declared node that is ready.
+    heap = [i for i, d in enumerate(indegree) if d == 0]
+    heapq.heapify(heap)
     order: list[str] = []
-    while queue:
-        node = queue.popleft()
-        order.append(node)
-        for child in children.get(node, ()):
+    while heap:
+        i = heapq.heappop(heap)
+        order.append(names[i])
+        for child in children[i]:
             indegree[child] -= 1
             if indegree[child] == 0:
-                queue.append(child)
-    if len(order) != len(indegree):
+                heapq.heappush(heap, child)
+    if len(order) != len(names):
         raise ValueError("graph has a cycle")
     return order
 

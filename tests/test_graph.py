@@ -80,3 +80,11 @@ def test_adding_a_back_edge_makes_a_cycle(parents, data):
     assert cycle is not None and cycle[0] == cycle[-1]
     for a, b in zip(cycle, cycle[1:]):
         assert b in cyclic[a]
+
+
+def test_declaration_order_is_kept_when_it_is_valid():
+    parents = {"z": [], "a": ["z"], "m": [], "b": ["a", "m"]}
+    assert graph.topological_order(parents) == ["z", "a", "m", "b"]
+    # an upstream declared later moves just before its first user
+    parents = {"b": ["a"], "c": [], "a": []}
+    assert graph.topological_order(parents) == ["c", "a", "b"]

@@ -1,0 +1,18 @@
+# Shared by scripts/demo.sh and scripts/test.sh: make .venv and install nbflow with EXTRAS.
+# Usage: source scripts/_venv.sh EXTRAS
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "nbflow needs Python >= 3.10 (set PYTHON=/path/to/python3.x)" >&2
+    exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    "$python" -m venv .venv
+fi
+echo "==> installing nbflow[$1] into .venv"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$1]" 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c 'import nbflow' || { echo "installing nbflow failed" >&2; exit 1; }

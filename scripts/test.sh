@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up a fresh machine and run every test: unit and real-kernel tests, then the example
+# notebooks under nbval. Usage: bash scripts/test.sh [extra pytest args]
+source "$(dirname "$0")/_venv.sh" test
+export PYTHONDONTWRITEBYTECODE=1
+echo "==> pytest tests/"
+.venv/bin/python -m pytest -p no:cacheprovider tests "$@"
+echo "==> nbval notebooks/"
+.venv/bin/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env notebooks
