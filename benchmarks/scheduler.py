@@ -32,7 +32,6 @@ import gc
 import operator
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -116,7 +115,7 @@ def make_functions(workload: Workload) -> None:
     with open(path, "w") as f:
         f.write(source)
     namespace: dict[str, Any] = {}
-    exec(compile(source, path, "exec"), namespace)  # noqa: S102 - our own generated code
+    exec(compile(source, path, "exec"), namespace)
     workload.functions = {s.name: namespace[s.name] for s in workload.specs}
 
 
@@ -331,7 +330,7 @@ def measure_scaling(small: int, large: int, repeats: int) -> tuple[float, float,
         make_functions(w)
         flow = declare(w)
         flows.append((w, flow))
-        per_task.append(best_of(repeats, lambda: run_nbflow(flow, w, "threads")) / w.n_tasks * 1e6)
+        per_task.append(best_of(repeats, lambda flow=flow, w=w: run_nbflow(flow, w, "threads")) / w.n_tasks * 1e6)
     w, flow = flows[1]
     # Memory: the tracemalloc peak during the run, above what was allocated before it
     # (the declared flow). It counts every Python allocation on every thread: the plan,
@@ -357,7 +356,7 @@ def measure_declaration(sizes: Sequence[int], repeats: int) -> dict[int, float]:
     for n in sizes:
         w = chain(n)
         make_functions(w)
-        out[n] = best_of(repeats, timed(lambda: declare(w))) / n * 1e6
+        out[n] = best_of(repeats, timed(lambda w=w: declare(w))) / n * 1e6
     return out
 
 

@@ -31,8 +31,8 @@ DEFAULTS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "event_interval": (0.05, float),
 }
 
-_overrides: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "nbflow_config", default={}
+_overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "nbflow_config", default=None
 )
 
 
@@ -47,7 +47,7 @@ def get(name: str, value: Any = None) -> Any:
     _check(name)
     if value is not None:
         return value
-    overrides = _overrides.get()
+    overrides = _overrides.get() or {}
     if name in overrides:
         return overrides[name]
     default, parse = DEFAULTS[name]
@@ -62,11 +62,11 @@ def get(name: str, value: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def set(**values: Any) -> Iterator[None]:  # noqa: A001 - mirrors dask.config.set
+def set(**values: Any) -> Iterator[None]:
     """Override settings inside a ``with`` block (this thread / async context only)."""
     for name in values:
         _check(name)
-    token = _overrides.set({**_overrides.get(), **values})
+    token = _overrides.set({**(_overrides.get() or {}), **values})
     try:
         yield
     finally:

@@ -59,7 +59,7 @@ class RunEvent:
     time: float
 
 
-Event = Union[TaskEvent, RunEvent]
+Event = Union[TaskEvent, RunEvent]  # noqa: UP007 - a runtime alias on Python 3.10
 Observer = Callable[[Sequence[Event]], Any]
 
 

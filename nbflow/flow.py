@@ -65,7 +65,9 @@ class Flow:
     @overload
     def task(self, *, name: str | None = None, **options: Any) -> Callable[[F], F]: ...
 
-    def task(self, fn: F | None = None, /, *, name: str | None = None, **options: Any) -> Any:
+    def task(  # type: ignore[misc]  # mypy cannot match **options against the overloads
+        self, fn: F | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Any:
         """Declare a task, as ``@flow.task`` or ``@flow.task(option=value, ...)``.
 
         Options: ``after`` (ordering-only dependencies), ``map`` (run once per

@@ -223,7 +223,7 @@ class Results(Mapping[str, Any]):
         self._run = run
 
     def _records(self) -> list[TaskRecord]:
-        return self._run._sm.records  # noqa: SLF001 - Results is part of Run
+        return self._run._sm.records
 
     def __getitem__(self, name: str) -> Any:
         rec = self._run.record(name)
@@ -232,7 +232,7 @@ class Results(Mapping[str, Any]):
         value = rec.result
         executor = self._run.executor
         if executor.remote:
-            return self._run._loop_thread.run_sync(executor.fetch(value))  # noqa: SLF001
+            return self._run._loop_thread.run_sync(executor.fetch(value))
         return value
 
     def __iter__(self) -> Iterator[str]:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from .cache import ResultStore
 from .capture import capturing
@@ -88,9 +88,9 @@ class Scheduler:
         sm = self.sm
         timers = self._timers
         for o in outcomes:
-            item, attempt = o.id  # type: ignore[misc]
+            item, attempt = cast(tuple[Item, int], o.id)
             if timers:  # only tasks with timeout= have one
-                handle = timers.pop(o.id, None)
+                handle = timers.pop((item, attempt), None)
                 if handle is not None:
                     handle.cancel()
             self._pending.extend(sm.finished(item, attempt, o.ok, o.value, o.started, o.ended,

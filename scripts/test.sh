@@ -3,6 +3,9 @@
 # notebooks under nbval. Usage: bash scripts/test.sh [extra pytest args]
 source "$(dirname "$0")/_venv.sh" test
 export PYTHONDONTWRITEBYTECODE=1
+echo "==> ruff, mypy"
+.venv/bin/ruff check nbflow tests benchmarks
+.venv/bin/mypy
 echo "==> pytest tests/"
 .venv/bin/python -m pytest -p no:cacheprovider tests "$@"
 echo "==> nbval notebooks/"

@@ -9,7 +9,6 @@ from nbflow.events import EventBus
 from nbflow.transitions import (
     CancelRunning,
     CheckCondition,
-    Execute,
     LookupCache,
     RetryLater,
     RunFinished,
@@ -310,8 +309,8 @@ def test_fan_out_split_and_fan_in_order():
     # finish out of order: the fan-in still gets input order
     for ex in reversed(branches):
         finish(sm, ex, ex.kwargs["items"] * 2)
-    total = sm.take(1)[0]
-    assert total.kwargs == {"double": [20, 40, 60]}
+    fan_in = sm.take(1)[0]
+    assert fan_in.kwargs == {"double": [20, 40, 60]}
     sm.validate_state()
 
 

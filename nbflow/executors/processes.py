@@ -10,6 +10,7 @@ dropped): ``concurrent.futures`` cannot stop one call without breaking the pool.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import multiprocessing
 import os
 import time
@@ -42,7 +43,8 @@ def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | 
     where = f"pid {os.getpid()}"
     output = captured or None
     try:
-        return cloudpickle.dumps((ok, value, started, ended, where, output))
+        data: bytes = cloudpickle.dumps((ok, value, started, ended, where, output))
+        return data
     except Exception as exc:  # the result (or the exception) cannot travel back
         err = RuntimeError(f"the result of task {task!r} cannot be pickled: {exc}")
         if not ok:
@@ -50,7 +52,8 @@ def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | 
             failure = Failed(task, err, value.traceback, branch, attempt)
         else:
             failure = Failed.from_exception(task, err, branch, attempt)
-        return cloudpickle.dumps((False, failure, started, ended, where, output))
+        data = cloudpickle.dumps((False, failure, started, ended, where, output))
+        return data
 
 
 class ProcessExecutor(Executor):
@@ -106,7 +109,7 @@ class ProcessExecutor(Executor):
                 _run_pickled, fn_bytes, kwargs_bytes, item.task, item.branch, item.attempt
             )
             self._futures[item.id] = future
-            future.add_done_callback(lambda f, item=item: self._done(item, f))
+            future.add_done_callback(functools.partial(self._done, item))
 
     def _done(self, item: WorkItem, future: concurrent.futures.Future[bytes]) -> None:
         assert self._outbox is not None

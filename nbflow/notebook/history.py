@@ -159,7 +159,7 @@ def predict(flow: Flow, history: History, name: str,
         if isinstance(key, CellKey):
             try:
                 parts = key.components()
-            except Exception as exc:  # noqa: BLE001 - an inspection problem: say so
+            except Exception as exc:
                 parts = {}
                 reasons.append(f"its globals cannot be inspected ({exc})")
             for label in sorted(set(parts) | set(snap.extra)):

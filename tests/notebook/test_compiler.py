@@ -107,7 +107,7 @@ def test_classify_tasks_data_and_globals():
 
 def test_cell_key_covers_helper_source_transitively_and_the_globals_they_read():
     ns: dict = {"__name__": "__main__", "FACTOR": 2}
-    exec("def inner(v):\n    return v * FACTOR\n"  # noqa: S102 - a notebook cell's def
+    exec("def inner(v):\n    return v * FACTOR\n"
          "def helper(v):\n    return inner(v) + 1\n", ns)
     cell = parse("helper(load)\n")
     _, globals_ = classify(cell, {"load"}, ns)
@@ -118,7 +118,7 @@ def test_cell_key_covers_helper_source_transitively_and_the_globals_they_read():
     ns["FACTOR"] = 3
     assert key.components()["global 'FACTOR' (read by 'inner')"] != \
         first["global 'FACTOR' (read by 'inner')"]
-    exec("def inner(v):\n    return v * FACTOR * 2\n", ns)  # noqa: S102 - a notebook cell's def
+    exec("def inner(v):\n    return v * FACTOR * 2\n", ns)
     assert key.components()["function 'inner' (read by 'helper')"] != \
         first["function 'inner' (read by 'helper')"]
     assert key() == key()  # deterministic
@@ -128,7 +128,7 @@ def test_cell_key_copes_with_unpicklable_globals():
     import threading
 
     ns: dict = {"__name__": "__main__", "lock": threading.Lock()}
-    exec("def helper():\n    return lock\n", ns)  # noqa: S102 - a notebook cell's def
+    exec("def helper():\n    return lock\n", ns)
     cell = parse("helper()\n")
     key = CellKey(cell, ns, classify(cell, (), ns)[1])
     assert key.components()["global 'lock' (read by 'helper')"].startswith("id:")
