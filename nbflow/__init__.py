@@ -19,7 +19,9 @@ from .errors import (
     LoopThreadError,
     MissingParameterError,
     NbflowError,
+    RegistryError,
     ResultUnavailableError,
+    SpecError,
     TaskTimeoutError,
     UnknownParameterError,
     UnknownTaskError,
@@ -28,6 +30,7 @@ from .errors import (
 from .events import RunEvent, TaskEvent, TaskState
 from .executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
 from .flow import Flow
+from .registry import registry
 from .run import Run, Summary
 from .task import Task
 from .values import Failed, Skipped
@@ -69,11 +72,13 @@ __all__ = (
     "MissingParameterError",
     "NbflowError",
     "ProcessExecutor",
+    "RegistryError",
     "ResultStore",
     "ResultUnavailableError",
     "Run",
     "RunEvent",
     "Skipped",
+    "SpecError",
     "Summary",
     "Task",
     "TaskEvent",
@@ -85,6 +90,7 @@ __all__ = (
     "ValidationError",
     "config",
     "notebook_flow",
+    "registry",
 )
 
 # Show public classes as nbflow.X in reprs and tracebacks (as httpx does).

@@ -16,7 +16,11 @@
     ├── TaskTimeoutError            a task ran longer than its ``timeout=``
     ├── ResultUnavailableError      a result was asked for a task that has none (also a KeyError)
     ├── ExecutorError               an executor was misused or could not start
-    └── LoopThreadError             a blocking call was made from the scheduler's own thread
+    ├── LoopThreadError             a blocking call was made from the scheduler's own thread
+    ├── LayoutError                 Graphviz could not lay out a flow (the widget's layout process)
+    ├── RegistryError               no registered task of that name (or its package is broken)
+    ├── SpecError                   a workflow spec file is invalid (file, key path, line)
+    └── BatchInputError             bad input for a batch job: notebook, parameter, grid file
 
 Every error pickles (``__reduce__``), so it survives a trip through a process
 pool or a dask worker.
@@ -220,3 +224,33 @@ class ExecutorError(NbflowError):
 
 class LoopThreadError(NbflowError):
     """A blocking call was made from the scheduler's own thread, where it would deadlock."""
+
+
+class LayoutError(NbflowError):
+    """Graphviz could not lay out a flow, or the layout process could not start or died."""
+
+
+class RegistryError(NbflowError, LookupError):
+    """No registered task of that name, or the package that registers it is broken."""
+
+
+class SpecError(NbflowError):
+    """A workflow spec is invalid; names the file, the key path and the line."""
+
+    def __init__(self, problem: str, file: str | None = None, path: Sequence[str | int] = (),
+                 line: int | None = None) -> None:
+        self.problem = problem
+        self.file = file
+        self.path = tuple(path)
+        self.line = line
+        where = file or "<spec>"
+        if line is not None:
+            where += f":{line}"
+        if self.path:
+            where += " at " + ".".join(str(p) for p in self.path)
+        super().__init__(f"{where}: {problem}")
+
+
+class BatchInputError(NbflowError):
+    """Bad input for a batch job (``nbflow run/sweep/params``), found before any kernel starts:
+    a missing notebook, an unknown parameter, a value of the wrong type, an unreadable grid."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
@@ -57,6 +58,28 @@ class Flow:
         self._lock = threading.Lock()
         #: the most recent run started from this flow (None before the first)
         self.last_run: Run | None = None
+        #: free text, and per-parameter type/help (set by specs; written back by to_spec)
+        self.description = ""
+        self.parameter_info: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def from_spec(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> Flow:
+        """A flow from a YAML/JSON workflow spec (a path or a mapping); see ``docs/specs.md``.
+
+        Raises :class:`~nbflow.errors.SpecError` naming the file, key path and line.
+        """
+        from .spec import flow_from_spec
+
+        return flow_from_spec(source)
+
+    def to_spec(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """This flow as a spec mapping (written as YAML/JSON when ``path`` is given)."""
+        from .spec import dump_spec, flow_to_spec
+
+        data = flow_to_spec(self)
+        if path is not None:
+            dump_spec(data, path)
+        return data
 
     # -- declaration -------------------------------------------------------------------
 

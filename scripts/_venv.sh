@@ -12,7 +12,11 @@ if [ ! -x .venv/bin/python ]; then
     echo "==> creating .venv"
     "$python" -m venv .venv
 fi
+# pip_install ARGS...: quiet, but show pip's whole log and stop when it fails
+pip_install() {
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" > .venv/pip.log 2>&1 \
+        || { cat .venv/pip.log >&2; echo "pip install $* failed" >&2; exit 1; }
+}
 echo "==> installing nbflow[$1] into .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$1]" 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/python -c 'import nbflow' || { echo "installing nbflow failed" >&2; exit 1; }
+pip_install --upgrade pip
+pip_install -e ".[$1]"

@@ -2,11 +2,15 @@
 # Set up a fresh machine and run every test: unit and real-kernel tests, then the example
 # notebooks under nbval. Usage: bash scripts/test.sh [extra pytest args]
 source "$(dirname "$0")/_venv.sh" test
+echo "==> installing the extension package and the registry test package"
+pip_install -e extensions/nbflow-xarray -e tests/spec/pkgs/nbflow-testtasks
 export PYTHONDONTWRITEBYTECODE=1
 echo "==> ruff, mypy"
-.venv/bin/ruff check nbflow tests benchmarks
+.venv/bin/ruff check nbflow tests benchmarks extensions
 .venv/bin/mypy
 echo "==> pytest tests/"
 .venv/bin/python -m pytest -p no:cacheprovider tests "$@"
+echo "==> extensions/nbflow-xarray tests"
+(cd extensions/nbflow-xarray && ../../.venv/bin/python -m pytest -p no:cacheprovider tests)
 echo "==> nbval notebooks/"
 .venv/bin/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env notebooks

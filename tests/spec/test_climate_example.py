@@ -1,0 +1,28 @@
+"""examples/climate.yaml end to end, with the nbflow-xarray extension's registered tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import nbflow as nf
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "climate.yaml"
+
+
+@pytest.mark.parametrize("executor", ["threads", "inline"])
+def test_climate_spec_runs(tmp_path, executor):
+    flow = nf.Flow.from_spec(EXAMPLE)
+    run = flow.run(params={"path": str(tmp_path / "c.nc"), "years": 2}, executor=executor)
+    assert run.states == dict.fromkeys(["data", "ds", "names", "seasonal", "table"], "succeeded")
+    assert run.record("seasonal").n == 2  # one branch per variable
+    table = run.results["table"]
+    assert list(table.index) == ["precipitation", "temperature"]
+    assert table.loc["temperature", "JJA_mean"] > table.loc["temperature", "DJF_mean"]
+    assert flow.tasks["table"].options.export
+
+
+def test_climate_spec_round_trips():
+    flow = nf.Flow.from_spec(EXAMPLE)
+    assert nf.Flow.from_spec(flow.to_spec()).to_spec() == flow.to_spec()
