@@ -28,7 +28,7 @@ from .errors import (
     ValidationError,
 )
 from .events import RunEvent, TaskEvent, TaskState
-from .executors import Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
+from .executors import DaskExecutor, Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
 from .flow import Flow
 from .registry import registry
 from .run import Run, Summary
@@ -57,6 +57,7 @@ def load_ipython_extension(ipython: object) -> None:
 
 __all__ = (
     "CycleError",
+    "DaskExecutor",
     "DeclarationError",
     "DuplicateTaskError",
     "Executor",

@@ -230,7 +230,7 @@ class Results(Mapping[str, Any]):
         if rec.state not in OK:
             raise ResultUnavailableError(name, rec.state)
         value = rec.result
-        executor = self._run.executor
+        executor = self._run._scheduler.executor_of(rec.pt.index)
         if executor.remote:
             return self._run._loop_thread.run_sync(executor.fetch(value))
         return value

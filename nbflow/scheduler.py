@@ -1,9 +1,17 @@
 """The asyncio driver: feeds stimuli to :class:`Transitions`, carries out its instructions.
 
 One :class:`Scheduler` drives one run on the scheduler loop. It owns the
-executor's lifecycle, the timers (retry delays, timeouts) and the asyncio
+executors' lifecycle, the timers (retry delays, timeouts) and the asyncio
 tasks of ``async def`` task bodies; the decisions all live in
 ``transitions.py``.
+
+Mixed placement: a task's ``executor=`` option puts it on an executor of its
+own (one per distinct value, each a *lane* of ready work in the state
+machine); tasks without one use the run's executor. Where an edge crosses from
+a remote executor (dask futures) to another executor, the scheduler fetches
+the value before handing the item over: data moves only where an edge crosses.
+Remote results go to the result cache only when the executor says they are
+cheap to gather (:meth:`Executor.cacheable`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from .cache import ResultStore
 from .capture import capturing
 from .errors import TaskTimeoutError
 from .executors.base import Executor, Outcome, WorkItem, split_value
+from .plan import PlannedTask
 from .transitions import (
     CancelRunning,
     CheckCondition,
@@ -45,6 +54,17 @@ class Scheduler:
         self.sm = sm
         self.executor = executor
         self.store = store
+        #: the run's executors; lane i of the state machine runs on executors[i]
+        self.executors, self._lane_of = _assign_lanes([r.pt for r in sm.records], executor)
+        if len(self.executors) > 1:
+            sm.set_lanes(self._lane_of)
+        self._remote = [ex for ex in self.executors if ex.remote]
+        #: task index -> (input name, lane) of inputs that must be fetched across lanes
+        self._crossing: dict[int, list[tuple[str, int]]] = {}
+        #: (item, attempt) of items whose crossing inputs are being fetched
+        self._resolving: set[tuple[Item, int]] = set()
+        self._store_tasks: set[asyncio.Task[None]] = set()
+        self._to_store: dict[int, list[tuple[str, Any]]] = {}
         self._pending: deque[Instruction] = deque()
         self._timers: dict[tuple[Item, int], asyncio.TimerHandle] = {}
         self._async_tasks: dict[tuple[Item, int], asyncio.Task[None]] = {}
@@ -59,10 +79,14 @@ class Scheduler:
         loop = self._loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         try:
-            await self.executor.start(self._on_outcomes)
+            for ex in self.executors:
+                await ex.start(self._on_outcomes)
         except BaseException:
             self._process(self.sm.cancel())
+            for ex in self.executors:
+                await ex.close()
             raise
+        self._crossing = _crossing_inputs(self.sm, self.executors, self._lane_of)
         try:
             self._process(self.sm.start())
             if self._cancel_requested:
@@ -73,8 +97,15 @@ class Scheduler:
                 handle.cancel()
             for task in self._async_tasks.values():
                 task.cancel()
-            await self.executor.close()
+            if self._store_tasks:  # remote results on their way into the cache
+                await asyncio.wait(list(self._store_tasks), timeout=30)
+            for ex in self.executors:
+                await ex.close()
         return status
+
+    def executor_of(self, task: int) -> Executor:
+        """The executor that runs task ``task`` (by index)."""
+        return self.executors[self._lane_of[task]]
 
     def cancel(self) -> None:
         """Cancel the run (call on the loop)."""
@@ -129,6 +160,8 @@ class Scheduler:
                 hit, value = False, None
             self._pending.extend(sm.cache_answer(ins.item, hit, value))
         elif isinstance(ins, StoreResult):
+            if self._remote and self._store_remote(ins.key, ins.value):
+                return
             try:
                 self.store.put(ins.key, ins.value)
             except Exception:  # a full disk or an unpicklable result: the run goes on
@@ -141,7 +174,7 @@ class Scheduler:
             assert self._loop is not None
             self._loop.call_later(ins.delay, self._on_retry, ins.item, ins.attempt)
         elif isinstance(ins, CancelRunning):
-            ids = []
+            ids: dict[int, list[tuple[Item, int]]] = {}
             for item, attempt in ins.items:
                 handle = self._timers.pop((item, attempt), None)
                 if handle is not None:
@@ -149,9 +182,12 @@ class Scheduler:
                 task = self._async_tasks.pop((item, attempt), None)
                 if task is not None:
                     task.cancel()
+                elif (item, attempt) in self._resolving:
+                    self._resolving.discard((item, attempt))
                 else:
-                    ids.append((item, attempt))
-            self.executor.cancel(ids)
+                    ids.setdefault(self._lane_of[item[0]], []).append((item, attempt))
+            for lane, lane_ids in ids.items():
+                self.executors[lane].cancel(lane_ids)
         elif isinstance(ins, RunFinished):
             if self._done is not None and not self._done.done():
                 self._done.set_result(ins.status)
@@ -163,11 +199,92 @@ class Scheduler:
         sm = self.sm
         for ex in sm.take_async():
             self._start_async(ex)
-        free = self.executor.free_slots()
-        if free > 0:
-            batch = sm.take(free)
-            if batch:
-                self.executor.submit([self._work_item(ex) for ex in batch])
+        for lane, executor in enumerate(self.executors):
+            free = executor.free_slots()
+            if free > 0:
+                batch = sm.take(free, lane)
+                if not batch:
+                    continue
+                if self._crossing:
+                    crossing = [e for e in batch if e.item[0] in self._crossing]
+                    if crossing:
+                        batch = [e for e in batch if e.item[0] not in self._crossing]
+                        self._submit_after_fetch(executor, [self._work_item(e) for e in crossing])
+                if batch:
+                    executor.submit([self._work_item(e) for e in batch])
+
+    def _submit_after_fetch(self, executor: Executor, items: list[WorkItem]) -> None:
+        """Fetch the inputs that cross from another executor, then submit (in a task)."""
+        for item in items:
+            self._resolving.add(item.id)  # type: ignore[arg-type]
+        assert self._loop is not None
+        task = self._loop.create_task(self._fetch_and_submit(executor, items))
+        self._store_tasks.add(task)
+        task.add_done_callback(self._store_tasks.discard)
+
+    async def _fetch_and_submit(self, executor: Executor, items: list[WorkItem]) -> None:
+        try:
+            await self._fetch_crossing([(it.id[0][0], it.kwargs) for it in items])  # type: ignore[index]
+        except Exception as exc:
+            now = time.time()
+            outcomes = []
+            for it in items:
+                if it.id in self._resolving:
+                    self._resolving.discard(it.id)
+                    error = RuntimeError(f"the inputs of task {it.label!r} could not be fetched "
+                                         f"from where they were computed: {exc}")
+                    error.__cause__ = exc
+                    failure = Failed.from_exception(it.task, error, it.branch, it.attempt)
+                    outcomes.append(Outcome(it.id, False, failure, now, now, "kernel"))
+            if outcomes:
+                self._on_outcomes(outcomes)
+            return
+        ready = [it for it in items if it.id in self._resolving]
+        for it in ready:
+            self._resolving.discard(it.id)
+        if ready and executor.started:
+            executor.submit(ready)
+
+    async def _fetch_crossing(self, calls: list[tuple[int, dict[str, Any]]]) -> None:
+        """Replace, in place, the kwargs that cross lanes by their values (one fetch per lane)."""
+        wanted: dict[int, list[tuple[dict[str, Any], str]]] = {}
+        for t, kwargs in calls:
+            for name, lane in self._crossing.get(t, ()):
+                if name in kwargs:
+                    wanted.setdefault(lane, []).append((kwargs, name))
+        for lane, slots in wanted.items():
+            values = await self.executors[lane].fetch_many([kw[name] for kw, name in slots])
+            for (kw, name), value in zip(slots, values):
+                kw[name] = value
+
+    def _store_remote(self, key: str, value: Any) -> bool:
+        """Queue a remote result for the cache (gathered in batches); False if not remote."""
+        lane = next((i for i, ex in enumerate(self.executors) if ex.remote and ex.owns(value)), -1)
+        if lane < 0:
+            return False
+        queue = self._to_store.setdefault(lane, [])
+        queue.append((key, value))
+        if len(queue) == 1:
+            assert self._loop is not None
+            task = self._loop.create_task(self._flush_store(lane))
+            self._store_tasks.add(task)
+            task.add_done_callback(self._store_tasks.discard)
+        return True
+
+    async def _flush_store(self, lane: int) -> None:
+        await asyncio.sleep(0.01)  # let the results finishing about now join this batch
+        pending = self._to_store.pop(lane, [])
+        try:
+            answers = await self.executors[lane].cacheable([v for _, v in pending])
+        except Exception:
+            logger.warning("could not gather results for the cache", exc_info=True)
+            return
+        for (key, _), (keep, value) in zip(pending, answers):
+            if keep:
+                try:
+                    self.store.put(key, value)
+                except Exception:
+                    logger.warning("could not cache a result under %s", key, exc_info=True)
 
     def _work_item(self, ex: Execute) -> WorkItem:
         t, b = ex.item
@@ -227,18 +344,28 @@ class Scheduler:
         assert predicate is not None
         names, takes_all = self._predicate_params(t, predicate)
         kwargs = ins.kwargs if takes_all else {k: v for k, v in ins.kwargs.items() if k in names}
-        if self.executor.remote:
+        executor = self.executor_of(t)
+        if executor.remote or t in self._crossing:
             assert self._loop is not None
-            self._loop.create_task(self._check_remote(ins.item, predicate, kwargs))
+            task = self._loop.create_task(self._check_remote(ins.item, predicate, kwargs, executor))
+            self._store_tasks.add(task)
+            task.add_done_callback(self._store_tasks.discard)
             return
         self._pending.extend(self.sm.condition_answer(ins.item, _call_predicate(
             rec.name, b, predicate, kwargs)))
 
     async def _check_remote(self, item: Item, predicate: Callable[..., Any],
-                            kwargs: dict[str, Any]) -> None:
+                            kwargs: dict[str, Any], executor: Executor) -> None:
+        """``run_if`` next to the data: on the task's executor (a dask worker), after
+        fetching only the inputs that cross from another executor."""
         t, b = item
-        values = {k: await self.executor.fetch(v) for k, v in kwargs.items()}
-        answer = _call_predicate(self.sm.records[t].name, b, predicate, values)
+        name = self.sm.records[t].name
+        answer: bool | Failed
+        try:
+            await self._fetch_crossing([(t, kwargs)])
+            answer = bool(await executor.apply(predicate, kwargs))
+        except Exception as exc:
+            answer = _predicate_failure(name, b, exc)
         self._process(self.sm.condition_answer(item, answer))
 
     def _predicate_params(self, t: int, predicate: Callable[..., Any]) -> tuple[set[str], bool]:
@@ -252,9 +379,11 @@ class Scheduler:
 
     def _split(self, source: int) -> None:
         rec = self.sm.records[source]
-        if self.executor.remote:
+        if self.executor_of(source).remote:
             assert self._loop is not None
-            self._loop.create_task(self._split_remote(source))
+            task = self._loop.create_task(self._split_remote(source))
+            self._store_tasks.add(task)
+            task.add_done_callback(self._store_tasks.discard)
             return
         try:
             items: list[Any] | Failed = split_value(rec.result)
@@ -264,8 +393,16 @@ class Scheduler:
 
     async def _split_remote(self, source: int) -> None:
         rec = self.sm.records[source]
+        executor = self.executor_of(source)
+        # Branches on the same executor cut their items out where the result is; a
+        # consumer elsewhere gets plain items (one fetch of the whole result).
+        local = any(self.executor_of(w) is not executor for w in rec.split_waiters)
         try:
-            items: list[Any] | Failed = await self.executor.split(rec.result)
+            items: list[Any] | Failed
+            if local:
+                items = split_value(await executor.fetch(rec.result))
+            else:
+                items = await executor.split(rec.result)
         except Exception as exc:
             items = Failed.from_exception(rec.name, _map_error(rec.name, exc))
         self._process(self.sm.split_answer(source, items))
@@ -276,9 +413,53 @@ def _call_predicate(task: str, branch: int | None, predicate: Callable[..., Any]
     try:
         return bool(predicate(**kwargs))
     except Exception as exc:
-        error = RuntimeError(f"run_if of task {task!r} raised {type(exc).__name__}: {exc}")
-        error.__cause__ = exc
-        return Failed.from_exception(task, error, branch)
+        return _predicate_failure(task, branch, exc)
+
+
+def _predicate_failure(task: str, branch: int | None, exc: Exception) -> Failed:
+    error = RuntimeError(f"run_if of task {task!r} raised {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return Failed.from_exception(task, error, branch)
+
+
+def _assign_lanes(tasks: list[PlannedTask], default: Executor) -> tuple[list[Executor], list[int]]:
+    """The run's executors and each task's lane: one executor per distinct ``executor=``."""
+    from .executors import resolve_executor
+
+    executors = [default]
+    by_option: dict[Any, int] = {}
+    lanes: list[int] = []
+    for pt in tasks:
+        option = pt.task.options.executor
+        if option is None or option is default or option == default.name:
+            lanes.append(0)
+            continue
+        key = option if isinstance(option, str) else id(option)
+        lane = by_option.get(key)
+        if lane is None:
+            lane = by_option[key] = len(executors)
+            executors.append(resolve_executor(option))
+        lanes.append(lane)
+    return executors, lanes
+
+
+def _crossing_inputs(sm: Transitions, executors: list[Executor],
+                     lanes: list[int]) -> dict[int, list[tuple[str, int]]]:
+    """Inputs whose values live on a remote executor that the consumer cannot read."""
+    if len(executors) == 1:
+        return {}
+    out: dict[int, list[tuple[str, int]]] = {}
+    for rec in sm.records:
+        t = rec.pt.index
+        mine = executors[lanes[t]]
+        for name, d in rec.up_idx:
+            theirs = executors[lanes[d]]
+            if theirs is mine or not theirs.remote:
+                continue
+            if mine.remote and getattr(mine, "client", 0) is getattr(theirs, "client", 1):
+                continue  # two executors on one dask client: futures pass as they are
+            out.setdefault(t, []).append((name, lanes[d]))
+    return out
 
 
 def _map_error(task: str, exc: Exception) -> Exception:

@@ -205,6 +205,9 @@ class Transitions:
         self.status = "pending"
         self.cancelling = False
         self._ready: list[tuple[int, int, int, int | None]] = []
+        #: ready heaps by executor lane (lane 0 is ``_ready``); see :meth:`set_lanes`
+        self._lanes: list[list[tuple[int, int, int, int | None]]] = [self._ready]
+        self._lane_of: list[int] | None = None
         self._ready_async: list[tuple[int, int, int, int | None]] = []
         self._seq = 0
         for rec in self.records:
@@ -230,9 +233,15 @@ class Transitions:
                 self._try_activate(rec, out)
         return out
 
-    def take(self, n: int) -> list[Execute]:
-        """Up to ``n`` ready items of synchronous tasks, highest priority first."""
-        return self._take(self._ready, n)
+    def set_lanes(self, lanes: list[int]) -> None:
+        """Give each task (by index) an executor lane; :meth:`take` then serves one lane."""
+        self._lane_of = lanes
+        while len(self._lanes) <= max(lanes, default=0):
+            self._lanes.append([])
+
+    def take(self, n: int, lane: int = 0) -> list[Execute]:
+        """Up to ``n`` ready items of synchronous tasks of ``lane``, highest priority first."""
+        return self._take(self._lanes[lane], n)
 
     def take_async(self) -> list[Execute]:
         """Every ready item of ``async def`` tasks (they run on the scheduler loop)."""
@@ -374,7 +383,8 @@ class Transitions:
             rec.ended = now
             self._set_state(rec, "cancelled")
             self.unfinished -= 1
-        self._ready.clear()
+        for heap in self._lanes:
+            heap.clear()
         self._ready_async.clear()
         if running:
             out.append(CancelRunning(running))
@@ -565,8 +575,11 @@ class Transitions:
             if rec.state == "pending":
                 self._set_state(rec, "ready")
         self._seq += 1
-        heap = self._ready_async if pt.task.is_async else self._ready
+        heap = self._ready_async if pt.task.is_async else self._heap_of(pt.index)
         heapq.heappush(heap, (-pt.task.options.priority, self._seq, pt.index, b))
+
+    def _heap_of(self, t: int) -> list[tuple[int, int, int, int | None]]:
+        return self._ready if self._lane_of is None else self._lanes[self._lane_of[t]]
 
     def _take(self, heap: list[tuple[int, int, int, int | None]], n: int) -> list[Execute]:
         out: list[Execute] = []
@@ -604,7 +617,7 @@ class Transitions:
         if rec.deferred:
             b = rec.deferred.popleft()
             self._seq += 1
-            heap = self._ready_async if rec.pt.task.is_async else self._ready
+            heap = self._ready_async if rec.pt.task.is_async else self._heap_of(rec.pt.index)
             heapq.heappush(heap, (-rec.pt.task.options.priority, self._seq, rec.pt.index, b))
 
     def _failed_attempt(

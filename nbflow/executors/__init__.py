@@ -7,11 +7,13 @@ from typing import Any
 from .. import config
 from ..errors import ExecutorError, suggest
 from .base import Executor, Outcome, WorkItem
+from .dask import DaskExecutor
 from .inline import InlineExecutor
 from .processes import ProcessExecutor
 from .threads import ThreadExecutor
 
 EXECUTORS: dict[str, type[Executor]] = {
+    "dask": DaskExecutor,
     "inline": InlineExecutor,
     "threads": ThreadExecutor,
     "processes": ProcessExecutor,
@@ -37,6 +39,6 @@ def resolve_executor(executor: Any = None) -> Executor:
 
 
 __all__ = [
-    "EXECUTORS", "Executor", "InlineExecutor", "Outcome", "ProcessExecutor", "ThreadExecutor",
+    "EXECUTORS", "DaskExecutor", "Executor", "InlineExecutor", "Outcome", "ProcessExecutor", "ThreadExecutor",
     "WorkItem", "resolve_executor",
 ]

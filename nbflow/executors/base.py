@@ -164,6 +164,22 @@ class Executor(ABC):
         """The value behind a result reference."""
         return ref
 
+    async def fetch_many(self, refs: list[Any]) -> list[Any]:
+        """The values behind several references (remote executors gather them at once)."""
+        return [await self.fetch(r) for r in refs]
+
+    async def apply(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        """``fn(**kwargs)`` where the data is (``run_if``); only the answer comes back."""
+        return fn(**kwargs)
+
+    def owns(self, value: Any) -> bool:
+        """True when ``value`` is a reference to a result this executor keeps elsewhere."""
+        return False
+
+    async def cacheable(self, refs: list[Any]) -> list[tuple[bool, Any]]:
+        """``(True, value)`` for references worth keeping in the result cache."""
+        return [(True, await self.fetch(r)) for r in refs]
+
     # -- for subclasses -------------------------------------------------------------------
 
     @abstractmethod

@@ -1,0 +1,461 @@
+"""Run task bodies on a dask cluster; results stay on the workers as futures.
+
+The executor talks to dask through an asynchronous ``Client`` on the
+scheduler's own loop (:mod:`.dask_cluster`), so neither the kernel nor the
+scheduler loop ever waits on dask. A downstream task is submitted with its
+upstream futures as arguments; values come back to the kernel only through
+:meth:`DaskExecutor.fetch` (``run.results[...]``, the magics' binding) and the
+result cache (small results only: see :attr:`DaskExecutor.cache_limit`).
+
+Ready items are handed over in batches: items of one task with the same
+options (the branches of a mapped task) go to dask as one ``client.map`` call,
+one graph update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Hashable, Sequence
+from itertools import count
+from typing import Any
+
+import cloudpickle
+
+from ..capture import Capture
+from ..errors import ExecutorError
+from ..values import Failed, Skipped
+from . import dask_worker
+from .base import Executor, Outcome, WorkItem
+from .dask_cluster import Connection, connect, local_cluster
+
+logger = logging.getLogger(__name__)
+
+_run_ids = count()
+
+
+class DaskExecutor(Executor):
+    """Run tasks on a dask cluster.
+
+    Parameters
+    ----------
+    address
+        ``None``: the process-wide ``LocalCluster`` that nbflow starts on first
+        use and reuses (closed at exit); ``"tcp://host:port"``: a running
+        scheduler (only connected to, never closed); a ``distributed.Client``
+        or a cluster object (anything with ``scheduler_address``): the
+        scheduler it talks to.
+    security
+        A ``distributed.security.Security`` for TLS (``tls://`` addresses).
+    n_workers, threads_per_worker, processes
+        For the local cluster nbflow starts (ignored for an address).
+    connect_timeout
+        Seconds to wait for the scheduler before the run fails with a clear error.
+    cache_limit
+        Results up to this many bytes (as reported by ``dask.sizeof`` on the
+        worker) are gathered into the flow's result cache when they finish;
+        larger ones stay on the cluster only and are recomputed by a later run
+        that needs them.
+    """
+
+    name = "dask"
+    remote = True
+
+    def __init__(
+        self,
+        address: Any = None,
+        *,
+        security: Any = None,
+        n_workers: int | None = None,
+        threads_per_worker: int | None = None,
+        processes: bool | None = None,
+        connect_timeout: float = 10.0,
+        cache_limit: int = 1_000_000,
+    ) -> None:
+        super().__init__()
+        self.address = address
+        self.security = security
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.processes = processes
+        self.connect_timeout = connect_timeout
+        self.cache_limit = cache_limit
+        self._reset()
+
+    def _reset(self) -> None:
+        self._conn: Connection | None = None
+        self._prefix = f"{next(_run_ids):x}{uuid.uuid4().hex[:8]}"
+        self._counter = count()
+        #: dask key -> (work item id, future) of items running now
+        self._running: dict[str, tuple[Hashable, Any]] = {}
+        self._keys: dict[Hashable, str] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._outcomes: list[Outcome] = []
+        self._flush_scheduled = False
+        #: sizes of finished results, by key (for the cache decision)
+        self._sizes: dict[str, int] = {}
+        #: functions and values already checked for serializability, by id
+        self._sendable: dict[int, Any] = {}
+        self._client: Any = None
+        self._address: str | None = None
+        self._dashboard: str | None = None
+        self._lost: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        address, security = await self._scheduler_address()
+        self._conn = await connect(address, security, self.connect_timeout)
+        self._client = self._conn.client
+        self._address = address
+        try:
+            self._dashboard = self._client.dashboard_link
+        except Exception:
+            self._dashboard = None
+
+    async def _scheduler_address(self) -> tuple[str, Any]:
+        target = self.address
+        security = self.security
+        if target is None:
+            cluster = await asyncio.to_thread(
+                local_cluster, self.n_workers, self.threads_per_worker, self.processes
+            )
+            return str(cluster.scheduler_address), security
+        if isinstance(target, str):
+            return target, security
+        scheduler = getattr(target, "scheduler", None)
+        if hasattr(target, "scheduler_address"):  # a cluster object
+            return str(target.scheduler_address), security or getattr(target, "security", None)
+        if scheduler is not None and hasattr(scheduler, "address"):  # a Client
+            return str(scheduler.address), security or getattr(target, "security", None)
+        msg = (f"DaskExecutor(address=...) takes None, 'tcp://host:port', a distributed.Client "
+               f"or a cluster; got {target!r}")
+        raise ExecutorError(msg)
+
+    async def _close(self) -> None:
+        # Results (finished futures) stay referenced by the run; only unfinished work stops.
+        pending = [fut for _, fut in self._running.values()]
+        for task in self._watchers.values():
+            task.cancel()
+        self._watchers.clear()
+        if self._conn is not None:
+            self._conn.wanted.difference_update(self._running)
+            for key in self._running:
+                self._conn.reports.pop(key, None)
+        self._running.clear()
+        if pending and self._client is not None and self._lost is None:
+            try:
+                await self._client.cancel(pending)
+            except Exception:
+                logger.debug("cancelling futures at close failed", exc_info=True)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dask dashboard's URL, when the scheduler runs one."""
+        return self._dashboard
+
+    @property
+    def client(self) -> Any:
+        """The asynchronous ``distributed.Client`` of this run (None before it starts)."""
+        return self._client
+
+    def free_slots(self) -> int:
+        # dask queues and orders work itself; a bound keeps a cancel cheap.
+        return 100_000 - len(self._running)
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def _submit(self, items: Sequence[WorkItem]) -> None:
+        groups: dict[tuple[Any, ...], list[WorkItem]] = {}
+        for item in items:
+            problem = self._unsendable(item)
+            if problem is not None:
+                self._fail_now(item, problem)
+                continue
+            resources = tuple(sorted(item.resources.items())) if item.resources else None
+            groups.setdefault((id(item.fn), item.task, item.priority, resources), []).append(item)
+        for group in groups.values():
+            self._submit_group(group)
+
+    def _submit_group(self, items: list[WorkItem]) -> None:
+        assert self._conn is not None
+        first = items[0]
+        keys = [f"{first.task}-{self._prefix}{next(self._counter):x}" for _ in items]
+        conn = self._conn
+        conn.wanted.update(keys)
+        n = len(items)
+        try:
+            futures = self._client.map(
+                dask_worker.run_item, [first.fn] * n, [i.kwargs for i in items],
+                [i.task for i in items], [i.branch for i in items], [conn.topic] * n, keys,
+                key=keys, pure=False, priority=first.priority,
+                resources=dict(first.resources) if first.resources else None,
+            )
+        except Exception as exc:
+            conn.wanted.difference_update(keys)
+            for item in items:
+                self._fail_now(item, ExecutorError(
+                    f"dask refused task {item.label!r}: {type(exc).__name__}: {exc}"))
+            return
+        assert self._loop is not None
+        for item, key, fut in zip(items, keys, futures):
+            self._running[key] = (item.id, fut)
+            self._keys[item.id] = key
+            self._watchers[key] = self._loop.create_task(self._watch(item, key, fut))
+
+    def _unsendable(self, item: WorkItem) -> Exception | None:
+        """Why ``item`` cannot travel to a worker (checked once per function and value)."""
+        checks: list[tuple[str, Any]] = [("function", item.fn)]
+        checks += [(f"input {name!r}", v) for name, v in item.kwargs.items()
+                   if not _is_data_ref(v)]
+        for what, value in checks:
+            seen = self._sendable.get(id(value))
+            if seen is not None and seen[0] is value:
+                continue
+            try:
+                cloudpickle.dumps(value)
+            except Exception as exc:
+                return TypeError(_unsendable_message(item, what, value, exc))
+            self._sendable[id(value)] = (value,)  # keep it alive: ids must stay unique
+        return None
+
+    def _fail_now(self, item: WorkItem, error: Exception) -> None:
+        now = time.time()
+        failure = Failed.from_exception(item.task, error, item.branch, item.attempt)
+        self._queue_outcome(Outcome(item.id, False, failure, now, now, "kernel (not sent)"))
+
+    # -- completion ----------------------------------------------------------------------
+
+    async def _watch(self, item: WorkItem, key: str, fut: Any) -> None:
+        submitted = time.time()
+        state: Any = fut._state  # distributed has no public "wait without fetching" on a Future
+        while state.status not in ("finished", "error", "cancelled"):
+            await state._get_event().wait()
+        self._watchers.pop(key, None)
+        if self._running.pop(key, None) is None:
+            return  # cancelled by nbflow
+        self._keys.pop(item.id, None)
+        conn = self._conn
+        assert conn is not None
+        conn.wanted.discard(key)
+        report = conn.reports.pop(key, None) or {}
+        started = float(report.get("started", submitted))
+        ended = float(report.get("ended", time.time()))
+        where = report.get("worker")
+        output = _capture(report)
+        if state.status == "finished":
+            if "nbytes" in report:
+                self._sizes[key] = int(report["nbytes"])
+            outcome = Outcome(item.id, True, fut, started, ended, where, output)
+        else:
+            error = self._error_of(item, state)
+            text = report.get("traceback") or _format(error)
+            failure = Failed(item.task, error, text, item.branch, item.attempt)
+            outcome = Outcome(item.id, False, failure, started, ended, where, output)
+            fut.release()
+        self._queue_outcome(outcome)
+
+    def _error_of(self, item: WorkItem, state: Any) -> BaseException:
+        error = state.exception
+        if state.status == "cancelled":
+            client = self._client
+            status = str(getattr(client, "status", ""))
+            if status not in ("running", "connecting"):
+                self._lost = f"the dask scheduler at {self._address} is gone (client {status})"
+                return ExecutorError(f"task {item.label!r} did not finish: {self._lost}")
+            return ExecutorError(f"dask cancelled task {item.label!r}: {error}")
+        if type(error).__name__ == "KilledWorker":
+            return ExecutorError(
+                f"task {item.label!r} was running on dask workers that died each time it "
+                f"ran ({error}); it may use more memory than a worker has, or crash the "
+                "interpreter")
+        return error if isinstance(error, BaseException) else RuntimeError(repr(error))
+
+    def _queue_outcome(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._outcomes = self._outcomes, []
+        if batch and self._on_done is not None and not self._closed:
+            self._on_done(batch)
+
+    def _cancel(self, ids: list[Hashable]) -> None:
+        futures = []
+        for id_ in ids:
+            key = self._keys.pop(id_, None)
+            if key is None:
+                continue
+            entry = self._running.pop(key, None)
+            watcher = self._watchers.pop(key, None)
+            if watcher is not None:
+                watcher.cancel()
+            if self._conn is not None:
+                self._conn.wanted.discard(key)
+                self._conn.reports.pop(key, None)
+            if entry is not None:
+                futures.append(entry[1])
+        if futures and self._client is not None and self._loop is not None:
+            task = self._loop.create_task(self._client.cancel(futures, force=True))
+            task.add_done_callback(_log_failure)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def owns(self, value: Any) -> bool:
+        return _is_future(value) and value.client is self._client
+
+    async def fetch(self, ref: Any) -> Any:
+        """The value behind ``ref`` (a future, a list with futures, a branch input)."""
+        return (await self.fetch_many([ref]))[0]
+
+    async def fetch_many(self, refs: list[Any]) -> list[Any]:
+        """Values for ``refs`` with one gather (each future is fetched once)."""
+        if not any(_has_future(r) for r in refs):
+            return [dask_worker.pick(r) if dask_worker.is_pick(r) else r for r in refs]
+        client = self._client or _client_of(refs)
+        values = await client.gather(refs, errors="raise")
+        return [_unpick(v) for v in values]
+
+    async def split(self, ref: Any) -> list[Any]:
+        """Branch inputs ``[_PICK, future, i]``: each branch cuts its item out on a worker."""
+        if not _is_future(ref):
+            return await super().split(ref)
+        client = self._client
+        n = await client.submit(dask_worker.length, ref, pure=False, key=self._key("split"))
+        return [[dask_worker._PICK, ref, i] for i in range(int(n))]
+
+    async def apply(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        """Call ``fn`` (a ``run_if``) on a worker, next to the data; only its answer returns."""
+        if not any(_has_future(v) for v in kwargs.values()):
+            return await super().apply(fn, {k: _unpick(v) for k, v in kwargs.items()})
+        fut = self._client.submit(dask_worker.apply, fn, kwargs, pure=False,
+                                  key=self._key("run_if"))
+        return await fut
+
+    async def cacheable(self, refs: list[Any]) -> list[tuple[bool, Any]]:
+        """Gather the results no larger than :attr:`cache_limit` (one gather)."""
+        small = [i for i, r in enumerate(refs)
+                 if 0 <= self._sizes.get(str(getattr(r, "key", "")), -1) <= self.cache_limit]
+        out: list[tuple[bool, Any]] = [(False, None)] * len(refs)
+        if small:
+            values = await self._client.gather([refs[i] for i in small], errors="skip")
+            for i, v in zip(small, values):
+                out[i] = (True, v)
+        return out
+
+    def _key(self, what: str) -> str:
+        return f"nbflow-{what}-{self._prefix}{next(self._counter):x}"
+
+    def __repr__(self) -> str:
+        where = "local cluster" if self.address is None else repr(
+            self.address if isinstance(self.address, str) else type(self.address).__name__)
+        return f"DaskExecutor({where})"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _is_future(value: Any) -> bool:
+    return type(value).__name__ == "Future" and hasattr(value, "key") and hasattr(value, "client")
+
+
+def _has_future(value: Any) -> bool:
+    if _is_future(value):
+        return True
+    if type(value) in (list, tuple):
+        return any(_has_future(v) for v in value)
+    return False
+
+
+def _is_data_ref(value: Any) -> bool:
+    """A value that is not pickled by nbflow: futures, branch inputs, Failed/Skipped."""
+    return _has_future(value) or isinstance(value, (Failed, Skipped))
+
+
+def _unpick(value: Any) -> Any:
+    if dask_worker.is_pick(value):
+        return dask_worker.pick(value)
+    if type(value) is list and any(dask_worker.is_pick(v) for v in value):
+        return [dask_worker.pick(v) for v in value]
+    return value
+
+
+def _client_of(refs: list[Any]) -> Any:
+    stack = list(refs)
+    while stack:
+        v = stack.pop()
+        if _is_future(v):
+            return v.client
+        if type(v) in (list, tuple):
+            stack.extend(v)
+    raise ExecutorError("no dask future to fetch")  # pragma: no cover
+
+
+def _capture(report: dict[str, Any]) -> Capture | None:
+    if not (report.get("stdout") or report.get("stderr") or report.get("displays")):
+        return None
+    out = Capture()
+    out.stdout = list(report.get("stdout") or [])
+    out.stderr = list(report.get("stderr") or [])
+    out.displays = list(report.get("displays") or [])
+    return out
+
+
+def _format(error: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("cancelling dask futures failed: %s", task.exception())
+
+
+def _unsendable_message(item: WorkItem, what: str, value: Any, exc: Exception) -> str:
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    where = what
+    if what == "function":
+        culprit = _culprit(value)
+        if culprit is not None:
+            name, obj = culprit
+            kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+            where = f"global {name!r} used by its code"
+    return (f"task {item.label!r} cannot be sent to dask workers: {where} is a {kind}, which "
+            f"cannot be serialized ({exc}). Create it inside the task (open the file, make the "
+            "lock or the client there), or pass plain data instead.")
+
+
+def _culprit(fn: Any) -> tuple[str, Any] | None:
+    """The global or closure variable of ``fn`` that does not pickle."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    candidates: list[tuple[str, Any]] = []
+    globals_ = getattr(fn, "__globals__", {})
+    names: list[str] = []
+    stack = [code]
+    while stack:
+        c = stack.pop()
+        names.extend(c.co_names)
+        stack.extend(k for k in c.co_consts if hasattr(k, "co_names"))
+    candidates += [(n, globals_[n]) for n in dict.fromkeys(names) if n in globals_]
+    for name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
+        try:
+            candidates.append((name, cell.cell_contents))
+        except ValueError:
+            continue
+    for name, value in candidates:
+        if type(value).__name__ == "module":
+            continue
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            return name, value
+    return None

@@ -1,0 +1,234 @@
+"""The ``LocalCluster`` nbflow starts itself, and the asynchronous clients on the scheduler loop.
+
+- :func:`local_cluster` starts one ``LocalCluster`` per process (on first use)
+  and returns it on later calls; it is closed at interpreter exit, or by
+  :func:`close_local_cluster`. It runs on distributed's own loop thread, so it
+  outlives runs and scheduler-loop restarts.
+- :func:`connect` returns an asynchronous ``Client`` on the running (scheduler)
+  loop for an address, one per loop and address, reused by every run. nbflow
+  never closes a remote scheduler; it only drops its connection.
+- :func:`reset` (for tests) drops every connection and closes the local cluster.
+
+Settings of the local cluster, chosen for workflow runs (many small tasks,
+results kept on the workers): ``worker-saturation`` is ``inf`` (no root-task
+queuing: nbflow hands dask only ready work, so holding it back only adds
+latency), the dashboard listens on 127.0.0.1 only, and worker logs below
+WARNING are silenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ExecutorError
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_local: LocalCluster | None = None
+_local_options: dict[str, Any] = {}
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:  # pragma: no cover - the [dask] extra is missing
+        msg = "the dask executor needs dask.distributed: pip install 'nbflow[dask]'"
+        raise ExecutorError(msg) from exc
+    return distributed
+
+
+def default_options() -> dict[str, Any]:
+    """Worker count and threads of the cluster nbflow starts (2 cores: 2 x 1)."""
+    cpus = os.cpu_count() or 1
+    workers = min(cpus, 4)
+    return {"n_workers": workers, "threads_per_worker": max(1, cpus // workers),
+            "processes": True}
+
+
+def local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None,
+                  processes: bool | None = None) -> LocalCluster:
+    """The process-wide ``LocalCluster`` (started now if there is none).
+
+    Blocks while it starts (about a second with processes): never call it on the
+    scheduler loop. Options given here that differ from the running cluster's
+    restart it; options left out keep whatever runs.
+    """
+    global _local
+    wanted = {k: v for k, v in (("n_workers", n_workers), ("threads_per_worker",
+              threads_per_worker), ("processes", processes)) if v is not None}
+    with _lock:
+        if _local is not None and _alive(_local):
+            if all(_local_options.get(k) == v for k, v in wanted.items()):
+                return _local
+            _close(_local)
+            _local = None
+        options = {**default_options(), **wanted}
+        _local = _start(options)
+        _local_options.clear()
+        _local_options.update(options)
+        return _local
+
+
+def current_local_cluster() -> LocalCluster | None:
+    """The cluster :func:`local_cluster` started, if it still runs."""
+    cluster = _local
+    return cluster if cluster is not None and _alive(cluster) else None
+
+
+def _alive(cluster: Any) -> bool:
+    return getattr(cluster, "status", None) is not None and cluster.status.name == "running"
+
+
+def _start(options: dict[str, Any]) -> LocalCluster:
+    distributed = _import_distributed()
+    import dask
+
+    kwargs: dict[str, Any] = {
+        "n_workers": options["n_workers"],
+        "threads_per_worker": options["threads_per_worker"],
+        "processes": options["processes"],
+        "dashboard_address": "127.0.0.1:0" if _has_bokeh() else None,
+        "silence_logs": logging.WARNING,
+    }
+    if options["processes"]:
+        kwargs["host"] = "127.0.0.1"  # (processes=False + host= crashes: TOOLCHAIN.md 5)
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf")}):
+        cluster = distributed.LocalCluster(**kwargs)
+    atexit.register(close_local_cluster)
+    logger.info("started %s (dashboard %s)", cluster, cluster.dashboard_link)
+    return cluster  # type: ignore[no-any-return]
+
+
+def _has_bokeh() -> bool:
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _close(cluster: Any) -> None:
+    try:
+        cluster.close(timeout=10)
+    except Exception:  # closing at exit: nothing useful to do about it
+        logger.debug("closing the local cluster failed", exc_info=True)
+
+
+def close_local_cluster() -> None:
+    """Close the cluster nbflow started (a no-op when none runs)."""
+    global _local
+    with _lock:
+        cluster, _local = _local, None
+        _local_options.clear()
+    if cluster is not None:
+        _close(cluster)
+
+
+# -- connections on the scheduler loop ------------------------------------------------------
+
+
+@dataclass
+class Connection:
+    """An asynchronous client on one loop, with the topic its workers report on."""
+
+    client: Client
+    address: str
+    topic: str = field(default_factory=lambda: f"nbflow-{uuid.uuid4().hex[:12]}")
+    #: reports by dask key, waiting for their futures' completion
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: keys whose reports are wanted (others are dropped)
+    wanted: set[str] = field(default_factory=set)
+
+    def on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        msg = event[1]
+        key = msg.get("key")
+        if key in self.wanted:
+            self.reports[key] = msg
+
+    @property
+    def alive(self) -> bool:
+        return str(getattr(self.client, "status", "")) in ("running", "connecting", "newly-created")
+
+
+_connections: dict[tuple[int, str], Connection] = {}
+_pending: dict[tuple[int, str], asyncio.Future[Connection]] = {}
+
+
+async def connect(address: str, security: Any = None, timeout: float = 10.0) -> Connection:
+    """The connection to ``address`` for the running loop (made now if needed)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), address)
+    conn = _connections.get(key)
+    if conn is not None and conn.alive:
+        return conn
+    waiting = _pending.get(key)
+    if waiting is not None:
+        return await asyncio.shield(waiting)
+    future: asyncio.Future[Connection] = loop.create_future()
+    _pending[key] = future
+    try:
+        conn = await _open(address, security, timeout)
+        _connections[key] = conn
+        future.set_result(conn)
+        return conn
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: a second waiter, if any, re-raises it
+        raise
+    finally:
+        del _pending[key]
+
+
+async def _open(address: str, security: Any, timeout: float) -> Connection:
+    distributed = _import_distributed()
+    try:
+        client = await asyncio.wait_for(
+            distributed.Client(address, asynchronous=True, security=security, timeout=timeout,
+                               set_as_default=False),
+            timeout + 5,
+        )
+    except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
+        msg = (f"cannot reach the dask scheduler at {address} within {timeout:g}s "
+               f"({type(exc).__name__}: {exc}). Check that it runs and that the address "
+               "and port are right (dask scheduler prints them), or use "
+               "nf.DaskExecutor() for a local cluster.")
+        raise ExecutorError(msg) from exc
+    conn = Connection(client, address)
+    client.subscribe_topic(conn.topic, conn.on_event)
+    return conn
+
+
+async def drop_connections() -> None:
+    """Close this loop's clients (the clusters themselves keep running)."""
+    loop = asyncio.get_running_loop()
+    for key in [k for k in _connections if k[0] == id(loop)]:
+        conn = _connections.pop(key)
+        try:
+            await conn.client.close()  # type: ignore[no-untyped-call]
+        except Exception:
+            logger.debug("closing the client of %s failed", conn.address, exc_info=True)
+
+
+def reset() -> None:
+    """Drop every connection and close the local cluster (for tests and ``%nbflow reset``)."""
+    from ..loop import get_loop_thread
+
+    lt = get_loop_thread()
+    if _connections:
+        try:
+            lt.run_sync(drop_connections(), timeout=30)
+        except Exception:
+            logger.debug("dropping dask connections failed", exc_info=True)
+    _connections.clear()
+    close_local_cluster()

@@ -1,0 +1,150 @@
+"""What runs on a dask worker for the dask executor: a task call, a split, a ``run_if``.
+
+Kept apart from ``dask.py`` so a worker unpickles these functions by reference
+(``nbflow`` must be installed on the workers) without the client-side code.
+Each call reports how it went (worker address, timings, captured output,
+traceback) as an event on a topic the client subscribed to: events travel on
+the same ordered stream as the task's completion, so the client always has the
+report when it learns the result is in memory, and the value itself stays on
+the worker.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from ..capture import Capture, install
+from ..capture import _target as _capture_target
+from .base import split_value
+
+
+class _PickMarker:
+    """Marks ``[_PICK, source, i]``: item ``i`` of ``source`` (a mapped branch's input).
+
+    The list form lets dask replace ``source`` (a future) by its value on the worker,
+    so the branch input is cut out there and the source never travels to the kernel.
+    """
+
+    def __reduce__(self) -> str:
+        return "_PICK"  # pickled by reference: the same object in every process
+
+    def __repr__(self) -> str:
+        return "_PICK"
+
+
+_PICK = _PickMarker()
+
+
+def is_pick(value: Any) -> bool:
+    """True for ``[_PICK, source, i]``."""
+    return type(value) is list and len(value) == 3 and value[0] is _PICK
+
+
+def pick(value: Any) -> Any:
+    """Item ``i`` of ``source`` for ``[_PICK, source, i]`` (anything else: unchanged)."""
+    if not is_pick(value):
+        return value
+    source, i = value[1], value[2]
+    if isinstance(source, (list, tuple)):
+        return source[i]
+    return split_value(source)[i]
+
+
+def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, value in kwargs.items():
+        if is_pick(value):
+            value = pick(value)
+        elif type(value) is list and value and any(is_pick(v) for v in value):
+            value = [pick(v) for v in value]
+        out[name] = value
+    return out
+
+
+def length(value: Any) -> int:
+    """How many items a result maps into (the split itself happens per branch)."""
+    if isinstance(value, (list, tuple)):
+        return len(value)
+    return len(split_value(value))
+
+
+def apply(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Call ``fn`` with resolved arguments (``run_if`` predicates)."""
+    return fn(**_resolve(kwargs))
+
+
+class UnserializableResult(TypeError):
+    """A task returned a value that cannot be sent to another worker or the kernel."""
+
+
+def _check_serializable(task: str, value: Any) -> None:
+    # Protocol 5 with a buffer callback does not copy arrays' data, so the check is
+    # cheap for numpy/pandas results; plain objects cost what sending them would.
+    buffers: list[Any] = []
+    try:
+        pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        return
+    except Exception:
+        pass
+    try:
+        cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        msg = (f"task {task!r} returned a {type(value).__module__}.{type(value).__qualname__}, "
+               f"which cannot be serialized to leave the dask worker ({exc}); return plain data "
+               "(numbers, arrays, frames) instead of open files, locks or connections")
+        raise UnserializableResult(msg) from None
+
+
+def run_item(fn: Callable[..., Any], kwargs: dict[str, Any], task: str, branch: int | None,
+             topic: str, key: str) -> Any:
+    """Run one work item on a worker; report on ``topic``; return the value or raise."""
+    from distributed import get_worker
+
+    install()
+    started = time.time()
+    output = Capture()
+    token = _capture_target.set(output)
+    error: BaseException | None = None
+    value: Any = None
+    try:
+        value = fn(**_resolve(kwargs))
+        _check_serializable(task, value)
+    except Exception as exc:
+        error = exc
+    finally:
+        _capture_target.reset(token)
+    report: dict[str, Any] = {"key": key, "started": started, "ended": time.time(),
+                              "ok": error is None}
+    if output:
+        report["stdout"] = output.stdout
+        report["stderr"] = output.stderr
+        report["displays"] = output.displays
+    if error is not None:
+        report["traceback"] = "".join(traceback.format_exception(type(error), error,
+                                                                 error.__traceback__))
+    else:
+        report["nbytes"] = _nbytes(value)
+    worker = get_worker()
+    try:
+        worker.log_event(topic, report)
+    except TypeError:  # a display that msgpack cannot carry: keep the text
+        report.pop("displays", None)
+        worker.log_event(topic, report)
+    if error is not None:
+        raise error
+    return value
+
+
+def _nbytes(value: Any) -> int:
+    try:
+        from dask.sizeof import sizeof
+
+        return int(sizeof(value))
+    except Exception:
+        return -1
