@@ -29,6 +29,10 @@ DEFAULTS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "max_workers": (0, int),
     # seconds between two deliveries of batched events to observers
     "event_interval": (0.05, float),
+    # directory of the disk result store used by flows created without cache= ("" = memory)
+    "cache_dir": ("", str),
+    # file to which every run appends one JSON object per state change ("" = none)
+    "events_log": ("", str),
 }
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

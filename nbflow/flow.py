@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from . import capture, graph
-from .cache import MemoryStore, ResultStore, hash_value
+from .cache import ResultStore, default_store, hash_value
 from .errors import (
     CycleError,
     DuplicateTaskError,
@@ -18,6 +18,7 @@ from .errors import (
     UnknownParameterError,
     UnknownTaskError,
 )
+from .eventlog import EventLog
 from .plan import Plan, PlannedTask
 from .task import Task
 
@@ -38,7 +39,9 @@ class Flow:
         Shown in messages, events and the widget.
     cache
         Where results are kept between runs (default: an in-memory store owned
-        by this flow), so a re-run reuses every result whose key is unchanged.
+        by this flow, or a :class:`~nbflow.DiskStore` in the ``cache_dir``
+        setting / ``NBFLOW_CACHE_DIR``), so a re-run reuses every result whose
+        key is unchanged.
     namespace
         Optional mapping consulted for flow parameters that ``params=`` does not
         give (the notebook namespace, for flows declared in cells).
@@ -52,7 +55,7 @@ class Flow:
         namespace: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
-        self.cache: ResultStore = cache if cache is not None else MemoryStore()
+        self.cache: ResultStore = cache if cache is not None else default_store()
         self.namespace = namespace
         self._tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
@@ -321,7 +324,12 @@ class Flow:
 
         plan = self.plan(targets, params)
         capture.install()
+        log = EventLog.from_config()  # the events_log setting / NBFLOW_EVENTS_LOG
+        if log is not None:
+            observers = [*observers, log]
         run = Run(plan, resolve_executor(executor), self.cache, observers=observers)
+        if log is not None:
+            log.bind(run)
         self.last_run = run
         run.start()
         return run

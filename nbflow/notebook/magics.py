@@ -115,6 +115,8 @@ def build_parser() -> _Parser:
     task.add_argument("--resources", type=_resources, action="append", default=None,
                       metavar="NAME=AMOUNT", help="resources for dask, like GPU=1 (repeatable)")
     task.add_argument("--no-cache", action="store_true", help="always recompute this task")
+    task.add_argument("--export", action="store_true",
+                      help="report the result in batch outputs (event log, sweep summary)")
 
     run = sub.add_parser("run", prog="nbflow run", help="run tasks and bind their results",
                          description=(
@@ -228,7 +230,7 @@ class NbflowMagics(Magics):
         options: dict[str, Any] = {
             "retries": args.retries, "retry_delay": args.retry_delay, "timeout": args.timeout,
             "run_on": args.run_on, "priority": args.priority, "cache": not args.no_cache,
-            "max_parallel": args.max_parallel,
+            "max_parallel": args.max_parallel, "export": args.export,
         }
         if args.after:
             options["after"] = tuple(a.strip() for a in args.after.split(",") if a.strip())

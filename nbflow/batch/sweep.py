@@ -1,0 +1,334 @@
+"""Parameter sweeps: a grid file -> one papermill job per parameter set -> a summary table.
+
+A grid file (YAML or JSON) holds either a cartesian product or an explicit list,
+plus values shared by every job::
+
+    grid:                 # every combination: 3 x 2 = 6 jobs
+      noise: [0.5, 1.0, 4.0]
+      seed: [1, 2]
+    params:               # optional: the same for every job
+      n: 200
+
+    jobs:                 # instead of grid: exactly these parameter sets
+      - {noise: 0.5, seed: 1}
+      - {noise: 4.0, seed: 2}
+
+Each job is ``nbflow run`` in a subprocess (so jobs never share a kernel, a
+thread or an event loop), either on this machine (``parallel`` at a time) or
+inside a dask task on the workers of a cluster (which must see the notebook
+and the output directory: a shared file system). A failed job does not stop
+the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import BatchInputError
+from . import params as P
+from .execute import JobResult, summarize_events
+
+#: exit code of ``nbflow run`` -> job status
+_STATUS = {0: "succeeded", 1: "failed", 2: "error", 3: "kernel died"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One parameter set of a sweep and where its files go."""
+
+    index: int
+    params: dict[str, Any]
+    notebook: str
+    output: str
+    events: str
+    params_file: str
+    cache_dir: str | None = None
+    cluster: str | None = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "nbflow", "run", self.notebook, "-o", self.output,
+               "-f", self.params_file, "--log-events", self.events, "--quiet"]
+        if self.cache_dir:
+            cmd += ["--cache-dir", self.cache_dir]
+        if self.cluster:
+            cmd += ["--cluster", self.cluster]
+        return cmd
+
+
+def load_grid(path: str | Path) -> list[dict[str, Any]]:
+    """The parameter sets of a grid file (unchecked); BatchInputError if it is unreadable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read grid file {str(path)!r}: {exc.strerror or exc}"
+        raise BatchInputError(msg) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        msg = f"grid file {str(path)!r} is not valid YAML/JSON: {' '.join(str(exc).split())}"
+        raise BatchInputError(msg) from None
+    where = f"grid file {str(path)!r}"
+    if not isinstance(data, dict) or not ({"grid", "jobs"} & set(data)):
+        msg = f"{where} must be a mapping with a 'grid:' (name: [values]) or a 'jobs:' list"
+        raise BatchInputError(msg)
+    extra = set(data) - {"grid", "jobs", "params"}
+    if extra:
+        msg = f"{where}: unknown key(s) {sorted(extra)}; use grid:, jobs: and params:"
+        raise BatchInputError(msg)
+    if "grid" in data and "jobs" in data:
+        msg = f"{where}: give either 'grid:' or 'jobs:', not both"
+        raise BatchInputError(msg)
+    shared = data.get("params") or {}
+    if not isinstance(shared, dict):
+        raise BatchInputError(f"{where}: 'params:' must be a mapping of name: value")
+    if "grid" in data:
+        grid = data["grid"]
+        if not isinstance(grid, dict) or not grid:
+            raise BatchInputError(f"{where}: 'grid:' must be a non-empty mapping of name: [values]")
+        for name, values in grid.items():
+            if not isinstance(values, list) or not values:
+                msg = (f"{where}: grid.{name} must be a non-empty list of values "
+                       f"(put a fixed value under 'params:')")
+                raise BatchInputError(msg)
+        names = list(grid)
+        sets = [dict(zip(names, combo)) for combo in itertools.product(*grid.values())]
+    else:
+        jobs = data["jobs"]
+        if not isinstance(jobs, list) or not jobs:
+            raise BatchInputError(f"{where}: 'jobs:' must be a non-empty list of mappings")
+        for i, job in enumerate(jobs):
+            if not isinstance(job, dict):
+                raise BatchInputError(f"{where}: jobs[{i}] must be a mapping of name: value")
+        sets = [dict(job) for job in jobs]
+    return [{**shared, **s} for s in sets]
+
+
+def plan_jobs(
+    notebook: str | Path,
+    grid_file: str | Path,
+    out_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    cluster: str | None = None,
+) -> list[Job]:
+    """Check every parameter set of the grid against the notebook, and name each job's files.
+
+    Raises BatchInputError before anything runs.
+    """
+    nb_path = Path(notebook)
+    nb = P.read_notebook(nb_path)
+    sets = load_grid(grid_file)
+    cell = P.parameters_cell(nb, str(notebook))
+    out = Path(out_dir).resolve()
+    jobs = []
+    width = max(3, len(str(len(sets) - 1)))
+    for i, values in enumerate(sets):
+        checked = P.resolve(cell, str(notebook), values=values, where=f"{grid_file} job {i}")
+        stem = f"{nb_path.stem}-{i:0{width}d}"
+        jobs.append(Job(
+            index=i, params=checked, notebook=str(nb_path.resolve()),
+            output=str(out / f"{stem}.ipynb"), events=str(out / f"{stem}.events.jsonl"),
+            params_file=str(out / f"{stem}.params.json"),
+            cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None, cluster=cluster,
+        ))
+    return jobs
+
+
+def run_job(job: Job) -> JobResult:
+    """Run one job (``nbflow run`` in a subprocess) and read its outcome back.
+
+    Module-level and picklable, so it also runs inside a dask task on a worker.
+    """
+    from ..eventlog import read_events
+
+    Path(job.params_file).write_text(json.dumps(job.params, indent=1) + "\n")
+    started = time.monotonic()
+    env = dict(os.environ)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    proc = subprocess.Popen(job.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    with _running_lock:
+        _running.add(proc)
+    try:
+        _, stderr = proc.communicate()
+    finally:
+        with _running_lock:
+            _running.discard(proc)
+    duration = time.monotonic() - started
+    tasks, exports = summarize_events(read_events(job.events))
+    status = _STATUS.get(proc.returncode, "error")
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    error = None if status == "succeeded" else (lines[-1] if lines else f"exit code {proc.returncode}")
+    if error and error.startswith("nbflow run: "):
+        error = error[len("nbflow run: "):]
+    return JobResult(notebook=job.notebook, output=job.output, params=job.params, status=status,
+                     duration=duration, tasks=tasks, exports=exports, error=error)
+
+
+_running: set[subprocess.Popen[str]] = set()
+_running_lock = threading.Lock()
+
+
+def _stop_running() -> None:
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_sweep(
+    jobs: list[Job],
+    out_dir: str | Path,
+    *,
+    parallel: int = 2,
+    cluster: str | None = None,
+    progress: bool = True,
+) -> list[JobResult]:
+    """Run every job; write ``out_dir/summary.csv`` and ``summary.json``; results in job order."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[int, JobResult] = {}
+    bar = tqdm(total=len(jobs), desc="nbflow sweep", unit="job", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    failed = 0
+
+    def done(job: Job, result: JobResult) -> None:
+        nonlocal failed
+        results[job.index] = result
+        failed += not result.ok
+        bar.set_postfix(failed=failed, refresh=False)
+        bar.update(1)
+
+    try:
+        if cluster:
+            _run_on_cluster(jobs, cluster, done)
+        else:
+            _run_locally(jobs, parallel, done)
+    finally:
+        bar.close()
+    ordered = [results[j.index] for j in jobs if j.index in results]
+    write_summary(ordered, out)
+    return ordered
+
+
+def _run_locally(jobs: list[Job], parallel: int,
+                 done: Callable[[Job, JobResult], None]) -> None:
+    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="nbflow-sweep")
+    try:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
+    except BaseException:  # Ctrl-C: stop the jobs that run, start no more
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_running()
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_on_cluster(jobs: list[Job], address: str,
+                    done: Callable[[Job, JobResult], None]) -> None:
+    try:
+        from distributed import Client, as_completed as dask_completed
+    except ImportError as exc:
+        msg = "--cluster needs dask.distributed: pip install 'nbflow[dask]'"
+        raise BatchInputError(msg) from exc
+    try:
+        client = Client(address, timeout=30)  # type: ignore[no-untyped-call]
+    except OSError as exc:
+        msg = f"cannot connect to the dask scheduler at {address!r}: {exc}"
+        raise BatchInputError(msg) from exc
+    try:
+        futures = {client.submit(run_job, job, pure=False, key=f"nbflow-sweep-{job.index}-"
+                                 f"{os.getpid()}-{time.time_ns()}"): job for job in jobs}
+        for future in dask_completed(futures):  # type: ignore[no-untyped-call]
+            job = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # the worker died, or the job could not start there
+                result = JobResult(notebook=job.notebook, output=job.output, params=job.params,
+                                   status="error", duration=0.0,
+                                   error=f"on the cluster: {type(exc).__name__}: {exc}")
+            done(job, result)
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def rows(results: list[JobResult]) -> Iterator[dict[str, Any]]:
+    """One flat row per job: parameters, status, duration, output, exported values."""
+    for i, r in enumerate(results):
+        row: dict[str, Any] = {"job": i}
+        row.update({f"param.{k}": v for k, v in r.params.items()})
+        row.update(status=r.status, duration=round(r.duration, 3), output=r.output,
+                   error=r.error or "")
+        row.update({f"export.{k}": v for k, v in r.exports.items()})
+        yield row
+
+
+def write_summary(results: list[JobResult], out_dir: Path) -> None:
+    """``summary.json`` (a list of job objects) and ``summary.csv`` (one row per job)."""
+    data = [
+        {"job": i, "params": r.params, "status": r.status, "duration": round(r.duration, 3),
+         "output": r.output, "error": r.error, "exports": r.exports,
+         "tasks": {t.task: t.state for t in r.tasks}}
+        for i, r in enumerate(results)
+    ]
+    (out_dir / "summary.json").write_text(json.dumps(data, indent=1, default=repr) + "\n")
+    table = list(rows(results))
+    columns: list[str] = []
+    for row in table:
+        columns += [c for c in row if c not in columns]
+    with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in table:
+            writer.writerow({k: _cell(v) for k, v in row.items()})
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=repr)
+    return value
+
+
+def summary_text(results: list[JobResult], out_dir: Path) -> str:
+    """What ``nbflow sweep`` prints at the end."""
+    ok = sum(r.ok for r in results)
+    lines = [f"nbflow sweep: {ok} of {len(results)} jobs succeeded; summary: "
+             f"{out_dir / 'summary.csv'}, {out_dir / 'summary.json'}"]
+    for i, r in enumerate(results):
+        params = ", ".join(f"{k}={v!r}" for k, v in r.params.items())
+        exports = ", ".join(f"{k}={_short(v)}" for k, v in r.exports.items())
+        line = f"  job {i}: {r.status:<9} {r.duration:5.1f}s  {params}"
+        if exports:
+            line += f"  -> {exports}"
+        if r.error:
+            line += f"  ({r.error})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    text = f"{value:.4g}" if isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+

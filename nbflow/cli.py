@@ -1,0 +1,220 @@
+"""The ``nbflow`` command: parse, make one call into :mod:`nbflow.batch`, map the outcome
+to an exit code.
+
+Exit codes: 0 success; 1 a task or a cell failed (for a sweep: a job failed);
+2 bad input (reported in one line before any kernel starts); 3 the kernel
+died; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from .errors import BatchInputError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``nbflow run: error: ... (see nbflow run --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nbflow`` argument parser with its subcommands."""
+    parser = _Parser(prog="nbflow", description=(
+        "Run nbflow workflow notebooks as batch jobs: one run, a parameter sweep, the "
+        "parameters as a schema, and the disk cache that makes runs resumable."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="execute a workflow notebook with papermill", description=(
+        "Execute NOTEBOOK with papermill in this environment's Python kernel, print each task's "
+        "state and duration, and write the output notebook. Exit code: 0 success, 1 a task or "
+        "cell failed, 2 bad input, 3 the kernel died."))
+    run.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the workflow notebook")
+    run.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"),
+                     help="set a parameter of the notebook's parameters cell (repeatable); "
+                     "VALUE is parsed to the parameter's type")
+    run.add_argument("-f", "--params-file", action="append", default=[], metavar="PARAMS.yaml",
+                     help="parameters from a YAML/JSON mapping (see nbflow params --format "
+                     "yaml); -p wins over it")
+    run.add_argument("-o", "--output", metavar="OUT.ipynb", default=None,
+                     help="the executed notebook (default: NOTEBOOK-output.ipynb here)")
+    run.add_argument("--cluster", metavar="ADDRESS", default=None,
+                     help="run the flow's tasks on this dask scheduler (tcp://host:port)")
+    run.add_argument("--cache-dir", metavar="DIR", default=None,
+                     help="keep every finished task's result in DIR, so a re-run recomputes only "
+                     "unfinished tasks (default: $NBFLOW_CACHE_DIR, else no disk cache)")
+    run.add_argument("--log-events", metavar="EVENTS.jsonl", default=None,
+                     help="write one JSON object per task state change to this file")
+    run.add_argument("--progress", action="store_true", help="show papermill's cell progress bar")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="print nothing on success (errors still go to stderr)")
+
+    sweep = sub.add_parser("sweep", help="run a notebook once per parameter set", description=(
+        "Run NOTEBOOK once per parameter set of GRID (a cartesian product under 'grid:', or a "
+        "list under 'jobs:'; shared values under 'params:'), PARALLEL at a time or on a dask "
+        "cluster. Writes one output notebook per job and DIR/summary.csv and DIR/summary.json. "
+        "Exit code 0 when every job succeeded, 1 otherwise, 2 for bad input."))
+    sweep.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the workflow notebook")
+    sweep.add_argument("--grid", required=True, metavar="GRID.yaml",
+                       help="the parameter sets (YAML or JSON)")
+    sweep.add_argument("--out-dir", required=True, metavar="DIR",
+                       help="where the output notebooks, event logs and summaries go")
+    sweep.add_argument("--parallel", type=int, default=2, metavar="N",
+                       help="jobs at once on this machine (default: 2)")
+    sweep.add_argument("--cluster", metavar="ADDRESS", default=None,
+                       help="run the jobs on the workers of this dask scheduler instead (they "
+                       "must see NOTEBOOK and DIR)")
+    sweep.add_argument("--cache-dir", metavar="DIR", default=None,
+                       help="a disk cache shared by the jobs (re-running the sweep recomputes "
+                       "only unfinished tasks)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    params = sub.add_parser("params", help="the notebook's parameters as JSON Schema or YAML",
+                            description=(
+        "Print the parameters of NOTEBOOK's parameters cell (read with ast, never run) with "
+        "their types and defaults: as JSON Schema, or as a YAML form that nbflow run -f reads."))
+    params.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook")
+    params.add_argument("--format", choices=("json", "yaml"), default="json",
+                        help="json: a JSON Schema; yaml: a fillable form (default: json)")
+    params.add_argument("-o", "--output", metavar="FILE", default=None,
+                        help="write to FILE instead of standard output")
+
+    cache = sub.add_parser("cache", help="the disk result cache: size, clear", description=(
+        "Inspect or empty the disk cache that --cache-dir / NBFLOW_CACHE_DIR points at."))
+    cache_sub = cache.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    for action, text in (("info", "how many results and bytes the cache holds"),
+                         ("clear", "delete every cached result")):
+        p = cache_sub.add_parser(action, help=text, description=text.capitalize() + ".")
+        p.add_argument("--cache-dir", metavar="DIR", default=None,
+                       help="the cache directory (default: $NBFLOW_CACHE_DIR)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nbflow`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "cache" and args.action is None:
+        parser.exit(EXIT_USAGE, "nbflow cache: error: missing ACTION: info or clear "
+                    "(see nbflow cache --help)\n")
+    handler = {"run": _run, "sweep": _sweep, "params": _params, "cache": _cache}[args.command]
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return handler(args)
+    except BatchInputError as exc:
+        print(f"nbflow {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"nbflow {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C, so papermill shuts the kernel down and saves the output.
+    raise KeyboardInterrupt
+
+
+def _cache_dir(value: str | None) -> str | None:
+    return value or os.environ.get("NBFLOW_CACHE_DIR") or None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .batch import params as P
+
+    nb = P.read_notebook(args.notebook)
+    cell = P.parameters_cell(nb, args.notebook)
+    values = P.resolve(cell, args.notebook, [tuple(p) for p in args.param], args.params_file)
+    output = args.output or f"{Path(args.notebook).stem}-output.ipynb"
+    if Path(output).resolve() == Path(args.notebook).resolve():
+        raise BatchInputError(f"-o {output!r} would overwrite the input notebook; choose "
+                              "another output path")
+
+    from .batch.execute import format_summary, run_notebook
+
+    result = run_notebook(args.notebook, output, values, cache_dir=_cache_dir(args.cache_dir),
+                          events_log=args.log_events, cluster=args.cluster,
+                          progress=args.progress)
+    if not args.quiet or not result.ok:
+        print(format_summary(result), file=sys.stdout if result.ok else sys.stderr)
+    if not result.ok:
+        print(f"nbflow run: {result.status}: {result.error}", file=sys.stderr)
+    return result.exit_code
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .batch.sweep import plan_jobs, run_sweep, summary_text
+
+    if args.parallel < 1:
+        raise BatchInputError(f"--parallel must be at least 1, got {args.parallel}")
+    jobs = plan_jobs(args.notebook, args.grid, args.out_dir,
+                     cache_dir=_cache_dir(args.cache_dir), cluster=None)
+    results = run_sweep(jobs, args.out_dir, parallel=args.parallel, cluster=args.cluster,
+                        progress=not args.no_progress)
+    print(summary_text(results, Path(args.out_dir)))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def _params(args: argparse.Namespace) -> int:
+    from .batch import params as P
+
+    nb = P.read_notebook(args.notebook)
+    cell = P.parameters_cell(nb, args.notebook)
+    if cell is None:
+        raise BatchInputError(f"{args.notebook} has no cell tagged 'parameters'")
+    if args.format == "json":
+        text = json.dumps(P.to_schema(cell), indent=2) + "\n"
+    else:
+        text = P.to_yaml_form(cell)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from .cache import DiskStore
+
+    path = _cache_dir(args.cache_dir)
+    if path is None:
+        raise BatchInputError("no cache directory: pass --cache-dir DIR or set NBFLOW_CACHE_DIR")
+    if args.action == "clear" and not Path(path).is_dir():
+        print(f"nbflow cache: {path} does not exist; nothing to clear")
+        return EXIT_OK
+    store = DiskStore(path)
+    if args.action == "info":
+        files = store.files()
+        size = sum(f.stat().st_size for f in files)
+        print(f"nbflow cache {store.path}: {len(files)} results, {_bytes(size)}")
+    else:
+        n, size = len(store.files()), store.size()
+        store.clear()
+        print(f"nbflow cache {store.path}: deleted {n} results ({_bytes(size)})")
+    return EXIT_OK
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
