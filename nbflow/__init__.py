@@ -7,8 +7,9 @@ parallel with ``flow.run()``, and inspect the :class:`Run`.
 from __future__ import annotations
 
 from . import config
-from .cache import MemoryStore, ResultStore
+from .cache import DiskStore, MemoryStore, ResultStore
 from .errors import (
+    BatchInputError,
     CycleError,
     DeclarationError,
     DuplicateTaskError,
@@ -27,6 +28,7 @@ from .errors import (
     UnknownTaskError,
     ValidationError,
 )
+from .eventlog import EventLog
 from .events import RunEvent, TaskEvent, TaskState
 from .executors import DaskExecutor, Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
 from .flow import Flow
@@ -56,10 +58,13 @@ def load_ipython_extension(ipython: object) -> None:
 
 
 __all__ = (
+    "BatchInputError",
     "CycleError",
     "DaskExecutor",
     "DeclarationError",
+    "DiskStore",
     "DuplicateTaskError",
+    "EventLog",
     "Executor",
     "ExecutorError",
     "Failed",
