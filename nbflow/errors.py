@@ -20,6 +20,7 @@
     ├── LayoutError                 Graphviz could not lay out a flow (the widget's layout process)
     ├── RegistryError               no registered task of that name (or its package is broken)
     ├── SpecError                   a workflow spec file is invalid (file, key path, line)
+    ├── ExportError                 a notebook cannot be exported as a module or spec
     └── BatchInputError             bad input for a batch job: notebook, parameter, grid file
 
 Every error pickles (``__reduce__``), so it survives a trip through a process
@@ -254,3 +255,7 @@ class SpecError(NbflowError):
 class BatchInputError(NbflowError):
     """Bad input for a batch job (``nbflow run/sweep/params``), found before any kernel starts:
     a missing notebook, an unknown parameter, a value of the wrong type, an unreadable grid."""
+
+
+class ExportError(NbflowError):
+    """A notebook cannot be exported (unreadable, a cell that does not parse, a bad option)."""

@@ -29,6 +29,7 @@ import importlib.resources
 import inspect
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -172,10 +173,16 @@ def _task_keys() -> list[str]:
 # -- functions ----------------------------------------------------------------------------
 
 
-def resolve_function(name: str) -> Callable[..., Any]:
-    """A registered task (``namespace.function``) or an importable ``package.module:function``."""
+def resolve_function(name: str, base_dir: Path | None = None) -> Callable[..., Any]:
+    """A registered task (``namespace.function``) or an importable ``package.module:function``.
+
+    ``base_dir`` (the spec's directory) goes on ``sys.path``, so a spec can name
+    functions of a module that sits next to it.
+    """
     if ":" not in name:
         return registry.get(name).fn
+    if base_dir is not None and str(base_dir.resolve()) not in sys.path:
+        sys.path.insert(0, str(base_dir.resolve()))
     module_name, _, attr = name.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
@@ -356,7 +363,7 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
     base: KeyPath = ("tasks", name)
     use = entry["use"]
     try:
-        fn = resolve_function(use)
+        fn = resolve_function(use, Path(spec.file).parent if spec.file else None)
     except SpecError as exc:
         raise spec.error(exc.problem, (*base, "use")) from None
     except NbflowError as exc:
@@ -412,7 +419,8 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
     predicate = None
     if "run_if" in options:
         try:
-            predicate = resolve_function(options.pop("run_if"))
+            predicate = resolve_function(options.pop("run_if"),
+                                         Path(spec.file).parent if spec.file else None)
         except NbflowError as exc:
             problem = exc.problem if isinstance(exc, SpecError) else str(exc)
             raise spec.error(problem, (*base, "run_if")) from None

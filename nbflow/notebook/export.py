@@ -1,0 +1,339 @@
+"""Notebook -> a plain Python module (and optionally a workflow spec).
+
+The module runs the notebook's workflow without Jupyter:
+
+- the code cells before the first ``%nbflow run`` (imports, helper functions,
+  the ``parameters`` cell) run at import;
+- every ``%%nbflow task`` cell becomes a ``@flow.task`` function whose
+  parameters are its upstream tasks and the notebook parameters it reads;
+  other names it reads are module globals, as in the notebook;
+- under ``if __name__ == "__main__":`` come ``-p NAME VALUE`` overrides from
+  the command line, then the rest of the notebook in order, where each
+  ``%nbflow run`` becomes ``flow.run(...)`` and binds the results as globals,
+  as the magic does. Other magics are dropped.
+
+A spec export writes the module next to the spec and names its functions
+(``use: module:task``), with the ``parameters`` cell as spec parameters.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shlex
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError
+from .compiler import CellBody, parse_cell
+
+_TASK_OPTIONS = ("retries", "retry_delay", "timeout", "map", "run_on", "after", "max_parallel",
+                 "priority", "resources", "cache", "export", "executor")
+
+
+@dataclass
+class TaskCell:
+    name: str
+    body: CellBody
+    options: dict[str, Any]
+    index: int
+
+
+@dataclass
+class Notebook:
+    """The parts of a workflow notebook that matter for an export."""
+
+    name: str
+    setup: list[str] = field(default_factory=list)
+    tasks: list[TaskCell] = field(default_factory=list)
+    main: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    #: @flow.task functions declared in code cells: name -> (parameter names, options)
+    function_tasks: dict[str, tuple[list[str], dict[str, Any]]] = field(default_factory=dict)
+
+
+def read_workflow_notebook(path: str | Path) -> Notebook:
+    """Split a notebook into setup code, task cells and the code after the first run."""
+    from .magics import build_parser
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: cannot read the notebook: {exc}") from exc
+    parser = build_parser()
+    nb = Notebook(name=path.stem.replace("-", "_"))
+    seen_run = False
+    for index, cell in enumerate(data.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", ""))
+        label = f"{path.name} cell {index + 1}"
+        stripped = source.lstrip()
+        if stripped.startswith("%%nbflow"):
+            header, _, body = stripped.partition("\n")
+            words = shlex.split(header[len("%%nbflow"):])
+            try:
+                args = parser.parse_args(words)
+            except Exception as exc:  # the magic's parser raises UsageError or exits
+                raise ExportError(f"{label}: {header.strip()}: {exc}") from exc
+            if args.command != "task":
+                continue
+            try:
+                parsed = parse_cell(args.name, body, label=label, header=header)
+            except SyntaxError as exc:
+                raise ExportError(f"{label}, line {exc.lineno}: {exc.msg}") from exc
+            nb.tasks.append(TaskCell(args.name, parsed, _options(args), index))
+            continue
+        if stripped.startswith("%%"):
+            continue  # another cell magic: IPython only
+        tags = cell.get("metadata", {}).get("tags", [])
+        code, runs = _translate(source)
+        # the notebook's default flow is the module's flow
+        code = code.replace("nf.notebook_flow()", "flow").replace("nbflow.notebook_flow()", "flow")
+        code = "\n".join(line for line in code.splitlines() if line.strip() != "flow = flow")
+        if "parameters" in tags:
+            nb.parameters.update(_literal_assignments(code))
+        nb.function_tasks.update(_decorated_tasks(code))
+        if runs and not seen_run:
+            seen_run = True
+        (nb.main if seen_run else nb.setup).append(code)
+    return nb
+
+
+def _options(args: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    defaults = {"retries": 0, "retry_delay": 0.0, "timeout": None, "run_on": "success",
+                "priority": 0, "max_parallel": None, "map": None}
+    for key, default in defaults.items():
+        value = getattr(args, key, default)
+        if value != default:
+            options[key] = value
+    if getattr(args, "no_cache", False):
+        options["cache"] = False
+    if getattr(args, "export", False):
+        options["export"] = True
+    if getattr(args, "after", None):
+        options["after"] = [a.strip() for a in args.after.split(",") if a.strip()]
+    if getattr(args, "resources", None):
+        merged: dict[str, float] = {}
+        for r in args.resources:
+            merged.update(r)
+        options["resources"] = merged
+    executor = getattr(args, "executor", None)
+    if isinstance(executor, str):
+        options["executor"] = executor
+    return options
+
+
+def _translate(source: str) -> tuple[str, bool]:
+    """IPython-only lines out, ``%nbflow run`` into ``flow.run``; True if it ran."""
+    from .magics import build_parser
+
+    out: list[str] = []
+    ran = False
+    for line in source.splitlines():
+        text = line.strip()
+        if text.startswith("%nbflow") and not text.startswith("%nbflow_"):
+            words = shlex.split(text[len("%nbflow"):])
+            if words and words[0] == "run":
+                try:
+                    args = build_parser().parse_args(words)
+                except Exception:
+                    continue
+                call = _run_call(args)
+                indent = line[: len(line) - len(line.lstrip())]
+                out.append(f"{indent}_run = {call}")
+                out.append(f"{indent}globals().update(_run.results)")
+                ran = True
+            continue
+        if text.startswith(("%", "!")):
+            continue
+        out.append(line)
+    return "\n".join(out).strip("\n"), ran
+
+
+def _run_call(args: Any) -> str:
+    parts = []
+    if args.targets:
+        parts.append(repr(list(args.targets)))
+    params = dict(args.param or [])
+    if params:
+        parts.append(f"params={params!r}")
+    if args.executor:
+        parts.append(f"executor={args.executor!r}")
+    return f"flow.run({', '.join(parts)})"
+
+
+def _literal_assignments(code: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return values
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            if len(targets) == 1 and isinstance(targets[0], ast.Name) and stmt.value is not None:
+                try:
+                    values[targets[0].id] = ast.literal_eval(stmt.value)
+                except ValueError:
+                    continue
+    return values
+
+
+def _decorated_tasks(code: str) -> dict[str, tuple[list[str], dict[str, Any]]]:
+    found: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return found
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for dec in stmt.decorator_list:
+                target = dec.func if isinstance(dec, ast.Call) else dec
+                if isinstance(target, ast.Attribute) and target.attr == "task":
+                    options: dict[str, Any] = {}
+                    for kw in dec.keywords if isinstance(dec, ast.Call) else []:
+                        try:
+                            options[str(kw.arg)] = ast.literal_eval(kw.value)
+                        except ValueError:
+                            continue
+                    a = stmt.args
+                    names = [x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]]
+                    name = options.pop("name", stmt.name)
+                    found[str(name)] = (names, options)
+    return found
+
+
+def _function_source(cell: TaskCell, inputs: list[str]) -> str:
+    body = cell.body
+    lines = body.source.splitlines()
+    tree = ast.parse(body.source)
+    if body.result == "expr" and tree.body:
+        last = tree.body[-1]
+        i = last.lineno - 1
+        lines[i] = lines[i][: last.col_offset] + "return " + lines[i][last.col_offset:]
+    elif body.result == "name":
+        lines.append(f"return {cell.name}")
+    if not any(line.strip() for line in lines):
+        lines = ["return None"]
+    kind = "async def" if body.is_async else "def"
+    options = "".join(f", {k}={v!r}" for k, v in cell.options.items())
+    decorator = f"@flow.task(name={cell.name!r}{options})"
+    signature = f"{kind} {cell.name}({', '.join(inputs)}):"
+    return "\n".join([decorator, signature, textwrap.indent("\n".join(lines), "    ")])
+
+
+def export_module(nb: Notebook, source_name: str, file_name: str | None = None) -> str:
+    """The Python module text of a workflow notebook."""
+    task_names = {t.name for t in nb.tasks} | set(nb.function_tasks)
+    params = set(nb.parameters)
+    parts = [
+        f'"""The workflow of {source_name}, exported by `nbflow export`.\n\n'
+        f"Run it with: python {file_name or nb.name + '.py'} [-p NAME VALUE ...]\n"
+        '"""\n',
+        "import nbflow as nf",
+        "",
+        "flow = nf.Flow(" + repr(nb.name) + ", namespace=globals())",
+        "",
+        "# -- notebook code before the first run: imports, helpers, parameters",
+        *[c + "\n" for c in nb.setup if c.strip()],
+        "# -- task cells",
+    ]
+    for cell in nb.tasks:
+        inputs = [n for n in cell.body.reads if n in task_names or n in params]
+        inputs += [n for n in cell.body.rebound if n not in inputs]
+        parts.append(_function_source(cell, inputs) + "\n")
+    main = [c for c in nb.main if c.strip()]
+    if not any("flow.run(" in c for c in main):
+        main.append("_run = flow.run()\nglobals().update(_run.results)")
+    parts += [
+        "",
+        "def _parameters(argv):",
+        '    """-p NAME VALUE pairs; values are Python literals, else strings."""',
+        "    import ast",
+        "    out = {}",
+        "    while argv:",
+        "        flag, name, value, *argv = argv",
+        "        if flag not in ('-p', '--param'):",
+        "            raise SystemExit(f'usage: python {__file__} [-p NAME VALUE ...]')",
+        "        try:",
+        "            out[name] = ast.literal_eval(value)",
+        "        except (ValueError, SyntaxError):",
+        "            out[name] = value",
+        "    return out",
+        "",
+        "",
+        'if __name__ == "__main__":',
+        "    import sys",
+        "",
+        "    globals().update(_parameters(sys.argv[1:]))",
+        textwrap.indent("\n\n".join(main), "    "),
+        "    print(_run.summary())",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def export_spec(nb: Notebook, module: str) -> dict[str, Any]:
+    """A spec naming the exported module's task functions."""
+    task_names = {t.name for t in nb.tasks} | set(nb.function_tasks)
+    params = nb.parameters
+    tasks: dict[str, Any] = {}
+    declared = [(c.name, list(c.body.reads), c.options) for c in nb.tasks]
+    declared += [(name, names, opts) for name, (names, opts) in nb.function_tasks.items()]
+    for task, reads, options in declared:
+        args: dict[str, Any] = {}
+        for name in reads:
+            if name in task_names:
+                args[name] = {"$task": name}
+            elif name in params:
+                args[name] = {"$param": name}
+        entry: dict[str, Any] = {"use": f"{module}:{task}"}
+        if args:
+            entry["args"] = args
+        entry.update(options)
+        tasks[task] = entry
+    parameters = {name: {"type": _type_name(value), "default": value}
+                  for name, value in params.items()}
+    data: dict[str, Any] = {"nbflow": 1, "name": nb.name}
+    if parameters:
+        data["parameters"] = parameters
+    data["tasks"] = tasks
+    return data
+
+
+def _type_name(value: Any) -> str:
+    for kind, types_ in (("boolean", bool), ("integer", int), ("number", float),
+                         ("string", str), ("list", list), ("object", dict)):
+        if isinstance(value, types_):
+            return kind
+    return "any"
+
+
+def export_notebook(notebook: str | Path, out: str | Path) -> list[Path]:
+    """Write ``out`` (``.py``, or ``.yaml``/``.yml``/``.json`` plus its module); return the files."""
+    from ..spec import dump_spec
+
+    notebook, out = Path(notebook), Path(out)
+    nb = read_workflow_notebook(notebook)
+    if not nb.tasks and not nb.function_tasks:
+        raise ExportError(f"{notebook}: no %%nbflow task cells or @flow.task functions to export")
+    if out.suffix == ".py":
+        out.write_text(export_module(nb, notebook.name, out.name))
+        return [out]
+    if out.suffix not in (".yaml", ".yml", ".json"):
+        raise ExportError(f"{out}: export to a .py, .yaml, .yml or .json file")
+    module = out.with_name(out.stem.replace("-", "_") + "_tasks.py")
+    module.write_text(export_module(nb, notebook.name, module.name))
+    dump_spec(export_spec(nb, module.stem), out)
+    return [out, module]
+
+
+def export_parameters(nb: Notebook) -> Mapping[str, Any]:
+    """The notebook's parameters cell values."""
+    return dict(nb.parameters)
