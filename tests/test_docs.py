@@ -58,3 +58,19 @@ def test_python_blocks_run(path, tmp_path, monkeypatch):
 def test_the_checker_catches_a_wrong_output():
     with pytest.raises(AssertionError):
         exec(compile(checked("print(1 + 1)  # 3"), "t", "exec"), {"__expect": expect})
+
+
+YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_yaml_spec_blocks_are_valid_specs(path):
+    import yaml
+
+    import nbflow as nf
+
+    for source in YAML_BLOCK.findall(path.read_text()):
+        data = yaml.safe_load(source)
+        if isinstance(data, dict) and "tasks" in data:
+            flow = nf.Flow.from_spec(data)
+            assert list(flow.tasks) == list(data["tasks"])
