@@ -23,9 +23,12 @@ from .plan import Plan, PlannedTask
 from .task import Task
 
 if TYPE_CHECKING:
+    import graphviz
+
     from .events import Observer
     from .executors.base import Executor
     from .run import Run
+    from .widget.model import DagWidget
 
 F = Callable[..., Any]
 
@@ -176,6 +179,21 @@ class Flow:
                 if i not in self._tasks and (i not in out or out[i] is ...):
                     out[i] = task.defaults.get(i, ...)
         return out
+
+    def to_graphviz(self, states: Mapping[str, str] | None = None) -> graphviz.Digraph:
+        """The tasks as a ``graphviz.Digraph`` to customise (needs ``nbflow[widget]``).
+
+        Render it without a ``dot`` binary with :func:`nbflow.widget.draw`.
+        """
+        from .widget.layout import to_graphviz
+
+        return to_graphviz(self, states)
+
+    def widget(self) -> DagWidget:
+        """The live DAG widget of this flow (states of its last run; needs ``nbflow[widget]``)."""
+        from .widget import DagWidget
+
+        return DagWidget(self)
 
     # -- validation --------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config
 from .cache import ResultStore
@@ -21,6 +21,10 @@ from .plan import Plan
 from .scheduler import Scheduler
 from .transitions import OK, TaskRecord, Transitions
 from .values import Failed
+
+if TYPE_CHECKING:
+    from .flow import Flow
+    from .widget.model import DagWidget
 
 
 class Run:
@@ -139,6 +143,16 @@ class Run:
     def observe(self, observer: Observer) -> None:
         """Receive batches of this run's events from now on."""
         self.bus.add(observer)
+
+    def widget(self, flow: Flow | None = None) -> DagWidget:
+        """The live DAG widget of this run (needs ``nbflow[widget]``).
+
+        Given the run's ``flow``, the widget draws all its tasks and its node actions
+        (re-run, run what it needs) can start new runs; otherwise it draws this run's tasks.
+        """
+        from .widget import DagWidget
+
+        return DagWidget(flow, self)
 
     def raise_for_failure(self) -> None:
         """Raise :class:`~nbflow.FlowFailed` if any task failed."""

@@ -4,6 +4,15 @@
 source "$(dirname "$0")/_venv.sh" test
 echo "==> installing the extension package and the registry test package"
 pip_install -e extensions/nbflow-xarray -e tests/spec/pkgs/nbflow-testtasks
+if [ ! -x /usr/bin/chromium ]; then
+    # The browser test drives Debian's chromium (never a browser downloaded by playwright).
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "==> installing chromium (apt) for the browser test"
+        apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else
+        echo "==> /usr/bin/chromium is missing and this is not root: the browser test will be skipped" >&2
+    fi
+fi
 export PYTHONDONTWRITEBYTECODE=1
 echo "==> ruff, mypy"
 .venv/bin/ruff check nbflow tests benchmarks extensions

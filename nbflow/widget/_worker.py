@@ -1,0 +1,58 @@
+"""The layout process: reads DOT sources, answers with SVG (``python -m nbflow.widget._worker``).
+
+Protocol, one JSON object per line: ``{"id": 1, "source": "digraph {...}", "prog": "dot"}``
+in on stdin; ``{"id": 1, "svg": "..."}`` or ``{"id": 1, "error": "..."}`` out on stdout.
+Graphviz's own messages (the bundled fontconfig's "reset-dirs" warning on the first
+render, "graph has 2000 nodes..." on large ones) go to fd 2, which is pointed away
+from the parent's stderr (a kernel would show it as red cell output) while drawing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from typing import Any
+
+
+def _draw(source: str, prog: str) -> tuple[str, str]:
+    """Lay out and render; returns (svg, whatever Graphviz wrote to stderr)."""
+    import pygraphviz
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as err:
+        os.dup2(err.fileno(), 2)
+        try:
+            svg = pygraphviz.AGraph(string=source).draw(format="svg", prog=prog)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        noise = err.read().decode(errors="replace")
+    assert isinstance(svg, bytes)
+    return svg.decode(), noise
+
+
+def main() -> int:
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    sys.stdout = sys.stderr  # nothing but the protocol may reach the pipe
+    _draw("digraph { a -> b }", "dot")  # warm-up: fontconfig's first-render warning goes nowhere
+    out.write(json.dumps({"ready": os.getpid()}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        reply: dict[str, Any] = {"id": request["id"]}
+        try:
+            reply["svg"], _ = _draw(request["source"], request.get("prog", "dot"))
+        except Exception as exc:
+            reply["error"] = f"{type(exc).__name__}: {exc}"
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

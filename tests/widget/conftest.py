@@ -1,0 +1,58 @@
+"""Widget test helpers: small flows, and SVG parsing through the DOM's view of titles."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import nbflow as nf
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def node_states(svg: str) -> dict[str, str]:
+    """``{title text: data-state}`` of every node group (titles decoded, as the DOM does)."""
+    root = ET.fromstring(svg)
+    out = {}
+    for g in root.iter(f"{SVG}g"):
+        if "node" in (g.get("class") or "").split():
+            out[g.find(f"{SVG}title").text] = g.get("data-state", "")
+    return out
+
+
+def build_demo() -> nf.Flow:
+    """Six tasks: a name with '-', a mapped task, a failure and what it makes skip."""
+    flow = nf.Flow("demo")
+
+    @flow.task(name="load_data")
+    def load_data():
+        return "raw"
+
+    @flow.task(after=["load_data"])
+    def numbers():
+        return [1, 2, 3]
+
+    @flow.task(map="numbers")
+    def square(numbers):
+        print(f"squaring {numbers}")
+        return numbers * numbers
+
+    @flow.task
+    def total(square):
+        return sum(square)
+
+    @flow.task
+    def fails(total):
+        raise ValueError(f"total {total} is no good")
+
+    @flow.task
+    def report(fails):
+        return fails
+
+    return flow
+
+
+@pytest.fixture
+def demo_flow() -> nf.Flow:
+    return build_demo()
