@@ -33,6 +33,8 @@ DEFAULTS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "cache_dir": ("", str),
     # file to which every run appends one JSON object per state change ("" = none)
     "events_log": ("", str),
+    # dask scheduler address for executor="dask" ("" = a local cluster started on demand)
+    "cluster": ("", str),
 }
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -342,12 +342,14 @@ class Flow:
 
         plan = self.plan(targets, params)
         capture.install()
+        observers = list(observers)
         log = EventLog.from_config()  # the events_log setting / NBFLOW_EVENTS_LOG
         if log is not None:
-            observers = [*observers, log]
+            observers.append(log)
         run = Run(plan, resolve_executor(executor), self.cache, observers=observers)
-        if log is not None:
-            log.bind(run)
+        for observer in observers:
+            if isinstance(observer, EventLog):  # it reports exported results of this run
+                observer.bind(run)
         self.last_run = run
         run.start()
         return run

@@ -2,10 +2,10 @@
 
 The kernel is the current environment's Python (``sys.executable -m
 ipykernel_launcher``), whatever kernel name the notebook asks for. It learns
-where to log events and keep results from ``NBFLOW_EVENTS_LOG``,
-``NBFLOW_CACHE_DIR`` and ``NBFLOW_CLUSTER`` in its environment (nbflow's
-settings, read when a flow is created or starts a run). The per-task summary
-is built from that event log after papermill returns.
+where to log events, keep results and run tasks from ``NBFLOW_EVENTS_LOG``,
+``NBFLOW_CACHE_DIR``, ``NBFLOW_EXECUTOR`` and ``NBFLOW_CLUSTER`` in its
+environment (nbflow's settings, read when a flow is created or starts a run).
+The per-task summary is built from that event log after papermill returns.
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ def run_notebook(
     if cache_dir is not None:
         env["NBFLOW_CACHE_DIR"] = str(Path(cache_dir).resolve())
     if cluster:
+        env["NBFLOW_EXECUTOR"] = "dask"
         env["NBFLOW_CLUSTER"] = cluster
 
     started = time.monotonic()

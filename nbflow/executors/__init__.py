@@ -33,6 +33,8 @@ def resolve_executor(executor: Any = None) -> Executor:
                 + f" Choose one of {', '.join(sorted(EXECUTORS))}, or pass an Executor object."
             )
             raise ExecutorError(msg)
+        if cls is DaskExecutor:  # the cluster setting (NBFLOW_CLUSTER, set by nbflow run --cluster)
+            return DaskExecutor(address=config.get("cluster") or None)
         return cls()
     msg = f"executor must be a name or an Executor object, got {value!r}"
     raise ExecutorError(msg)

@@ -1,0 +1,140 @@
+"""DiskStore (atomic, checksummed files) and EventLog (JSON lines), without kernels."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+
+import nbflow as nf
+from nbflow.cache import DiskStore, default_store
+from nbflow.eventlog import read_events
+
+
+def test_results_survive_a_new_store_on_the_same_directory(tmp_path):
+    store = DiskStore(tmp_path / "c")
+    store.put("ab12", {"x": [1, 2.5, "s"]})
+    assert store.get("ab12") == (True, {"x": [1, 2.5, "s"]})  # answered while being written
+    assert store.flush(10)
+    again = DiskStore(tmp_path / "c")
+    assert again.get("ab12") == (True, {"x": [1, 2.5, "s"]})
+    assert again.get("cd34") == (False, None)
+    assert len(again) == 1 and "ab12" in again
+    assert [p.name for p in again.files()] == ["ab12.nbr"]
+    assert not list((tmp_path / "c").rglob(".tmp-*"))  # no temporary file left behind
+
+
+def test_a_closure_result_round_trips(tmp_path):
+    store = DiskStore(tmp_path)
+    k = 3
+    store.put("ff00", lambda x: x * k)
+    store.flush(10)
+    hit, fn = DiskStore(tmp_path).get("ff00")
+    assert hit and fn(2) == 6
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
+def test_a_damaged_file_is_detected_deleted_and_never_loaded(tmp_path, caplog, damage):
+    store = DiskStore(tmp_path)
+    store.put("beef", list(range(1000)))
+    store.flush(10)
+    path = store.file("beef")
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        i = len(data) - 10
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    elif damage == "garbage":
+        path.write_bytes(b"not a result\n" + data)
+    else:
+        path.write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="nbflow.cache"):
+        assert DiskStore(tmp_path).get("beef") == (False, None)
+    assert "truncated or corrupt" in caplog.text
+    assert not path.exists()
+
+
+def test_clear_and_size(tmp_path):
+    store = DiskStore(tmp_path)
+    for i in range(5):
+        store.put(f"{i:02d}aa", "x" * 100)
+    store.flush(10)
+    assert len(store) == 5 and store.size() > 500
+    store.clear()
+    assert len(store) == 0 and store.size() == 0
+    assert store.get("01aa") == (False, None)
+
+
+def _counting_flow(log: str) -> nf.Flow:
+    flow = nf.Flow("resume")
+
+    @flow.task
+    def a(n: int = 3, log: str = log):
+        with open(log, "a") as f:
+            f.write("a\n")
+        return list(range(n))
+
+    @flow.task
+    def b(a, log: str = log):
+        with open(log, "a") as f:
+            f.write("b\n")
+        return sum(a)
+
+    return flow
+
+
+def test_a_flow_uses_the_cache_dir_setting_and_resumes_from_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    log = tmp_path / "calls.txt"
+    first = _counting_flow(str(log))
+    assert isinstance(first.cache, DiskStore)
+    assert first.run().results["b"] == 3
+    assert first.cache.flush(10)
+    second = _counting_flow(str(log))  # a new flow object, as in a new process
+    run = second.run()
+    assert run.states == {"a": "cached", "b": "cached"} and run.results["b"] == 3
+    assert log.read_text().split() == ["a", "b"]
+    monkeypatch.delenv("NBFLOW_CACHE_DIR")
+    assert type(default_store()).__name__ == "MemoryStore"
+
+
+def test_event_log_writes_every_state_change_and_exports(tmp_path):
+    path = tmp_path / "events.jsonl"
+    flow = nf.Flow("log")
+
+    @flow.task(export=True)
+    def score():
+        return 0.5
+
+    @flow.task
+    def boom(score):
+        raise ValueError("no")
+
+    flow.run(observers=[nf.EventLog(path)], raise_on_failure=False)
+    lines = read_events(path)
+    assert all(json.dumps(line) for line in lines)
+    states = [(e["task"], e["state"]) for e in lines if e["event"] == "task"]
+    assert ("score", "running") in states and ("score", "succeeded") in states
+    assert ("boom", "failed") in states
+    [failed] = [e for e in lines if e["event"] == "task" and e["state"] == "failed"]
+    assert failed["error"] == {"type": "ValueError", "message": "no"}
+    assert [e["value"] for e in lines if e["event"] == "export"] == [0.5]
+    assert [e["status"] for e in lines if e["event"] == "run"][-1] == "failed"
+
+
+def test_event_log_setting_is_read_when_a_run_starts(tmp_path, monkeypatch):
+    flow = nf.Flow("cfg")
+    flow.task(name="t")(lambda: 1)
+    path = tmp_path / "e.jsonl"
+    monkeypatch.setenv("NBFLOW_EVENTS_LOG", os.fspath(path))  # after the flow was made
+    flow.run()
+    assert {e["task"] for e in read_events(path) if e["event"] == "task"} == {"t"}
+
+
+def test_read_events_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"event": "run"}\n{"event": "ta')
+    assert read_events(path) == [{"event": "run"}]
