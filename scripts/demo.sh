@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Set up a fresh machine and run the main example notebook as a batch job (papermill).
-# Usage: bash scripts/demo.sh [-p NAME VALUE ...]
+# Usage: bash scripts/demo.sh [-p NAME VALUE ...] (any other nbflow run option too)
 source "$(dirname "$0")/_venv.sh" batch
 out="build/demo/01-quickstart.ipynb"
 mkdir -p "$(dirname "$out")"
-echo "==> running notebooks/01-quickstart.ipynb with papermill"
-.venv/bin/python -m papermill --log-level WARNING notebooks/01-quickstart.ipynb "$out" "$@"
+echo "==> nbflow run notebooks/01-quickstart.ipynb (papermill, this environment's kernel)"
+.venv/bin/nbflow run notebooks/01-quickstart.ipynb -o "$out" "$@"
 echo "==> the workflow's report:"
 .venv/bin/python - "$out" <<'PY'
 import json, sys
