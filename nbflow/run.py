@@ -215,7 +215,16 @@ class Run:
             if rec.pt.mapped:
                 branches = (rec.done, rec.n)
             rows.append(SummaryRow(rec.name, rec.state, branches, rec.attempts, duration))
-        return Summary(self.flow, self.id, self.status, rows)
+        return Summary(self.flow, self.id, self.status, rows, self.dashboard_link)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dask dashboard of the run's cluster, when it runs on one with a dashboard."""
+        for ex in self._scheduler.executors:
+            link = getattr(ex, "dashboard_link", None)
+            if link:
+                return str(link)
+        return None
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
@@ -277,6 +286,8 @@ class Summary:
     run_id: str
     status: str
     rows: list[SummaryRow]
+    #: the dask dashboard's URL, for a run on a cluster that has one
+    dashboard: str | None = None
 
     def __str__(self) -> str:
         header = ("task", "state", "branches", "attempts", "duration")
@@ -289,6 +300,8 @@ class Summary:
         text = [f"Run {self.run_id} of flow {self.flow!r}: {self.status}"]
         for row in lines:
             text.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if self.dashboard:
+            text.append(f"dask dashboard: {self.dashboard}")
         return "\n".join(text)
 
     def __repr__(self) -> str:

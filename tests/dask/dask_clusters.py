@@ -1,0 +1,97 @@
+"""Real dask clusters for the dask executor tests (fixtures: import them into a test module).
+
+This folder has no ``__init__.py`` and no ``conftest.py`` on purpose: a package named
+``dask`` would shadow the real one.
+
+- ``local``: nbflow's process-wide LocalCluster (processes=False), shared by a module;
+- ``cli_cluster``: a ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1
+  (dashboards too), one worker with a ``special=1`` resource; stopped by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from nbflow.executors import dask_cluster
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module", name="local")
+def local_fixture():
+    """nbflow's own LocalCluster, in-process (fast), 2 workers x 2 threads."""
+    cluster = dask_cluster.local_cluster(n_workers=2, threads_per_worker=2, processes=False)
+    yield cluster
+    dask_cluster.reset()
+
+
+@dataclass
+class CliCluster:
+    address: str
+    dashboard: str
+    scheduler: subprocess.Popen[bytes]
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.scheduler]:  # workers first, then the scheduler
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in [*self.workers, self.scheduler]:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def _wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
+    from distributed import Client
+
+    with Client(address, timeout=timeout) as client:
+        client.wait_for_workers(n, timeout=timeout)
+
+
+@pytest.fixture(scope="module", name="cli_cluster")
+def cli_cluster_fixture(tmp_path_factory):
+    """``dask scheduler`` + two ``dask worker`` processes, every listener on 127.0.0.1."""
+    tmp = tmp_path_factory.mktemp("dask-cli")
+    port, dash = free_port(), free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "inf",
+           "PYTHONPATH": os.getcwd()}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--dashboard-address", f"127.0.0.1:{dash}"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp / "scheduler.log", "wb"), env=env)
+    cluster = CliCluster(address, f"http://127.0.0.1:{dash}/status", scheduler)
+    try:
+        for i, extra in enumerate((["--resources", "special=1"], [])):
+            cluster.workers.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", "worker", address, "--nworkers", "1",
+                 "--nthreads", "2", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
+                 "--death-timeout", "30", "--name", f"w{i}", *extra],
+                stdout=subprocess.DEVNULL, stderr=open(tmp / f"worker{i}.log", "wb"), env=env))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                _wait_for_workers(address, 2, timeout=30)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield cluster
+    finally:
+        dask_cluster.reset()
+        cluster.stop()

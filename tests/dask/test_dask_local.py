@@ -1,0 +1,301 @@
+"""The dask executor on nbflow's own LocalCluster (in-process workers)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import cloudpickle
+import pytest
+from dask_clusters import local_fixture  # noqa: F401  (the `local` fixture)
+
+import nbflow as nf
+from nbflow.executors import dask_cluster
+
+# Functions of this module travel to workers by value, like notebook functions do.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+LOCK = threading.Lock()
+
+
+def test_branching_results_and_where(local):
+    flow = nf.Flow("branching")
+
+    @flow.task
+    def a(x: int = 2):
+        print("a runs")
+        return x
+
+    @flow.task
+    def b(a):
+        return a * 10
+
+    @flow.task
+    def c(a):
+        raise ValueError("c breaks")
+
+    @flow.task(run_on="failure")
+    def handler(c):
+        return f"handled {type(c.error).__name__}"
+
+    @flow.task
+    def d(b, c):
+        return b
+
+    run = flow.run(executor="dask", params={"x": 3}, raise_on_failure=False)
+    assert run.status == "failed"
+    assert run.states == {"a": "succeeded", "b": "succeeded", "c": "failed",
+                          "handler": "succeeded", "d": "skipped"}
+    assert run.results["b"] == 30
+    assert run.results["handler"] == "handled ValueError"
+    [failure] = run.failures
+    assert failure.task == "c" and "c breaks" in failure.traceback
+    rec = run.record("a")
+    assert rec.where is not None and rec.where.startswith("inproc://")
+    assert rec.output[None].text() == "a runs\n"
+    # the record holds a dask future, not the value: results stay on the workers
+    assert type(rec.result).__name__ == "Future"
+    assert "dask dashboard:" in str(run.summary()) or run.dashboard_link is None
+
+
+def test_map_with_1000_branches_chained_elementwise(local):
+    flow = nf.Flow("map1000")
+
+    @flow.task
+    def items(n: int = 1000):
+        return list(range(n))
+
+    @flow.task(map="items")
+    def square(items):
+        return items * items
+
+    @flow.task(map="square")
+    def plus(square):
+        return square + 1
+
+    @flow.task
+    def total(plus):
+        return sum(plus)
+
+    t0 = time.monotonic()
+    run = flow.run(executor="dask")
+    elapsed = time.monotonic() - t0
+    assert run.results["total"] == sum(i * i + 1 for i in range(1000))
+    assert run.record("plus").n == 1000
+    assert run.results["plus"][:3] == [1, 2, 5]
+    assert elapsed < 60, elapsed
+
+
+def test_run_if_runs_next_to_the_data(local):
+    flow = nf.Flow("run_if")
+
+    @flow.task
+    def data():
+        return list(range(10))
+
+    @flow.task(run_if=lambda data: len(data) > 5)
+    def long(data):
+        return "long"
+
+    @flow.task(run_if=lambda data: len(data) > 50)
+    def longer(data):
+        return "longer"
+
+    run = flow.run(executor="dask")
+    assert run.states["long"] == "succeeded" and run.states["longer"] == "skipped"
+
+
+def test_small_results_are_cached_large_ones_stay_remote(local):
+    flow = nf.Flow("cache")
+
+    @flow.task
+    def small():
+        return 1
+
+    @flow.task
+    def large():
+        return b"x" * 2_000_000
+
+    @flow.task
+    def both(small, large):
+        return small + len(large)
+
+    first = flow.run(executor="dask")
+    assert first.results["both"] == 2_000_001
+    second = flow.run(executor="dask")
+    states = second.states
+    assert states["small"] == "cached" and states["both"] == "cached"
+    assert states["large"] == "succeeded"  # over cache_limit: not gathered, recomputed
+
+
+def test_mixed_placement_moves_data_only_across_edges(local):
+    flow = nf.Flow("mixed")
+
+    @flow.task
+    def heavy():
+        return list(range(5))
+
+    @flow.task(map="heavy")
+    def per_item(heavy):
+        return heavy * 2
+
+    @flow.task(executor="threads")
+    def summary(per_item):
+        return sum(per_item)
+
+    @flow.task(executor="threads", map="heavy")
+    def local_branch(heavy):
+        return heavy + 100
+
+    @flow.task
+    def back_on_dask(summary):
+        return summary + 1
+
+    run = flow.run(executor="dask")
+    assert run.results["summary"] == 20
+    assert run.results["local_branch"] == [100, 101, 102, 103, 104]
+    assert run.results["back_on_dask"] == 21
+    assert run.record("summary").where.startswith("thread")
+    assert run.record("per_item").where.startswith("inproc://")
+    assert run.record("back_on_dask").where.startswith("inproc://")
+    # the threads task got a value, the dask one a future
+    assert run.record("summary").result == 20
+
+
+def test_unserializable_input_is_named_before_submission(local):
+    flow = nf.Flow("unsendable")
+
+    @flow.task
+    def uses_param(handle):
+        return 1
+
+    @flow.task
+    def uses_global():
+        with LOCK:
+            return 2
+
+    run = flow.run(executor="dask", params={"handle": threading.Lock()},
+                   raise_on_failure=False)
+    errors = {f.task: str(f.error) for f in run.failures}
+    assert "input 'handle'" in errors["uses_param"]
+    assert "_thread.lock" in errors["uses_param"]
+    assert "global 'LOCK'" in errors["uses_global"]
+    assert all("cannot be sent to dask workers" in e for e in errors.values())
+
+
+def test_unserializable_result_names_task_and_type(local):
+    flow = nf.Flow("unserializable")
+
+    @flow.task
+    def opens():
+        return threading.Lock()
+
+    run = flow.run(executor="dask", raise_on_failure=False)
+    [failure] = run.failures
+    assert failure.task == "opens"
+    assert "task 'opens' returned a _thread.lock" in str(failure.error)
+
+
+def test_retries_by_nbflow_with_attempts(local, tmp_path):
+    flow = nf.Flow("retries")
+    marker = tmp_path / "tries"
+
+    @flow.task(retries=2)
+    def flaky(path: str = str(marker)):
+        import os
+
+        n = len(os.listdir(os.path.dirname(path))) if os.path.exists(os.path.dirname(path)) else 0
+        open(f"{path}{n}", "w").close()
+        if n < 1:
+            raise RuntimeError("first attempt fails")
+        return n
+
+    run = flow.run(executor="dask")
+    assert run.results["flaky"] == 1
+    assert run.record("flaky").attempts == 2
+
+
+def _scheduler_keys(prefix: str) -> list[str]:
+    from distributed import Client
+
+    cluster = dask_cluster.current_local_cluster()
+    assert cluster is not None
+    with Client(cluster.scheduler_address, timeout=10) as client:
+        keys = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks])
+    return [k for k in keys if k.startswith(prefix)]
+
+
+def test_timeout_cancels_the_dask_future(local):
+    flow = nf.Flow("timeout")
+
+    @flow.task(timeout=0.5)
+    def sleepy_timeout():
+        time.sleep(3)
+        return 1
+
+    t0 = time.monotonic()
+    run = flow.run(executor="dask", raise_on_failure=False)
+    assert time.monotonic() - t0 < 2.5
+    assert isinstance(run.failures[0].error, nf.TaskTimeoutError)
+    deadline = time.monotonic() + 10
+    while _scheduler_keys("sleepy_timeout-") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _scheduler_keys("sleepy_timeout-") == []
+
+
+def test_cancel_cancels_outstanding_futures(local):
+    flow = nf.Flow("cancel")
+
+    @flow.task
+    def start():
+        return 1
+
+    @flow.task(map="start_list")
+    def sleepy_cancel(start_list):
+        time.sleep(2)
+        return start_list
+
+    @flow.task
+    def start_list(start):
+        return list(range(8))
+
+    run = flow.run(executor="dask", background=True)
+    deadline = time.monotonic() + 20
+    while run.states.get("sleepy_cancel") != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _scheduler_keys("sleepy_cancel-")
+    t0 = time.monotonic()
+    run.cancel()
+    run.wait(10)
+    assert run.status == "cancelled"
+    assert time.monotonic() - t0 < 2
+    deadline = time.monotonic() + 10
+    while _scheduler_keys("sleepy_cancel-") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _scheduler_keys("sleepy_cancel-") == []
+
+
+def test_the_local_cluster_is_started_once_and_reused(local):
+    assert dask_cluster.local_cluster() is local
+    flow = nf.Flow("reuse")
+    flow.task(name="one")(lambda: 1)
+    a = flow.run(executor=nf.DaskExecutor(), raise_on_failure=True)
+    flow.cache.clear()
+    b = flow.run(executor="dask")
+    assert a.results["one"] == b.results["one"] == 1
+    assert dask_cluster.current_local_cluster() is local
+    ex_a, ex_b = a._scheduler.executors[0], b._scheduler.executors[0]
+    assert ex_a.client is ex_b.client  # one connection per loop and address
+
+
+def test_unreachable_scheduler_is_a_clear_error_in_bounded_time():
+    from dask_clusters import free_port
+
+    flow = nf.Flow("unreachable")
+    flow.task(name="one")(lambda: 1)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(nf.ExecutorError, match="cannot reach the dask scheduler at tcp://127"):
+        flow.run(executor=nf.DaskExecutor(address, connect_timeout=2))
+    assert time.monotonic() - t0 < 15
