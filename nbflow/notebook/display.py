@@ -111,6 +111,15 @@ class OutputShower:
 # -- progress and summary ----------------------------------------------------------------------
 
 
+def live_widget(flow: Any, run: Run | None, runner: Any = None) -> Any:
+    """The live DAG widget of ``flow`` (following ``run``), or None without ``nbflow[widget]``."""
+    try:
+        from ..widget.model import DagWidget
+    except ImportError:
+        return None
+    return DagWidget(flow, run, runner=runner)
+
+
 def progress_text(run: Run) -> str:
     """``nbflow: 3/6 tasks finished (2 succeeded, 1 cached), 1 running``."""
     states = run.states

@@ -32,7 +32,14 @@ from ..run import Run
 from ..task import RUN_ON_VALUES
 from ..transitions import OK, TERMINAL
 from .compiler import cell_of, cell_task, parse_cell
-from .display import OutputShower, failure, install_display_capture, progress_text, summary_line
+from .display import (
+    OutputShower,
+    failure,
+    install_display_capture,
+    live_widget,
+    progress_text,
+    summary_line,
+)
 from .history import code_stale, explain
 from .state import NotebookFlow, notebook_flow
 
@@ -298,10 +305,24 @@ class NbflowMagics(Magics):
         except (ValidationError, ExecutorError) as exc:
             raise UsageError(str(exc)) from None
         binder.run = run
+        widget = live_widget(flow, run, self._start_for_widget)
         if args.background:
+            if widget is not None:
+                from IPython.display import display
+
+                display(widget)  # type: ignore[no-untyped-call]
             return run
-        self._follow(run)
+        self._follow(run, widget)
         return None
+
+    def _start_for_widget(self, targets: Sequence[str] | None, force: Sequence[str]) -> Run:
+        """Runs started by the widget's node actions: in the background, binding results."""
+        from ..widget.model import start_run
+
+        binder = _Binder(self.flow, self.ip.user_ns)
+        run = start_run(self.flow, targets, force, observers=[binder])
+        binder.run = run
+        return run
 
     def _wait(self, args: argparse.Namespace) -> None:
         run = self.flow.last_run
@@ -309,13 +330,17 @@ class NbflowMagics(Magics):
             raise UsageError("%nbflow wait: nothing has run yet")
         self._follow(run)
 
-    def _follow(self, run: Run) -> None:
-        """Block until ``run`` ends, showing progress and task output under this cell."""
+    def _follow(self, run: Run, widget: Any = None) -> None:
+        """Block until ``run`` ends, showing progress (the live widget, else a text line)
+        and task output under this cell."""
         from IPython.display import DisplayHandle
 
         __tracebackhide__ = True
         shower = OutputShower(run)
         handle: Any = None  # an IPython DisplayHandle, once shown
+        if widget is not None:
+            handle = DisplayHandle()  # type: ignore[no-untyped-call]
+            handle.display(widget)
         shown_text = ""
         started = time.monotonic()
         try:
@@ -326,6 +351,11 @@ class NbflowMagics(Magics):
                 except TimeoutError:
                     finished = False
                 shower.poll()
+                if widget is not None:
+                    if finished:  # store the final DAG (its static SVG) as the cell's output
+                        handle.update(widget)
+                        break
+                    continue
                 text = progress_text(run)
                 if finished:
                     if handle is not None and text != shown_text:
@@ -345,7 +375,9 @@ class NbflowMagics(Magics):
             except (TimeoutError, KeyboardInterrupt):
                 pass
             shower.poll()
-            if handle is not None:
+            if widget is not None:
+                handle.update(widget)
+            elif handle is not None:
                 handle.update({"text/plain": progress_text(run)}, raw=True)
             print(f"nbflow: run cancelled by a kernel interrupt; {progress_text(run)[8:]}")
             raise
@@ -411,6 +443,7 @@ class NbflowMagics(Magics):
 
     def _show(self, args: argparse.Namespace) -> None:
         flow = self.flow
+        widget = live_widget(flow, None, self._start_for_widget)
         deps = flow.dependencies()
         print(f"Flow {flow.name!r}: {len(flow)} tasks")
         known = {n: [d for d in ds if d in deps] for n, ds in deps.items()}
@@ -434,6 +467,10 @@ class NbflowMagics(Magics):
             print(line.rstrip())
         if cycle is not None:
             print("  cycle: " + " -> ".join(cycle))
+        elif widget is not None:
+            from IPython.display import display
+
+            display(widget)  # type: ignore[no-untyped-call]
 
     def _why(self, args: argparse.Namespace) -> None:
         flow = self.flow

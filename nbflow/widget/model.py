@@ -293,6 +293,8 @@ class DagWidget(anywidget.AnyWidget):
             if name in in_run:
                 assert run is not None
                 info = self._info(run.record(name))
+            elif name in self._nodes:  # not in this run: what the widget showed before
+                info = self._nodes[name]
             else:
                 snap = history.get(name) if history is not None else None
                 info = {"s": snap.state if snap is not None else "pending"}

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import queue
+import select
 import subprocess
 import sys
 import tempfile
@@ -40,10 +41,13 @@ class LayoutService:
     ----------
     cache_size
         Layouts kept (least recently used ones are dropped).
+    timeout
+        Seconds one layout may take; then the worker is stopped and the layout fails.
     """
 
-    def __init__(self, cache_size: int = 32) -> None:
+    def __init__(self, cache_size: int = 32, timeout: float = 120.0) -> None:
         self.cache_size = cache_size
+        self.timeout = timeout
         self._cache: collections.OrderedDict[str, concurrent.futures.Future[str]] = (
             collections.OrderedDict())
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -123,6 +127,13 @@ class LayoutService:
         try:
             proc.stdin.write(json.dumps({"id": request_id, "source": source, "prog": prog}) + "\n")
             proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
+            if not ready:
+                proc.kill()
+                self._died()
+                raise LayoutError(f"Graphviz took longer than {self.timeout:g}s to lay out a "
+                                  f"graph of {source.count(';')} statements; the worker was "
+                                  "stopped (draw part of the flow, or raise the timeout)")
             line = proc.stdout.readline()
         except OSError:
             line = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -51,6 +52,16 @@ def build_demo() -> nf.Flow:
         return fails
 
     return flow
+
+
+def random_structure(n: int, seed: int = 1):
+    """A DAG of ``n`` nodes, about two parents each among the 50 before it."""
+    from nbflow.widget.layout import Structure
+
+    rnd = random.Random(seed)
+    edges = {(rnd.randrange(max(0, i - 50), i), i) for i in range(1, n) for _ in range(2)}
+    return Structure("random", tuple(f"task_{i}" for i in range(n)), tuple(sorted(edges)),
+                     frozenset())
 
 
 @pytest.fixture

@@ -1,0 +1,181 @@
+"""The widget in a real browser: JupyterLab (and Notebook 7) + Debian's Chromium + Playwright.
+
+Starts the server on 127.0.0.1 with a token, opens tests/widget/notebooks/dag.ipynb,
+waits until its kernel is connected, runs all cells, and checks the DOM: one SVG node per
+task, final succeeded/failed styles, and the failed node's traceback in the details panel.
+A screenshot goes to build/test-artifacts/. Server and browser are stopped by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+CHROMIUM = "/usr/bin/chromium"
+HERE = Path(__file__).parent
+ARTIFACTS = HERE.parent.parent / "build" / "test-artifacts"
+TOKEN = "nbflow-test"
+KERNEL_READY = """() => {
+  const w = window.jupyterapp?.shell.currentWidget; const sc = w?.sessionContext;
+  const k = sc?.session?.kernel;
+  return !!(sc?.isReady && k?.connectionStatus === 'connected' && k.status === 'idle');
+}"""
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing (scripts/test.sh installs Debian's chromium as root)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process we started (and its children) by its pid's process group."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A Jupyter server (``lab`` or ``notebook``) on 127.0.0.1; yields the notebook URL."""
+    app = request.param
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(HERE / "notebooks" / "dag.ipynb", root / "dag.ipynb")
+    # The test's own settings dir: overrides.json removes the "news" toast from screenshots.
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "overrides.json").write_text(json.dumps({
+        "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
+                                                         "checkForUpdates": False}}))
+    env = dict(os.environ)
+    env.pop("PYTEST_CURRENT_TEST", None)
+    env.update(JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "user-settings"))
+    port = free_port()
+    app_class = "LabApp" if app == "lab" else "JupyterNotebookApp"
+    cmd = [sys.executable, "-m", "jupyter", app, "--no-browser", "--allow-root",
+           "--ip", "127.0.0.1", f"--port={port}", f"--IdentityProvider.token={TOKEN}",
+           f"--ServerApp.root_dir={root}", f"--{app_class}.expose_app_in_browser=True",
+           f"--{app_class}.app_settings_dir={settings}", "--ServerApp.port_retries=0"]
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail("the Jupyter server did not start:\n"
+                                + (tmp_path / "server.log").read_text()[-3000:])
+                time.sleep(0.2)
+        path = "lab/tree" if app == "lab" else "notebooks"
+        yield f"{base}/{path}/dag.ipynb?token={TOKEN}"
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    """Debian's headless Chromium, started by us (so we hold its pid), driven over CDP."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless=new", f"--remote-debugging-port={port}",
+         "--remote-debugging-address=127.0.0.1", f"--user-data-dir={tmp_path / 'chromium'}",
+         "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1400,1000", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        with sync_api.sync_playwright() as p:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    browser = p.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
+                    break
+                except Exception:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            yield browser
+            browser.close()
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("server", ["lab", "notebook"], indirect=True)
+def test_live_widget_in_the_browser(server: str, browser, request) -> None:
+    app = request.node.callspec.params["server"]
+    context = browser.contexts[0] if browser.contexts else browser.new_context()
+    page = context.new_page()
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server)
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+    root = page.locator(".nbf-root").first
+    root.wait_for(timeout=60_000)
+    # Watch the live widget: states seen while the run goes on, until it has failed.
+    seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while True:
+        status, shown = page.evaluate("""() => { const r = document.querySelector('.nbf-root');
+            const nodes = r ? [...r.querySelectorAll('svg g.node')] : [];
+            return [r ? r.dataset.runStatus : '', nodes.map((g) => g.dataset.state)]; }""")
+        seen.update(shown)
+        if status == "failed" and len(shown) == 4:
+            break
+        assert time.monotonic() < deadline, f"the widget did not finish: {status} {shown}"
+        time.sleep(0.05)
+    assert "running" in seen  # live deltas arrived while the cell was still running
+    nodes = root.locator("svg g.node")
+    states = {nodes.nth(i).get_attribute("data-name"): nodes.nth(i).get_attribute("data-state")
+              for i in range(nodes.count())}
+    assert states == {"load_data": "succeeded", "square": "succeeded", "total": "succeeded",
+                      "explode": "failed"}
+    # the mapped node shows its branches
+    assert "3/3" in (root.locator("g.node[data-name='square']").text_content() or "")
+    body = page.locator("body").inner_text()
+    assert "Error displaying widget" not in body and "Loading widget" not in body
+
+    root.locator("g.node[data-name='explode']").click()
+    traceback = root.locator(".nbf-panel .nbf-traceback")
+    traceback.wait_for(timeout=10_000)
+    assert "ValueError: explode: total 14 is too small" in traceback.inner_text()
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"widget-{app}.png"), full_page=True)
+    assert not [e for e in errors if "nbf" in e or "widget.js" in e], errors
