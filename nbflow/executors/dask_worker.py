@@ -83,22 +83,26 @@ class UnserializableResult(TypeError):
     """A task returned a value that cannot be sent to another worker or the kernel."""
 
 
-def _check_serializable(task: str, value: Any) -> None:
-    # Protocol 5 with a buffer callback does not copy arrays' data, so the check is
-    # cheap for numpy/pandas results; plain objects cost what sending them would.
-    buffers: list[Any] = []
+def _serialized_size(task: str, value: Any) -> int:
+    """Bytes ``value`` takes serialized; raises :class:`UnserializableResult` naming the task.
+
+    Protocol 5 with a buffer callback does not copy arrays' data, so this is cheap for
+    numpy/pandas results; plain objects cost what sending them would. The size (unlike
+    ``sizeof``, which guesses for custom objects) decides whether a result is cached.
+    """
+    buffers: list[pickle.PickleBuffer] = []
     try:
-        pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-        return
+        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception:
-        pass
-    try:
-        cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    except Exception as exc:
-        msg = (f"task {task!r} returned a {type(value).__module__}.{type(value).__qualname__}, "
-               f"which cannot be serialized to leave the dask worker ({exc}); return plain data "
-               "(numbers, arrays, frames) instead of open files, locks or connections")
-        raise UnserializableResult(msg) from None
+        buffers.clear()
+        try:
+            data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        except Exception as exc:
+            msg = (f"task {task!r} returned a {type(value).__module__}.{type(value).__qualname__},"
+                   f" which cannot be serialized to leave the dask worker ({exc}); return plain "
+                   "data (numbers, arrays, frames) instead of open files, locks or connections")
+            raise UnserializableResult(msg) from None
+    return len(data) + sum(b.raw().nbytes for b in buffers)
 
 
 def run_item(fn: Callable[..., Any], kwargs: dict[str, Any], task: str, branch: int | None,
@@ -112,9 +116,10 @@ def run_item(fn: Callable[..., Any], kwargs: dict[str, Any], task: str, branch: 
     token = _capture_target.set(output)
     error: BaseException | None = None
     value: Any = None
+    nbytes = -1
     try:
         value = fn(**_resolve(kwargs))
-        _check_serializable(task, value)
+        nbytes = _serialized_size(task, value)
     except Exception as exc:
         error = exc
     finally:
@@ -129,7 +134,7 @@ def run_item(fn: Callable[..., Any], kwargs: dict[str, Any], task: str, branch: 
         report["traceback"] = "".join(traceback.format_exception(type(error), error,
                                                                  error.__traceback__))
     else:
-        report["nbytes"] = _nbytes(value)
+        report["nbytes"] = nbytes
     worker = get_worker()
     try:
         worker.log_event(topic, report)
@@ -139,12 +144,3 @@ def run_item(fn: Callable[..., Any], kwargs: dict[str, Any], task: str, branch: 
     if error is not None:
         raise error
     return value
-
-
-def _nbytes(value: Any) -> int:
-    try:
-        from dask.sizeof import sizeof
-
-        return int(sizeof(value))
-    except Exception:
-        return -1

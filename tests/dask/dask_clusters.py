@@ -72,18 +72,20 @@ def cli_cluster_fixture(tmp_path_factory):
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "inf",
            "PYTHONPATH": os.getcwd()}
-    scheduler = subprocess.Popen(
-        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-         "--dashboard-address", f"127.0.0.1:{dash}"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "scheduler.log", "wb"), env=env)
+    with open(tmp / "scheduler.log", "wb") as log:
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--dashboard-address", f"127.0.0.1:{dash}"],
+            stdout=subprocess.DEVNULL, stderr=log, env=env)
     cluster = CliCluster(address, f"http://127.0.0.1:{dash}/status", scheduler)
     try:
         for i, extra in enumerate((["--resources", "special=1"], [])):
-            cluster.workers.append(subprocess.Popen(
-                [sys.executable, "-m", "dask", "worker", address, "--nworkers", "1",
-                 "--nthreads", "2", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
-                 "--death-timeout", "30", "--name", f"w{i}", *extra],
-                stdout=subprocess.DEVNULL, stderr=open(tmp / f"worker{i}.log", "wb"), env=env))
+            with open(tmp / f"worker{i}.log", "wb") as log:
+                cluster.workers.append(subprocess.Popen(
+                    [sys.executable, "-m", "dask", "worker", address, "--nworkers", "1",
+                     "--nthreads", "2", "--host", "127.0.0.1", "--dashboard-address",
+                     "127.0.0.1:0", "--death-timeout", "30", "--name", f"w{i}", *extra],
+                    stdout=subprocess.DEVNULL, stderr=log, env=env))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:

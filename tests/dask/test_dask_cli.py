@@ -1,0 +1,174 @@
+"""The dask executor against ``dask scheduler`` + two ``dask worker`` processes (127.0.0.1).
+
+The last test stops the scheduler mid-run, so it runs last in this module.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+from dask_clusters import cli_cluster_fixture  # noqa: F401  (the `cli_cluster` fixture)
+
+import nbflow as nf
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _note_unpickled(path: str, payload: bytes) -> Tracked:
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return Tracked(path, payload)
+
+
+class Tracked:
+    """A payload that writes the pid of every process that unpickles it to ``path``."""
+
+    def __init__(self, path: str, payload: bytes) -> None:
+        self.path, self.payload = path, payload
+
+    def __reduce__(self):
+        return (_note_unpickled, (self.path, self.payload))
+
+
+def test_large_intermediate_never_reaches_the_kernel(cli_cluster, tmp_path):
+    log = tmp_path / "unpickled"
+    log.touch()
+    flow = nf.Flow("large")
+
+    @flow.task
+    def big(path: str = str(log)):
+        return Tracked(path, b"x" * 50_000_000)
+
+    @flow.task
+    def size(big):
+        return len(big.payload)
+
+    run = flow.run(executor=nf.DaskExecutor(cli_cluster.address))
+    assert run.results["size"] == 50_000_000
+    readers = log.read_text().split()
+    assert str(os.getpid()) not in readers  # workers may share it; the kernel never got it
+    assert run.record("big").where.startswith("tcp://127.0.0.1:")
+    # the detector works: reading the result brings it here
+    assert len(run.results["big"].payload) == 50_000_000
+    assert str(os.getpid()) in log.read_text().split()
+
+
+def test_functions_from_main_travel_by_value_and_output_is_captured(cli_cluster):
+    flow = nf.Flow("cli")
+    offset = 7
+
+    @flow.task
+    def numbers():
+        print("on a worker")
+        return list(range(20))
+
+    @flow.task(map="numbers")
+    def shifted(numbers):
+        return numbers + offset
+
+    @flow.task
+    def total(shifted):
+        return sum(shifted)
+
+    run = flow.run(executor=nf.DaskExecutor(cli_cluster.address))
+    assert run.results["total"] == sum(range(20)) + 20 * offset
+    assert run.record("numbers").output[None].text() == "on a worker\n"
+    assert run.dashboard_link is not None and "127.0.0.1" in run.dashboard_link
+
+
+def test_resources_go_to_the_worker_that_has_them(cli_cluster):
+    flow = nf.Flow("resources")
+
+    @flow.task
+    def jobs():
+        return list(range(6))
+
+    @flow.task(map="jobs", resources={"special": 1})
+    def special(jobs):
+        import time as t
+
+        start = t.time()
+        t.sleep(0.2)
+        return (start, t.time())
+
+    run = flow.run(executor=nf.DaskExecutor(cli_cluster.address))
+    rec = run.record("special")
+    spans = sorted(run.results["special"])
+    # one worker has special=1: every branch ran there, one at a time
+    assert all(b - a >= 0 for (_, a), (b, _) in zip(spans, spans[1:])), spans
+    from distributed import Client
+
+    with Client(cli_cluster.address, timeout=10) as client:
+        info = client.scheduler_info()["workers"]
+    special_workers = [a for a, w in info.items() if w.get("resources", {}).get("special")]
+    assert rec.where in special_workers
+
+
+def test_a_killed_worker_does_not_fail_the_run(cli_cluster, tmp_path):
+    flow = nf.Flow("kill")
+    marker = tmp_path / "pids"
+
+    @flow.task
+    def slow(path: str = str(marker)):
+        import os as o
+        import time as t
+
+        with open(path, "a") as f:
+            f.write(f"{o.getpid()}\n")
+        t.sleep(3)
+        return "done"
+
+    run = flow.run(executor=nf.DaskExecutor(cli_cluster.address), background=True)
+    deadline = time.monotonic() + 30
+    while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim = int(marker.read_text().split()[0])
+    assert victim not in (os.getpid(), *[w.pid for w in cli_cluster.workers])  # a worker, not a nanny
+    os.kill(victim, signal.SIGKILL)
+    run.wait(90)
+    assert run.status == "succeeded"
+    assert run.results["slow"] == "done"
+    pids = marker.read_text().split()
+    assert len(pids) >= 2 and pids[-1] != str(victim)  # it ran again elsewhere
+
+
+def test_scheduler_gone_mid_run_fails_with_the_reason(cli_cluster, tmp_path):
+    flow = nf.Flow("gone")
+    started = tmp_path / "started"
+
+    @flow.task
+    def quick():
+        return 41
+
+    @flow.task(executor="threads")
+    def kept(quick):
+        return quick + 1
+
+    @flow.task
+    def stuck(kept, path: str = str(started)):
+        import time as t
+
+        Path(path).touch()
+        t.sleep(60)
+
+    run = flow.run(executor=nf.DaskExecutor(cli_cluster.address), background=True)
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.results["kept"] == 42  # gathered before the scheduler goes
+    for proc in [*cli_cluster.workers, cli_cluster.scheduler]:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    t0 = time.monotonic()
+    run.wait(120)
+    assert run.status == "failed"
+    assert time.monotonic() - t0 < 90
+    [failure] = run.failures
+    assert failure.task == "stuck"
+    assert "scheduler" in str(failure.error) or "connection" in str(failure.error).lower()
+    assert run.results["kept"] == 42
