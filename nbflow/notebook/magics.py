@@ -43,6 +43,8 @@ from .display import (
 from .history import code_stale, explain
 from .state import NotebookFlow, notebook_flow
 
+#: executors a task cell or a run can name
+EXECUTOR_CHOICES = ("threads", "processes", "inline", "dask")
 #: seconds a blocking run may take before a progress line appears
 PROGRESS_AFTER = 0.5
 
@@ -122,6 +124,9 @@ def build_parser() -> _Parser:
     task.add_argument("--resources", type=_resources, action="append", default=None,
                       metavar="NAME=AMOUNT", help="resources for dask, like GPU=1 (repeatable)")
     task.add_argument("--no-cache", action="store_true", help="always recompute this task")
+    task.add_argument("--executor", choices=EXECUTOR_CHOICES, default=None,
+                      help="run this task here instead of on the run's executor (e.g. threads "
+                      "in the kernel for a plot while the rest runs on dask)")
     task.add_argument("--export", action="store_true",
                       help="report the result in batch outputs (event log, sweep summary)")
 
@@ -133,8 +138,10 @@ def build_parser() -> _Parser:
     run.add_argument("targets", nargs="*", help="tasks to run (with what they need)")
     run.add_argument("--background", action="store_true",
                      help="return the Run at once; follow it with %%nbflow status")
-    run.add_argument("--executor", choices=("threads", "processes", "inline"), default=None,
-                     help="where task bodies run (default: threads)")
+    run.add_argument("--executor", choices=EXECUTOR_CHOICES, default=None,
+                     help="where task bodies run (default: threads, or the %%nbflow cluster)")
+    run.add_argument("--cluster", default=None, metavar="ADDRESS",
+                     help="run on this dask scheduler (tcp://host:8786), or 'local'")
     run.add_argument("-p", "--param", type=_param, action="append", default=[],
                      metavar="NAME=VALUE", help="a flow parameter for this run (repeatable)")
 
@@ -157,6 +164,16 @@ def build_parser() -> _Parser:
                             help="show captured output of the last run",
                             description="Show what tasks of the last run printed or displayed.")
     output.add_argument("names", nargs="*", help="tasks (default: all)")
+    cluster = sub.add_parser("cluster", prog="nbflow cluster", help="use a dask cluster",
+                             description=(
+        "%nbflow cluster local|ADDRESS|close: start nbflow's local dask cluster (or connect to a "
+        "scheduler at ADDRESS); later %nbflow run commands use it. close stops the local "
+        "cluster (a remote one is only disconnected)."))
+    cluster.add_argument("target", metavar="local|ADDRESS|close")
+    cluster.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="worker processes of the local cluster")
+    cluster.add_argument("--threads", type=int, default=None, metavar="N",
+                         help="threads per worker of the local cluster")
     sub.add_parser("wait", prog="nbflow wait", help="wait for the last run, like a blocking run",
                    description="Block until the last run ends, show its output and summary; a "
                    "failed task is the cell's error.")
@@ -172,6 +189,8 @@ class NbflowMagics(Magics):
         super().__init__(shell)
         self.parser = build_parser()
         self._flow = flow
+        #: the executor %nbflow cluster chose for later runs (None: the default)
+        self._cluster: Any = None
 
     @property
     def ip(self) -> Any:
@@ -212,6 +231,8 @@ class NbflowMagics(Magics):
         if cell is not None:
             raise UsageError(f"%%nbflow {args.command} is a line magic: use %nbflow "
                              f"{args.command} (one %)")
+        if args.command == "cluster":
+            return self._cluster_command(args)
         return getattr(self, f"_{args.command}")(args)
 
     # -- task ------------------------------------------------------------------------------
@@ -239,6 +260,8 @@ class NbflowMagics(Magics):
             "run_on": args.run_on, "priority": args.priority, "cache": not args.no_cache,
             "max_parallel": args.max_parallel, "export": args.export,
         }
+        if args.executor is not None:
+            options["executor"] = args.executor
         if args.after:
             options["after"] = tuple(a.strip() for a in args.after.split(",") if a.strip())
         if args.resources:
@@ -297,8 +320,15 @@ class NbflowMagics(Magics):
         flow = self.flow
         params = dict(args.param)
         binder = _Binder(flow, self.ip.user_ns)
+        executor: Any = args.executor
+        if args.cluster is not None:
+            from ..executors.dask import DaskExecutor
+
+            executor = DaskExecutor(None if args.cluster == "local" else args.cluster)
+        elif executor is None:
+            executor = self._cluster
         try:
-            run = flow.run(args.targets or None, params=params, executor=args.executor,
+            run = flow.run(args.targets or None, params=params, executor=executor,
                            background=True, observers=[binder])
         except MissingParameterError as exc:
             raise UsageError(self._missing_message(flow, exc)) from None
@@ -514,6 +544,40 @@ class NbflowMagics(Magics):
             for branch, out in sorted(rec.output.items(),
                                       key=lambda kv: (kv[0] is not None, kv[0] or 0)):
                 show_output(pt.name if branch is None else f"{pt.name}[{branch}]", out)
+
+    def _cluster_command(self, args: argparse.Namespace) -> None:
+        from ..executors import dask_cluster
+        from ..executors.dask import DaskExecutor
+        from ..loop import get_loop_thread
+
+        target = args.target
+        if target == "close":
+            was = self._cluster
+            self._cluster = None
+            if was is None or was.address is None:
+                get_loop_thread().run_sync(dask_cluster.drop_connections(), timeout=30)
+                dask_cluster.close_local_cluster()
+                print("nbflow: closed the local dask cluster; runs use threads again")
+            else:
+                print(f"nbflow: disconnected from {was.address} (the cluster keeps running)")
+            return
+        if target == "local":
+            cluster = dask_cluster.local_cluster(args.workers, args.threads)
+            address, executor = str(cluster.scheduler_address), DaskExecutor()
+        elif "://" in target or ":" in target:
+            address, executor = target, DaskExecutor(target)
+        else:
+            raise UsageError(f"%nbflow cluster: expected local, close or a scheduler address "
+                             f"like tcp://host:8786, got {target!r}")
+        try:
+            conn = get_loop_thread().run_sync(dask_cluster.connect(address))
+        except ExecutorError as exc:
+            raise UsageError(str(exc)) from None
+        self._cluster = executor
+        workers = len(conn.client.scheduler_info().get("workers", {}))
+        link = conn.client.dashboard_link
+        print(f"nbflow: dask cluster at {address} ({workers} workers); dashboard: {link}; "
+              "%nbflow run uses it")
 
     def _known(self, name: str, command: str) -> None:
         if name not in self.flow:
