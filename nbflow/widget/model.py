@@ -111,6 +111,8 @@ class DagWidget(anywidget.AnyWidget):
         self._runner = runner
         self._lock = threading.RLock()
         self._run: Run | None = None
+        #: the run whose full snapshot was taken (after attach, on a helper thread)
+        self._snapshot_of: Run | None = None
         self._structure: Structure | None = None
         self._layout_key = ""
         self._nodes: dict[str, dict[str, Any]] = {}
@@ -203,10 +205,21 @@ class DagWidget(anywidget.AnyWidget):
             source: Any = self._flow if self._flow is not None else run.plan
             self._set_structure(structure_of(source))
             run.observe(self)  # before the snapshot: nothing between them is lost
-            self._nodes = self._flow_nodes(run) if self._flow is not None else {}
-            for pt in run.plan.tasks:
-                self._nodes[pt.name] = self._info(run.record(pt.name))
-            self.run_status = run.status
+        # Reading 2,000 records and sending them takes tens of ms: not on the caller's
+        # (the kernel's) thread.
+        threading.Thread(target=self._attach_snapshot, args=(run,), name="nbflow-widget",
+                         daemon=True).start()
+
+    def _attach_snapshot(self, run: Run) -> None:
+        with self._lock:
+            if run is not self._run or self._snapshot_of is run:
+                return
+            self._snapshot_of = run
+            if self._flow is not None:
+                self._nodes = self._flow_nodes(run)
+            else:
+                self._nodes = {pt.name: self._info(run.record(pt.name)) for pt in run.plan.tasks}
+            self.run_status = _final_status(run)
             self._send_snapshot()
 
     @property
@@ -255,6 +268,8 @@ class DagWidget(anywidget.AnyWidget):
             names, self._touched = self._touched, set()
             if run is None:
                 return
+            if final and self._snapshot_of is not run:
+                self._attach_snapshot(run)  # the helper thread has not got to it yet
             changed: dict[str, dict[str, Any]] = {}
             for name in names:
                 try:

@@ -101,3 +101,11 @@ def test_the_fontconfig_warning_never_reaches_our_stderr():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
+
+
+def test_widget_benchmark_quick_mode_runs():
+    """benchmarks/widget.py stays runnable (its targets are checked by running it in full)."""
+    out = subprocess.run([sys.executable, "benchmarks/widget.py", "--quick"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "nodes, local" in out.stdout and "live widget" in out.stdout
