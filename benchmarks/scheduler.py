@@ -42,7 +42,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import nbflow as nf
+# Run as a script, this file's folder comes first on sys.path, where the sibling
+# benchmarks/dask.py would shadow the real dask package: take the folder off.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
+import nbflow as nf  # noqa: E402
 
 THREADS = 4  # worker threads for nbflow threads, baseline (2) and dask
 
