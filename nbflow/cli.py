@@ -37,11 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         "parameters as a schema, and the disk cache that makes runs resumable."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="execute a workflow notebook with papermill", description=(
+    run = sub.add_parser("run", help="execute a workflow notebook (papermill) or spec",
+                         description=(
         "Execute NOTEBOOK with papermill in this environment's Python kernel, print each task's "
-        "state and duration, and write the output notebook. Exit code: 0 success, 1 a task or "
-        "cell failed, 2 bad input, 3 the kernel died."))
-    run.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the workflow notebook")
+        "state and duration, and write the output notebook. A workflow spec (.yaml, .yml, "
+        ".json) runs in this process instead, and -o writes its summary as JSON. Exit code: "
+        "0 success, 1 a task or cell failed, 2 bad input, 3 the kernel died."))
+    run.add_argument("notebook", metavar="NOTEBOOK.ipynb|SPEC.yaml",
+                     help="the workflow notebook, or a workflow spec")
     run.add_argument("-p", "--param", nargs=2, action="append", default=[],
                      metavar=("NAME", "VALUE"),
                      help="set a parameter of the notebook's parameters cell (repeatable); "
@@ -50,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parameters from a YAML/JSON mapping (see nbflow params --format "
                      "yaml); -p wins over it")
     run.add_argument("-o", "--output", metavar="OUT.ipynb", default=None,
-                     help="the executed notebook (default: NOTEBOOK-output.ipynb here)")
+                     help="the executed notebook (default: NOTEBOOK-output.ipynb here); for a "
+                     "spec, a JSON summary (states, exported values)")
     run.add_argument("--cluster", metavar="ADDRESS", default=None,
                      help="run the flow's tasks on this dask scheduler (tcp://host:port)")
     run.add_argument("--cache-dir", metavar="DIR", default=None,
@@ -86,11 +90,31 @@ def build_parser() -> argparse.ArgumentParser:
                             description=(
         "Print the parameters of NOTEBOOK's parameters cell (read with ast, never run) with "
         "their types and defaults: as JSON Schema, or as a YAML form that nbflow run -f reads."))
-    params.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook")
+    params.add_argument("notebook", metavar="NOTEBOOK.ipynb|SPEC.yaml",
+                        help="the notebook, or a workflow spec")
     params.add_argument("--format", choices=("json", "yaml"), default="json",
                         help="json: a JSON Schema; yaml: a fillable form (default: json)")
     params.add_argument("-o", "--output", metavar="FILE", default=None,
                         help="write to FILE instead of standard output")
+
+    validate = sub.add_parser("validate", help="check a workflow spec without running it",
+                              description=(
+        "Load SPEC with safe loaders, check it against the spec schema, resolve every task "
+        "function and check the graph. Problems are printed with the file, key path and line; "
+        "exit code 2."))
+    validate.add_argument("spec", metavar="SPEC.yaml", help="the workflow spec (YAML or JSON)")
+
+    sub.add_parser("tasks", help="the tasks that installed packages register", description=(
+        "List the tasks contributed by installed packages (entry point group nbflow.tasks) "
+        "with their parameters and one-line docs, and the packages that failed to import."))
+
+    export = sub.add_parser("export", help="a notebook's workflow as a Python module or spec",
+                            description=(
+        "Write the task cells of NOTEBOOK as a plain Python module that runs the flow without "
+        "Jupyter (-o FLOW.py), or as a workflow spec plus that module (-o FLOW.yaml / .json)."))
+    export.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the workflow notebook")
+    export.add_argument("-o", "--output", required=True, metavar="FLOW.py|FLOW.yaml",
+                        help="where to write; the suffix picks the format")
 
     cache = sub.add_parser("cache", help="the disk result cache: size, clear", description=(
         "Inspect or empty the disk cache that --cache-dir / NBFLOW_CACHE_DIR points at."))
@@ -113,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "cache" and args.action is None:
         parser.exit(EXIT_USAGE, "nbflow cache: error: missing ACTION: info or clear "
                     "(see nbflow cache --help)\n")
-    handler = {"run": _run, "sweep": _sweep, "params": _params, "cache": _cache}[args.command]
+    handler = {"run": _run, "sweep": _sweep, "params": _params, "cache": _cache,
+               "validate": _validate, "tasks": _tasks, "export": _export}[args.command]
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return handler(args)
@@ -138,6 +163,10 @@ def _cache_dir(value: str | None) -> str | None:
 
 def _run(args: argparse.Namespace) -> int:
     from .batch import params as P
+    from .batch.spec_job import is_spec
+
+    if is_spec(args.notebook):
+        return _run_spec(args)
 
     nb = P.read_notebook(args.notebook)
     cell = P.parameters_cell(nb, args.notebook)
@@ -159,6 +188,60 @@ def _run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _run_spec(args: argparse.Namespace) -> int:
+    from .batch.spec_job import run_spec
+
+    result = run_spec(args.notebook, [tuple(p) for p in args.param], args.params_file,
+                      cache_dir=_cache_dir(args.cache_dir), events_log=args.log_events,
+                      cluster=args.cluster)
+    if args.output:
+        Path(args.output).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if not args.quiet or not result.ok:
+        print(result.summary, file=sys.stdout if result.ok else sys.stderr)
+    if not result.ok:
+        print(f"nbflow run: {args.notebook}: {result.status}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .batch.spec_job import validate
+
+    print(validate(args.spec))
+    return EXIT_OK
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    import inspect
+
+    from .registry import registry
+
+    names = list(registry)
+    for name in names:
+        task = registry.get(name)
+        params = ", ".join(
+            p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+            for p in task.parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        print(f"{name}({params})" + (f"  {task.doc}" if task.doc else ""))
+    if not names:
+        print("no installed package registers nbflow tasks (entry point group nbflow.tasks)")
+    for problem in registry.errors.values():
+        print(f"nbflow tasks: broken package {problem}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .errors import ExportError
+    from .notebook.export import export_notebook
+
+    try:
+        written = export_notebook(args.notebook, args.output)
+    except ExportError as exc:
+        raise BatchInputError(str(exc)) from None
+    for path in written:
+        print(f"nbflow export: wrote {path}")
+    return EXIT_OK
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from .batch.sweep import plan_jobs, run_sweep, summary_text
 
@@ -174,15 +257,18 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _params(args: argparse.Namespace) -> int:
     from .batch import params as P
+    from .batch.spec_job import is_spec, load, spec_parameters
 
-    nb = P.read_notebook(args.notebook)
-    cell = P.parameters_cell(nb, args.notebook)
+    if is_spec(args.notebook):
+        cell: P.ParametersCell | None = spec_parameters(load(args.notebook))
+    else:
+        cell = P.parameters_cell(P.read_notebook(args.notebook), args.notebook)
     if cell is None:
         raise BatchInputError(f"{args.notebook} has no cell tagged 'parameters'")
     if args.format == "json":
         text = json.dumps(P.to_schema(cell), indent=2) + "\n"
     else:
-        text = P.to_yaml_form(cell)
+        text = P.to_yaml_form(cell, "spec" if is_spec(args.notebook) else "notebook")
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:

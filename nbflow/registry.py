@@ -88,7 +88,8 @@ class Registry:
                 except Exception as exc:  # a broken extension must not break the others
                     where = f"{ep.name} = {ep.value!r}" + (f" (package {package})" if package else "")
                     errors[ep.name] = f"{where}: {type(exc).__name__}: {exc}"
-                    logger.warning("nbflow task module %s failed to import: %s", ep.value, exc)
+                    # recorded in .errors, which `nbflow tasks` and lookups report
+                    logger.info("nbflow task module %s failed to import: %s", ep.value, exc)
                     continue
                 for fn_name, fn in module_tasks(module).items():
                     name = f"{ep.name}.{fn_name}"

@@ -189,13 +189,17 @@ def to_schema(cell: ParametersCell) -> dict[str, Any]:
     }
 
 
-def to_yaml_form(cell: ParametersCell) -> str:
-    """A YAML file with every parameter and its default, to edit and pass to ``-f``."""
+def to_yaml_form(cell: ParametersCell, kind: str = "notebook") -> str:
+    """A YAML file with every parameter and its default, to edit and pass to ``-f``.
+
+    ``kind`` is "notebook" (parameters from its ``parameters`` cell) or "spec".
+    """
     name = Path(cell.notebook).name
+    source = "its `parameters` cell" if kind == "notebook" else "its `parameters` section"
     lines = [
-        f"# Parameters of {name} (from its `parameters` cell).",
+        f"# Parameters of {name} (from {source}).",
         f"# Edit the values, then: nbflow run {cell.notebook} -f THIS_FILE",
-        "# A parameter left out keeps the default of the notebook.",
+        f"# A parameter left out keeps the default of the {kind}.",
     ]
     for p in cell.parameters.values():
         about = p.type or "any type"

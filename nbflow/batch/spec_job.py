@@ -1,0 +1,147 @@
+"""Workflow specs as batch jobs: ``nbflow run/params/validate`` on a YAML/JSON spec.
+
+A spec's ``parameters`` section is turned into the same
+:class:`~nbflow.batch.params.ParametersCell` a notebook's parameters cell
+gives, so ``-p``/``-f`` checking, the JSON Schema and the YAML form are shared
+with notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..errors import BatchInputError, NbflowError
+from ..spec import Spec, flow_from_spec, load_spec
+from .params import Parameter, ParametersCell, resolve
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+#: spec parameter type -> JSON Schema type (None: any)
+_SCHEMA_TYPES = {"string": "string", "integer": "integer", "number": "number",
+                 "boolean": "boolean", "list": "array", "object": "object", "any": None}
+
+
+def is_spec(path: str | Path) -> bool:
+    """True for a path that names a workflow spec rather than a notebook."""
+    return Path(path).suffix.lower() in SPEC_SUFFIXES
+
+
+def spec_parameters(spec: Spec) -> ParametersCell:
+    """The spec's parameters, as a notebook's parameters cell would describe them."""
+    params: dict[str, Parameter] = {}
+    for i, (name, info) in enumerate(spec.parameters.items()):
+        has_default = "default" in info
+        default = info.get("default")
+        params[name] = Parameter(
+            name=name,
+            type=_SCHEMA_TYPES[info.get("type", "any")],
+            default=default,
+            has_default=has_default,
+            source=repr(default) if has_default else "",
+            help=str(info.get("help", "")),
+            line=spec.lines.get(("parameters", name), i + 1),
+        )
+    return ParametersCell(notebook=spec.file or spec.name, index=0, parameters=params)
+
+
+@dataclass
+class SpecResult:
+    """What ``nbflow run workflow.yaml`` reports."""
+
+    spec: str
+    status: str
+    duration: float
+    summary: str
+    exports: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "status": self.status, "duration": self.duration,
+                "tasks": self.rows, "exports": {k: _jsonable(v) for k, v in self.exports.items()}}
+
+
+def load(path: str | Path) -> Spec:
+    """Load and check a spec for the command line (problems become one-line input errors)."""
+    try:
+        return load_spec(path)
+    except NbflowError as exc:
+        raise BatchInputError(str(exc)) from None
+
+
+def validate(path: str | Path) -> str:
+    """Load, resolve every function and check the graph; returns a one-line description."""
+    spec = load(path)
+    try:
+        flow = flow_from_spec(spec)
+    except NbflowError as exc:
+        raise BatchInputError(str(exc)) from None
+    required = [p for p, i in spec.parameters.items() if "default" not in i]
+    need = f"; required parameters: {', '.join(required)}" if required else ""
+    return (f"{path}: valid workflow {flow.name!r}: {len(flow)} tasks, "
+            f"{len(spec.parameters)} parameters{need}")
+
+
+def run_spec(
+    path: str | Path,
+    pairs: Sequence[tuple[str, str]] = (),
+    files: Iterable[str | Path] = (),
+    *,
+    cache_dir: str | None = None,
+    events_log: str | None = None,
+    cluster: str | None = None,
+) -> SpecResult:
+    """Check the parameters, run the spec's flow in this process, and summarise it."""
+    spec = load(path)
+    values = resolve(spec_parameters(spec), str(path), pairs, files)
+    missing = [p for p, i in spec.parameters.items() if "default" not in i and p not in values]
+    if missing:
+        raise BatchInputError(f"{path}: parameter(s) {', '.join(map(repr, missing))} have no "
+                              "default; give them with -p NAME VALUE or -f FILE")
+    overrides: dict[str, Any] = {}
+    if cache_dir:
+        overrides["cache_dir"] = cache_dir
+    if events_log:
+        overrides["events_log"] = events_log
+    if cluster:
+        overrides.update(executor="dask", cluster=cluster)
+    start = time.time()
+    with config.set(**overrides):
+        try:
+            flow = flow_from_spec(spec)
+        except NbflowError as exc:
+            raise BatchInputError(str(exc)) from None
+        run = flow.run(params=values, raise_on_failure=False)
+    exports = {}
+    for name, task in flow.tasks.items():
+        if task.options.export and name in run.results:
+            exports[name] = run.results[name]
+    summary = run.summary()
+    text = str(summary)
+    for failure in run.failures:
+        text += f"\n--- {failure.label} ---\n{failure.traceback.rstrip()}"
+    for name, value in exports.items():
+        text += f"\nexport {name} = {_short(value)}"
+    return SpecResult(str(path), run.status, time.time() - start, text, exports,
+                      summary.to_dicts())
+
+
+def _short(value: Any, limit: int = 400) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
