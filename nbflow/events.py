@@ -76,6 +76,10 @@ class EventBus:
         #: True when someone listens: emitters skip building events otherwise (a plain
         #: attribute, not a property, because the scheduler reads it for every state change)
         self.active = False
+        #: True when some observer wants the events of single branches of mapped tasks
+        #: (the default); observers with ``wants_branch_events = False`` only get
+        #: task-level and run events, so a 100,000-branch map costs them nothing per branch
+        self.branches = False
         self._buffer: list[Event] = []
         self._interval = interval
         self._wake = threading.Event()
@@ -101,6 +105,8 @@ class EventBus:
             raise TypeError(msg)
         self._observers.append(observer)
         self.active = True
+        if getattr(observer, "wants_branch_events", True):
+            self.branches = True
         if self._thread is None and not self._closed:
             self._thread = threading.Thread(
                 target=self._dispatch_loop, name="nbflow-events", daemon=True

@@ -722,7 +722,7 @@ class Transitions:
     def _emit(
         self, rec: TaskRecord, b: int, state: str, attempt: int, error: Failed | None = None
     ) -> None:
-        if self.bus.active:
+        if self.bus.branches:
             self.bus.emit(TaskEvent(
                 self.run_id, rec.name, b, state, attempt, self.clock(), error, rec.where,  # type: ignore[arg-type]
             ))

@@ -31,6 +31,7 @@ class ListBus:
     """Collects events synchronously (the real bus delivers on a thread)."""
 
     active = True
+    branches = True
 
     def __init__(self, events):
         self.emit = events.append

@@ -95,6 +95,9 @@ class DagWidget(anywidget.AnyWidget):
 
     #: seconds between two deltas (at most ~10 updates per second)
     interval = 0.1
+    #: the widget reads a mapped task's progress from the run's records on its own clock
+    #: (:meth:`_tick`), so the scheduler need not build an event for every branch
+    wants_branch_events = False
     #: seconds between two full snapshots during a run
     snapshot_every = 2.0
     #: seconds ``_repr_mimebundle_`` waits for a layout that is still being computed
@@ -205,6 +208,7 @@ class DagWidget(anywidget.AnyWidget):
             source: Any = self._flow if self._flow is not None else run.plan
             self._set_structure(structure_of(source))
             run.observe(self)  # before the snapshot: nothing between them is lost
+        self._tick(run)
         # Reading 2,000 records and sending them takes tens of ms: not on the caller's
         # (the kernel's) thread.
         threading.Thread(target=self._attach_snapshot, args=(run,), name="nbflow-widget",
@@ -246,6 +250,21 @@ class DagWidget(anywidget.AnyWidget):
             self.flush(final=True)
         elif touched:
             self._schedule()
+
+    def _tick(self, run: Run) -> None:
+        """While ``run`` goes on: every interval, refresh its mapped tasks that are under way."""
+        if run is not self._run or run.done:
+            return
+        plan = run.plan.by_name
+        moving = [name for name, state in run.states.items()
+                  if state in ("ready", "running", "retrying") and plan[name].mapped]
+        if moving:
+            with self._lock:
+                self._touched.update(moving)
+            self._schedule()
+        timer = threading.Timer(self.interval, self._tick, args=(run,))
+        timer.daemon = True
+        timer.start()
 
     def _schedule(self) -> None:
         wait = self.interval - (time.monotonic() - self._last_delta)
