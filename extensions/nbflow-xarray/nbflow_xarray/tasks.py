@@ -9,6 +9,7 @@ __all__ = [
     "climatology",
     "monthly_mean",
     "open_dataset",
+    "plot_seasonal",
     "report",
     "seasonal_stats",
     "synthetic_dataset",
@@ -101,3 +102,25 @@ def report(stats: list[dict[str, Any]]) -> Any:
     if not rows:
         raise ValueError("no statistics to report (every seasonal_stats branch failed?)")
     return pd.DataFrame(rows).set_index("variable").sort_index()
+
+
+def plot_seasonal(table: Any, stat: str = "mean") -> str:
+    """A bar chart (SVG text) of one statistic per season, one panel per variable."""
+    import io
+
+    from matplotlib.figure import Figure  # no pyplot: safe in worker threads
+
+    columns = [f"{season}_{stat}" for season in SEASONS]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise KeyError(f"the table has no {missing[0]!r} column; stat must be mean, min or max")
+    figure = Figure(figsize=(3.2 * len(table.index), 2.6), layout="constrained")
+    axes = figure.subplots(1, len(table.index), squeeze=False)[0]
+    for ax, (variable, row) in zip(axes, table.iterrows()):
+        ax.bar(SEASONS, [row[c] for c in columns], color="#0072B2")
+        ax.set_title(f"{variable} ({row.get('units', '')})", fontsize=9)
+        ax.tick_params(labelsize=8)
+    figure.suptitle(f"seasonal {stat}", fontsize=10)
+    out = io.StringIO()
+    figure.savefig(out, format="svg")
+    return out.getvalue()

@@ -22,7 +22,7 @@ def test_the_entry_point_names_the_task_module():
 
 def test_importing_the_task_module_stays_cheap():
     code = ("import sys, nbflow_xarray.tasks; "
-            "print(sorted(m for m in ('xarray', 'dask', 'pandas', 'numpy') if m in sys.modules))")
+            "print(sorted(m for m in ('xarray', 'dask', 'pandas', 'numpy', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -67,3 +67,13 @@ def test_registered_through_nbflow():
     nf.registry.reset()
     assert "xarray.seasonal_stats" in nf.registry
     assert nf.registry.get("xarray.open_dataset").doc.startswith("Open a NetCDF file")
+
+
+def test_plot_is_an_svg_with_a_panel_per_variable(nc):
+    ds = tasks.open_dataset(nc)
+    table = tasks.report([tasks.seasonal_stats(ds, v) for v in tasks.variables(ds)])
+    svg = tasks.plot_seasonal(table)
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert "temperature (degC)" in svg and "seasonal mean" in svg
+    with pytest.raises(KeyError, match="stat must be mean, min or max"):
+        tasks.plot_seasonal(table, stat="median")
