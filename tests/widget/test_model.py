@@ -85,12 +85,12 @@ def test_deltas_are_batched_to_about_ten_per_second():
         time.sleep(0.002)
         return items
 
-    run = flow.run(background=True, executor=nf.ThreadExecutor(max_workers=2))
+    events: list[int] = []  # an observer from the start, which wants every branch's events
+    run = flow.run(background=True, executor=nf.ThreadExecutor(max_workers=2),
+                   observers=[lambda batch: events.append(len(batch))])
     widget = run.widget(flow)
     deltas: list[dict] = []
     widget.observe(lambda change: deltas.append(change["new"]), names="delta")
-    events: list[int] = []
-    run.observe(lambda batch: events.append(len(batch)))
     started = time.monotonic()
     run.wait()
     elapsed = time.monotonic() - started
