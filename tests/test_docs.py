@@ -74,3 +74,34 @@ def test_yaml_spec_blocks_are_valid_specs(path):
         if isinstance(data, dict) and "tasks" in data:
             flow = nf.Flow.from_spec(data)
             assert list(flow.tasks) == list(data["tasks"])
+
+
+BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+OUTPUT_FLAGS = ("-o", "--output", "--out-dir", "--cache-dir", "--log-events", "--grid")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_shell_commands_in_docs_are_valid(path):
+    """Each `nbflow ...` line parses with the real CLI parser and names inputs that exist."""
+    import shlex
+
+    from nbflow.cli import build_parser
+
+    parser = build_parser()
+    for block in BASH_BLOCK.findall(path.read_text()):
+        for line in block.splitlines():
+            command = line.split("#", 1)[0].strip()
+            command = re.split(r"\s[|>]\s", command)[0]  # the shell's pipes and redirections
+            if command.startswith("bash scripts/"):
+                assert (ROOT / command.split()[1]).exists(), command
+            if not command.startswith("nbflow "):
+                continue
+            words = shlex.split(command)[1:]
+            args = parser.parse_args(words)  # exits (SystemExit) on a wrong flag
+            assert args.command, command
+            for i, word in enumerate(words):
+                previous = words[i - 1] if i else ""
+                is_input = word.endswith((".ipynb", ".yaml", ".json")) and "/" in word
+                if is_input and previous not in OUTPUT_FLAGS[:3] + ("-f",):
+                    if previous == "--grid" or not previous.startswith("-"):
+                        assert (ROOT / word).exists(), f"{path.name}: {command}: {word}"
