@@ -273,19 +273,23 @@ def check_name(cell: ParametersCell, name: str, where: str) -> Parameter:
     return p
 
 
-def load_params_file(path: str | Path) -> dict[str, Any]:
-    """A YAML/JSON mapping of parameter values (``-f``); BatchInputError if unreadable."""
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """A YAML/JSON file's data (safe loader); BatchInputError naming ``what`` if unreadable."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        msg = f"cannot read parameters file {str(path)!r}: {exc.strerror or exc}"
+        msg = f"cannot read {what} {str(path)!r}: {exc.strerror or exc}"
         raise BatchInputError(msg) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        first = str(exc).strip().replace("\n", " ")
-        msg = f"parameters file {str(path)!r} is not valid YAML/JSON: {first}"
+        msg = f"{what} {str(path)!r} is not valid YAML/JSON: {' '.join(str(exc).split())}"
         raise BatchInputError(msg) from None
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """A YAML/JSON mapping of parameter values (``-f``); BatchInputError if unreadable."""
+    data = read_yaml_file(path, "parameters file")
     if data is None:
         return {}
     if not isinstance(data, dict):

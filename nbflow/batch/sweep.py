@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import BatchInputError
 from . import params as P
 from .execute import JobResult, summarize_events
@@ -71,16 +69,7 @@ class Job:
 
 def load_grid(path: str | Path) -> list[dict[str, Any]]:
     """The parameter sets of a grid file (unchecked); BatchInputError if it is unreadable."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = f"cannot read grid file {str(path)!r}: {exc.strerror or exc}"
-        raise BatchInputError(msg) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        msg = f"grid file {str(path)!r} is not valid YAML/JSON: {' '.join(str(exc).split())}"
-        raise BatchInputError(msg) from None
+    data = P.read_yaml_file(path, "grid file")
     where = f"grid file {str(path)!r}"
     if not isinstance(data, dict) or not ({"grid", "jobs"} & set(data)):
         msg = f"{where} must be a mapping with a 'grid:' (name: [values]) or a 'jobs:' list"
