@@ -179,7 +179,7 @@ function render({ model, el }) {
   }
 
   function onSnapshot() {
-    const snap = model.get("snapshot") || {};
+    const snap = JSON.parse(model.get("snapshot_json") || "{}");
     if (snap.seq == null || snap.seq <= view.seq) return;
     view.seq = snap.seq;
     if (snap.time) view.offset = Date.now() / 1000 - snap.time;
@@ -348,7 +348,7 @@ function render({ model, el }) {
   });
   model.on("change:svg", () => { drawSvg(); updateStatus(); });
   model.on("change:graph", applyFilter);
-  model.on("change:snapshot", onSnapshot);
+  model.on("change:snapshot_json", onSnapshot);
   model.on("change:delta", onDelta);
   model.on("change:run_status", updateStatus);
   model.on("change:layout_status", updateStatus);
