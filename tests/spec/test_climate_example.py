@@ -26,3 +26,17 @@ def test_climate_spec_runs(tmp_path, executor):
 def test_climate_spec_round_trips():
     flow = nf.Flow.from_spec(EXAMPLE)
     assert nf.Flow.from_spec(flow.to_spec()).to_spec() == flow.to_spec()
+
+
+def test_climate_spec_runs_on_dask(tmp_path):
+    from nbflow.executors import dask_cluster
+
+    dask_cluster.local_cluster(n_workers=1, threads_per_worker=2, processes=False)
+    try:
+        flow = nf.Flow.from_spec(EXAMPLE)
+        run = flow.run(params={"path": str(tmp_path / "c.nc"), "years": 1}, executor="dask")
+        assert set(run.states.values()) == {"succeeded"}
+        assert run.record("seasonal").where.startswith("inproc://")
+        assert list(run.results["table"].index) == ["precipitation", "temperature"]
+    finally:
+        dask_cluster.reset()
