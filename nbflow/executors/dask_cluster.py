@@ -204,9 +204,29 @@ async def _open(address: str, security: Any, timeout: float) -> Connection:
                "and port are right (dask scheduler prints them), or use "
                "nf.DaskExecutor() for a local cluster.")
         raise ExecutorError(msg) from exc
+    _quicken(client)
     conn = Connection(client, address)
     client.subscribe_topic(conn.topic, conn.on_event)
     return conn
+
+
+#: seconds between two batches of messages from nbflow's client to the scheduler
+CLIENT_SEND_INTERVAL = 0.001
+
+
+def _quicken(client: Any) -> None:
+    """Send submissions to the scheduler within ~1 ms instead of distributed's 10 ms.
+
+    nbflow submits a task when its upstreams finished, so every hop of a chain
+    waits once for the client's batched stream (``BatchedSend(interval="10ms")``
+    in distributed.Client). nbflow already batches what it submits (one
+    ``client.map`` per ready set), so a shorter interval costs few messages and
+    takes ~5 ms off each hop. The stream is not public API: if it is missing,
+    nothing changes.
+    """
+    stream = getattr(client, "scheduler_comm", None)
+    if stream is not None and hasattr(stream, "interval"):
+        stream.interval = CLIENT_SEND_INTERVAL
 
 
 async def drop_connections() -> None:
