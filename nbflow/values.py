@@ -7,8 +7,11 @@ upstream's result.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import traceback as _tb
 from dataclasses import dataclass
+from types import TracebackType
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,8 @@ class Failed:
     def from_exception(
         cls, task: str, error: BaseException, branch: int | None = None, attempt: int = 1
     ) -> Failed:
-        """Capture ``error`` with its formatted traceback."""
-        text = "".join(_tb.format_exception(type(error), error, error.__traceback__))
+        """Capture ``error`` with its formatted traceback (from the task's own code on)."""
+        text = "".join(_tb.format_exception(type(error), error, _user_frames(error)))
         return cls(task=task, error=error.with_traceback(None), traceback=text,
                    branch=branch, attempt=attempt)
 
@@ -44,6 +47,23 @@ class Failed:
 
     def __bool__(self) -> bool:
         return False
+
+
+_INTERNAL_DIRS = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,  # nbflow itself
+    os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep,
+)
+
+
+def _user_frames(error: BaseException) -> TracebackType | None:
+    """The traceback without its leading nbflow/asyncio frames (the executor calling the task),
+    so it starts at the task's code; an error raised by nbflow itself keeps its last frame."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename.startswith(
+        _INTERNAL_DIRS
+    ):
+        tb = tb.tb_next
+    return tb
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,17 @@ def test_second_run_is_cached(executor):
     assert run.states == {"a": "cached", "b": "cached"}
     assert run.results["b"] == [2, 4]
     assert all(rec.attempts == 0 for rec in (run.record("a"), run.record("b")))
+
+
+def test_tracebacks_start_at_the_task_code(executor):
+    flow = nf.Flow("tb")
+
+    @flow.task(cache=False)
+    def broken():
+        raise ValueError("from the task")
+
+    run = flow.run(executor=executor, raise_on_failure=False)
+    lines = run.failures[0].traceback.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert "in broken" in lines[1]  # no nbflow executor frames before the task's own
+    assert "nbflow" not in "\n".join(lines[1:-1]).replace("test_contract.py", "")
