@@ -2,17 +2,24 @@
 
 cloudpickle serialises functions by value, so tasks defined in ``__main__``,
 a notebook or a closure work. Each task function is pickled once per run;
-arguments and results travel as cloudpickle bytes. A running item that is
-cancelled or times out is abandoned (its process finishes it and the result is
-dropped): ``concurrent.futures`` cannot stop one call without breaking the pool.
+arguments and results travel as cloudpickle bytes.
+
+Starting worker processes costs about a second, so runs share one pool per
+size for the life of the process (:func:`shutdown_pools` closes them). A
+running item that is cancelled or times out cannot be stopped on its own
+(``concurrent.futures`` has no per-call kill): its pool is retired, and its
+processes are terminated as soon as no run uses it any more; the next run
+gets a fresh pool.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import functools
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -23,6 +30,69 @@ from .. import config
 from ..capture import capturing, install
 from ..values import Failed
 from .base import Executor, Outbox, Outcome, WorkItem
+
+
+class _Pools:
+    """Process pools shared by runs, one per size, counted by the runs that use them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_size: dict[int, concurrent.futures.ProcessPoolExecutor] = {}
+        self._users: dict[concurrent.futures.ProcessPoolExecutor, int] = {}
+
+    def acquire(self, size: int) -> concurrent.futures.ProcessPoolExecutor:
+        with self._lock:
+            pool = self._by_size.get(size)
+            if pool is None:
+                pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=size, mp_context=multiprocessing.get_context("spawn"))
+                self._by_size[size] = pool
+            self._users[pool] = self._users.get(pool, 0) + 1
+            return pool
+
+    def release(self, pool: concurrent.futures.ProcessPoolExecutor, retire: bool) -> None:
+        """A run is done with ``pool``; ``retire`` when it left work running or broke it."""
+        with self._lock:
+            users = self._users.get(pool, 1) - 1
+            self._users[pool] = users
+            if retire:
+                for size, shared in list(self._by_size.items()):
+                    if shared is pool:
+                        del self._by_size[size]  # later runs get a fresh pool
+            stop = users <= 0 and pool not in self._by_size.values()
+            if stop:
+                del self._users[pool]
+        if stop:
+            _stop(pool)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pools = list(self._users) + [p for p in self._by_size.values() if p not in self._users]
+            self._by_size.clear()
+            self._users.clear()
+        for pool in pools:
+            _stop(pool)
+
+
+def _stop(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Shut a pool down and terminate its processes (work left in them must stop).
+
+    concurrent.futures has no public way to reach the processes, and shutdown()
+    forgets them, hence the private attribute, read first.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+
+
+_pools = _Pools()
+atexit.register(_pools.shutdown)
+
+
+def shutdown_pools() -> None:
+    """Stop every shared worker pool (the next run starts a new one); for tests and exit."""
+    _pools.shutdown()
 
 
 def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | None,
@@ -73,13 +143,12 @@ class ProcessExecutor(Executor):
         self._fn_bytes: dict[int, tuple[Callable[..., Any], bytes]] = {}
         self._size = 0
         self._abandoned = 0
+        self._broken = False
 
     async def _start(self) -> None:
         assert self._loop is not None
         self._size = config.max_workers(self.max_workers)
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self._size, mp_context=multiprocessing.get_context("spawn")
-        )
+        self._pool = _pools.acquire(self._size)
         self._outbox = Outbox(self._loop, self._deliver)
 
     def free_slots(self) -> int:
@@ -121,6 +190,7 @@ class ProcessExecutor(Executor):
             now = time.time()
             msg = f"the worker process failed: {type(exc).__name__}: {exc}"
             if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
+                self._broken = True
                 msg += (
                     ". If this is a script, put the code that runs the flow under "
                     "`if __name__ == '__main__':` (worker processes are spawned and import "
@@ -147,13 +217,8 @@ class ProcessExecutor(Executor):
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        # Items may still run in worker processes (cancelled or timed out). Unlike a
-        # thread, a process can be stopped: terminate the pool's workers so the work
-        # really stops and the interpreter can exit. concurrent.futures has no public way
-        # to reach them (and shutdown() forgets them), hence the private attribute, read
-        # before shutting down.
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        if self._abandoned:
-            for process in processes:
-                process.terminate()
+        for future in self._futures.values():  # not started yet: never will
+            future.cancel()
+        # Work left running (cancelled or timed out) cannot be stopped on its own: retire
+        # the pool, so its processes are terminated once no other run uses it.
+        _pools.release(pool, retire=bool(self._abandoned) or self._broken)
