@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "notebooks" / "02-batch.ipynb"
+EXAMPLE = ROOT / "notebooks" / "06-batch.ipynb"
 RESUME = Path(__file__).parent / "notebooks" / "resume.ipynb"
 
 

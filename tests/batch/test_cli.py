@@ -54,7 +54,7 @@ def test_every_subcommand_and_flag_has_help():
 def test_run_succeeds_prints_a_summary_and_writes_every_output(tmp_path):
     proc = nbflow("run", EXAMPLE, "-o", "out.ipynb", "--log-events", "ev.jsonl", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "02-batch.ipynb succeeded" in proc.stdout
+    assert "06-batch.ipynb succeeded" in proc.stdout
     for task in ("samples", "split", "model", "baseline", "score", "baseline_score", "gate"):
         assert f"\n  {task} " in proc.stdout
     assert "export score = 0.97" in proc.stdout
