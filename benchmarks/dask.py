@@ -40,20 +40,10 @@ from benchmarks.scheduler import (  # noqa: E402
     fan_out,
     layers,
     make_functions,
+    run_nbflow,
 )
 
 TARGET = 1.25
-
-
-def run_nbflow(flow: nf.Flow, workload: Workload, executor: nf.DaskExecutor) -> float:
-    flow.cache.clear()
-    t0 = time.perf_counter()
-    run = flow.run(executor=executor)
-    elapsed = time.perf_counter() - t0
-    assert run.status == "succeeded", run.status
-    if workload.fan_out is not None:
-        assert run.results[workload.fan_out[2]] == workload.fan_out[3]
-    return elapsed
 
 
 def _item(source: list[Any], i: int, fn: Callable[..., Any]) -> Any:

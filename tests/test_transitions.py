@@ -315,22 +315,25 @@ def test_fan_out_split_and_fan_in_order():
     sm.validate_state()
 
 
-def test_elementwise_chain_has_no_barrier():
+def map_chain(*, elementwise: bool = True, fan_in: bool = False, **f_options) -> nf.Flow:
+    """items -> f (maps over items) [-> g (maps over f)] [-> total (gets g's list)].
+
+    The bodies never run here: the tests feed each item's value with ``finish``.
+    """
     flow = nf.Flow("e")
+    flow.add(nf.Task.from_function(lambda: [], name="items", options={"cache": False}))
+    flow.add(nf.Task.from_function(lambda items: items, name="f",
+                                   options={"map": "items", "cache": False, **f_options}))
+    if elementwise:
+        flow.add(nf.Task.from_function(lambda f: f, name="g",
+                                       options={"map": "f", "cache": False}))
+    if fan_in:
+        flow.add(nf.Task.from_function(lambda g: g, name="total", options={"cache": False}))
+    return flow
 
-    @flow.task(cache=False)
-    def items():
-        return [1, 2]
 
-    @flow.task(map="items", cache=False)
-    def f(items):
-        return items
-
-    @flow.task(map="f", cache=False)
-    def g(f):
-        return f
-
-    sm = machine(flow)
+def test_elementwise_chain_has_no_barrier():
+    sm = machine(map_chain())
     sm.start()
     finish(sm, sm.take(1)[0], [1, 2])
     sm.split_answer(0, [1, 2])
@@ -345,21 +348,7 @@ def test_elementwise_chain_has_no_barrier():
 
 
 def test_elementwise_failure_skips_only_that_branch():
-    flow = nf.Flow("e")
-
-    @flow.task(cache=False)
-    def items():
-        return [1, 2, 3]
-
-    @flow.task(map="items", cache=False)
-    def f(items):
-        return items
-
-    @flow.task(map="f", cache=False)
-    def g(f):
-        return f
-
-    sm = machine(flow)
+    sm = machine(map_chain())
     sm.start()
     finish(sm, sm.take(1)[0], [1, 2, 3])
     sm.split_answer(0, [1, 2, 3])
@@ -379,25 +368,7 @@ def test_elementwise_failure_skips_only_that_branch():
 
 
 def test_map_over_empty_list():
-    flow = nf.Flow("e")
-
-    @flow.task(cache=False)
-    def items():
-        return []
-
-    @flow.task(map="items", cache=False)
-    def f(items):
-        return items
-
-    @flow.task(map="f", cache=False)
-    def g(f):
-        return f
-
-    @flow.task(cache=False)
-    def total(g):
-        return g
-
-    sm = machine(flow)
+    sm = machine(map_chain(fan_in=True))
     sm.start()
     finish(sm, sm.take(1)[0], [])
     sm.split_answer(0, [])
@@ -406,17 +377,7 @@ def test_map_over_empty_list():
 
 
 def test_split_failure_fails_the_mapping_task():
-    flow = nf.Flow("e")
-
-    @flow.task(cache=False)
-    def items():
-        return 5
-
-    @flow.task(map="items", cache=False)
-    def f(items):
-        return items
-
-    sm = machine(flow)
+    sm = machine(map_chain(elementwise=False))
     sm.start()
     finish(sm, sm.take(1)[0], 5)
     err = Failed.from_exception("items", TypeError("not iterable"))
@@ -426,17 +387,7 @@ def test_split_failure_fails_the_mapping_task():
 
 
 def test_max_parallel_defers_branches():
-    flow = nf.Flow("mp")
-
-    @flow.task(cache=False)
-    def items():
-        return [1, 2, 3, 4]
-
-    @flow.task(map="items", max_parallel=2, cache=False)
-    def f(items):
-        return items
-
-    sm = machine(flow)
+    sm = machine(map_chain(elementwise=False, max_parallel=2))
     sm.start()
     finish(sm, sm.take(1)[0], [1, 2, 3, 4])
     sm.split_answer(0, [1, 2, 3, 4])
