@@ -164,12 +164,7 @@ class Flow:
 
     def dependencies(self) -> dict[str, list[str]]:
         """``{task: [every task it waits for]}``: data upstreams then ``after=``."""
-        deps: dict[str, list[str]] = {}
-        for name, task in self._tasks.items():
-            ups = [i for i in task.inputs if i in self._tasks]
-            ups += [a for a in task.options.after if a not in ups]
-            deps[name] = ups
-        return deps
+        return _dependencies(self.tasks)
 
     def parameters(self) -> dict[str, Any]:
         """Flow parameters (inputs that are not tasks) and their defaults (``...`` if none)."""
@@ -216,11 +211,7 @@ class Flow:
             if t not in tasks:
                 raise UnknownTaskError(self.name, t, "run(targets=...)", tasks)
 
-        deps: dict[str, list[str]] = {}
-        for name, task in tasks.items():
-            ups = [i for i in task.inputs if i in tasks]
-            ups += [a for a in task.options.after if a not in ups]
-            deps[name] = ups
+        deps = _dependencies(tasks)
         if targets is None:  # everything is needed
             sub = deps
         else:
@@ -372,3 +363,14 @@ def _params_key(values: dict[str, Any]) -> str | None:
     if _EMPTY_PARAMS_KEY is None:
         _EMPTY_PARAMS_KEY = hash_value({})
     return _EMPTY_PARAMS_KEY
+
+
+def _dependencies(tasks: Mapping[str, Task]) -> dict[str, list[str]]:
+    """``{task: [every task it waits for]}``: data upstreams (inputs named like a task),
+    then ``after=`` names."""
+    deps: dict[str, list[str]] = {}
+    for name, task in tasks.items():
+        ups = [i for i in task.inputs if i in tasks]
+        ups += [a for a in task.options.after if a not in ups]
+        deps[name] = ups
+    return deps
