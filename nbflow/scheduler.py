@@ -46,6 +46,9 @@ from .values import Failed
 
 logger = logging.getLogger(__name__)
 
+#: seconds of chaining work (see :meth:`Scheduler._dispatch`) before the loop gets a turn
+CHAIN_SLICE = 0.005
+
 
 class Scheduler:
     """Runs one :class:`Transitions` to completion on the current event loop."""
@@ -58,6 +61,9 @@ class Scheduler:
         self.executors, self._lane_of = _assign_lanes([r.pt for r in sm.records], executor)
         if len(self.executors) > 1:
             sm.set_lanes(self._lane_of)
+        chaining = {lane for lane, ex in enumerate(self.executors) if ex.chains}
+        if chaining:
+            sm.enable_chaining(chaining)
         self._remote = [ex for ex in self.executors if ex.remote]
         #: task index -> (input name, lane) of inputs that must be fetched across lanes
         self._crossing: dict[int, list[tuple[str, int]]] = {}
@@ -195,6 +201,26 @@ class Scheduler:
             raise TypeError(f"unknown instruction {ins!r}")
 
     def _dispatch(self) -> None:
+        """Hand ready items to the executors, then what can be chained onto them, and so on.
+
+        Chaining a large static graph takes a while (dask serializes as it submits), so
+        after :data:`CHAIN_SLICE` seconds the rest waits for the next loop iteration:
+        the client sends what it has meanwhile and outcomes keep flowing in.
+        """
+        sm = self.sm
+        self._dispatch_ready()
+        deadline = time.perf_counter() + CHAIN_SLICE
+        while sm.chain_candidates:
+            if time.perf_counter() > deadline:
+                assert self._loop is not None
+                self._loop.call_soon(self._process, ())
+                return
+            self._pending.extend(sm.chain_ahead())
+            while self._pending:  # the cache lookups of chained tasks
+                self._handle(self._pending.popleft())
+            self._dispatch_ready()
+
+    def _dispatch_ready(self) -> None:
         """Hand ready items to the executor (up to its free slots) and to the loop (async)."""
         sm = self.sm
         for ex in sm.take_async():

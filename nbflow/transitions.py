@@ -10,6 +10,16 @@ The asyncio driver in ``scheduler.py`` carries the instructions out.
 An *item* is ``(task index, branch)``; ``branch`` is None for a task that is
 not mapped. A mapped task's branch i of an element-wise map (mapping over a
 mapped task) starts as soon as branch i of its source finished: no barrier.
+
+*Chaining* (for executors that :attr:`~nbflow.executors.Executor.chains`, dask):
+a plain task whose upstreams are all running on the same executor is handed
+over *ahead*, with :class:`~nbflow.executors.ResultOf` references to their
+results, so the executor chains the hops itself instead of waiting for a round
+trip through the kernel per hop. Its record stays ``pending`` (``chained``)
+until its upstreams finished here; then it turns ``running`` and its outcome,
+which may have arrived already, is applied. When an upstream attempt fails,
+the chained tasks below it are cancelled and go the ordinary way (skipped, or
+resubmitted after a retry).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from .cache import hash_bytes, task_key
 from .capture import Capture
 from .errors import TaskTimeoutError
 from .events import EventBus, RunEvent, TaskEvent
+from .executors.base import ResultOf
 from .plan import Plan, PlannedTask
 from .values import Failed, Skipped
 
@@ -116,7 +127,7 @@ class TaskRecord:
         "pt", "state", "waiting", "activated", "key", "result", "error", "attempt",
         "started", "ended", "where", "n", "items", "bstate", "battempt", "done",
         "counts", "in_flight", "deferred", "split_waiters", "skip_reason", "ew_children",
-        "dep_idx", "up_idx", "output",
+        "dep_idx", "up_idx", "output", "chained", "chain_lookup", "early",
     )
 
     def __init__(self, pt: PlannedTask) -> None:
@@ -166,6 +177,12 @@ class TaskRecord:
         self.up_idx: tuple[tuple[str, int], ...] = ()
         #: captured output of the last attempt, by branch (None for a task that is not mapped)
         self.output: dict[int | None, Capture] = {}
+        #: chaining: 0 no, QUEUED in a ready heap ahead, SUBMITTED ahead (state still pending)
+        self.chained = 0
+        #: chaining: a cache lookup ahead of the upstreams is out
+        self.chain_lookup = False
+        #: chaining: an outcome that arrived before the upstreams finished here
+        self.early: tuple[bool, Any, float, float, str | None, Capture | None] | None = None
 
     @property
     def name(self) -> str:
@@ -181,6 +198,9 @@ class TaskRecord:
         if self.pt.mapped:
             return max(self.battempt.values(), default=0)
         return self.attempt
+
+
+QUEUED, SUBMITTED = 1, 2
 
 
 # -- the state machine ----------------------------------------------------------------
@@ -210,6 +230,10 @@ class Transitions:
         self._lane_of: list[int] | None = None
         self._ready_async: list[tuple[int, int, int, int | None]] = []
         self._seq = 0
+        #: chaining: per task, whether it may be submitted ahead (see enable_chaining)
+        self._chainable: list[bool] | None = None
+        #: chaining: tasks to check, because an upstream of theirs was just handed over
+        self._chain_candidates: list[int] = []
         for rec in self.records:
             pt = rec.pt
             ew_source = pt.map_source if pt.elementwise else None
@@ -239,6 +263,52 @@ class Transitions:
         while len(self._lanes) <= max(lanes, default=0):
             self._lanes.append([])
 
+    def enable_chaining(self, lanes: set[int]) -> None:
+        """Let plain tasks on these lanes be submitted ahead of their upstreams (module doc).
+
+        A task qualifies when it is synchronous, not mapped, has no ``run_if``,
+        ``timeout`` or ``run_on`` other than "success", and every dependency is an
+        input computed on the same lane.
+        """
+        lane_of = self._lane_of or [0] * len(self.records)
+        chainable = []
+        for rec in self.records:
+            pt = rec.pt
+            o = pt.task.options
+            lane = lane_of[pt.index]
+            chainable.append(
+                lane in lanes and bool(rec.dep_idx) and pt.map_source is None
+                and not pt.task.is_async and o.run_if is None and o.timeout is None
+                and o.run_on == "success"
+                and set(rec.dep_idx) == {d for _, d in rec.up_idx}
+                and all(lane_of[d] == lane for d in rec.dep_idx)
+            )
+        self._chainable = chainable if any(chainable) else None
+
+    @property
+    def chain_candidates(self) -> bool:
+        """True when :meth:`chain_ahead` has tasks to look at."""
+        return bool(self._chain_candidates)
+
+    def chain_ahead(self) -> list[Instruction]:
+        """Queue the candidates whose upstreams are all handed over (cache lookups first)."""
+        out: list[Instruction] = []
+        candidates, self._chain_candidates = self._chain_candidates, []
+        if self.cancelling:
+            return out
+        for t in dict.fromkeys(candidates):
+            rec = self.records[t]
+            if not self._can_chain_now(rec):
+                continue
+            key = self._task_key(rec) if rec.pt.task.options.cache else None
+            rec.key = key
+            if key is None:
+                self._queue_chained(rec)
+            else:
+                rec.chain_lookup = True
+                out.append(LookupCache((t, None), key))
+        return out
+
     def take(self, n: int, lane: int = 0) -> list[Execute]:
         """Up to ``n`` ready items of synchronous tasks of ``lane``, highest priority first."""
         return self._take(self._lanes[lane], n)
@@ -262,6 +332,11 @@ class Transitions:
         out: list[Instruction] = []
         t, b = item
         rec = self.records[t]
+        if rec.chained == SUBMITTED and b is None:
+            # Chained ahead, and done before its upstreams' outcomes arrived: keep it.
+            if attempt == rec.attempt:
+                rec.early = (ok, value, started, ended, where, output)
+            return out
         if not self._is_current(rec, b, attempt, "running"):
             return out  # a late answer for a cancelled, timed-out or retried attempt
         rec.in_flight -= 1
@@ -286,6 +361,13 @@ class Transitions:
         t, b = item
         rec = self.records[t]
         if self.cancelling:
+            return out
+        if rec.chain_lookup and b is None:
+            # A lookup ahead of the upstreams: a miss sends the task ahead; a hit waits
+            # for the upstreams as usual (and is looked up again then).
+            rec.chain_lookup = False
+            if not hit and self._can_chain_now(rec):
+                self._queue_chained(rec)
             return out
         if hit:
             self._complete(rec, b, "cached", value, out, self.clock())
@@ -377,8 +459,9 @@ class Transitions:
                         running.append(((rec.pt.index, b), rec.battempt.get(b, 1)))
                     rec.bstate[b] = "cancelled"
                     self._emit(rec, b, "cancelled", rec.battempt.get(b, 0))
-            elif rec.state == "running":
+            elif rec.state == "running" or rec.chained == SUBMITTED:
                 running.append(((rec.pt.index, None), rec.attempt))
+            rec.chained = 0
             rec.in_flight = 0
             rec.ended = now
             self._set_state(rec, "cancelled")
@@ -409,6 +492,8 @@ class Transitions:
                 kwargs[name] = up.result
             elif up.state == "failed" and up.error is not None:
                 kwargs[name] = up.error
+            elif up.state == "running" or up.chained == SUBMITTED:  # chained (module doc)
+                kwargs[name] = ResultOf(((d, None), up.attempt))
             else:
                 kwargs[name] = Skipped(up.name, up.skip_reason or up.state)
         return kwargs
@@ -423,6 +508,8 @@ class Transitions:
                 assert all(s in TERMINAL for s in rec.bstate), rec.name
             if rec.bstate is not None and rec.state not in TERMINAL:
                 assert rec.done == sum(1 for s in rec.bstate if s in TERMINAL), rec.name
+            if rec.chained:
+                assert rec.state == "pending" and not rec.activated, rec.name
             if rec.state in TERMINAL and rec.state != "cancelled":
                 for d in rec.dep_idx:
                     assert self.records[d].state in TERMINAL, (rec.name, self.records[d].name)
@@ -463,7 +550,8 @@ class Transitions:
         ):
             self._skip(rec, "no upstream failed (run_on='failure')", out)
             return
-        rec.key = self._task_key(rec) if pt.task.options.cache else None
+        if not rec.chained:  # a chained task got its key when it was sent ahead
+            rec.key = self._task_key(rec) if pt.task.options.cache else None
         if src is None:
             self._consider(rec, None, out)
         elif pt.elementwise:
@@ -483,7 +571,7 @@ class Transitions:
             return None
         ups: list[str] = []
         for d in (self.records[i] for i in rec.dep_idx):
-            if d.key is None or d.state not in OK:
+            if d.key is None or not (d.state in OK or d.state == "running" or d.chained):
                 return None
             ups.append(d.key)
         if rec.pt.elementwise:
@@ -559,6 +647,9 @@ class Transitions:
         self._lookup_or_ready(rec, b, out)
 
     def _lookup_or_ready(self, rec: TaskRecord, b: int | None, out: list[Instruction]) -> None:
+        if rec.chained:
+            self._activate_chained(rec, out)
+            return
         key = self._item_key(rec, b)
         if key is not None:
             out.append(LookupCache((rec.pt.index, b), key))
@@ -590,6 +681,10 @@ class Transitions:
         while heap and len(out) < n:
             _, _, t, b = heapq.heappop(heap)
             rec = records[t]
+            if b is None and rec.state != "ready":
+                if rec.chained == QUEUED:
+                    out.append(self._submit_chained(rec))
+                continue  # else a chained entry whose task was unchained: stale
             limit = rec.pt.task.options.max_parallel
             if limit is not None and rec.in_flight >= limit:
                 if b is None:  # a task that is not mapped has one item: it cannot be over
@@ -603,6 +698,8 @@ class Transitions:
                 rec.attempt += 1
                 attempt = rec.attempt
                 self._set_state(rec, "running")
+                if self._chainable is not None:
+                    self._chain_candidates += rec.pt.children
             else:
                 attempt = rec.battempt.get(b, 0) + 1
                 rec.battempt[b] = attempt
@@ -612,6 +709,63 @@ class Transitions:
                     self._set_state(rec, "running")
             out.append(Execute((t, b), attempt, self.arguments((t, b))))
         return out
+
+    # -- chaining (see the module doc) -------------------------------------------------------
+
+    def _can_chain_now(self, rec: TaskRecord) -> bool:
+        """Static eligibility, and every upstream is handed over or done (one not done)."""
+        if (self._chainable is None or not self._chainable[rec.pt.index] or rec.activated
+                or rec.chained or rec.state != "pending"):
+            return False
+        in_flight = False
+        for d in rec.dep_idx:
+            dep = self.records[d]
+            if dep.chained == SUBMITTED or (dep.state == "running" and not dep.pt.mapped):
+                in_flight = True
+            elif dep.state not in OK:
+                return False
+        return in_flight
+
+    def _queue_chained(self, rec: TaskRecord) -> None:
+        rec.chained = QUEUED
+        self._seq += 1
+        heapq.heappush(self._heap_of(rec.pt.index),
+                       (-rec.pt.task.options.priority, self._seq, rec.pt.index, None))
+
+    def _submit_chained(self, rec: TaskRecord) -> Execute:
+        """Hand a queued chained task over; its state stays pending (see ``finished``)."""
+        rec.chained = SUBMITTED
+        rec.in_flight += 1
+        rec.attempt += 1
+        self._chain_candidates += rec.pt.children
+        return Execute((rec.pt.index, None), rec.attempt, self.arguments((rec.pt.index, None)))
+
+    def _activate_chained(self, rec: TaskRecord, out: list[Instruction]) -> None:
+        """The upstreams of a chained task finished well: it is ready, or already running."""
+        if rec.chained == QUEUED:  # its heap entry is still there: now an ordinary ready one
+            rec.chained = 0
+            self._set_state(rec, "ready")
+            return
+        rec.chained = 0
+        rec.started = self.clock()
+        self._set_state(rec, "running")
+        early, rec.early = rec.early, None
+        if early is not None:
+            out.extend(self.finished((rec.pt.index, None), rec.attempt, *early))
+
+    def _unchain_below(self, rec: TaskRecord, out: list[Instruction]) -> None:
+        """An attempt of ``rec`` failed: cancel the tasks chained ahead onto its result."""
+        for child in rec.pt.children:
+            crec = self.records[child]
+            if not crec.chained:
+                continue
+            if crec.chained == SUBMITTED:
+                out.append(CancelRunning([((child, None), crec.attempt)]))
+                crec.attempt -= 1  # it never ran as far as the run is concerned
+                crec.in_flight -= 1
+                crec.early = None
+            crec.chained = 0
+            self._unchain_below(crec, out)
 
     def _release_deferred(self, rec: TaskRecord) -> None:
         if rec.deferred:
@@ -626,6 +780,8 @@ class Transitions:
     ) -> None:
         if not isinstance(failure, Failed):
             failure = Failed.from_exception(rec.name, RuntimeError(repr(failure)), b, attempt)
+        if self._chainable is not None and b is None:
+            self._unchain_below(rec, out)
         options = rec.pt.task.options
         if attempt <= options.retries and not self.cancelling:
             if b is None:

@@ -49,6 +49,18 @@ class WorkItem:
         return self.task if self.branch is None else f"{self.task}[{self.branch}]"
 
 
+@dataclass(frozen=True, slots=True)
+class ResultOf:
+    """The result of a work item handed to the same executor earlier, not finished yet.
+
+    Only executors that :attr:`~Executor.chains` receive these in
+    :attr:`WorkItem.kwargs`: the item then waits for that result where it runs.
+    """
+
+    #: the :attr:`WorkItem.id` of the item whose result this stands for
+    id: Hashable
+
+
 @dataclass(slots=True)
 class Outcome:
     """What became of a :class:`WorkItem`: its value, or a :class:`~nbflow.Failed`."""
@@ -93,6 +105,10 @@ class Executor(ABC):
     name: str = "executor"
     #: True when results stay elsewhere (dask): the scheduler then awaits fetch/split
     remote: bool = False
+    #: True when the executor accepts :class:`ResultOf` inputs: an item may be submitted
+    #: before its upstream items finished, and waits for them where it runs. The
+    #: scheduler then hands over static chains at once instead of one hop at a time.
+    chains: bool = False
 
     def __init__(self) -> None:
         self._on_done: Callable[[list[Outcome]], None] | None = None

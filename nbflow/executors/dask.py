@@ -9,7 +9,10 @@ result cache (small results only: see :attr:`DaskExecutor.cache_limit`).
 
 Ready items are handed over in batches: items of one task with the same
 options (the branches of a mapped task) go to dask as one ``client.map`` call,
-one graph update.
+one graph update. The executor :attr:`chains`: an item may come with
+:class:`~nbflow.executors.ResultOf` inputs, results of items still running,
+which become their futures, so dask runs a chain of tasks without a round trip
+through the kernel per hop.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..capture import Capture
 from ..errors import ExecutorError
 from ..values import Failed, Skipped
 from . import dask_worker
-from .base import Executor, Outcome, WorkItem
+from .base import Executor, Outcome, ResultOf, WorkItem
 from .dask_cluster import Connection, connect, local_cluster
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class DaskExecutor(Executor):
 
     name = "dask"
     remote = True
+    chains = True
 
     def __init__(
         self,
@@ -91,13 +95,13 @@ class DaskExecutor(Executor):
         #: dask key -> (work item id, future) of items running now
         self._running: dict[str, tuple[Hashable, Any]] = {}
         self._keys: dict[Hashable, str] = {}
+        #: work item id -> future, until its outcome reached the scheduler (for ResultOf)
+        self._futures: dict[Hashable, Any] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._outcomes: list[Outcome] = []
         self._flush_scheduled = False
         #: sizes of finished results, by key (for the cache decision)
         self._sizes: dict[str, int] = {}
-        #: functions and values already checked for serializability, by id
-        self._sendable: dict[int, Any] = {}
         self._client: Any = None
         self._address: str | None = None
         self._dashboard: str | None = None
@@ -170,7 +174,7 @@ class DaskExecutor(Executor):
     def _submit(self, items: Sequence[WorkItem]) -> None:
         groups: dict[tuple[Any, ...], list[WorkItem]] = {}
         for item in items:
-            problem = self._unsendable(item)
+            problem = self._resolve_chained(item)
             if problem is not None:
                 self._fail_now(item, problem)
                 continue
@@ -194,31 +198,54 @@ class DaskExecutor(Executor):
                 resources=dict(first.resources) if first.resources else None,
             )
         except Exception as exc:
+            # Serializing the graph failed (dask does it as it submits): name the culprit.
+            # Checking up front instead would pickle every function twice.
             conn.wanted.difference_update(keys)
-            for item in items:
-                self._fail_now(item, ExecutorError(
-                    f"dask refused task {item.label!r}: {type(exc).__name__}: {exc}"))
+            self._refused(items, exc)
             return
         assert self._loop is not None
         for item, key, fut in zip(items, keys, futures):
             self._running[key] = (item.id, fut)
             self._keys[item.id] = key
+            self._futures[item.id] = fut
             self._watchers[key] = self._loop.create_task(self._watch(item, key, fut))
 
+    def _refused(self, items: list[WorkItem], exc: Exception) -> None:
+        """Fail the items that cannot travel (with why); submit the others again."""
+        fine = []
+        for item in items:
+            problem = self._unsendable(item)
+            if problem is None:
+                fine.append(item)
+            else:
+                self._fail_now(item, problem)
+        if fine and len(fine) < len(items):
+            self._submit_group(fine)
+            return
+        for item in fine:
+            self._fail_now(item, ExecutorError(
+                f"dask refused task {item.label!r}: {type(exc).__name__}: {exc}"))
+
+    def _resolve_chained(self, item: WorkItem) -> Exception | None:
+        """Replace :class:`ResultOf` inputs by the futures of those items."""
+        for name, value in item.kwargs.items():
+            if type(value) is ResultOf:
+                future = self._futures.get(value.id)
+                if future is None:  # its upstream failed or was cancelled a moment ago
+                    return ExecutorError(f"the input {name!r} of task {item.label!r} is gone")
+                item.kwargs[name] = future
+        return None
+
     def _unsendable(self, item: WorkItem) -> Exception | None:
-        """Why ``item`` cannot travel to a worker (checked once per function and value)."""
+        """Why ``item`` cannot travel to a worker (its function or an input), if it cannot."""
         checks: list[tuple[str, Any]] = [("function", item.fn)]
         checks += [(f"input {name!r}", v) for name, v in item.kwargs.items()
                    if not _is_data_ref(v)]
         for what, value in checks:
-            seen = self._sendable.get(id(value))
-            if seen is not None and seen[0] is value:
-                continue
             try:
                 cloudpickle.dumps(value)
             except Exception as exc:
                 return TypeError(_unsendable_message(item, what, value, exc))
-            self._sendable[id(value)] = (value,)  # keep it alive: ids must stay unique
         return None
 
     def _fail_now(self, item: WorkItem, error: Exception) -> None:
@@ -283,6 +310,8 @@ class DaskExecutor(Executor):
     def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._outcomes = self._outcomes, []
+        for outcome in batch:  # from now on the scheduler hands out the future itself
+            self._futures.pop(outcome.id, None)
         if batch and self._on_done is not None and not self._closed:
             self._on_done(batch)
 
@@ -293,6 +322,7 @@ class DaskExecutor(Executor):
             if key is None:
                 continue
             entry = self._running.pop(key, None)
+            self._futures.pop(id_, None)
             watcher = self._watchers.pop(key, None)
             if watcher is not None:
                 watcher.cancel()
@@ -375,7 +405,7 @@ def _has_future(value: Any) -> bool:
 
 def _is_data_ref(value: Any) -> bool:
     """A value that is not pickled by nbflow: futures, branch inputs, Failed/Skipped."""
-    return _has_future(value) or isinstance(value, (Failed, Skipped))
+    return _has_future(value) or isinstance(value, (Failed, Skipped, ResultOf))
 
 
 def _unpick(value: Any) -> Any:

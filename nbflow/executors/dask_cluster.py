@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -150,11 +151,13 @@ class Connection:
     #: keys whose reports are wanted (others are dropped)
     wanted: set[str] = field(default_factory=set)
 
-    def on_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        msg = event[1]
-        key = msg.get("key")
-        if key in self.wanted:
-            self.reports[key] = msg
+    def on_event(self, event: tuple[float, Sequence[dict[str, Any]]]) -> None:
+        """A worker's batch of reports (see ``dask_worker._Reporter``; msgpack makes it a
+        tuple over TCP, in-process it stays a list)."""
+        for msg in event[1]:
+            key = msg.get("key")
+            if key in self.wanted:
+                self.reports[key] = msg
 
     @property
     def alive(self) -> bool:

@@ -87,6 +87,111 @@ def test_map_with_1000_branches_chained_elementwise(local):
     assert elapsed < 60, elapsed
 
 
+class RecordingDaskExecutor(nf.DaskExecutor):
+    """Notes when each task went to dask (duplicates share the list)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent: list[tuple[str, float]] = []
+
+    def _submit_group(self, items):
+        self.sent += [(item.task, time.time()) for item in items]
+        super()._submit_group(items)
+
+
+def test_a_chain_goes_to_dask_before_its_first_task_ends(local):
+    flow = nf.Flow("chained")
+
+    @flow.task
+    def first():
+        time.sleep(1.0)
+        return 1
+
+    @flow.task
+    def second(first):
+        print("second runs")
+        return first + 1
+
+    @flow.task
+    def third(second, first):
+        return second * 10 + first
+
+    executor = RecordingDaskExecutor(local)
+    run = flow.run(executor=executor)
+    assert run.results["third"] == 21
+    assert run.states == {"first": "succeeded", "second": "succeeded", "third": "succeeded"}
+    sent = dict(executor.sent)
+    assert set(sent) == {"first", "second", "third"}
+    first_ended = run.record("first").ended
+    assert sent["second"] < first_ended and sent["third"] < first_ended
+    for name in ("first", "second", "third"):
+        rec = run.record(name)
+        assert rec.attempts == 1 and rec.where is not None and rec.where.startswith("inproc://")
+    # the report of a chained task arrives with it: output, and it started after its upstream
+    assert run.record("second").output[None].text() == "second runs\n"
+    assert run.record("second").started >= first_ended - 0.05
+
+
+def test_a_failure_inside_a_chain_skips_the_rest_and_cancels_their_futures(local):
+    flow = nf.Flow("chain_failure")
+
+    @flow.task
+    def head():
+        time.sleep(0.3)
+        return 1
+
+    @flow.task
+    def breaks(head):
+        raise ValueError("breaks")
+
+    @flow.task
+    def chained_tail(breaks):
+        return breaks
+
+    @flow.task
+    def chained_end(chained_tail):
+        return chained_tail
+
+    run = flow.run(executor="dask", raise_on_failure=False)
+    assert run.states == {"head": "succeeded", "breaks": "failed", "chained_tail": "skipped",
+                          "chained_end": "skipped"}
+    [failure] = run.failures  # dask failed the tail with the same error: not counted twice
+    assert failure.task == "breaks" and isinstance(failure.error, ValueError)
+    assert run.record("chained_tail").attempts == 0
+    deadline = time.monotonic() + 10
+    while _scheduler_keys("chained_") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _scheduler_keys("chained_") == []
+
+
+def test_a_retry_inside_a_chain_is_chained_onto_again(local, tmp_path):
+    flow = nf.Flow("chain_retry")
+    marker = tmp_path / "tries"
+
+    @flow.task
+    def begin():
+        return 2
+
+    @flow.task(retries=1)
+    def wobbly(begin, path: str = str(marker)):
+        import os
+
+        tries = len(os.listdir(os.path.dirname(path)))
+        open(f"{path}{tries}", "w").close()
+        if tries < 1:
+            raise RuntimeError("first attempt fails")
+        return begin * 10
+
+    @flow.task
+    def after_wobbly(wobbly):
+        return wobbly + 1
+
+    run = flow.run(executor="dask")
+    assert run.results["after_wobbly"] == 21
+    assert run.record("wobbly").attempts == 2
+    assert run.record("after_wobbly").attempts == 1
+
+
 def test_run_if_runs_next_to_the_data(local):
     flow = nf.Flow("run_if")
 

@@ -1,0 +1,352 @@
+"""Chaining in the state machine: tasks handed over ahead of their upstreams.
+
+An executor that chains (dask) gets a task together with ``ResultOf``
+references to upstream items it is still running. These tests drive
+:class:`Transitions` directly; ``test_chaining_simulated`` compares whole runs
+with and without chaining on random graphs.
+"""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_random_dags import random_flows
+from test_transitions import Clock, fail, finish, names
+
+import nbflow as nf
+from nbflow.executors import ResultOf
+from nbflow.transitions import CancelRunning, LookupCache, RetryLater, RunFinished, Transitions
+from nbflow.values import Failed, Skipped
+
+
+def chain(n: int = 3, cache: bool = False, **options) -> nf.Flow:
+    """t0 -> t1 -> ... ; ``options`` go to every task but the first."""
+    flow = nf.Flow("chain")
+    flow.add(nf.Task.from_function(lambda: 0, name="t0", options={"cache": cache}))
+    for i in range(1, n):
+        fn = eval(f"lambda t{i - 1}: t{i - 1} + 1")
+        flow.add(nf.Task.from_function(fn, name=f"t{i}", options={"cache": cache, **options}))
+    return flow
+
+
+def chaining(flow: nf.Flow) -> Transitions:
+    sm = Transitions(flow.plan(), "run1", clock=Clock())
+    sm.enable_chaining({0})
+    return sm
+
+
+def take_all(sm: Transitions) -> list:
+    """What a scheduler hands over in one go: ready items, then chained rounds (no cache)."""
+    out = sm.take(100)
+    while sm.chain_candidates:
+        assert sm.chain_ahead() == []
+        out += sm.take(100)
+    return out
+
+
+def states(sm: Transitions) -> list[str]:
+    return [r.state for r in sm.records]
+
+
+def test_a_chain_is_handed_over_at_once_and_turns_running_hop_by_hop():
+    sm = chaining(chain(3))
+    sm.start()
+    t0, t1, t2 = take_all(sm)
+    assert names(sm, [t0, t1, t2]) == [("t0", None), ("t1", None), ("t2", None)]
+    assert t1.kwargs == {"t0": ResultOf(((0, None), 1))}
+    assert t2.kwargs == {"t1": ResultOf(((1, None), 1))}
+    assert states(sm) == ["running", "pending", "pending"]
+    sm.validate_state()
+    assert finish(sm, t0, 0) == []
+    assert states(sm) == ["succeeded", "running", "pending"]
+    finish(sm, t1, 1)
+    assert states(sm) == ["succeeded", "succeeded", "running"]
+    assert finish(sm, t2, 2) == [RunFinished("succeeded")]
+    assert [r.result for r in sm.records] == [0, 1, 2]
+    assert [r.attempt for r in sm.records] == [1, 1, 1]
+    sm.validate_state()
+
+
+def test_an_outcome_that_arrives_before_its_upstreams_waits_for_them():
+    sm = chaining(chain(3))
+    sm.start()
+    t0, t1, t2 = take_all(sm)
+    assert finish(sm, t2, 2) == []
+    assert finish(sm, t1, 1) == []
+    assert states(sm) == ["running", "pending", "pending"]
+    assert finish(sm, t0, 0) == [RunFinished("succeeded")]
+    assert states(sm) == ["succeeded"] * 3
+    assert [r.result for r in sm.records] == [0, 1, 2]
+
+
+def test_an_upstream_failure_cancels_the_chain_below_and_skips_it():
+    sm = chaining(chain(4))
+    sm.start()
+    t0, t1, t2, t3 = take_all(sm)
+    finish(sm, t0, 0)
+    # dask fails t2 and t3 with t1's error; those outcomes must not count as theirs
+    finish(sm, t3, None, ok=False)
+    out = fail(sm, t1)
+    assert CancelRunning([((2, None), 1)]) in out and CancelRunning([((3, None), 1)]) in out
+    fail(sm, t2)  # late, for a cancelled submission
+    assert states(sm) == ["succeeded", "failed", "skipped", "skipped"]
+    assert sm.records[2].skip_reason == "upstream 't1' failed"
+    assert sm.status == "failed"
+    assert [r.attempt for r in sm.records] == [1, 1, 0, 0]
+    sm.validate_state()
+
+
+def test_a_retried_upstream_is_chained_onto_again_without_counting_attempts():
+    sm = chaining(chain(3, retries=1))
+    sm.start()
+    t0, t1, t2 = take_all(sm)
+    finish(sm, t0, 0)
+    out = fail(sm, t1)
+    assert CancelRunning([((2, None), 1)]) in out
+    assert RetryLater((1, None), 2, 0.0) in out
+    assert states(sm) == ["succeeded", "retrying", "pending"]
+    sm.retry_due((1, None), 2)
+    t1b, t2b = take_all(sm)
+    assert (t1b.attempt, t2b.attempt) == (2, 1)
+    assert t2b.kwargs == {"t1": ResultOf(((1, None), 2))}
+    finish(sm, t1b, 1)
+    finish(sm, t2b, 2)
+    assert sm.status == "succeeded"
+    assert [r.attempts for r in sm.records] == [1, 2, 1]
+
+
+def test_chained_tasks_look_the_cache_up_first():
+    sm = chaining(chain(3, cache=True))
+    [lookup] = sm.start()
+    sm.cache_answer(lookup.item, False)
+    [t0] = sm.take(10)
+    [ahead] = sm.chain_ahead()
+    assert isinstance(ahead, LookupCache) and ahead.item == (1, None)
+    sm.cache_answer(ahead.item, False)  # a miss: t1 goes ahead
+    [t1] = sm.take(10)
+    [ahead2] = sm.chain_ahead()
+    sm.cache_answer(ahead2.item, True, 2)  # a hit: t2 waits for t1 as usual
+    assert sm.take(10) == [] and not sm.chain_candidates
+    finish(sm, t0, 0)
+    out = finish(sm, t1, 1)
+    again = [i for i in out if isinstance(i, LookupCache)]
+    assert [i.key for i in again] == [ahead2.key]  # the same key, looked up again
+    assert sm.cache_answer((2, None), True, 2) == [RunFinished("succeeded")]
+    assert states(sm) == ["succeeded", "succeeded", "cached"]
+
+
+def test_cancel_lists_chained_items_as_running():
+    sm = chaining(chain(3))
+    sm.start()
+    take_all(sm)
+    out = sm.cancel()
+    assert out[0] == CancelRunning([((0, None), 1), ((1, None), 1), ((2, None), 1)])
+    assert states(sm) == ["cancelled"] * 3
+    sm.validate_state()
+
+
+def test_an_upstream_that_finishes_before_the_chained_task_is_taken():
+    sm = chaining(chain(2))
+    sm.start()
+    [t0] = sm.take(10)
+    assert sm.chain_ahead() == []  # t1 queued ahead ...
+    finish(sm, t0, 0)  # ... but t0 is done before anyone took it
+    [t1] = sm.take(10)
+    assert t1.kwargs == {"t0": 0}
+    assert states(sm) == ["succeeded", "running"]
+    finish(sm, t1, 1)
+    assert sm.status == "succeeded"
+
+
+def test_only_plain_tasks_on_a_chaining_lane_are_chained():
+    flow = nf.Flow("rules")
+    flow.add(nf.Task.from_function(lambda: [1], name="a", options={"cache": False}))
+    rules = {
+        "when": {"run_if": lambda a: True},
+        "slow": {"timeout": 5.0},
+        "always": {"run_on": "always"},
+        "each": {"map": "a"},
+        "later": {"after": ["plain"]},
+        "plain": {},
+    }
+    for name, options in rules.items():
+        flow.add(nf.Task.from_function(lambda a: a, name=name,
+                                       options={"cache": False, **options}))
+    sm = chaining(flow)
+    sm.start()
+    assert names(sm, take_all(sm)) == [("a", None), ("plain", None)]
+
+    plan = flow.plan()
+    sm = Transitions(plan, "run1", clock=Clock())
+    sm.set_lanes([int(pt.name == "plain") for pt in plan.tasks])  # "plain" on a lane of its own
+    sm.enable_chaining({0})
+    sm.start()
+    assert names(sm, take_all(sm)) == [("a", None)]
+
+
+def test_fan_in_over_a_mapped_task_is_not_chained():
+    flow = nf.Flow("m")
+    flow.add(nf.Task.from_function(lambda: [1, 2], name="items", options={"cache": False}))
+    flow.add(nf.Task.from_function(lambda items: items, name="f",
+                                   options={"map": "items", "cache": False}))
+    flow.add(nf.Task.from_function(lambda f: f, name="total", options={"cache": False}))
+    sm = chaining(flow)
+    sm.start()
+    finish(sm, sm.take(1)[0], [1, 2])
+    sm.split_answer(0, [1, 2])
+    assert names(sm, take_all(sm)) == [("f", 0), ("f", 1)]
+
+
+def test_skipped_values_are_not_results():
+    sm = chaining(chain(3))
+    sm.start()
+    t0, t1, t2 = take_all(sm)
+    fail(sm, t0)
+    assert states(sm) == ["failed", "skipped", "skipped"]
+    assert isinstance(sm.records[0].error, Failed)
+    assert sm.arguments((2, None)) == {"t1": Skipped("t1", "upstream 't0' failed")}
+
+
+# -- whole runs on random graphs, with and without chaining ----------------------------------
+
+
+def _norm(value):
+    if isinstance(value, Failed):
+        return ("failed", value.task)
+    if isinstance(value, Skipped):
+        return ("skipped", value.task)
+    if isinstance(value, list):
+        return tuple(_norm(v) for v in value)
+    return value
+
+
+def random_flow(parents, mapped, options):
+    """A flow from {task: [upstreams]}: bodies return (name, inputs); lists for list_*."""
+    flow = nf.Flow("random")
+    for name, ups in parents.items():
+        args = ", ".join(ups)
+        many = name.startswith("list_") and name not in mapped
+        body = (f"[({name!r}, _norm([{args}]), i) for i in range(3)]" if many
+                else f"({name!r}, _norm([{args}]))")
+        fn = eval(f"lambda {args}: {body}", {"_norm": _norm})
+        opts = {"map": ups[0]} if name in mapped else {}
+        flow.add(nf.Task.from_function(fn, name=name, options={**opts, **options.get(name, {})}))
+    return flow
+
+
+class Simulation:
+    """Drives one run like the scheduler does, on an executor that completes items in a
+    random order once their ``ResultOf`` inputs are done (and fails them when those
+    failed, as dask does). ``faults[task]`` is how many first attempts fail."""
+
+    def __init__(self, flow, chaining, rng, store, faults):
+        self.sm = Transitions(flow.plan(), "run", clock=Clock())
+        if chaining:
+            self.sm.enable_chaining({0})
+        self.rng, self.store, self.faults = rng, store, faults
+        self.submitted: dict = {}
+        self.done: dict = {}  # item id -> (ok, value), as the executor keeps them
+        self.retries: list = []
+        self.finished = False
+
+    def run(self):
+        pending = list(self.sm.start())
+        while True:
+            self._handle(pending)
+            pending = []
+            self._take()
+            while self.sm.chain_candidates:
+                self._handle(self.sm.chain_ahead())
+                self._take()
+            if self.finished:
+                self.sm.validate_state()
+                return self.sm
+            self.sm.validate_state()
+            pending = self._step()
+
+    def _take(self):
+        for ex in self.sm.take(1000):
+            self.submitted[(ex.item, ex.attempt)] = ex
+            self.done.pop((ex.item, ex.attempt), None)
+
+    def _handle(self, instructions):
+        queue = list(instructions)
+        while queue:
+            ins = queue.pop(0)
+            kind = type(ins).__name__
+            if kind == "LookupCache":
+                hit = ins.key in self.store
+                queue += self.sm.cache_answer(ins.item, hit, self.store.get(ins.key))
+            elif kind == "StoreResult":
+                self.store[ins.key] = ins.value
+            elif kind == "SplitResult":
+                queue += self.sm.split_answer(ins.source, list(self.sm.records[ins.source].result))
+            elif kind == "RetryLater":
+                self.retries.append((ins.item, ins.attempt))
+            elif kind == "CancelRunning":
+                for key in ins.items:
+                    self.submitted.pop(key, None)
+                    self.done.pop(key, None)
+            elif kind == "RunFinished":
+                self.finished = True
+            else:
+                raise AssertionError(ins)
+
+    def _step(self):
+        ready = [k for k, ex in self.submitted.items()
+                 if all(v.id in self.done for v in ex.kwargs.values() if type(v) is ResultOf)]
+        choices = ready + [("retry", r) for r in self.retries]
+        assert choices, "stuck"
+        pick = choices[self.rng.randrange(len(choices))]
+        if pick[0] == "retry":
+            self.retries.remove(pick[1])
+            return self.sm.retry_due(*pick[1])
+        ex = self.submitted.pop(pick)
+        (t, b), attempt = pick
+        name = self.sm.records[t].name
+        kwargs, upstream_failure = {}, None
+        for k, v in ex.kwargs.items():
+            if type(v) is ResultOf:
+                ok, v = self.done[v.id]
+                if not ok:
+                    upstream_failure = v
+            kwargs[k] = v
+        if upstream_failure is not None:
+            ok, value = False, upstream_failure
+        elif attempt <= self.faults.get(name, 0):
+            ok, value = False, Failed.from_exception(name, RuntimeError("fault"), b, attempt)
+        else:
+            ok, value = True, self.sm.records[t].pt.task.fn(**kwargs)
+        self.done[pick] = (ok, value)
+        return self.sm.finished((t, b), attempt, ok, value, 0.0, 0.0)
+
+
+def outcome(sm):
+    return {r.name: (r.state, r.bstate, r.attempts,
+                     _norm(r.result) if r.state in ("succeeded", "cached") else None)
+            for r in sm.records}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_flows(), st.data())
+def test_chaining_changes_nothing_but_when_items_are_handed_over(flow_spec, data):
+    parents, mapped = flow_spec
+    names_ = list(parents)
+    options = {n: data.draw(st.fixed_dictionaries({}, optional={
+        "retries": st.integers(0, 2),
+        "run_on": st.sampled_from(["success", "always"]),
+        "cache": st.booleans(),
+    })) for n in names_}
+    faults = data.draw(st.dictionaries(st.sampled_from(names_), st.integers(1, 2), max_size=3))
+    seed = data.draw(st.integers(0, 2**16))
+    flow = random_flow(parents, mapped, options)
+    results = []
+    for chaining_on in (False, True):
+        store: dict = {}
+        rng = random.Random(seed)
+        first = outcome(Simulation(flow, chaining_on, rng, store, faults).run())
+        again = outcome(Simulation(flow, chaining_on, rng, store, {}).run())  # with a cache
+        results.append((first, again))
+    assert results[0] == results[1]
