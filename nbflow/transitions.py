@@ -268,7 +268,8 @@ class Transitions:
 
         A task qualifies when it is synchronous, not mapped, has no ``run_if``,
         ``timeout`` or ``run_on`` other than "success", and every dependency is an
-        input computed on the same lane.
+        input computed by a synchronous task on the same lane (an ``async def``
+        task runs on the scheduler loop, not on the lane's executor).
         """
         lane_of = self._lane_of or [0] * len(self.records)
         chainable = []
@@ -281,7 +282,8 @@ class Transitions:
                 and not pt.task.is_async and o.run_if is None and o.timeout is None
                 and o.run_on == "success"
                 and set(rec.dep_idx) == {d for _, d in rec.up_idx}
-                and all(lane_of[d] == lane for d in rec.dep_idx)
+                and all(lane_of[d] == lane and not self.records[d].pt.task.is_async
+                        for d in rec.dep_idx)
             )
         self._chainable = chainable if any(chainable) else None
 

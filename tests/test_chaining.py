@@ -178,6 +178,17 @@ def test_only_plain_tasks_on_a_chaining_lane_are_chained():
     sm.start()
     assert names(sm, take_all(sm)) == [("a", None), ("plain", None)]
 
+    async def coro():
+        return 1
+
+    flow.add(nf.Task.from_function(coro, name="coro", options={"cache": False}))
+    flow.add(nf.Task.from_function(lambda coro: coro, name="after_coro",
+                                   options={"cache": False}))
+    sm = chaining(flow)
+    sm.start()
+    assert names(sm, sm.take_async()) == [("coro", None)]
+    assert names(sm, take_all(sm)) == [("a", None), ("plain", None)]
+
     plan = flow.plan()
     sm = Transitions(plan, "run1", clock=Clock())
     sm.set_lanes([int(pt.name == "plain") for pt in plan.tasks])  # "plain" on a lane of its own
