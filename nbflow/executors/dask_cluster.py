@@ -145,6 +145,8 @@ class Connection:
 
     client: Client
     address: str
+    #: the credentials it was made with (kept alive: connections are found by its id)
+    security: Any = None
     topic: str = field(default_factory=lambda: f"nbflow-{uuid.uuid4().hex[:12]}")
     #: reports by dask key, waiting for their futures' completion
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -164,14 +166,16 @@ class Connection:
         return str(getattr(self.client, "status", "")) in ("running", "connecting", "newly-created")
 
 
-_connections: dict[tuple[int, str], Connection] = {}
-_pending: dict[tuple[int, str], asyncio.Future[Connection]] = {}
+#: by (loop id, address, security object id): other credentials mean another connection
+_connections: dict[tuple[int, str, int], Connection] = {}
+_pending: dict[tuple[int, str, int], asyncio.Future[Connection]] = {}
 
 
 async def connect(address: str, security: Any = None, timeout: float = 10.0) -> Connection:
-    """The connection to ``address`` for the running loop (made now if needed)."""
+    """The connection to ``address`` with ``security`` for the running loop (made now if
+    needed)."""
     loop = asyncio.get_running_loop()
-    key = (id(loop), address)
+    key = (id(loop), address, id(security))
     conn = _connections.get(key)
     if conn is not None and conn.alive:
         return conn
@@ -195,6 +199,11 @@ async def connect(address: str, security: Any = None, timeout: float = 10.0) -> 
 
 async def _open(address: str, security: Any, timeout: float) -> Connection:
     distributed = _import_distributed()
+    if address.startswith("tls://") and security is None:
+        msg = (f"the dask scheduler at {address} speaks TLS: pass its credentials, "
+               "nf.DaskExecutor(address, security=distributed.security.Security(tls_ca_file=..., "
+               "tls_client_cert=..., tls_client_key=..., require_encryption=True))")
+        raise ExecutorError(msg)
     try:
         client = await asyncio.wait_for(
             distributed.Client(address, asynchronous=True, security=security, timeout=timeout,
@@ -207,8 +216,11 @@ async def _open(address: str, security: Any, timeout: float) -> Connection:
                "and port are right (dask scheduler prints them), or use "
                "nf.DaskExecutor() for a local cluster.")
         raise ExecutorError(msg) from exc
+    except Exception as exc:  # refused credentials, a malformed address, ...
+        msg = f"cannot connect to the dask scheduler at {address}: {type(exc).__name__}: {exc}"
+        raise ExecutorError(msg) from exc
     _quicken(client)
-    conn = Connection(client, address)
+    conn = Connection(client, address, security)
     client.subscribe_topic(conn.topic, conn.on_event)
     return conn
 

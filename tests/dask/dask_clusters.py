@@ -5,7 +5,9 @@ This folder has no ``__init__.py`` and no ``conftest.py`` on purpose: a package 
 
 - ``local``: nbflow's process-wide LocalCluster (processes=False), shared by a module;
 - ``cli_cluster``: a ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1
-  (dashboards too), one worker with a ``special=1`` resource; stopped by pid.
+  (dashboards too), one worker with a ``special=1`` resource; stopped by pid;
+- ``tls_cluster``: a ``dask scheduler`` and one ``dask worker`` that speak TLS only
+  (``tls://127.0.0.1``), with throwaway certificates; stopped by pid.
 """
 
 from __future__ import annotations
@@ -94,6 +96,70 @@ def cli_cluster_fixture(tmp_path_factory):
             except OSError:
                 time.sleep(0.5)
         yield cluster
+    finally:
+        dask_cluster.reset()
+        cluster.stop()
+
+
+@dataclass
+class TlsCluster:
+    address: str
+    #: a distributed.security.Security that the scheduler accepts
+    security: object
+    cluster: CliCluster
+
+
+def _write_credentials(tmp) -> tuple[object, dict[str, str]]:
+    """Throwaway TLS credentials: the Security for clients, and files for the CLI."""
+    from distributed.security import Security
+
+    security = Security.temporary()  # PEM strings, one self-signed CA
+    files = {}
+    for name in ("tls_ca_file", "tls_scheduler_cert", "tls_scheduler_key", "tls_worker_cert",
+                 "tls_worker_key"):
+        path = tmp / f"{name}.pem"
+        path.write_text(getattr(security, name))
+        files[name] = str(path)
+    return security, files
+
+
+@pytest.fixture(scope="module", name="tls_cluster")
+def tls_cluster_fixture(tmp_path_factory):
+    """A TLS-only ``dask scheduler`` + ``dask worker`` on 127.0.0.1 (no dashboards)."""
+    tmp = tmp_path_factory.mktemp("dask-tls")
+    security, files = _write_credentials(tmp)
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    with open(tmp / "scheduler.log", "wb") as log:
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "dask", "scheduler", "--protocol", "tls", "--host",
+             "127.0.0.1", "--port", str(port), "--dashboard-address", "127.0.0.1:0",
+             "--tls-ca-file", files["tls_ca_file"], "--tls-cert", files["tls_scheduler_cert"],
+             "--tls-key", files["tls_scheduler_key"]],
+            stdout=subprocess.DEVNULL, stderr=log, env=env)
+    cluster = CliCluster(address, "", scheduler)
+    try:
+        with open(tmp / "worker.log", "wb") as log:
+            cluster.workers.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", "worker", address, "--nworkers", "1",
+                 "--nthreads", "2", "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0",
+                 "--death-timeout", "30", "--tls-ca-file", files["tls_ca_file"],
+                 "--tls-cert", files["tls_worker_cert"], "--tls-key", files["tls_worker_key"]],
+                stdout=subprocess.DEVNULL, stderr=log, env=env))
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, security=security, timeout=30) as client:
+                    client.wait_for_workers(1, timeout=30)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield TlsCluster(address, security, cluster)
     finally:
         dask_cluster.reset()
         cluster.stop()
