@@ -32,7 +32,7 @@ from ..errors import ExecutorError
 from ..values import Failed, Skipped
 from . import dask_worker
 from .base import Executor, Outcome, ResultOf, WorkItem
-from .dask_cluster import Connection, connect, local_cluster
+from .dask_cluster import Connection, connect, dashboard_link, local_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ class DaskExecutor(Executor):
         self._conn = await connect(address, security, self.connect_timeout)
         self._client = self._conn.client
         self._address = address
-        try:
-            self._dashboard = self._client.dashboard_link
-        except Exception:
-            self._dashboard = None
+        self._dashboard = dashboard_link(self._conn)
 
     async def _scheduler_address(self) -> tuple[str, Any]:
         target = self.address

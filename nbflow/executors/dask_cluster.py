@@ -87,6 +87,25 @@ def current_local_cluster() -> LocalCluster | None:
     return cluster if cluster is not None and _alive(cluster) else None
 
 
+def dashboard_link(conn: Connection) -> str | None:
+    """The dashboard URL of the cluster behind ``conn`` (None when it runs none).
+
+    For the local cluster nbflow started, the dashboard listens on 127.0.0.1 only,
+    while dask builds the link from the machine's address (for in-process workers):
+    that link would not open, so this one names 127.0.0.1.
+    """
+    local = current_local_cluster()
+    if local is not None and str(local.scheduler_address) == conn.address:
+        server = getattr(getattr(local, "scheduler", None), "http_server", None)
+        port = getattr(server, "port", None)
+        return f"http://127.0.0.1:{port}/status" if port else None
+    try:
+        link = conn.client.dashboard_link
+    except Exception:  # no dashboard service, or the scheduler did not say
+        return None
+    return str(link) if link else None
+
+
 def _alive(cluster: Any) -> bool:
     return getattr(cluster, "status", None) is not None and cluster.status.name == "running"
 

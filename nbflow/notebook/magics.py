@@ -575,7 +575,7 @@ class NbflowMagics(Magics):
             raise UsageError(str(exc)) from None
         self._cluster = executor
         workers = len(conn.client.scheduler_info().get("workers", {}))
-        link = conn.client.dashboard_link
+        link = dask_cluster.dashboard_link(conn) or "none"
         print(f"nbflow: dask cluster at {address} ({workers} workers); dashboard: {link}; "
               "%nbflow run uses it")
 

@@ -91,6 +91,8 @@ class DagWidget(anywidget.AnyWidget):
     #: {"seq", "time", "nodes": {name: info}}: the nodes changed since the last delta
     delta = traitlets.Dict().tag(sync=True)
     run_status = traitlets.Unicode("").tag(sync=True)
+    #: the dask dashboard of the followed run's cluster ("" when there is none)
+    dashboard = traitlets.Unicode("").tag(sync=True)
     #: whether node actions (re-run, run what it needs) can start runs
     actions = traitlets.Bool(False).tag(sync=True)
     styles = traitlets.Dict(STYLES).tag(sync=True)
@@ -227,6 +229,7 @@ class DagWidget(anywidget.AnyWidget):
             else:
                 self._nodes = {pt.name: self._info(run.record(pt.name)) for pt in run.plan.tasks}
             self.run_status = _final_status(run)
+            self.dashboard = run.dashboard_link or ""
             self._send_snapshot()
 
     @property
@@ -308,6 +311,8 @@ class DagWidget(anywidget.AnyWidget):
                     self.delta = {"seq": self._seq, "time": time.time(), "nodes": changed}
                     self.deltas_sent += 1
                 self.run_status = status
+                if not self.dashboard:  # known once the run's executor connected
+                    self.dashboard = run.dashboard_link or ""
                 if final or now - self._last_snapshot >= self.snapshot_every:
                     self._send_snapshot()
             self._last_delta = now

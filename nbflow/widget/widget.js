@@ -45,6 +45,9 @@ function render({ model, el }) {
 
   // -- layout of the widget ----------------------------------------------------
   const status = h("span", { class: "nbf-status" });
+  const dashboard = h("a", { class: "nbf-dashboard", target: "_blank", rel: "noopener",
+                             title: "the dask dashboard of this run's cluster", hidden: "" },
+    "dask dashboard ↗");
   const filter = h("select", { class: "nbf-filter", title: "show part of the graph" },
     h("option", { value: "all" }, "all tasks"),
     h("option", { value: "up" }, "upstream of selected"),
@@ -59,7 +62,7 @@ function render({ model, el }) {
     h("button", { title: "zoom in", onclick: () => zoom(1.25) }, "+"),
     h("button", { title: "zoom out", onclick: () => zoom(0.8) }, "−"),
     h("button", { title: "fit to view", onclick: () => fit() }, "fit"),
-    filter, status);
+    filter, status, dashboard);
   const legend = h("div", { class: "nbf-legend" });
   const canvas = h("div", { class: "nbf-canvas" });
   const stage = h("div", { class: "nbf-stage" }, canvas);
@@ -350,11 +353,18 @@ function render({ model, el }) {
   model.on("change:graph", applyFilter);
   model.on("change:snapshot_json", onSnapshot);
   model.on("change:delta", onDelta);
+  function showDashboard() {
+    const link = model.get("dashboard");
+    if (link) { dashboard.href = link; dashboard.hidden = false; } else dashboard.hidden = true;
+  }
+
   model.on("change:run_status", updateStatus);
+  model.on("change:dashboard", showDashboard);
   model.on("change:layout_status", updateStatus);
   model.on("change:styles", () => { drawLegend(); for (const n of view.byName.keys()) paint(n); });
 
   drawLegend();
+  showDashboard();
   drawSvg();
   onSnapshot();
   updateStatus();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import urllib.request
 
 import cloudpickle
 import pytest
@@ -404,3 +405,29 @@ def test_unreachable_scheduler_is_a_clear_error_in_bounded_time():
     with pytest.raises(nf.ExecutorError, match="cannot reach the dask scheduler at tcp://127"):
         flow.run(executor=nf.DaskExecutor(address, connect_timeout=2))
     assert time.monotonic() - t0 < 15
+
+
+def test_the_summary_and_the_widget_link_the_dashboard(local):
+    from nbflow.widget import DagWidget
+
+    flow = nf.Flow("dashboard")
+
+    @flow.task
+    def one():
+        return 1
+
+    widget = DagWidget(flow)
+    run = flow.run(executor="dask", background=True)
+    widget.attach(run)
+    run.wait(30)
+    widget.flush(final=True)
+    link = run.dashboard_link
+    assert link == f"http://127.0.0.1:{local.scheduler.http_server.port}/status"
+    with urllib.request.urlopen(link, timeout=10) as response:  # it opens
+        assert response.status == 200
+    assert f"dask dashboard: {link}" in str(run.summary())
+    assert widget.dashboard == link
+
+    local_run = flow.run(executor="threads")
+    assert local_run.dashboard_link is None
+    assert "dask dashboard" not in str(local_run.summary())

@@ -146,13 +146,14 @@ def test_live_widget_in_the_browser(server: str, browser, request) -> None:
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
-    root = page.locator(".nbf-root").first
-    root.wait_for(timeout=60_000)
+    # the first widget shows the flow (with a dashboard link); the last one follows the run
+    page.locator(".nbf-root").nth(1).wait_for(timeout=60_000)
+    root = page.locator(".nbf-root").last
     # Watch the live widget: states seen while the run goes on, until it has failed.
     seen: set[str] = set()
     deadline = time.monotonic() + 60
     while True:
-        status, shown = page.evaluate("""() => { const r = document.querySelector('.nbf-root');
+        status, shown = page.evaluate("""() => { const r = [...document.querySelectorAll('.nbf-root')].pop();
             const nodes = r ? [...r.querySelectorAll('svg g.node')] : [];
             return [r ? r.dataset.runStatus : '', nodes.map((g) => g.dataset.state)]; }""")
         seen.update(shown)
@@ -175,6 +176,12 @@ def test_live_widget_in_the_browser(server: str, browser, request) -> None:
     traceback = root.locator(".nbf-panel .nbf-traceback")
     traceback.wait_for(timeout=10_000)
     assert "ValueError: explode: total 14 is too small" in traceback.inner_text()
+
+    # no cluster, no link; the flow widget was given one (as a dask run sets it)
+    assert root.locator("a.nbf-dashboard").is_hidden()
+    link = page.locator(".nbf-root").first.locator("a.nbf-dashboard")
+    link.wait_for(state="visible", timeout=10_000)
+    assert link.get_attribute("href") == "http://127.0.0.1:8787/status"
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"widget-{app}.png"), full_page=True)
