@@ -269,7 +269,7 @@ def test_mixed_placement_moves_data_only_across_edges(local):
     assert run.record("summary").result == 20
 
 
-def test_unserializable_input_is_named_before_submission(local):
+def test_unserializable_input_is_named_when_submitted(local):
     flow = nf.Flow("unsendable")
 
     @flow.task
