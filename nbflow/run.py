@@ -134,11 +134,20 @@ class Run:
         if self._error is not None:
             raise self._error
 
-    def cancel(self) -> None:
-        """Stop the run: nothing new starts; running tasks are cancelled or abandoned."""
+    def cancel(self, task: str | None = None) -> None:
+        """Stop the run: nothing new starts; running tasks are cancelled or abandoned.
+
+        With ``task``, cancel only that task (every branch of a mapped one): what
+        depends on it is skipped, everything else goes on, and the run ends
+        ``cancelled`` (``failed`` if a task failed).
+        """
+        index = None if task is None else self.record(task).pt.index  # checks the name
         if self._future is None or self._done.is_set():
             return
-        self._loop_thread.call(self._scheduler.cancel)
+        if index is None:
+            self._loop_thread.call(self._scheduler.cancel)
+        else:
+            self._loop_thread.call(self._scheduler.cancel_task, index)
 
     def observe(self, observer: Observer) -> None:
         """Receive batches of this run's events from now on."""

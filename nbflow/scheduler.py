@@ -78,6 +78,7 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False
         self._cancel_requested = False
+        self._cancel_tasks: list[int] = []
         self._run_if_params: dict[int, tuple[set[str], bool]] = {}
 
     async def execute(self) -> str:
@@ -95,6 +96,8 @@ class Scheduler:
         self._crossing = _crossing_inputs(self.sm, self.executors, self._lane_of)
         try:
             self._process(self.sm.start())
+            for index in self._cancel_tasks:
+                self._process(self.sm.cancel_task(index))
             if self._cancel_requested:
                 self._process(self.sm.cancel())
             status = await self._done
@@ -118,6 +121,13 @@ class Scheduler:
         self._cancel_requested = True
         if self._done is not None:
             self._process(self.sm.cancel())
+
+    def cancel_task(self, task: int) -> None:
+        """Cancel one task, by index (call on the loop); the rest of the run goes on."""
+        if self.sm.status == "pending":  # not started yet: right after the start
+            self._cancel_tasks.append(task)
+        else:
+            self._process(self.sm.cancel_task(task))
 
     # -- stimuli from executors, timers, async tasks --------------------------------------
 

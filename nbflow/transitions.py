@@ -362,7 +362,7 @@ class Transitions:
         out: list[Instruction] = []
         t, b = item
         rec = self.records[t]
-        if self.cancelling:
+        if self.cancelling or self._item_over(rec, b):
             return out
         if rec.chain_lookup and b is None:
             # A lookup ahead of the upstreams: a miss sends the task ahead; a hit waits
@@ -382,7 +382,7 @@ class Transitions:
         out: list[Instruction] = []
         t, b = item
         rec = self.records[t]
-        if self.cancelling:
+        if self.cancelling or self._item_over(rec, b):
             return out
         if isinstance(result, Failed):
             self._complete(rec, b, "failed", result, out, self.clock())
@@ -406,6 +406,8 @@ class Transitions:
         if isinstance(items, Failed):
             for t in waiters:
                 rec = self.records[t]
+                if rec.state in TERMINAL:  # cancelled meanwhile
+                    continue
                 failure = Failed(rec.name, items.error, items.traceback, None, 1)
                 self._set_state(rec, "failed", error=failure)
                 rec.error = failure
@@ -413,7 +415,8 @@ class Transitions:
             return out
         src.items = items
         for t in waiters:
-            self._fan_out(self.records[t], len(items), out)
+            if self.records[t].state not in TERMINAL:  # not cancelled meanwhile
+                self._fan_out(self.records[t], len(items), out)
         return out
 
     def retry_due(self, item: Item, attempt: int) -> list[Instruction]:
@@ -440,6 +443,45 @@ class Transitions:
         timeout = rec.pt.task.options.timeout or 0.0
         failure = Failed.from_exception(rec.name, TaskTimeoutError(label, timeout), b, attempt)
         self._failed_attempt(rec, b, attempt, failure, out, self.clock())
+        return out
+
+    def cancel_task(self, t: int) -> list[Instruction]:
+        """Cancel one task (every branch of a mapped one); the rest of the run goes on.
+
+        Its running items are cancelled; what depends on it is skipped like after a
+        failure (``run_on="always"`` tasks get a :class:`Skipped`). A run with a
+        cancelled task ends ``cancelled`` unless a task failed.
+        """
+        out: list[Instruction] = []
+        rec = self.records[t]
+        if self.status != "running" or rec.state in TERMINAL:
+            return out
+        now = self.clock()
+        running: list[tuple[Item, int]] = []
+        if rec.bstate is not None:
+            rec.deferred.clear()
+            open_branches = [b for b, st in enumerate(rec.bstate) if st not in TERMINAL]
+            for b in open_branches:
+                if rec.bstate[b] == "running":
+                    running.append(((t, b), rec.battempt.get(b, 1)))
+                    rec.in_flight -= 1
+            if running:
+                out.append(CancelRunning(running))
+            for b in open_branches:
+                self._complete(rec, b, "cancelled", Skipped(rec.name, "cancelled", b), out, now)
+            return out
+        if rec.state == "running" or rec.chained == SUBMITTED:
+            out.append(CancelRunning([((t, None), rec.attempt)]))
+            if rec.chained:
+                rec.attempt -= 1  # sent ahead, never started as far as the run is concerned
+        self._unchain_below(rec, out)
+        rec.chained = 0
+        rec.early = None
+        rec.in_flight = 0
+        rec.skip_reason = "cancelled"
+        rec.ended = now
+        self._set_state(rec, "cancelled")
+        self._task_done(rec, out)
         return out
 
     def cancel(self) -> list[Instruction]:
@@ -517,6 +559,13 @@ class Transitions:
                     assert self.records[d].state in TERMINAL, (rec.name, self.records[d].name)
 
     # -- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _item_over(rec: TaskRecord, b: int | None) -> bool:
+        """True when the item is final already (its task was cancelled meanwhile)."""
+        if b is None or rec.bstate is None:
+            return rec.state in TERMINAL
+        return rec.bstate[b] in TERMINAL
 
     def _is_current(self, rec: TaskRecord, b: int | None, attempt: int, state: str) -> bool:
         if b is None:
@@ -686,7 +735,9 @@ class Transitions:
             if b is None and rec.state != "ready":
                 if rec.chained == QUEUED:
                     out.append(self._submit_chained(rec))
-                continue  # else a chained entry whose task was unchained: stale
+                continue  # else stale: a task unchained or cancelled after it was queued
+            if b is not None and rec.bstate[b] != "ready":  # type: ignore[index]
+                continue  # stale: its task was cancelled
             limit = rec.pt.task.options.max_parallel
             if limit is not None and rec.in_flight >= limit:
                 if b is None:  # a task that is not mapped has one item: it cannot be over
@@ -863,8 +914,9 @@ class Transitions:
             self._finish(out)
 
     def _finish(self, out: list[Instruction]) -> list[Instruction]:
-        failed = any(r.state == "failed" for r in self.records)
-        self.status = "failed" if failed else "succeeded"
+        states = {r.state for r in self.records}
+        self.status = ("failed" if "failed" in states else
+                       "cancelled" if "cancelled" in states else "succeeded")
         self._emit_run(self.status)
         out.append(RunFinished(self.status))
         return out

@@ -174,6 +174,11 @@ def build_parser() -> _Parser:
                          help="worker processes of the local cluster")
     cluster.add_argument("--threads", type=int, default=None, metavar="N",
                          help="threads per worker of the local cluster")
+    cancel = sub.add_parser("cancel", prog="nbflow cancel", help="cancel the last run, or a task",
+                            description="Cancel the last run (a background run, or one started "
+                            "from the widget). With TASK, cancel only that task: what depends "
+                            "on it is skipped, the rest of the run goes on.")
+    cancel.add_argument("task", nargs="?", default=None, help="a task of the run (default: all)")
     sub.add_parser("wait", prog="nbflow wait", help="wait for the last run, like a blocking run",
                    description="Block until the last run ends, show its output and summary; a "
                    "failed task is the cell's error.")
@@ -353,6 +358,20 @@ class NbflowMagics(Magics):
         run = start_run(self.flow, targets, force, observers=[binder])
         binder.run = run
         return run
+
+    def _cancel(self, args: argparse.Namespace) -> None:
+        run = self.flow.last_run
+        if run is None:
+            raise UsageError("%nbflow cancel: nothing has run yet")
+        if run.done:
+            print(f"nbflow: the last run has ended ({run.status}); nothing to cancel")
+            return
+        if args.task is not None and args.task not in run.plan.by_name:
+            raise UsageError(f"%nbflow cancel: the last run has no task {args.task!r}."
+                             + suggest(args.task, run.plan.by_name))
+        run.cancel(args.task)
+        what = "the run" if args.task is None else f"task {args.task!r}"
+        print(f"nbflow: cancelling {what}; %nbflow wait shows how the run ends")
 
     def _wait(self, args: argparse.Namespace) -> None:
         run = self.flow.last_run

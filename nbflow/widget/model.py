@@ -389,12 +389,17 @@ class DagWidget(anywidget.AnyWidget):
 
         ``rerun`` (the task and what depends on it, recomputed), ``needs`` (what the task
         needs, from the cache where possible), ``cancel`` (the run the widget follows),
-        ``rerun_failed`` (the last run's targets again: failed tasks recompute).
+        ``cancel_task`` (that task of the run; the rest goes on), ``rerun_failed`` (the
+        last run's targets again: failed tasks recompute).
         """
         run = self._run
         if action == "cancel":
             if run is not None:
                 run.cancel()
+            return None
+        if action == "cancel_task" and task is not None:
+            if run is not None:
+                run.cancel(task)
             return None
         if action == "rerun" and task is not None:
             targets = [task, *sorted(self._descendants(task))]

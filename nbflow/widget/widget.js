@@ -251,8 +251,9 @@ function render({ model, el }) {
       buttons.push(h("button", { class: "nbf-act-needs", title: "run this task and what it needs (cached results are reused)",
                                  onclick: () => model.send({ action: "needs", task: name }) }, "run what it needs"));
     }
-    buttons.push(h("button", { class: "nbf-act-cancel", title: "cancel the run this task belongs to",
-                               onclick: () => model.send({ action: "cancel", task: name }) }, "cancel run"));
+    if (["pending", "ready", "running", "retrying"].includes(info.s))
+      buttons.push(h("button", { class: "nbf-act-cancel", title: "cancel this task: what depends on it is skipped, the rest of the run goes on",
+                                 onclick: () => model.send({ action: "cancel_task", task: name }) }, "cancel task"));
     parts.push(h("div", { class: "nbf-actions" }, ...buttons));
     if (info.err) parts.push(h("h4", {}, "error"), h("pre", { class: "nbf-traceback" }, info.err));
     if (info.res) {

@@ -175,6 +175,31 @@ def test_background_run_returns_at_once_and_binds_later(ip, capsys):
     assert "[slow]\nslow output" in capsys.readouterr().out
 
 
+def test_cancel_a_task_of_a_background_run(ip, capsys):
+    ip("import threading, time\nrelease = threading.Event()")
+    ip("%%nbflow task stuck\nrelease.wait(10)\n1")
+    ip("%%nbflow task after_stuck\nstuck + 1")
+    ip("%%nbflow task fine\ntime.sleep(0.3)\n2")
+    ip("%nbflow cancel", ok=False)  # nothing has run yet: a usage error
+    run = ip("%nbflow run --background").result
+    deadline = time.monotonic() + 10
+    while run.states["stuck"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    result = ip("%nbflow cancel stuk", ok=False)
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "Did you mean 'stuck'?" in str(result.error_in_exec)
+    capsys.readouterr()
+    ip("%nbflow cancel stuck")
+    assert "cancelling task 'stuck'" in capsys.readouterr().out
+    run.wait(10)
+    ip("release.set()")
+    assert run.states == {"stuck": "cancelled", "after_stuck": "skipped", "fine": "succeeded"}
+    time.sleep(0.05)
+    assert ip.ns["fine"] == 2 and "stuck" not in ip.ns
+    ip("%nbflow cancel")
+    assert "the last run has ended (cancelled)" in capsys.readouterr().out
+
+
 def test_failing_task_is_the_cell_error_with_the_cell_line(ip, capsys):
     ip("%%nbflow task boom\nx = 1\ny = x - 1\nx / y")
     result = ip("%nbflow run", ok=False)

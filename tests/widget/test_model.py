@@ -4,6 +4,7 @@ SVG shows the final states, the repr is stable, and layouts never stall an event
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -140,6 +141,26 @@ def test_cancel_action_cancels_the_followed_run():
     widget.act("cancel")
     run.wait(timeout=10)
     assert run.status == "cancelled"
+    assert widget.run_status == "cancelled"
+
+
+def test_cancel_task_action_cancels_that_task_only():
+    release = threading.Event()
+    flow = nf.Flow("partial")
+    flow.task(name="nap")(lambda: release.wait(10))
+    flow.task(name="after_nap")(lambda nap: 1)
+    flow.task(name="other")(lambda: 2)
+    run = flow.run(background=True)
+    widget = run.widget(flow)
+    deadline = time.monotonic() + 10
+    while run.states["nap"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    widget.act("cancel_task", "nap")
+    run.wait(timeout=10)
+    release.set()
+    assert run.states == {"nap": "cancelled", "after_nap": "skipped", "other": "succeeded"}
+    widget.flush(final=True)
+    assert widget.snapshot["nodes"]["nap"]["s"] == "cancelled"
     assert widget.run_status == "cancelled"
 
 
