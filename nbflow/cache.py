@@ -61,6 +61,10 @@ def task_key(code_key: str, params_key: str, extra: str, upstream_keys: Iterable
 class ResultStore(ABC):
     """Where results are kept between runs, by cache key."""
 
+    #: True when ``get`` may take long (it reads files): the scheduler then calls it
+    #: in a worker thread, in batches, so its loop keeps going meanwhile
+    slow_get: bool = False
+
     @abstractmethod
     def get(self, key: str) -> tuple[bool, Any]:
         """``(True, value)`` when the key is stored, else ``(False, None)``."""
@@ -120,7 +124,8 @@ class DiskStore(ResultStore):
 
     ``put`` hands the pickling and writing to a background thread, so the
     scheduler's loop does not wait for the disk; ``get`` answers from the
-    values still being written first. The writer thread is not a daemon: the
+    values still being written first, and the scheduler calls it in a worker
+    thread (:attr:`slow_get`). The writer thread is not a daemon: the
     interpreter waits for pending writes before it exits. ``flush()`` waits
     for them explicitly.
 
@@ -132,6 +137,7 @@ class DiskStore(ResultStore):
 
     #: the first bytes of every result file; a file without them is not a result
     MAGIC = b"nbflow-result 1 "
+    slow_get = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser().resolve()

@@ -21,7 +21,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, cast
 
 from .cache import ResultStore
@@ -69,7 +69,7 @@ class Scheduler:
         self._crossing: dict[int, list[tuple[str, int]]] = {}
         #: (item, attempt) of items whose crossing inputs are being fetched
         self._resolving: set[tuple[Item, int]] = set()
-        self._store_tasks: set[asyncio.Task[None]] = set()
+        self._background_tasks: set[asyncio.Task[None]] = set()
         self._to_store: dict[int, list[tuple[str, Any]]] = {}
         self._pending: deque[Instruction] = deque()
         self._timers: dict[tuple[Item, int], asyncio.TimerHandle] = {}
@@ -79,6 +79,9 @@ class Scheduler:
         self._busy = False
         self._cancel_requested = False
         self._cancel_tasks: list[int] = []
+        #: cache lookups waiting for a worker thread (a slow store; see _lookup_batches)
+        self._lookups: list[LookupCache] = []
+        self._looking_up = False
         self._run_if_params: dict[int, tuple[set[str], bool]] = {}
 
     async def execute(self) -> str:
@@ -106,8 +109,8 @@ class Scheduler:
                 handle.cancel()
             for task in self._async_tasks.values():
                 task.cancel()
-            if self._store_tasks:  # remote results on their way into the cache
-                await asyncio.wait(list(self._store_tasks), timeout=30)
+            if self._background_tasks:  # e.g. remote results on their way into the cache
+                await asyncio.wait(list(self._background_tasks), timeout=30)
             for ex in self.executors:
                 await ex.close()
         return status
@@ -169,11 +172,13 @@ class Scheduler:
     def _handle(self, ins: Instruction) -> None:
         sm = self.sm
         if isinstance(ins, LookupCache):
-            try:
-                hit, value = self.store.get(ins.key)
-            except Exception:
-                logger.warning("cache lookup failed for %s; recomputing", ins.key, exc_info=True)
-                hit, value = False, None
+            if self.store.slow_get:  # a disk: answered from a worker thread, in batches
+                self._lookups.append(ins)
+                if not self._looking_up:
+                    self._looking_up = True
+                    self._background(self._lookup_batches())
+                return
+            hit, value = self._get(ins.key)
             self._pending.extend(sm.cache_answer(ins.item, hit, value))
         elif isinstance(ins, StoreResult):
             if self._remote and self._store_remote(ins.key, ins.value):
@@ -209,6 +214,37 @@ class Scheduler:
                 self._done.set_result(ins.status)
         else:  # pragma: no cover - a new instruction type without a handler
             raise TypeError(f"unknown instruction {ins!r}")
+
+    def _get(self, key: str) -> tuple[bool, Any]:
+        try:
+            return self.store.get(key)
+        except Exception:
+            logger.warning("cache lookup failed for %s; recomputing", key, exc_info=True)
+            return False, None
+
+    def _get_many(self, keys: list[str]) -> list[tuple[bool, Any]]:
+        return [self._get(key) for key in keys]
+
+    async def _lookup_batches(self) -> None:
+        """Answer the queued lookups of a slow store, a batch per worker-thread call."""
+        assert self._loop is not None
+        try:
+            while self._lookups:
+                batch, self._lookups = self._lookups, []
+                answers = await self._loop.run_in_executor(
+                    None, self._get_many, [ins.key for ins in batch])
+                for ins, (hit, value) in zip(batch, answers):
+                    self._pending.extend(self.sm.cache_answer(ins.item, hit, value))
+                self._process(())
+        finally:
+            self._looking_up = False
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task of this run (awaited before the executors close)."""
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
 
     def _dispatch(self) -> None:
         """Hand ready items to the executors, then what can be chained onto them, and so on.
@@ -253,10 +289,7 @@ class Scheduler:
         """Fetch the inputs that cross from another executor, then submit (in a task)."""
         for item in items:
             self._resolving.add(item.id)  # type: ignore[arg-type]
-        assert self._loop is not None
-        task = self._loop.create_task(self._fetch_and_submit(executor, items))
-        self._store_tasks.add(task)
-        task.add_done_callback(self._store_tasks.discard)
+        self._background(self._fetch_and_submit(executor, items))
 
     async def _fetch_and_submit(self, executor: Executor, items: list[WorkItem]) -> None:
         try:
@@ -301,10 +334,7 @@ class Scheduler:
         queue = self._to_store.setdefault(lane, [])
         queue.append((key, value))
         if len(queue) == 1:
-            assert self._loop is not None
-            task = self._loop.create_task(self._flush_store(lane))
-            self._store_tasks.add(task)
-            task.add_done_callback(self._store_tasks.discard)
+            self._background(self._flush_store(lane))
         return True
 
     async def _flush_store(self, lane: int) -> None:
@@ -382,10 +412,7 @@ class Scheduler:
         kwargs = ins.kwargs if takes_all else {k: v for k, v in ins.kwargs.items() if k in names}
         executor = self.executor_of(t)
         if executor.remote or t in self._crossing:
-            assert self._loop is not None
-            task = self._loop.create_task(self._check_remote(ins.item, predicate, kwargs, executor))
-            self._store_tasks.add(task)
-            task.add_done_callback(self._store_tasks.discard)
+            self._background(self._check_remote(ins.item, predicate, kwargs, executor))
             return
         self._pending.extend(self.sm.condition_answer(ins.item, _call_predicate(
             rec.name, b, predicate, kwargs)))
@@ -416,10 +443,7 @@ class Scheduler:
     def _split(self, source: int) -> None:
         rec = self.sm.records[source]
         if self.executor_of(source).remote:
-            assert self._loop is not None
-            task = self._loop.create_task(self._split_remote(source))
-            self._store_tasks.add(task)
-            task.add_done_callback(self._store_tasks.discard)
+            self._background(self._split_remote(source))
             return
         try:
             items: list[Any] | Failed = split_value(rec.result)

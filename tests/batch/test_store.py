@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import time
 
 import pytest
 
@@ -138,3 +140,51 @@ def test_read_events_skips_a_torn_last_line(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_text('{"event": "run"}\n{"event": "ta')
     assert read_events(path) == [{"event": "run"}]
+
+
+class SlowDisk(DiskStore):
+    """A DiskStore on a disk that takes half a second per read."""
+
+    def get(self, key):
+        time.sleep(0.5)
+        return super().get(key)
+
+
+def test_slow_cache_reads_do_not_hold_up_the_scheduler(tmp_path):
+    def build(store):
+        flow = nf.Flow("slow_disk", cache=store)
+        flow.task(name="big")(lambda: list(range(1000)))
+        flow.task(name="quick", cache=False)(lambda: time.time())
+        return flow
+
+    store = SlowDisk(tmp_path)
+    build(store).run()
+    assert store.flush(10)
+    t0 = time.time()
+    run = build(store).run()
+    assert run.states == {"big": "cached", "quick": "succeeded"}
+    # quick ran while big's lookup was still reading: the loop did not wait for the disk
+    assert run.results["quick"] - t0 < 0.4
+    assert run.record("big").ended - t0 >= 0.5
+    assert run.results["big"] == list(range(1000))
+
+
+def test_lookups_of_a_slow_store_run_off_the_scheduler_thread(tmp_path):
+    calls = []
+
+    class CountingDisk(DiskStore):
+        def get(self, key):
+            calls.append(threading.current_thread().name)
+            time.sleep(0.05)
+            return super().get(key)
+
+    store = CountingDisk(tmp_path)
+    flow = nf.Flow("many", cache=store)
+    flow.task(name="items")(lambda: list(range(20)))
+    flow.task(name="each", map="items")(lambda items: items * 2)
+    assert flow.run().results["each"][:3] == [0, 2, 4]
+    assert store.flush(10)
+    calls.clear()
+    run = flow.run()
+    assert set(run.states.values()) == {"cached"}
+    assert len(calls) == 21 and "nbflow-scheduler" not in calls
