@@ -613,6 +613,11 @@ def _syntax_message(name: str, label: str, exc: SyntaxError) -> str:
         if exc.offset:
             col = max(0, exc.offset - 1 - (len(code) - len(stripped)))
             text += "\n    " + " " * col + "^"
+        if stripped.startswith(("%", "!")):
+            text += ("\nIPython syntax (% magics, ! shell commands) cannot go in a task cell: "
+                     "a task's body is plain Python, so that it can run on threads, processes "
+                     "and dask workers. Call the Python behind it instead (subprocess.run([...]) "
+                     "for a shell command), or keep the line in an ordinary cell.")
     return text + "\nNothing was declared."
 
 

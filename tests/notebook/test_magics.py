@@ -245,6 +245,15 @@ def test_syntax_error_reports_the_cell_line_and_declares_nothing(ip):
     assert "bad" not in ip.flow
 
 
+@pytest.mark.parametrize("line", ["!ls -l", "%time x = 1"])
+def test_ipython_syntax_in_a_task_cell_says_what_to_do_instead(ip, line):
+    result = ip(f"%%nbflow task shell\nx = 1\n{line}\n", ok=False)
+    err = str(result.error_in_exec)
+    assert f"line 3):\n    {line}" in err
+    assert "IPython syntax (% magics, ! shell commands) cannot go in a task cell" in err
+    assert "subprocess.run" in err and "shell" not in ip.flow
+
+
 def test_unknown_name_fails_validation_with_a_suggestion(ip):
     ip("data = [1, 2]")
     ip("%%nbflow task uses\nx = 1\nsum(dta) + x")
