@@ -97,6 +97,8 @@ class DaskExecutor(Executor):
         self._keys: dict[Hashable, str] = {}
         #: work item id -> future, until its outcome reached the scheduler (for ResultOf)
         self._futures: dict[Hashable, Any] = {}
+        #: id(function) -> (function, its Packed bytes): each function pickled once a run
+        self._packed: dict[int, tuple[Any, dask_worker.Packed]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._outcomes: list[Outcome] = []
         self._flush_scheduled = False
@@ -176,27 +178,34 @@ class DaskExecutor(Executor):
                 self._fail_now(item, problem)
                 continue
             resources = tuple(sorted(item.resources.items())) if item.resources else None
-            groups.setdefault((id(item.fn), item.task, item.priority, resources), []).append(item)
+            key = (id(item.fn), item.task, item.priority, resources, tuple(item.kwargs))
+            groups.setdefault(key, []).append(item)
         for group in groups.values():
             self._submit_group(group)
 
     def _submit_group(self, items: list[WorkItem]) -> None:
         assert self._conn is not None
         first = items[0]
+        fn = self._pack(first.fn)
+        if fn is None:  # it does not pickle: say which global or closure variable is why
+            for item in items:
+                self._fail_now(item, self._unsendable(item) or ExecutorError(
+                    f"the function of task {item.label!r} cannot be sent to dask workers"))
+            return
         keys = [f"{first.task}-{self._prefix}{next(self._counter):x}" for _ in items]
         conn = self._conn
         conn.wanted.update(keys)
         n = len(items)
+        specs, columns = _flat_inputs(items)
         try:
             futures = self._client.map(
-                dask_worker.run_item, [first.fn] * n, [i.kwargs for i in items],
-                [i.task for i in items], [i.branch for i in items], [conn.topic] * n, keys,
+                dask_worker.run_item, [fn] * n, specs, [conn.topic] * n, keys, *columns,
                 key=keys, pure=False, priority=first.priority,
                 resources=dict(first.resources) if first.resources else None,
             )
         except Exception as exc:
-            # Serializing the graph failed (dask does it as it submits): name the culprit.
-            # Checking up front instead would pickle every function twice.
+            # Serializing the inputs failed (dask does it as it submits): name the culprit.
+            # Checking up front instead would pickle every input twice.
             conn.wanted.difference_update(keys)
             self._refused(items, exc)
             return
@@ -206,6 +215,18 @@ class DaskExecutor(Executor):
             self._keys[item.id] = key
             self._futures[item.id] = fut
             self._watchers[key] = self._loop.create_task(self._watch(item, key, fut))
+
+    def _pack(self, fn: Callable[..., Any]) -> dask_worker.Packed | None:
+        """``fn`` pickled (once per run and function); None when it cannot be."""
+        entry = self._packed.get(id(fn))
+        if entry is not None and entry[0] is fn:
+            return entry[1]
+        try:
+            packed = dask_worker.Packed(cloudpickle.dumps(fn, protocol=5))
+        except Exception:
+            return None
+        self._packed[id(fn)] = (fn, packed)  # fn kept alive: ids stay unique
+        return packed
 
     def _refused(self, items: list[WorkItem], exc: Exception) -> None:
         """Fail the items that cannot travel (with why); submit the others again."""
@@ -386,6 +407,28 @@ class DaskExecutor(Executor):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _flat_inputs(items: list[WorkItem]) -> tuple[list[Any], list[list[Any]]]:
+    """``run_item``'s spec per item, and one column of values per input name.
+
+    Items of a group share their input names. A branch input ``[_PICK, source, i]``
+    goes as ``source`` with ``i`` in the spec, so that every future is a top-level
+    argument (see :func:`dask_worker.run_item`).
+    """
+    names = tuple(items[0].kwargs)
+    columns: list[list[Any]] = [[] for _ in names]
+    specs = []
+    for item in items:
+        picks = []
+        for position, name in enumerate(names):
+            value = item.kwargs[name]
+            if dask_worker.is_pick(value):
+                picks.append((position, value[2]))
+                value = value[1]
+            columns[position].append(value)
+        specs.append((item.task, item.branch, names, tuple(picks)))
+    return specs, columns
 
 
 def _is_future(value: Any) -> bool:
