@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 _run_ids = count()
 
+#: seconds between two looks at running futures that might have ended without a report
+SWEEP_INTERVAL = 0.2
+
 
 class DaskExecutor(Executor):
     """Run tasks on a dask cluster.
@@ -92,14 +95,19 @@ class DaskExecutor(Executor):
         self._conn: Connection | None = None
         self._prefix = f"{next(_run_ids):x}{uuid.uuid4().hex[:8]}"
         self._counter = count()
-        #: dask key -> (work item id, future) of items running now
-        self._running: dict[str, tuple[Hashable, Any]] = {}
+        #: dask key -> (work item, future) of items running now
+        self._running: dict[str, tuple[WorkItem, Any]] = {}
         self._keys: dict[Hashable, str] = {}
         #: work item id -> future, until its outcome reached the scheduler (for ResultOf)
         self._futures: dict[Hashable, Any] = {}
         #: id(function) -> (function, its Packed bytes): each function pickled once a run
         self._packed: dict[int, tuple[Any, dask_worker.Packed]] = {}
-        self._watchers: dict[str, asyncio.Task[None]] = {}
+        #: failed items waiting for their future's exception, by key
+        self._failing: dict[str, asyncio.Task[None]] = {}
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        #: keys seen finished without a report by the last sweep
+        self._finished_seen: set[str] = set()
+        self._submitted = 0.0
         self._outcomes: list[Outcome] = []
         self._flush_scheduled = False
         #: sizes of finished results, by key (for the cache decision)
@@ -140,13 +148,14 @@ class DaskExecutor(Executor):
     async def _close(self) -> None:
         # Results (finished futures) stay referenced by the run; only unfinished work stops.
         pending = [fut for _, fut in self._running.values()]
-        for task in self._watchers.values():
+        for task in self._failing.values():
             task.cancel()
-        self._watchers.clear()
+        self._failing.clear()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
         if self._conn is not None:
-            self._conn.wanted.difference_update(self._running)
             for key in self._running:
-                self._conn.reports.pop(key, None)
+                self._conn.wanted.pop(key, None)
         self._running.clear()
         if pending and self._client is not None and self._lost is None:
             try:
@@ -194,7 +203,7 @@ class DaskExecutor(Executor):
             return
         keys = [f"{first.task}-{self._prefix}{next(self._counter):x}" for _ in items]
         conn = self._conn
-        conn.wanted.update(keys)
+        conn.wanted.update(dict.fromkeys(keys, self._on_report))
         n = len(items)
         specs, columns = _flat_inputs(items)
         try:
@@ -206,15 +215,17 @@ class DaskExecutor(Executor):
         except Exception as exc:
             # Serializing the inputs failed (dask does it as it submits): name the culprit.
             # Checking up front instead would pickle every input twice.
-            conn.wanted.difference_update(keys)
+            for key in keys:
+                conn.wanted.pop(key, None)
             self._refused(items, exc)
             return
-        assert self._loop is not None
+        self._submitted = time.time()
         for item, key, fut in zip(items, keys, futures):
-            self._running[key] = (item.id, fut)
+            self._running[key] = (item, fut)
             self._keys[item.id] = key
             self._futures[item.id] = fut
-            self._watchers[key] = self._loop.create_task(self._watch(item, key, fut))
+        if self._sweep_handle is None:
+            self._schedule_sweep()
 
     def _pack(self, fn: Callable[..., Any]) -> dask_worker.Packed | None:
         """``fn`` pickled (once per run and function); None when it cannot be."""
@@ -272,35 +283,89 @@ class DaskExecutor(Executor):
         self._queue_outcome(Outcome(item.id, False, failure, now, now, "kernel (not sent)"))
 
     # -- completion ----------------------------------------------------------------------
+    #
+    # A task's report (see dask_worker) is its outcome: a successful report means the
+    # result is on a worker, and the future is valid to pass downstream at once.
+    # That needs no asyncio task per future, which cost a mapped task's branches more
+    # than the state machine did. A failure waits for the future's exception. Items
+    # without a report (a worker that died, a scheduler that is gone, a cancel by
+    # dask) are found by a sweep of the futures' states.
 
-    async def _watch(self, item: WorkItem, key: str, fut: Any) -> None:
-        submitted = time.time()
-        state: Any = fut._state  # distributed has no public "wait without fetching" on a Future
-        while state.status not in ("finished", "error", "cancelled"):
-            await state._get_event().wait()
-        self._watchers.pop(key, None)
-        if self._running.pop(key, None) is None:
-            return  # cancelled by nbflow
-        self._keys.pop(item.id, None)
-        conn = self._conn
-        assert conn is not None
-        conn.wanted.discard(key)
-        report = conn.reports.pop(key, None) or {}
-        started = float(report.get("started", submitted))
-        ended = float(report.get("ended", time.time()))
-        where = report.get("worker")
-        output = _capture(report)
-        if state.status == "finished":
+    def _on_report(self, report: dict[str, Any]) -> None:
+        key = str(report.get("key"))
+        entry = self._running.get(key)
+        if entry is None:
+            return  # cancelled by nbflow meanwhile
+        item, fut = entry
+        if report.get("ok"):
+            self._forget(item, key)
             if "nbytes" in report:
                 self._sizes[key] = int(report["nbytes"])
-            outcome = Outcome(item.id, True, fut, started, ended, where, output)
-        else:
-            error = self._error_of(item, state)
-            text = report.get("traceback") or _format(error)
-            failure = Failed(item.task, error, text, item.branch, item.attempt)
-            outcome = Outcome(item.id, False, failure, started, ended, where, output)
-            fut.release()
-        self._queue_outcome(outcome)
+            self._queue_outcome(Outcome(
+                item.id, True, fut, float(report["started"]), float(report["ended"]),
+                report.get("worker"), _capture(report)))
+        elif key not in self._failing:
+            assert self._loop is not None
+            self._failing[key] = self._loop.create_task(self._failed(item, key, fut, report))
+
+    async def _failed(self, item: WorkItem, key: str, fut: Any, report: dict[str, Any]) -> None:
+        """Wait for a failed item's exception (it follows its report), then report it."""
+        state: Any = fut._state  # distributed has no public "wait without fetching" on a Future
+        while state.status not in ("finished", "error", "cancelled", "lost"):
+            await state._get_event().wait()
+        self._failing.pop(key, None)
+        if key in self._running:
+            self._settle(item, key, fut, report)
+
+    def _settle(self, item: WorkItem, key: str, fut: Any, report: dict[str, Any]) -> None:
+        """The outcome of an item from its future's final state (and its report, if any)."""
+        self._forget(item, key)
+        state: Any = fut._state
+        now = time.time()
+        started = float(report.get("started", self._submitted))
+        ended = float(report.get("ended", now))
+        where = report.get("worker")
+        output = _capture(report)
+        if state.status == "finished":  # finished without a report: nothing more to say
+            self._queue_outcome(Outcome(item.id, True, fut, started, ended, where, output))
+            return
+        error = self._error_of(item, state)
+        text = report.get("traceback") or _format(error)
+        failure = Failed(item.task, error, text, item.branch, item.attempt)
+        self._queue_outcome(Outcome(item.id, False, failure, started, ended, where, output))
+        fut.release()
+
+    def _forget(self, item: WorkItem, key: str) -> None:
+        self._running.pop(key, None)
+        self._keys.pop(item.id, None)
+        self._finished_seen.discard(key)
+        if self._conn is not None:
+            self._conn.wanted.pop(key, None)
+
+    def _schedule_sweep(self) -> None:
+        assert self._loop is not None
+        # a sweep costs about a microsecond per running item: rarer for huge maps
+        interval = max(SWEEP_INTERVAL, len(self._running) / 50_000)
+        self._sweep_handle = self._loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Settle items whose future ended without a report (see the section comment)."""
+        self._sweep_handle = None
+        if self._closed:
+            return
+        for key, (item, fut) in list(self._running.items()):
+            if key in self._failing:
+                continue
+            status = fut._state.status
+            if status in ("error", "cancelled", "lost"):
+                self._settle(item, key, fut, {})
+            elif status == "finished":  # its report may be on its way: one more sweep
+                if key in self._finished_seen:
+                    self._settle(item, key, fut, {})
+                else:
+                    self._finished_seen.add(key)
+        if self._running:
+            self._schedule_sweep()
 
     def _error_of(self, item: WorkItem, state: Any) -> BaseException:
         error = state.exception
@@ -341,12 +406,11 @@ class DaskExecutor(Executor):
                 continue
             entry = self._running.pop(key, None)
             self._futures.pop(id_, None)
-            watcher = self._watchers.pop(key, None)
-            if watcher is not None:
-                watcher.cancel()
+            failing = self._failing.pop(key, None)
+            if failing is not None:
+                failing.cancel()
             if self._conn is not None:
-                self._conn.wanted.discard(key)
-                self._conn.reports.pop(key, None)
+                self._conn.wanted.pop(key, None)
             if entry is not None:
                 futures.append(entry[1])
         if futures and self._client is not None and self._loop is not None:
@@ -409,8 +473,8 @@ class DaskExecutor(Executor):
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _flat_inputs(items: list[WorkItem]) -> tuple[list[Any], list[list[Any]]]:
-    """``run_item``'s spec per item, and one column of values per input name.
+def _flat_inputs(items: list[WorkItem]) -> tuple[list[dask_worker.Call], list[list[Any]]]:
+    """``run_item``'s :class:`~.dask_worker.Call` per item, and a column of values per input.
 
     Items of a group share their input names. A branch input ``[_PICK, source, i]``
     goes as ``source`` with ``i`` in the spec, so that every future is a top-level
@@ -427,7 +491,7 @@ def _flat_inputs(items: list[WorkItem]) -> tuple[list[Any], list[list[Any]]]:
                 picks.append((position, value[2]))
                 value = value[1]
             columns[position].append(value)
-        specs.append((item.task, item.branch, names, tuple(picks)))
+        specs.append(dask_worker.Call(item.task, item.branch, names, tuple(picks)))
     return specs, columns
 
 

@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -167,18 +167,16 @@ class Connection:
     #: the credentials it was made with (kept alive: connections are found by its id)
     security: Any = None
     topic: str = field(default_factory=lambda: f"nbflow-{uuid.uuid4().hex[:12]}")
-    #: reports by dask key, waiting for their futures' completion
-    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: keys whose reports are wanted (others are dropped)
-    wanted: set[str] = field(default_factory=set)
+    #: who wants the report of a dask key (others are dropped)
+    wanted: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
 
     def on_event(self, event: tuple[float, Sequence[dict[str, Any]]]) -> None:
         """A worker's batch of reports (see ``dask_worker._Reporter``; msgpack makes it a
         tuple over TCP, in-process it stays a list)."""
         for msg in event[1]:
-            key = msg.get("key")
-            if key in self.wanted:
-                self.reports[key] = msg
+            listener = self.wanted.pop(str(msg.get("key")), None)
+            if listener is not None:
+                listener(msg)
 
     @property
     def alive(self) -> bool:

@@ -3,11 +3,10 @@
 Kept apart from ``dask.py`` so a worker unpickles these functions by reference
 (``nbflow`` must be installed on the workers) without the client-side code.
 Each call reports how it went (worker address, timings, captured output,
-traceback) as an event on a topic the client subscribed to. Reports are sent
-in batches, one event per worker loop turn (:class:`_Reporter`), and each batch
-is queued on the worker's loop before the completion of the tasks in it, so
-the client always has a task's report when it learns the result is in memory;
-the value itself stays on the worker.
+traceback, the result's size) as an event on a topic the client subscribed
+to; the client takes a task's report as its outcome. Reports are sent in
+batches, at most one event per topic every :data:`REPORT_INTERVAL` seconds
+(:class:`_Reporter`). The value itself stays on the worker.
 """
 
 from __future__ import annotations
@@ -131,12 +130,19 @@ def _serialized_size(task: str, value: Any) -> int:
     return len(data) + sum(b.raw().nbytes for b in buffers)
 
 
-class _Reporter:
-    """Collects one worker's reports; sends them as one event per topic and loop turn.
+#: a worker sends its reports at most this often (the first after a pause at once)
+REPORT_INTERVAL = 0.02
 
-    An event per task costs the worker's loop a wake-up and the scheduler a message
-    each: a mapped task with thousands of small branches spent a tenth of its time
-    on that.
+
+class _Reporter:
+    """Collects one worker's reports and sends them as one event per topic, at most every
+    :data:`REPORT_INTERVAL` seconds.
+
+    An event per task costs the worker's loop a wake-up, the scheduler a message and
+    the client (in the kernel) a message to handle, each: a mapped task with thousands
+    of small branches spent a third of its time on that. A report may now arrive after
+    dask says its task finished; the client takes the report as the outcome, so it
+    waits for it (see ``DaskExecutor._on_report``).
     """
 
     def __init__(self, worker: Any) -> None:
@@ -144,9 +150,10 @@ class _Reporter:
         self._lock = threading.Lock()
         self._reports: dict[str, list[dict[str, Any]]] = {}
         self._scheduled = False
+        self._last = 0.0
 
     def add(self, topic: str, report: dict[str, Any]) -> None:
-        """Queue ``report`` (any thread); the flush is queued ahead of the task's completion."""
+        """Queue ``report`` (from any thread)."""
         with self._lock:
             self._reports.setdefault(topic, []).append(report)
             if self._scheduled:
@@ -154,14 +161,23 @@ class _Reporter:
             self._scheduled = True
         worker = self._worker
         if worker.thread_id == threading.get_ident():
+            self._schedule()
+        else:
+            worker.loop.add_callback(self._schedule)
+
+    def _schedule(self) -> None:
+        """On the worker's loop: send now, or when the interval since the last send is up."""
+        wait = self._last + REPORT_INTERVAL - time.monotonic()
+        if wait <= 0:
             self._flush()
         else:
-            worker.loop.add_callback(self._flush)
+            self._worker.loop.call_later(wait, self._flush)
 
     def _flush(self) -> None:
         with self._lock:
             reports, self._reports = self._reports, {}
             self._scheduled = False
+        self._last = time.monotonic()
         for topic, batch in reports.items():
             self._worker.log_event(topic, batch)
 
@@ -188,19 +204,34 @@ def _sendable_report(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def run_item(fn: Callable[..., Any], spec: tuple[str, int | None, tuple[str, ...],
-             tuple[tuple[int, int], ...]], topic: str, key: str, *values: Any) -> Any:
+class Call:
+    """What :func:`run_item` needs besides the inputs: the task, its input names, picks.
+
+    ``picks`` lists ``(position, i)`` for inputs that are item ``i`` of the value at
+    that position (a mapped branch's input). An object, not a tuple: dask parses
+    the containers in every task's arguments, and this has nothing to find.
+    """
+
+    __slots__ = ("task", "branch", "names", "picks")
+
+    def __init__(self, task: str, branch: int | None, names: tuple[str, ...],
+                 picks: tuple[tuple[int, int], ...]) -> None:
+        self.task, self.branch, self.names, self.picks = task, branch, names, picks
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return Call, (self.task, self.branch, self.names, self.picks)
+
+
+def run_item(fn: Callable[..., Any], call: Call, topic: str, key: str, *values: Any) -> Any:
     """Run one work item on a worker; report on ``topic``; return the value or raise.
 
-    ``spec`` is ``(task, branch, names, picks)``: ``values`` are the inputs for
-    ``names``, in order, and ``picks`` lists ``(position, i)`` for inputs that are
-    item ``i`` of the value at that position (a mapped branch's input). Inputs go
-    as top-level arguments, not in a dict: dask parses nested containers of every
-    task of a graph on the scheduler, which cost a mapped task's branches 0.1 ms each.
+    ``values`` are the inputs named by ``call.names``, in order. They go as top-level
+    arguments, not in a dict: dask parses nested containers of every task of a graph
+    on the scheduler, which cost a mapped task's branches 0.1 ms each.
     """
     from distributed import get_worker
 
-    task, _branch, names, picks = spec
+    task, names, picks = call.task, call.names, call.picks
     if picks:
         values = tuple(_picked(values, picks))
     kwargs = dict(zip(names, values))
