@@ -36,7 +36,7 @@ from .cache import hash_bytes, task_key
 from .capture import Capture
 from .errors import TaskTimeoutError
 from .events import EventBus, RunEvent, TaskEvent
-from .executors.base import ResultOf
+from .executors.base import ResultOf, ResultsOf
 from .plan import Plan, PlannedTask
 from .values import Failed, Skipped
 
@@ -460,6 +460,7 @@ class Transitions:
         running: list[tuple[Item, int]] = []
         if rec.bstate is not None:
             rec.deferred.clear()
+            self._unchain_below(rec, out)
             open_branches = [b for b, st in enumerate(rec.bstate) if st not in TERMINAL]
             for b in open_branches:
                 if rec.bstate[b] == "running":
@@ -532,6 +533,10 @@ class Transitions:
             up = self.records[d]
             if d == pt.map_source and b is not None:
                 kwargs[name] = up.result[b] if pt.elementwise else up.items[b]  # type: ignore[index]
+            elif up.bstate is not None and up.state not in TERMINAL:  # chained onto its branches
+                kwargs[name] = ResultsOf(
+                    ResultOf(((d, i), up.battempt[i])) if s == "running" else up.result[i]
+                    for i, s in enumerate(up.bstate))
             elif up.state in OK or up.bstate is not None:
                 kwargs[name] = up.result
             elif up.state == "failed" and up.error is not None:
@@ -758,6 +763,8 @@ class Transitions:
                 rec.battempt[b] = attempt
                 rec.bstate[b] = "running"  # type: ignore[index]
                 self._emit(rec, b, "running", attempt)
+                if self._chainable is not None and rec.in_flight + rec.done == rec.n:
+                    self._chain_candidates += rec.pt.children  # its last branch went out
                 if rec.state != "running":
                     self._set_state(rec, "running")
             out.append(Execute((t, b), attempt, self.arguments((t, b))))
@@ -773,11 +780,19 @@ class Transitions:
         in_flight = False
         for d in rec.dep_idx:
             dep = self.records[d]
-            if dep.chained == SUBMITTED or (dep.state == "running" and not dep.pt.mapped):
+            if dep.chained == SUBMITTED or (dep.state == "running" and (
+                    not dep.pt.mapped or self._branches_handed_over(dep))):
                 in_flight = True
             elif dep.state not in OK:
                 return False
         return in_flight
+
+    @staticmethod
+    def _branches_handed_over(rec: TaskRecord) -> bool:
+        """Every branch of a mapped task runs or succeeded (none waits, failed or skipped)."""
+        c = rec.counts
+        return (rec.n is not None and rec.in_flight + rec.done == rec.n
+                and c.get("succeeded", 0) + c.get("cached", 0) == rec.done)
 
     def _queue_chained(self, rec: TaskRecord) -> None:
         rec.chained = QUEUED
@@ -833,7 +848,7 @@ class Transitions:
     ) -> None:
         if not isinstance(failure, Failed):
             failure = Failed.from_exception(rec.name, RuntimeError(repr(failure)), b, attempt)
-        if self._chainable is not None and b is None:
+        if self._chainable is not None:
             self._unchain_below(rec, out)
         options = rec.pt.task.options
         if attempt <= options.retries and not self.cancelling:

@@ -16,7 +16,7 @@ from test_random_dags import random_flows
 from test_transitions import Clock, fail, finish, names
 
 import nbflow as nf
-from nbflow.executors import ResultOf
+from nbflow.executors import ResultOf, ResultsOf
 from nbflow.transitions import CancelRunning, LookupCache, RetryLater, RunFinished, Transitions
 from nbflow.values import Failed, Skipped
 
@@ -197,17 +197,49 @@ def test_only_plain_tasks_on_a_chaining_lane_are_chained():
     assert names(sm, take_all(sm)) == [("a", None)]
 
 
-def test_fan_in_over_a_mapped_task_is_not_chained():
+def fan_in(**f_options) -> nf.Flow:
     flow = nf.Flow("m")
     flow.add(nf.Task.from_function(lambda: [1, 2], name="items", options={"cache": False}))
     flow.add(nf.Task.from_function(lambda items: items, name="f",
-                                   options={"map": "items", "cache": False}))
+                                   options={"map": "items", "cache": False, **f_options}))
     flow.add(nf.Task.from_function(lambda f: f, name="total", options={"cache": False}))
-    sm = chaining(flow)
+    return flow
+
+
+def test_a_fan_in_is_chained_once_every_branch_is_handed_over():
+    sm = chaining(fan_in(max_parallel=1))
+    sm.start()
+    finish(sm, sm.take(1)[0], [1, 2, 3])
+    sm.split_answer(0, [1, 2, 3])
+    [f0] = take_all(sm)  # max_parallel: one branch at a time, nothing to chain yet
+    finish(sm, f0, 10)
+    f1, = take_all(sm)
+    finish(sm, f1, 20)
+    f2, total = take_all(sm)  # the last branch went out: the fan-in follows it
+    assert names(sm, [f2, total]) == [("f", 2), ("total", None)]
+    assert total.kwargs == {"f": [10, 20, ResultOf(((1, 2), 1))]}
+    assert type(total.kwargs["f"]) is ResultsOf
+    finish(sm, total, 60)  # early: kept until f is done
+    assert sm.records[2].state == "pending"
+    assert finish(sm, f2, 30) == [RunFinished("succeeded")]
+    assert sm.records[2].result == 60 and sm.records[2].attempt == 1
+
+
+def test_a_failed_branch_cancels_the_chained_fan_in():
+    sm = chaining(fan_in(retries=1))
     sm.start()
     finish(sm, sm.take(1)[0], [1, 2])
     sm.split_answer(0, [1, 2])
-    assert names(sm, take_all(sm)) == [("f", 0), ("f", 1)]
+    f0, f1, total = take_all(sm)
+    out = fail(sm, f1)
+    assert CancelRunning([((2, None), 1)]) in out
+    sm.retry_due((1, 1), 2)
+    f1b, total_b = take_all(sm)
+    assert total_b.kwargs["f"] == [ResultOf(((1, 0), 1)), ResultOf(((1, 1), 2))]
+    finish(sm, f0, 1)
+    finish(sm, f1b, 2)
+    assert finish(sm, total_b, 3) == [RunFinished("succeeded")]
+    assert [r.attempts for r in sm.records] == [1, 2, 1]
 
 
 def test_skipped_values_are_not_results():
@@ -307,7 +339,7 @@ class Simulation:
 
     def _step(self):
         ready = [k for k, ex in self.submitted.items()
-                 if all(v.id in self.done for v in ex.kwargs.values() if type(v) is ResultOf)]
+                 if all(ref.id in self.done for ref in _refs(ex.kwargs))]
         choices = ready + [("retry", r) for r in self.retries]
         assert choices, "stuck"
         pick = choices[self.rng.randrange(len(choices))]
@@ -319,11 +351,15 @@ class Simulation:
         name = self.sm.records[t].name
         kwargs, upstream_failure = {}, None
         for k, v in ex.kwargs.items():
-            if type(v) is ResultOf:
-                ok, v = self.done[v.id]
-                if not ok:
-                    upstream_failure = v
-            kwargs[k] = v
+            values = v if type(v) is ResultsOf else [v]
+            resolved = []
+            for one in values:
+                if type(one) is ResultOf:
+                    ok, one = self.done[one.id]
+                    if not ok:
+                        upstream_failure = one
+                resolved.append(one)
+            kwargs[k] = resolved if type(v) is ResultsOf else resolved[0]
         if upstream_failure is not None:
             ok, value = False, upstream_failure
         elif attempt <= self.faults.get(name, 0):
@@ -332,6 +368,14 @@ class Simulation:
             ok, value = True, self.sm.records[t].pt.task.fn(**kwargs)
         self.done[pick] = (ok, value)
         return self.sm.finished((t, b), attempt, ok, value, 0.0, 0.0)
+
+
+def _refs(kwargs):
+    for v in kwargs.values():
+        if type(v) is ResultOf:
+            yield v
+        elif type(v) is ResultsOf:
+            yield from (one for one in v if type(one) is ResultOf)
 
 
 def outcome(sm):

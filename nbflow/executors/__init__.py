@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import config
 from ..errors import ExecutorError, suggest
-from .base import Executor, Outcome, ResultOf, WorkItem
+from .base import Executor, Outcome, ResultOf, ResultsOf, WorkItem
 from .dask import DaskExecutor
 from .inline import InlineExecutor
 from .processes import ProcessExecutor
@@ -41,6 +41,7 @@ def resolve_executor(executor: Any = None) -> Executor:
 
 
 __all__ = [
-    "EXECUTORS", "DaskExecutor", "Executor", "InlineExecutor", "Outcome", "ProcessExecutor", "ResultOf", "ThreadExecutor",
+    "EXECUTORS", "DaskExecutor", "Executor", "InlineExecutor", "Outcome", "ProcessExecutor", "ResultOf", "ResultsOf",
+    "ThreadExecutor",
     "WorkItem", "resolve_executor",
 ]

@@ -61,6 +61,17 @@ class ResultOf:
     id: Hashable
 
 
+class ResultsOf(list):  # type: ignore[type-arg]
+    """A mapped task's branch results, some of them :class:`ResultOf` (still running).
+
+    The input of a task chained onto a mapped task whose branches are all handed
+    over (a fan-in); a list of its own type, so an executor finds it without
+    looking inside every list input.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class Outcome:
     """What became of a :class:`WorkItem`: its value, or a :class:`~nbflow.Failed`."""

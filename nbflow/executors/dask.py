@@ -31,7 +31,7 @@ from ..capture import Capture
 from ..errors import ExecutorError
 from ..values import Failed, Skipped
 from . import dask_worker
-from .base import Executor, Outcome, ResultOf, WorkItem
+from .base import Executor, Outcome, ResultOf, ResultsOf, WorkItem
 from .dask_cluster import Connection, connect, dashboard_link, local_cluster
 
 logger = logging.getLogger(__name__)
@@ -256,13 +256,20 @@ class DaskExecutor(Executor):
                 f"dask refused task {item.label!r}: {type(exc).__name__}: {exc}"))
 
     def _resolve_chained(self, item: WorkItem) -> Exception | None:
-        """Replace :class:`ResultOf` inputs by the futures of those items."""
+        """Replace :class:`ResultOf` inputs (also inside :class:`ResultsOf`) by the futures
+        of those items."""
         for name, value in item.kwargs.items():
-            if type(value) is ResultOf:
+            kind = type(value)
+            if kind is ResultOf:
                 future = self._futures.get(value.id)
                 if future is None:  # its upstream failed or was cancelled a moment ago
                     return ExecutorError(f"the input {name!r} of task {item.label!r} is gone")
                 item.kwargs[name] = future
+            elif kind is ResultsOf:
+                futures = [self._futures.get(v.id) if type(v) is ResultOf else v for v in value]
+                if any(f is None for f, v in zip(futures, value) if type(v) is ResultOf):
+                    return ExecutorError(f"the input {name!r} of task {item.label!r} is gone")
+                item.kwargs[name] = futures
         return None
 
     def _unsendable(self, item: WorkItem) -> Exception | None:
@@ -509,7 +516,7 @@ def _has_future(value: Any) -> bool:
 
 def _is_data_ref(value: Any) -> bool:
     """A value that is not pickled by nbflow: futures, branch inputs, Failed/Skipped."""
-    return _has_future(value) or isinstance(value, (Failed, Skipped, ResultOf))
+    return _has_future(value) or isinstance(value, (Failed, Skipped, ResultOf, ResultsOf))
 
 
 def _unpick(value: Any) -> Any:

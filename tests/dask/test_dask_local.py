@@ -133,6 +133,30 @@ def test_a_chain_goes_to_dask_before_its_first_task_ends(local):
     assert run.record("second").started >= first_ended - 0.05
 
 
+def test_a_fan_in_goes_to_dask_when_the_last_branch_does(local):
+    flow = nf.Flow("fan_in_chained")
+
+    @flow.task
+    def parts():
+        return [0.3, 0.5, 0.4]
+
+    @flow.task(map="parts")
+    def slow_part(parts):
+        time.sleep(parts)
+        return parts * 10
+
+    @flow.task
+    def add_up(slow_part):
+        return sum(slow_part)
+
+    executor = RecordingDaskExecutor(local)
+    run = flow.run(executor=executor)
+    assert run.results["add_up"] == 12.0
+    sent = dict(executor.sent)
+    assert sent["add_up"] < run.record("slow_part").ended
+    assert run.record("add_up").attempts == 1 and run.states["add_up"] == "succeeded"
+
+
 def test_a_failure_inside_a_chain_skips_the_rest_and_cancels_their_futures(local):
     flow = nf.Flow("chain_failure")
 
