@@ -107,7 +107,6 @@ class DaskExecutor(Executor):
         self._sweep_handle: asyncio.TimerHandle | None = None
         #: keys seen finished without a report by the last sweep
         self._finished_seen: set[str] = set()
-        self._submitted = 0.0
         self._outcomes: list[Outcome] = []
         self._flush_scheduled = False
         #: sizes of finished results, by key (for the cache decision)
@@ -219,7 +218,6 @@ class DaskExecutor(Executor):
                 conn.wanted.pop(key, None)
             self._refused(items, exc)
             return
-        self._submitted = time.time()
         for item, key, fut in zip(items, keys, futures):
             self._running[key] = (item, fut)
             self._keys[item.id] = key
@@ -328,8 +326,8 @@ class DaskExecutor(Executor):
         """The outcome of an item from its future's final state (and its report, if any)."""
         self._forget(item, key)
         state: Any = fut._state
-        now = time.time()
-        started = float(report.get("started", self._submitted))
+        now = time.time()  # without a report, when it ran is unknown (the run has when it was sent)
+        started = float(report.get("started", now))
         ended = float(report.get("ended", now))
         where = report.get("worker")
         output = _capture(report)
