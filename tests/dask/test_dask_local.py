@@ -183,10 +183,7 @@ def test_a_failure_inside_a_chain_skips_the_rest_and_cancels_their_futures(local
     [failure] = run.failures  # dask failed the tail with the same error: not counted twice
     assert failure.task == "breaks" and isinstance(failure.error, ValueError)
     assert run.record("chained_tail").attempts == 0
-    deadline = time.monotonic() + 10
-    while _scheduler_keys("chained_") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _scheduler_keys("chained_") == []
+    assert _keys_gone("chained_") == []
 
 
 def test_a_retry_inside_a_chain_is_chained_onto_again(local, tmp_path):
@@ -346,6 +343,14 @@ def test_retries_by_nbflow_with_attempts(local, tmp_path):
     assert run.record("flaky").attempts == 2
 
 
+def _keys_gone(prefix: str, timeout: float = 10) -> list[str]:
+    """Wait until the scheduler holds no key starting with ``prefix``; the keys left."""
+    deadline = time.monotonic() + timeout
+    while (keys := _scheduler_keys(prefix)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return keys
+
+
 def _scheduler_keys(prefix: str) -> list[str]:
     from distributed import Client
 
@@ -368,10 +373,7 @@ def test_timeout_cancels_the_dask_future(local):
     run = flow.run(executor="dask", raise_on_failure=False)
     assert time.monotonic() - t0 < 2.5
     assert isinstance(run.failures[0].error, nf.TaskTimeoutError)
-    deadline = time.monotonic() + 10
-    while _scheduler_keys("sleepy_timeout-") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _scheduler_keys("sleepy_timeout-") == []
+    assert _keys_gone("sleepy_timeout-") == []
 
 
 def test_cancel_cancels_outstanding_futures(local):
@@ -400,10 +402,7 @@ def test_cancel_cancels_outstanding_futures(local):
     run.wait(10)
     assert run.status == "cancelled"
     assert time.monotonic() - t0 < 2
-    deadline = time.monotonic() + 10
-    while _scheduler_keys("sleepy_cancel-") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _scheduler_keys("sleepy_cancel-") == []
+    assert _keys_gone("sleepy_cancel-") == []
 
 
 def test_the_local_cluster_is_started_once_and_reused(local):
