@@ -25,12 +25,11 @@ from collections.abc import Callable, Hashable, Sequence
 from itertools import count
 from typing import Any
 
-import cloudpickle
 
 from ..capture import Capture
 from ..errors import ExecutorError
 from ..values import Failed, Skipped
-from . import dask_worker
+from . import dask_worker, pickling
 from .base import Executor, Outcome, ResultOf, ResultsOf, WorkItem
 from .dask_cluster import Connection, connect, dashboard_link, local_cluster
 
@@ -231,7 +230,7 @@ class DaskExecutor(Executor):
         if entry is not None and entry[0] is fn:
             return entry[1]
         try:
-            packed = dask_worker.Packed(cloudpickle.dumps(fn, protocol=5))
+            packed = dask_worker.Packed(pickling.dumps(fn))
         except Exception:
             return None
         self._packed[id(fn)] = (fn, packed)  # fn kept alive: ids stay unique
@@ -277,9 +276,10 @@ class DaskExecutor(Executor):
                    if not _is_data_ref(v)]
         for what, value in checks:
             try:
-                cloudpickle.dumps(value)
+                pickling.dumps(value)
             except Exception as exc:
-                return TypeError(_unsendable_message(item, what, value, exc))
+                return TypeError(pickling.unsendable_message(
+                    item.label, what, value, exc, "dask workers"))
         return None
 
     def _fail_now(self, item: WorkItem, error: Exception) -> None:
@@ -555,46 +555,3 @@ def _format(error: BaseException) -> str:
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.debug("cancelling dask futures failed: %s", task.exception())
-
-
-def _unsendable_message(item: WorkItem, what: str, value: Any, exc: Exception) -> str:
-    kind = f"{type(value).__module__}.{type(value).__qualname__}"
-    where = what
-    if what == "function":
-        culprit = _culprit(value)
-        if culprit is not None:
-            name, obj = culprit
-            kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
-            where = f"global {name!r} used by its code"
-    return (f"task {item.label!r} cannot be sent to dask workers: {where} is a {kind}, which "
-            f"cannot be serialized ({exc}). Create it inside the task (open the file, make the "
-            "lock or the client there), or pass plain data instead.")
-
-
-def _culprit(fn: Any) -> tuple[str, Any] | None:
-    """The global or closure variable of ``fn`` that does not pickle."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return None
-    candidates: list[tuple[str, Any]] = []
-    globals_ = getattr(fn, "__globals__", {})
-    names: list[str] = []
-    stack = [code]
-    while stack:
-        c = stack.pop()
-        names.extend(c.co_names)
-        stack.extend(k for k in c.co_consts if hasattr(k, "co_names"))
-    candidates += [(n, globals_[n]) for n in dict.fromkeys(names) if n in globals_]
-    for name, cell in zip(code.co_freevars, getattr(fn, "__closure__", None) or ()):
-        try:
-            candidates.append((name, cell.cell_contents))
-        except ValueError:
-            continue
-    for name, value in candidates:
-        if type(value).__name__ == "module":
-            continue
-        try:
-            cloudpickle.dumps(value)
-        except Exception:
-            return name, value
-    return None

@@ -22,6 +22,7 @@ import cloudpickle
 
 from ..capture import Capture, install
 from ..capture import _target as _capture_target
+from . import pickling
 from .base import split_value
 
 
@@ -121,7 +122,7 @@ def _serialized_size(task: str, value: Any) -> int:
     except Exception:
         buffers.clear()
         try:
-            data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            data = pickling.dumps(value, buffer_callback=buffers.append)
         except Exception as exc:
             msg = (f"task {task!r} returned a {type(value).__module__}.{type(value).__qualname__},"
                    f" which cannot be serialized to leave the dask worker ({exc}); return plain "

@@ -24,11 +24,10 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-import cloudpickle
-
 from .. import config
 from ..capture import capturing, install
 from ..values import Failed
+from . import pickling
 from .base import Executor, Outbox, Outcome, WorkItem
 
 
@@ -102,8 +101,8 @@ def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | 
     install()
     with capturing() as captured:
         try:
-            fn = cloudpickle.loads(fn_bytes)
-            kwargs = cloudpickle.loads(kwargs_bytes)
+            fn = pickling.loads(fn_bytes)
+            kwargs = pickling.loads(kwargs_bytes)
             value: Any = fn(**kwargs)
             ok = True
         except Exception as exc:
@@ -113,7 +112,7 @@ def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | 
     where = f"pid {os.getpid()}"
     output = captured or None
     try:
-        data: bytes = cloudpickle.dumps((ok, value, started, ended, where, output))
+        data: bytes = pickling.dumps((ok, value, started, ended, where, output))
         return data
     except Exception as exc:  # the result (or the exception) cannot travel back
         err = RuntimeError(f"the result of task {task!r} cannot be pickled: {exc}")
@@ -122,7 +121,7 @@ def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | 
             failure = Failed(task, err, value.traceback, branch, attempt)
         else:
             failure = Failed.from_exception(task, err, branch, attempt)
-        data = cloudpickle.dumps((False, failure, started, ended, where, output))
+        data = pickling.dumps((False, failure, started, ended, where, output))
         return data
 
 
@@ -157,7 +156,7 @@ class ProcessExecutor(Executor):
     def _pickled_fn(self, fn: Callable[..., Any]) -> bytes:
         cached = self._fn_bytes.get(id(fn))
         if cached is None or cached[0] is not fn:
-            cached = (fn, cloudpickle.dumps(fn))
+            cached = (fn, pickling.dumps(fn))
             self._fn_bytes[id(fn)] = cached
         return cached[1]
 
@@ -166,10 +165,10 @@ class ProcessExecutor(Executor):
         for item in items:
             try:
                 fn_bytes = self._pickled_fn(item.fn)
-                kwargs_bytes = cloudpickle.dumps(item.kwargs)
+                kwargs_bytes = pickling.dumps(item.kwargs)
             except Exception as exc:
                 now = time.time()
-                error = TypeError(f"cannot send task {item.label!r} to a process: {exc}")
+                error = TypeError(_unsendable(item, exc))
                 failure = Failed.from_exception(item.task, error, item.branch, item.attempt)
                 self._outbox.put(Outcome(item.id, False, failure, now, now, "parent"))
                 self._futures[item.id] = concurrent.futures.Future()
@@ -185,7 +184,7 @@ class ProcessExecutor(Executor):
         if future.cancelled():
             return
         try:
-            ok, value, started, ended, where, output = cloudpickle.loads(future.result())
+            ok, value, started, ended, where, output = pickling.loads(future.result())
         except Exception as exc:  # a worker died (BrokenProcessPool) or the payload broke
             now = time.time()
             msg = f"the worker process failed: {type(exc).__name__}: {exc}"
@@ -222,3 +221,15 @@ class ProcessExecutor(Executor):
         # Work left running (cancelled or timed out) cannot be stopped on its own: retire
         # the pool, so its processes are terminated once no other run uses it.
         _pools.release(pool, retire=bool(self._abandoned) or self._broken)
+
+
+def _unsendable(item: WorkItem, exc: Exception) -> str:
+    """Which part of ``item`` (its function or an input) cannot go to a worker process."""
+    checks: list[tuple[str, Any]] = [("function", item.fn)]
+    checks += [(f"input {name!r}", value) for name, value in item.kwargs.items()]
+    for what, value in checks:
+        try:
+            pickling.dumps(value)
+        except Exception as problem:
+            return pickling.unsendable_message(item.label, what, value, problem, "a process")
+    return f"cannot send task {item.label!r} to a process: {exc}"

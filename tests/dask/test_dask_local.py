@@ -52,6 +52,10 @@ def test_branching_results_and_where(local):
     assert run.results["handler"] == "handled ValueError"
     [failure] = run.failures
     assert failure.task == "c" and "c breaks" in failure.traceback
+    # the worker's traceback names this file and the source line (whatever cloudpickle does)
+    assert f'File "{__file__}"' in failure.traceback
+    assert "<dynamic-code>" not in failure.traceback
+    assert 'raise ValueError("c breaks")' in failure.traceback
     rec = run.record("a")
     assert rec.where is not None and rec.where.startswith("inproc://")
     assert rec.output[None].text() == "a runs\n"

@@ -158,5 +158,8 @@ def test_tracebacks_start_at_the_task_code(executor):
     lines = run.failures[0].traceback.splitlines()
     assert lines[0] == "Traceback (most recent call last):"
     assert "in broken" in lines[1]  # no nbflow executor frames before the task's own
+    # the frame names this file and shows the source line, also from a worker process
+    assert f'File "{__file__}"' in lines[1]
+    assert lines[2].strip() == 'raise ValueError("from the task")'
     package_dir = os.path.dirname(os.path.abspath(nf.__file__))
     assert package_dir not in run.failures[0].traceback

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import nbflow as nf
@@ -69,3 +70,19 @@ def test_cancelled_work_retires_the_pool():
         else:
             raise AssertionError(f"process {pid} of the retired pool is still alive")
     shutdown_pools()
+
+
+def test_a_task_that_cannot_travel_names_the_culprit():
+    flow = nf.Flow("unsendable")
+    lock = threading.Lock()
+
+    @flow.task
+    def guarded():
+        with lock:
+            return 1
+
+    run = flow.run(executor="processes", raise_on_failure=False)
+    (failure,) = run.failures
+    message = str(failure.error)
+    assert "task 'guarded' cannot be sent to a process" in message
+    assert "global 'lock' used by its code is a _thread.lock" in message
