@@ -15,21 +15,18 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Union
 
+from .states import TASK_STATES, RunStatus, TaskState
 from .values import Failed
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .views import TaskView
 
-TaskState = Literal[
-    "pending", "ready", "running", "retrying", "succeeded", "cached", "failed", "skipped",
-    "cancelled",
-]
-TASK_STATES: tuple[str, ...] = (
-    "pending", "ready", "running", "retrying", "succeeded", "cached", "failed", "skipped",
-    "cancelled",
-)
-RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+__all__ = ["TASK_STATES", "Event", "EventBus", "Observer", "RunEvent", "RunStatus", "TaskEvent",
+           "TaskState"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +44,8 @@ class TaskEvent:
     where: str | None = None
     #: for a mapped task's own events: its number of branches, once known
     branches: int | None = None
+    #: for a task's own event with a final state: the task as it ended
+    view: TaskView | None = None
 
 
 @dataclass(frozen=True, slots=True)

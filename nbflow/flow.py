@@ -193,23 +193,34 @@ class Flow:
     # -- validation --------------------------------------------------------------------
 
     def plan(
-        self, targets: str | Iterable[str] | None = None, params: Mapping[str, Any] | None = None
+        self,
+        targets: str | Iterable[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        force: str | Iterable[str] = (),
     ) -> Plan:
         """Validate and freeze what a run of ``targets`` needs.
 
-        Raises a :class:`~nbflow.errors.ValidationError` (unknown names with
-        suggestions, cycles with their path, bad ``map=``, missing parameters)
-        before anything runs.
+        Tasks named in ``force`` recompute whatever the cache holds, and their
+        results replace the cached ones; they are run even if ``targets`` do not
+        need them. Raises a :class:`~nbflow.errors.ValidationError` (unknown
+        names with suggestions, cycles with their path, bad ``map=``, missing
+        parameters) before anything runs.
         """
         with self._lock:
             tasks = dict(self._tasks)
         params = dict(params or {})
         if isinstance(targets, str):
             targets = [targets]
+        forced = {force} if isinstance(force, str) else set(force)
+        for t in forced:
+            if t not in tasks:
+                raise UnknownTaskError(self.name, t, "run(force=...)", tasks)
         target_list = list(targets) if targets is not None else list(tasks)
         for t in target_list:
             if t not in tasks:
                 raise UnknownTaskError(self.name, t, "run(targets=...)", tasks)
+        if targets is not None:
+            target_list += sorted(forced - set(target_list))
 
         deps = _dependencies(tasks)
         if targets is None:  # everything is needed
@@ -264,6 +275,7 @@ class Flow:
                 deps=tuple(planned[d].index for d in sub[name]),
                 map_source=map_source,
                 elementwise=elementwise,
+                forced=name in forced,
             )
             planned[name] = pt
             plan_tasks.append(pt)
@@ -288,8 +300,12 @@ class Flow:
         background: bool = False,
         raise_on_failure: bool = True,
         observers: Iterable[Observer] = (),
+        force: str | Iterable[str] = (),
     ) -> Run:
         """Run what ``targets`` need (all tasks by default) and return the :class:`Run`.
+
+        Tasks named in ``force`` are recomputed even when the cache has their
+        result, and the new result replaces the cached one.
 
         Blocks until the run ends unless ``background=True``. A run with failed
         tasks raises :class:`~nbflow.FlowFailed` unless ``raise_on_failure=False``.
@@ -297,7 +313,7 @@ class Flow:
         Works the same from a script, a thread, or a cell of a running kernel:
         the scheduler has its own event loop thread.
         """
-        run = self._start(targets, params, executor, observers)
+        run = self._start(targets, params, executor, observers, force)
         if background:
             return run
         run.wait()
@@ -313,9 +329,10 @@ class Flow:
         executor: str | Executor | None = None,
         raise_on_failure: bool = True,
         observers: Iterable[Observer] = (),
+        force: str | Iterable[str] = (),
     ) -> Run:
         """Like :meth:`run`, awaited from async code (any event loop, or the scheduler's)."""
-        run = self._start(targets, params, executor, observers)
+        run = self._start(targets, params, executor, observers, force)
         await run.wait_async()
         if raise_on_failure:
             run.raise_for_failure()
@@ -327,11 +344,12 @@ class Flow:
         params: Mapping[str, Any] | None,
         executor: str | Executor | None,
         observers: Iterable[Observer],
+        force: str | Iterable[str] = (),
     ) -> Run:
         from .executors import resolve_executor
         from .run import Run
 
-        plan = self.plan(targets, params)
+        plan = self.plan(targets, params, force)
         capture.install()
         observers = list(observers)
         log = EventLog.from_config()  # the events_log setting / NBFLOW_EVENTS_LOG

@@ -34,6 +34,8 @@ class PlannedTask:
     elementwise: bool = False
     #: indices of tasks that wait for this one
     children: list[int] = field(default_factory=list)
+    #: recompute whatever the cache holds, and replace what it holds (``run(force=...)``)
+    forced: bool = False
 
     @property
     def name(self) -> str:

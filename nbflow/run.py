@@ -19,8 +19,10 @@ from .executors.base import Executor
 from .loop import get_loop_thread
 from .plan import Plan
 from .scheduler import Scheduler
-from .transitions import OK, TaskRecord, Transitions
+from .states import OK
+from .transitions import Transitions
 from .values import Failed
+from .views import TaskView
 
 if TYPE_CHECKING:
     from .flow import Flow
@@ -141,7 +143,7 @@ class Run:
         depends on it is skipped, everything else goes on, and the run ends
         ``cancelled`` (``failed`` if a task failed).
         """
-        index = None if task is None else self.record(task).pt.index  # checks the name
+        index = None if task is None else self._index(task)
         if self._future is None or self._done.is_set():
             return
         if index is None:
@@ -186,45 +188,55 @@ class Run:
     @property
     def states(self) -> dict[str, str]:
         """Each task's state, by name."""
-        return {r.name: r.state for r in self._sm.records}
+        return {v.name: v.state for v in self._sm.views}
 
     @property
     def failures(self) -> list[Failed]:
         """Every failed task (each failed branch of a mapped task), in run order."""
-        out: list[Failed] = []
-        for rec in self._sm.records:
-            if rec.state != "failed":
-                continue
-            if rec.bstate is not None:
-                out.extend(v for v in rec.result if isinstance(v, Failed))
-            elif rec.error is not None:
-                out.append(rec.error)
-        return out
+        return self._sm.failures()
 
     @property
     def results(self) -> Results:
         """Results by task name (a mapped task gives the list of its branch results)."""
         return Results(self)
 
-    def record(self, name: str) -> TaskRecord:
-        """The scheduler's record of one task (for status displays)."""
+    def _index(self, name: str) -> int:
         try:
-            return self._sm.records[self.plan.by_name[name].index]
+            return self.plan.by_name[name].index
         except KeyError:
             raise ResultUnavailableError(name, "unknown", self.plan.by_name) from None
+
+    def task(self, name: str) -> TaskView:
+        """Task ``name`` as it stands: a frozen :class:`~nbflow.TaskView`, safe from any thread."""
+        return self._sm.views[self._index(name)]
+
+    @property
+    def tasks(self) -> dict[str, TaskView]:
+        """Every task of the run as it stands, by name, in run order."""
+        return {v.name: v for v in self._sm.views}
+
+    def record(self, name: str) -> TaskView:
+        """The same as :meth:`task` (the older name)."""
+        return self.task(name)
 
     def summary(self) -> Summary:
         """A table: task, state, branches, attempts, duration."""
         rows = []
-        for rec in self._sm.records:
-            duration = None
-            if rec.started is not None and rec.ended is not None:
-                duration = max(0.0, rec.ended - rec.started)
-            branches = None
-            if rec.pt.mapped:
-                branches = (rec.done, rec.n)
-            rows.append(SummaryRow(rec.name, rec.state, branches, rec.attempts, duration))
+        for view in self._sm.views:
+            branches = (view.done, view.branches) if view.mapped else None
+            rows.append(SummaryRow(view.name, view.state, branches, view.attempts, view.duration))
         return Summary(self.flow, self.id, self.status, rows, self.dashboard_link)
+
+    def _result(self, name: str) -> Any:
+        index = self._index(name)
+        state = self._sm.views[index].state
+        if state not in OK:
+            raise ResultUnavailableError(name, state)
+        value = self._sm.result(index)
+        executor = self._scheduler.executor_of(index)
+        if executor.remote:
+            return self._loop_thread.run_sync(executor.fetch(value))
+        return value
 
     @property
     def dashboard_link(self) -> str | None:
@@ -237,10 +249,10 @@ class Run:
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
-        for rec in self._sm.records:
-            counts[rec.state] = counts.get(rec.state, 0) + 1
+        for view in self._sm.views:
+            counts[view.state] = counts.get(view.state, 0) + 1
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        return f"Run({self.flow!r}, {self.status}, {len(self._sm.records)} tasks: {parts})"
+        return f"Run({self.flow!r}, {self.status}, {len(self._sm.views)} tasks: {parts})"
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -254,24 +266,14 @@ class Results(Mapping[str, Any]):
     def __init__(self, run: Run) -> None:
         self._run = run
 
-    def _records(self) -> list[TaskRecord]:
-        return self._run._sm.records
-
     def __getitem__(self, name: str) -> Any:
-        rec = self._run.record(name)
-        if rec.state not in OK:
-            raise ResultUnavailableError(name, rec.state)
-        value = rec.result
-        executor = self._run._scheduler.executor_of(rec.pt.index)
-        if executor.remote:
-            return self._run._loop_thread.run_sync(executor.fetch(value))
-        return value
+        return self._run._result(name)
 
     def __iter__(self) -> Iterator[str]:
-        return (r.name for r in self._records() if r.state in OK)
+        return (name for name, view in self._run.tasks.items() if view.state in OK)
 
     def __len__(self) -> int:
-        return sum(1 for r in self._records() if r.state in OK)
+        return sum(1 for view in self._run.tasks.values() if view.state in OK)
 
     def __repr__(self) -> str:
         return f"Results({list(self)})"

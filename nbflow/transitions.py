@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .cache import hash_bytes, task_key
@@ -38,14 +39,15 @@ from .errors import TaskTimeoutError
 from .events import EventBus, RunEvent, TaskEvent
 from .executors.base import ResultOf, ResultsOf
 from .plan import Plan, PlannedTask
+from .states import FINAL, OK, aggregate, ended_verb, run_status
 from .values import Failed, Skipped
+from .views import TaskView
 
 logger = logging.getLogger(__name__)
 
 Item = tuple[int, "int | None"]
 
-TERMINAL = frozenset({"succeeded", "cached", "failed", "skipped", "cancelled"})
-OK = frozenset({"succeeded", "cached"})
+TERMINAL = FINAL
 
 
 # -- instructions (out) -------------------------------------------------------------------
@@ -221,6 +223,9 @@ class Transitions:
         self.bus = bus if bus is not None else EventBus()
         self.clock = clock
         self.records = [TaskRecord(pt) for pt in plan.tasks]
+        #: the public view of each task (by index), rebuilt on each change of its record
+        self.views: list[TaskView] = [
+            TaskView(pt.name, "pending", mapped=pt.mapped, forced=pt.forced) for pt in plan.tasks]
         self.unfinished = len(self.records)
         self.status = "pending"
         self.cancelling = False
@@ -304,7 +309,7 @@ class Transitions:
                 continue
             key = self._task_key(rec) if rec.pt.task.options.cache else None
             rec.key = key
-            if key is None:
+            if key is None or rec.pt.forced:
                 self._queue_chained(rec)
             else:
                 rec.chain_lookup = True
@@ -547,6 +552,23 @@ class Transitions:
                 kwargs[name] = Skipped(up.name, up.skip_reason or up.state)
         return kwargs
 
+    def result(self, t: int) -> Any:
+        """Task ``t``'s result (a mapped task's list of branch results); None before it ends."""
+        rec = self.records[t]
+        return rec.result if rec.state in OK else None
+
+    def failures(self) -> list[Failed]:
+        """Every failed task (each failed branch of a mapped task), in run order."""
+        out: list[Failed] = []
+        for rec in self.records:
+            if rec.state != "failed":
+                continue
+            if rec.bstate is not None:
+                out.extend(v for v in rec.result if isinstance(v, Failed))
+            elif rec.error is not None:
+                out.append(rec.error)
+        return out
+
     def validate_state(self) -> None:
         """Check the invariants (for tests); raises AssertionError on a broken one."""
         unfinished = sum(1 for r in self.records if r.state not in TERMINAL)
@@ -599,7 +621,7 @@ class Transitions:
             for d in rec.dep_idx:
                 dep = records[d]
                 if dep.state not in OK:
-                    self._skip(rec, f"upstream {dep.name!r} {_verb(dep.state)}", out)
+                    self._skip(rec, f"upstream {dep.name!r} {ended_verb(dep.state)}", out)
                     return
         elif run_on == "failure" and not pt.elementwise and not any(
             records[d].state == "failed" for d in rec.dep_idx
@@ -613,7 +635,7 @@ class Transitions:
         elif pt.elementwise:
             self._fan_out(rec, src.n or 0, out)
         elif src.state not in OK:
-            self._skip(rec, f"cannot map over {src.name!r}: it {_verb(src.state)}", out)
+            self._skip(rec, f"cannot map over {src.name!r}: it {ended_verb(src.state)}", out)
         elif src.items is not None:
             self._fan_out(rec, len(src.items), out)
         else:
@@ -688,7 +710,7 @@ class Transitions:
             s = src.bstate[b]  # type: ignore[index]
             run_on = pt.task.options.run_on
             if run_on == "success" and s not in OK:
-                value = Skipped(rec.name, f"upstream {src.name}[{b}] {_verb(s)}", b)
+                value = Skipped(rec.name, f"upstream {src.name}[{b}] {ended_verb(s)}", b)
                 self._complete(rec, b, "skipped", value, out, self.clock())
                 return
             if run_on == "failure" and s != "failed" and not any(
@@ -706,10 +728,10 @@ class Transitions:
         if rec.chained:
             self._activate_chained(rec, out)
             return
-        key = self._item_key(rec, b)
+        key = None if rec.pt.forced else self._item_key(rec, b)
         if key is not None:
             out.append(LookupCache((rec.pt.index, b), key))
-        else:
+        else:  # not cached, or forced: it runs, and its result replaces what the cache holds
             self._make_ready(rec, b)
 
     def _make_ready(self, rec: TaskRecord, b: int | None) -> None:
@@ -886,6 +908,8 @@ class Transitions:
         if rec.ended is None or now > rec.ended:
             rec.ended = now
         self._emit(rec, b, state, rec.battempt.get(b, 0), error=value if state == "failed" else None)
+        if rec.done != rec.n:
+            self._update_view(rec)
         for child in rec.ew_children:
             crec = self.records[child]
             if crec.activated and crec.bstate is not None:
@@ -896,16 +920,7 @@ class Transitions:
 
     @staticmethod
     def _aggregate(rec: TaskRecord) -> str:
-        c = rec.counts
-        if c.get("failed"):
-            return "failed"
-        if c.get("cancelled"):
-            return "cancelled"
-        if c.get("cached") == rec.n:
-            return "cached"
-        if c.get("skipped") == rec.n:
-            return "skipped"
-        return "succeeded"
+        return aggregate(rec.counts, rec.n or 0)
 
     def _skip(self, rec: TaskRecord, reason: str, out: list[Instruction]) -> None:
         rec.activated = True
@@ -929,20 +944,31 @@ class Transitions:
             self._finish(out)
 
     def _finish(self, out: list[Instruction]) -> list[Instruction]:
-        states = {r.state for r in self.records}
-        self.status = ("failed" if "failed" in states else
-                       "cancelled" if "cancelled" in states else "succeeded")
+        self.status = run_status({r.state for r in self.records})
         self._emit_run(self.status)
         out.append(RunFinished(self.status))
         return out
 
     def _set_state(self, rec: TaskRecord, state: str, error: Failed | None = None) -> None:
         rec.state = state
+        view = self._update_view(rec)
         if self.bus.active:
             self.bus.emit(TaskEvent(
                 self.run_id, rec.name, None, state, rec.attempts, self.clock(),  # type: ignore[arg-type]
-                error, rec.where, rec.n,
+                error, rec.where, rec.n, view if state in FINAL else None,
             ))
+
+    def _update_view(self, rec: TaskRecord) -> TaskView:
+        pt = rec.pt
+        view = TaskView(
+            rec.name, rec.state, rec.attempts, rec.started, rec.ended, rec.where,  # type: ignore[arg-type]
+            pt.mapped, rec.n, rec.done, MappingProxyType(dict(rec.counts)) if rec.counts
+            else self.views[pt.index].counts, rec.error, rec.skip_reason,
+            MappingProxyType(dict(rec.output)) if rec.output else self.views[pt.index].output,
+            pt.forced, rec.key,
+        )
+        self.views[pt.index] = view
+        return view
 
     def _emit(
         self, rec: TaskRecord, b: int, state: str, attempt: int, error: Failed | None = None
@@ -956,8 +982,3 @@ class Transitions:
         if self.bus.active:
             self.bus.emit(RunEvent(self.run_id, self.plan.flow, status, self.clock()))  # type: ignore[arg-type]
 
-
-def _verb(state: str) -> str:
-    return {"failed": "failed", "skipped": "was skipped", "cancelled": "was cancelled"}.get(
-        state, f"is {state}"
-    )

@@ -145,7 +145,7 @@ def test_timeout_with_retries_on_async_tasks():
 
     run = flow.run(raise_on_failure=False)
     assert run.states["sleepy"] == "failed"
-    assert len(attempts) == 2 and run.record("sleepy").attempts == 2
+    assert len(attempts) == 2 and run.task("sleepy").attempts == 2
     assert isinstance(run.failures[0].error, nf.TaskTimeoutError)
 
 

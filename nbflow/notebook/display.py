@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import capture
 from ..errors import FlowFailed
-from ..transitions import TERMINAL
+from ..states import FINAL as TERMINAL
 from .compiler import cell_of
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class OutputShower:
         for pt in self.run.plan.tasks:
             if pt.name in self.shown:
                 continue
-            rec = self.run.record(pt.name)
+            rec = self.run.task(pt.name)
             if rec.state not in TERMINAL:
                 continue
             self.shown.add(pt.name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..cache import hash_value
-from ..transitions import OK
+from ..states import OK
 from .compiler import CellKey, cell_of
 
 if TYPE_CHECKING:
@@ -64,8 +64,8 @@ class History:
 
     def record(self, run: Run, name: str) -> Snapshot:
         """Snapshot task ``name`` of ``run`` (call once it is final)."""
-        rec = run.record(name)
-        pt = rec.pt
+        rec = run.task(name)
+        pt = run.plan.by_name[name]
         key = pt.task.key_extra
         extra = dict(key.last) if isinstance(key, CellKey) else {}
         snap = Snapshot(
@@ -81,7 +81,7 @@ class History:
             prev = self.snapshots.get(name)
         if rec.state == "succeeded":
             reasons = _differences(prev, snap, upstream_reran=[
-                u for u in pt.upstreams if run.record(u).state == "succeeded"])
+                u for u in pt.upstreams if run.task(u).state == "succeeded"])
             snap = Snapshot(**{**snap.__dict__, "reason": "; ".join(reasons)})
         with self._lock:
             self.snapshots[name] = snap

@@ -30,7 +30,8 @@ from ..errors import (
 from ..events import TaskEvent
 from ..run import Run
 from ..task import RUN_ON_VALUES
-from ..transitions import OK, TERMINAL
+from ..states import FINAL as TERMINAL
+from ..states import OK
 from .compiler import cell_of, cell_task, parse_cell
 from .display import (
     OutputShower,
@@ -467,11 +468,11 @@ class NbflowMagics(Magics):
             snap = flow.history.get(name)
             if name in live:
                 state = live[name]
-                rec = run.record(name)  # type: ignore[union-attr]
-                if rec.pt.mapped and rec.n is not None:
-                    note = f"{rec.done}/{rec.n} branches"
-                if rec.started is not None and rec.ended is not None and state in TERMINAL:
-                    duration = f"{max(0.0, rec.ended - rec.started):.2f}s"
+                view = run.task(name)  # type: ignore[union-attr]
+                if view.mapped and view.branches is not None:
+                    note = f"{view.done}/{view.branches} branches"
+                if view.duration is not None and state in TERMINAL:
+                    duration = f"{view.duration:.2f}s"
             elif snap is not None:
                 state = snap.state
             else:
@@ -559,7 +560,7 @@ class NbflowMagics(Magics):
         for pt in run.plan.tasks:
             if args.names and pt.name not in args.names:
                 continue
-            rec = run.record(pt.name)
+            rec = run.task(pt.name)
             for branch, out in sorted(rec.output.items(),
                                       key=lambda kv: (kv[0] is not None, kv[0] or 0)):
                 show_output(pt.name if branch is None else f"{pt.name}[{branch}]", out)

@@ -51,10 +51,13 @@ class NotebookFlow(Flow):
         return resync(self)
 
     def plan(
-        self, targets: str | Iterable[str] | None = None, params: Mapping[str, Any] | None = None
+        self,
+        targets: str | Iterable[str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        force: str | Iterable[str] = (),
     ) -> Plan:
         self.sync()
-        return super().plan(targets, params)
+        return super().plan(targets, params, force)
 
     def __repr__(self) -> str:
         return f"NotebookFlow({self.name!r}, {len(self)} tasks)"

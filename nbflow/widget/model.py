@@ -34,7 +34,8 @@ import traitlets
 from .. import capture
 from ..events import Event, RunEvent, TaskEvent
 from ..executors import resolve_executor
-from ..transitions import OK, TERMINAL
+from ..states import FINAL as TERMINAL
+from ..states import OK
 from .layout import STATES, STYLES, Structure, colour_svg, placeholder_svg, structure_of, \
     to_graphviz
 from .service import LayoutService, get_service
@@ -42,7 +43,7 @@ from .service import LayoutService, get_service
 if TYPE_CHECKING:
     from ..flow import Flow
     from ..run import Run
-    from ..transitions import TaskRecord
+    from ..views import TaskView
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ class DagWidget(anywidget.AnyWidget):
             nodes[name] = info
         return nodes
 
-    def _info(self, rec: TaskRecord) -> dict[str, Any]:
+    def _info(self, rec: TaskView) -> dict[str, Any]:
         state = rec.state
         info: dict[str, Any] = {"s": state, "a": rec.attempts}
         if rec.started is not None:
@@ -361,9 +362,9 @@ class DagWidget(anywidget.AnyWidget):
             info["t1"] = rec.ended
         if rec.where:
             info["w"] = rec.where
-        if rec.pt.mapped:
+        if rec.mapped:
             info["d"] = rec.done
-            info["n"] = rec.n
+            info["n"] = rec.branches
             info["c"] = dict(rec.counts)
         if state in TERMINAL:
             name = rec.name
@@ -489,7 +490,7 @@ def _stale(flow: Flow, history: Any, name: str) -> bool:
     return bool(code_stale(flow, history, name))
 
 
-def _details(rec: TaskRecord, run: Run | None) -> dict[str, Any]:
+def _details(rec: TaskView, run: Run | None) -> dict[str, Any]:
     """What the details panel shows for a finished task: error, result preview, output."""
     out: dict[str, Any] = {}
     if rec.error is not None:
@@ -500,7 +501,7 @@ def _details(rec: TaskRecord, run: Run | None) -> dict[str, Any]:
         if run is not None and run.executor.remote:
             out["res"] = {"text": "(the result stays on the cluster)"}
         else:
-            out["res"] = preview(rec.result)
+            out["res"] = preview(run.results[rec.name] if run is not None else None)
     texts: list[str] = []
     errs: list[str] = []
     for branch, cap in sorted(rec.output.items(), key=lambda kv: kv[0] or 0)[:5]:

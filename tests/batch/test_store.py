@@ -165,7 +165,7 @@ def test_slow_cache_reads_do_not_hold_up_the_scheduler(tmp_path):
     assert run.states == {"big": "cached", "quick": "succeeded"}
     # quick ran while big's lookup was still reading: the loop did not wait for the disk
     assert run.results["quick"] - t0 < 0.4
-    assert run.record("big").ended - t0 >= 0.5
+    assert run.task("big").ended - t0 >= 0.5
     assert run.results["big"] == list(range(1000))
 
 

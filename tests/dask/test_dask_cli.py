@@ -52,7 +52,7 @@ def test_large_intermediate_never_reaches_the_kernel(cli_cluster, tmp_path):
     assert run.results["size"] == 50_000_000
     readers = log.read_text().split()
     assert str(os.getpid()) not in readers  # workers may share it; the kernel never got it
-    assert run.record("big").where.startswith("tcp://127.0.0.1:")
+    assert run.task("big").where.startswith("tcp://127.0.0.1:")
     # the detector works: reading the result brings it here
     assert len(run.results["big"].payload) == 50_000_000
     assert str(os.getpid()) in log.read_text().split()
@@ -77,7 +77,7 @@ def test_functions_from_main_travel_by_value_and_output_is_captured(cli_cluster)
 
     run = flow.run(executor=nf.DaskExecutor(cli_cluster.address))
     assert run.results["total"] == sum(range(20)) + 20 * offset
-    assert run.record("numbers").output[None].text() == "on a worker\n"
+    assert run.task("numbers").output[None].text() == "on a worker\n"
     assert run.dashboard_link is not None and "127.0.0.1" in run.dashboard_link
 
 
@@ -97,7 +97,7 @@ def test_resources_go_to_the_worker_that_has_them(cli_cluster):
         return (start, t.time())
 
     run = flow.run(executor=nf.DaskExecutor(cli_cluster.address))
-    rec = run.record("special")
+    rec = run.task("special")
     spans = sorted(run.results["special"])
     # one worker has special=1: every branch ran there, one at a time
     assert all(b - a >= 0 for (_, a), (b, _) in zip(spans, spans[1:])), spans

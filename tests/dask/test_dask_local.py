@@ -56,11 +56,11 @@ def test_branching_results_and_where(local):
     assert f'File "{__file__}"' in failure.traceback
     assert "<dynamic-code>" not in failure.traceback
     assert 'raise ValueError("c breaks")' in failure.traceback
-    rec = run.record("a")
+    rec = run.task("a")
     assert rec.where is not None and rec.where.startswith("inproc://")
     assert rec.output[None].text() == "a runs\n"
     # the record holds a dask future, not the value: results stay on the workers
-    assert type(rec.result).__name__ == "Future"
+    assert type(run._sm.result(run.plan.by_name["a"].index)).__name__ == "Future"
     assert "dask dashboard:" in str(run.summary()) or run.dashboard_link is None
 
 
@@ -87,7 +87,7 @@ def test_map_with_1000_branches_chained_elementwise(local):
     run = flow.run(executor="dask")
     elapsed = time.monotonic() - t0
     assert run.results["total"] == sum(i * i + 1 for i in range(1000))
-    assert run.record("plus").n == 1000
+    assert run.task("plus").branches == 1000
     assert run.results["plus"][:3] == [1, 2, 5]
     assert elapsed < 60, elapsed
 
@@ -127,14 +127,14 @@ def test_a_chain_goes_to_dask_before_its_first_task_ends(local):
     assert run.states == {"first": "succeeded", "second": "succeeded", "third": "succeeded"}
     sent = dict(executor.sent)
     assert set(sent) == {"first", "second", "third"}
-    first_ended = run.record("first").ended
+    first_ended = run.task("first").ended
     assert sent["second"] < first_ended and sent["third"] < first_ended
     for name in ("first", "second", "third"):
-        rec = run.record(name)
+        rec = run.task(name)
         assert rec.attempts == 1 and rec.where is not None and rec.where.startswith("inproc://")
     # the report of a chained task arrives with it: output, and it started after its upstream
-    assert run.record("second").output[None].text() == "second runs\n"
-    assert run.record("second").started >= first_ended - 0.05
+    assert run.task("second").output[None].text() == "second runs\n"
+    assert run.task("second").started >= first_ended - 0.05
 
 
 def test_a_fan_in_goes_to_dask_when_the_last_branch_does(local):
@@ -157,8 +157,8 @@ def test_a_fan_in_goes_to_dask_when_the_last_branch_does(local):
     run = flow.run(executor=executor)
     assert run.results["add_up"] == 12.0
     sent = dict(executor.sent)
-    assert sent["add_up"] < run.record("slow_part").ended
-    assert run.record("add_up").attempts == 1 and run.states["add_up"] == "succeeded"
+    assert sent["add_up"] < run.task("slow_part").ended
+    assert run.task("add_up").attempts == 1 and run.states["add_up"] == "succeeded"
 
 
 def test_a_failure_inside_a_chain_skips_the_rest_and_cancels_their_futures(local):
@@ -186,7 +186,7 @@ def test_a_failure_inside_a_chain_skips_the_rest_and_cancels_their_futures(local
                           "chained_end": "skipped"}
     [failure] = run.failures  # dask failed the tail with the same error: not counted twice
     assert failure.task == "breaks" and isinstance(failure.error, ValueError)
-    assert run.record("chained_tail").attempts == 0
+    assert run.task("chained_tail").attempts == 0
     assert _keys_gone("chained_") == []
 
 
@@ -214,8 +214,8 @@ def test_a_retry_inside_a_chain_is_chained_onto_again(local, tmp_path):
 
     run = flow.run(executor="dask")
     assert run.results["after_wobbly"] == 21
-    assert run.record("wobbly").attempts == 2
-    assert run.record("after_wobbly").attempts == 1
+    assert run.task("wobbly").attempts == 2
+    assert run.task("after_wobbly").attempts == 1
 
 
 def test_run_if_runs_next_to_the_data(local):
@@ -287,11 +287,11 @@ def test_mixed_placement_moves_data_only_across_edges(local):
     assert run.results["summary"] == 20
     assert run.results["local_branch"] == [100, 101, 102, 103, 104]
     assert run.results["back_on_dask"] == 21
-    assert run.record("summary").where.startswith("thread")
-    assert run.record("per_item").where.startswith("inproc://")
-    assert run.record("back_on_dask").where.startswith("inproc://")
+    assert run.task("summary").where.startswith("thread")
+    assert run.task("per_item").where.startswith("inproc://")
+    assert run.task("back_on_dask").where.startswith("inproc://")
     # the threads task got a value, the dask one a future
-    assert run.record("summary").result == 20
+    assert run.results["summary"] == 20
 
 
 def test_unserializable_input_is_named_when_submitted(local):
@@ -344,7 +344,7 @@ def test_retries_by_nbflow_with_attempts(local, tmp_path):
 
     run = flow.run(executor="dask")
     assert run.results["flaky"] == 1
-    assert run.record("flaky").attempts == 2
+    assert run.task("flaky").attempts == 2
 
 
 def _keys_gone(prefix: str, timeout: float = 10) -> list[str]:

@@ -55,7 +55,7 @@ def test_run_with_cluster_address(ip, local, capsys):
     ip(f"%nbflow run --cluster {local.scheduler_address}")
     assert ip.ns["report"] == "total 30"
     run = nf.notebook_flow().last_run
-    assert run.record("numbers").where.startswith("inproc://")
+    assert run.task("numbers").where.startswith("inproc://")
 
 
 def test_cluster_with_a_bad_target_is_a_usage_error(ip):
@@ -76,7 +76,7 @@ def test_cluster_local_then_runs_use_it_and_light_tasks_stay_home_then_close(ip,
     assert ip.ns["report"] == "total 30"
     assert ip.ns["squares"] == [0, 1, 4, 9, 16]  # bound: gathered from the workers
     run = nf.notebook_flow().last_run
-    assert run.record("squares").where.startswith("inproc://")
-    assert run.record("report").where.startswith("thread")
+    assert run.task("squares").where.startswith("inproc://")
+    assert run.task("report").where.startswith("thread")
     ip("%nbflow cluster close")
     assert "closed the local dask cluster" in capsys.readouterr().out

@@ -32,7 +32,7 @@ def test_a_run_over_tls_with_a_security_object(tls_cluster):
     executor = nf.DaskExecutor(tls_cluster.address, security=tls_cluster.security)
     run = _flow().run(executor=executor)
     assert run.results["total"] == 14
-    assert run.record("total").where.startswith("tls://127.0.0.1:")
+    assert run.task("total").where.startswith("tls://127.0.0.1:")
 
 
 def test_without_credentials_the_run_fails_fast_and_says_so(tls_cluster):

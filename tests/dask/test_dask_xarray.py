@@ -60,8 +60,8 @@ def test_seasonal_statistics_as_mapped_tasks_on_the_cluster(local, tmp_path):
         return "\n".join(lines)
 
     run = flow.run(executor="dask")
-    assert run.record("stats").n == 8
-    assert all(w.startswith("inproc://") for w in [run.record("stats").where])
+    assert run.task("stats").branches == 8
+    assert all(w.startswith("inproc://") for w in [run.task("stats").where])
     text = run.results["report"]
     assert len(text.splitlines()) == 8
     by_key = {(s["variable"], s["season"]): s for s in run.results["stats"]}

@@ -56,7 +56,7 @@ def test_mapping_chain_and_fan_in(executor):
     run = flow.run(executor=executor)
     assert run.results["plus"] == [i * i + 1 for i in range(6)]
     assert run.results["total"] == sum(i * i + 1 for i in range(6))
-    assert run.record("square").n == 6
+    assert run.task("square").branches == 6
 
 
 def test_failure_is_recorded_with_traceback(executor):
@@ -109,7 +109,7 @@ def test_retries(executor, tmp_path):
 
     run = flow.run(executor=executor)
     assert run.results["flaky"] == 3
-    assert run.record("flaky").attempts == 3
+    assert run.task("flaky").attempts == 3
 
 
 def test_output_is_captured_per_task(executor):
@@ -124,7 +124,7 @@ def test_output_is_captured_per_task(executor):
         return 1
 
     run = flow.run(executor=executor)
-    output = run.record("talk").output[None]
+    output = run.task("talk").output[None]
     assert output.text("stdout") == "to stdout\n"
     assert output.text("stderr") == "to stderr\n"
 
@@ -144,7 +144,7 @@ def test_second_run_is_cached(executor):
     run = flow.run(executor=executor)
     assert run.states == {"a": "cached", "b": "cached"}
     assert run.results["b"] == [2, 4]
-    assert all(rec.attempts == 0 for rec in (run.record("a"), run.record("b")))
+    assert all(rec.attempts == 0 for rec in (run.task("a"), run.task("b")))
 
 
 def test_tracebacks_start_at_the_task_code(executor):

@@ -146,7 +146,7 @@ def test_task_output_is_shown_under_the_run_cell_and_kept(ip, capsys):
     captured = capsys.readouterr()
     assert "[talk]\nhello from talk\n" in captured.out
     assert "careful" in captured.err
-    output = ip.flow.last_run.record("talk").output[None]
+    output = ip.flow.last_run.task("talk").output[None]
     assert output.text() == "hello from talk\n"
     assert output.displays == [{"data": {"text/plain": "<IPython.core.display.HTML object>",
                                          "text/html": "<b>bold</b>"}, "metadata": {}}]

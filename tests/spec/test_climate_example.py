@@ -16,7 +16,7 @@ def test_climate_spec_runs(tmp_path, executor):
     flow = nf.Flow.from_spec(EXAMPLE)
     run = flow.run(params={"path": str(tmp_path / "c.nc"), "years": 2}, executor=executor)
     assert run.states == dict.fromkeys(["data", "ds", "names", "seasonal", "table"], "succeeded")
-    assert run.record("seasonal").n == 2  # one branch per variable
+    assert run.task("seasonal").branches == 2  # one branch per variable
     table = run.results["table"]
     assert list(table.index) == ["precipitation", "temperature"]
     assert table.loc["temperature", "JJA_mean"] > table.loc["temperature", "DJF_mean"]
@@ -36,7 +36,7 @@ def test_climate_spec_runs_on_dask(tmp_path):
         flow = nf.Flow.from_spec(EXAMPLE)
         run = flow.run(params={"path": str(tmp_path / "c.nc"), "years": 1}, executor="dask")
         assert set(run.states.values()) == {"succeeded"}
-        assert run.record("seasonal").where.startswith("inproc://")
+        assert run.task("seasonal").where.startswith("inproc://")
         assert list(run.results["table"].index) == ["precipitation", "temperature"]
     finally:
         dask_cluster.reset()

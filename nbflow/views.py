@@ -1,0 +1,81 @@
+"""Frozen, public views of a run's tasks.
+
+The state machine (``transitions.py``) owns the task records and builds a new
+:class:`TaskView` whenever one of them changes. Everything else reads views:
+``Run.task(name)``, ``Run.summary``, the progress line, the widget, history
+and the event log. A view is immutable, so it is safe to read from any thread
+while the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from .states import FINAL, OK, TaskState
+from .values import Failed
+
+if TYPE_CHECKING:
+    from .capture import Capture
+
+_NO_COUNTS: Mapping[str, int] = MappingProxyType({})
+_NO_OUTPUT: Mapping[int | None, Capture] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """One task of a run as it stands: state, timings, branches, error, output."""
+
+    name: str
+    state: TaskState
+    #: attempts made (for a mapped task, the most of any branch)
+    attempts: int = 0
+    #: when the first attempt started and when the task ended (``time.time()``)
+    started: float | None = None
+    ended: float | None = None
+    #: where it ran: "thread nbflow-worker-1", "pid 4242", a dask worker address
+    where: str | None = None
+    #: True for a task that maps over an upstream's items
+    mapped: bool = False
+    #: a mapped task's number of branches, once known
+    branches: int | None = None
+    #: a mapped task's branches that ended
+    done: int = 0
+    #: a mapped task's ended branches, by state
+    counts: Mapping[str, int] = field(default_factory=lambda: _NO_COUNTS)
+    #: the first failure (a failed branch of a mapped task)
+    error: Failed | None = None
+    #: why the task was skipped or cancelled
+    skip_reason: str = ""
+    #: what the last attempt printed, by branch (None for a task that is not mapped)
+    output: Mapping[int | None, Capture] = field(default_factory=lambda: _NO_OUTPUT)
+    #: True when the run recomputes it whatever the cache holds (``force=``)
+    forced: bool = False
+    #: the cache key of its inputs (None: not cached)
+    key: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the task has a result (succeeded or cached)."""
+        return self.state in OK
+
+    @property
+    def final(self) -> bool:
+        """True when the task ended (it will not change again in this run)."""
+        return self.state in FINAL
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the first start to the end; None until both are known."""
+        if self.started is None or self.ended is None:
+            return None
+        return max(0.0, self.ended - self.started)
+
+    @property
+    def label(self) -> str:
+        """``3/10`` for a mapped task (branches ended / total), else empty."""
+        if not self.mapped:
+            return ""
+        return f"{self.done}/{self.branches or 0}"
