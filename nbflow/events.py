@@ -44,7 +44,7 @@ class TaskEvent:
     where: str | None = None
     #: for a mapped task's own events: its number of branches, once known
     branches: int | None = None
-    #: for a task's own event with a final state: the task as it ended
+    #: for a task's own event (not a branch's): the task as it stands after this change
     view: TaskView | None = None
 
 

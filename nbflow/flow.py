@@ -184,6 +184,16 @@ class Flow:
 
         return to_graphviz(self, states)
 
+    def stale(self, name: str) -> str | None:
+        """Why task ``name``'s last result no longer matches its declaration, or None.
+
+        A plain flow keys results by content and never holds stale ones; the
+        notebook's flow overrides this for tasks whose cell changed since they ran.
+        """
+        if name not in self._tasks:
+            raise UnknownTaskError(self.name, name, "stale()", self._tasks)
+        return None
+
     def widget(self) -> DagWidget:
         """The live DAG widget of this flow (states of its last run; needs ``nbflow[widget]``)."""
         from .widget import DagWidget

@@ -955,7 +955,7 @@ class Transitions:
         if self.bus.active:
             self.bus.emit(TaskEvent(
                 self.run_id, rec.name, None, state, rec.attempts, self.clock(),  # type: ignore[arg-type]
-                error, rec.where, rec.n, view if state in FINAL else None,
+                error, rec.where, rec.n, view,
             ))
 
     def _update_view(self, rec: TaskRecord) -> TaskView:
