@@ -64,22 +64,22 @@ class History:
 
     def record(self, run: Run, name: str) -> Snapshot:
         """Snapshot task ``name`` of ``run`` (call once it is final)."""
-        rec = run.task(name)
+        view = run.task(name)
         pt = run.plan.by_name[name]
         key = pt.task.key_extra
         extra = dict(key.last) if isinstance(key, CellKey) else {}
         snap = Snapshot(
             run_id=run.id,
-            state=rec.state,
+            state=view.state,
             code_key=pt.task.code_key,
             params={k: _hash(v) for k, v in pt.params.items()},
             extra=extra,
             upstreams=pt.upstreams,
-            key=rec.key,
+            key=view.key,
         )
         with self._lock:
             prev = self.snapshots.get(name)
-        if rec.state == "succeeded":
+        if view.state == "succeeded":
             reasons = _differences(prev, snap, upstream_reran=[
                 u for u in pt.upstreams if run.task(u).state == "succeeded"])
             snap = Snapshot(**{**snap.__dict__, "reason": "; ".join(reasons)})
@@ -182,20 +182,36 @@ def predict(flow: Flow, history: History, name: str,
     return result
 
 
-def code_stale(flow: Flow, history: History, name: str) -> bool:
-    """Cheap staleness: the task or one of its ancestors changed code since it ran."""
+def stale_reason(flow: Flow, history: History, name: str) -> str | None:
+    """Why ``name``'s last result is stale: ``"its code changed"`` or ``"its upstream 'x'
+    changed"`` (the nearest upstream task whose code changed since it ran), else None.
+
+    Cheap: compares code keys with the history, without hashing parameters or
+    globals (``%nbflow why`` does that). A task or upstream with no history
+    (it never ran in this kernel) counts as unchanged.
+    """
     seen: set[str] = set()
-    stack = [name]
-    while stack:
-        n = stack.pop()
-        if n in seen or n not in flow:
-            continue
-        seen.add(n)
-        snap = history.get(n)
-        if snap is not None and snap.code_key != flow.tasks[n].code_key:
-            return True
-        stack.extend(flow.upstreams(n))
-    return False
+    frontier = [name]
+    while frontier:  # breadth first, so the nearest changed upstream is named
+        following: list[str] = []
+        for n in frontier:
+            if n in seen or n not in flow:
+                continue
+            seen.add(n)
+            snap = history.get(n)
+            if snap is not None and snap.code_key != flow.tasks[n].code_key:
+                return "its code changed" if n == name else f"its upstream {n!r} changed"
+            following.extend(flow.upstreams(n))
+        frontier = following
+    return None
+
+
+def code_stale(flow: Flow, history: History, name: str) -> bool:
+    """Cheap staleness: the task or one of its ancestors changed code since it ran.
+
+    Prefer ``flow.stale(name)``, which also says which.
+    """
+    return stale_reason(flow, history, name) is not None
 
 
 def explain(flow: Flow, history: History, name: str) -> str:

@@ -29,7 +29,7 @@ class NotebookFlow(Flow):
     - before planning, task cells re-derive which names they read are tasks and
       which are notebook variables (tasks may be declared in any order);
     - it keeps a :class:`~nbflow.notebook.history.History` of what each task
-      last ran with, for ``%nbflow why`` and ``%nbflow status``.
+      last ran with, for ``%nbflow why``, ``%nbflow status`` and :meth:`stale`.
     """
 
     def __init__(self, name: str = "notebook", *, namespace: Mapping[str, Any] | None = None,
@@ -43,6 +43,20 @@ class NotebookFlow(Flow):
         """Add or redeclare ``task`` (a notebook cell may run many times)."""
         self.replace(task)
         return task
+
+    def stale(self, name: str) -> str | None:
+        """Why task ``name``'s last result no longer matches the notebook, or None.
+
+        ``"its code changed"`` when its cell (or function) changed since it ran,
+        ``"its upstream 'x' changed"`` when the nearest such upstream is ``x``.
+        Only code is compared; ``%nbflow why NAME`` also compares parameters
+        and notebook globals. Raises :class:`~nbflow.errors.UnknownTaskError`
+        for a name that is not a task.
+        """
+        super().stale(name)  # checks the name
+        from .history import stale_reason
+
+        return stale_reason(self, self.history, name)
 
     def sync(self) -> list[str]:
         """Rebuild task cells whose upstreams changed; returns their names."""
