@@ -14,18 +14,22 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .. import capture
 from ..errors import FlowFailed
-from ..states import FINAL as TERMINAL
+from ..states import ACTIVE, FINAL_ORDER
 from .compiler import cell_of
 
 if TYPE_CHECKING:
     from ..capture import Capture
     from ..run import Run
+    from ..views import TaskView
 
 _NBFLOW_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the display publishers already routed through task captures (one per shell)
+_wrapped: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 # -- rich displays from tasks --------------------------------------------------------------
@@ -34,7 +38,7 @@ _NBFLOW_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def install_display_capture(shell: Any) -> None:
     """Wrap ``shell.display_pub`` so displays made inside a task go to its capture (idempotent)."""
     pub = shell.display_pub
-    if getattr(pub, "_nbflow_wrapped", False):
+    if pub in _wrapped:
         return
     publish = pub.publish
     clear_output = pub.clear_output
@@ -66,7 +70,7 @@ def install_display_capture(shell: Any) -> None:
 
     pub.publish = nbflow_publish
     pub.clear_output = nbflow_clear_output
-    pub._nbflow_wrapped = True
+    _wrapped.add(pub)
 
 
 def show_output(label: str, output: Capture) -> None:
@@ -88,24 +92,26 @@ def show_output(label: str, output: Capture) -> None:
         publish_display_data(item["data"], item.get("metadata") or {})  # type: ignore[no-untyped-call]
 
 
+def show_task_output(view: TaskView) -> None:
+    """Replay what task ``view`` printed and displayed (each branch of a mapped task in order)."""
+    for branch, out in sorted(view.output.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
+        show_output(view.name if branch is None else f"{view.name}[{branch}]", out)
+
+
 class OutputShower:
-    """Shows each task's captured output once, as tasks of a run finish."""
+    """Shows each task's captured output once, as tasks of a run end."""
 
     def __init__(self, run: Run) -> None:
         self.run = run
         self.shown: set[str] = set()
 
     def poll(self) -> None:
-        for pt in self.run.plan.tasks:
-            if pt.name in self.shown:
+        """Show the output of the tasks that ended since the last call, in run order."""
+        for name, view in self.run.tasks.items():
+            if name in self.shown or not view.final:
                 continue
-            rec = self.run.task(pt.name)
-            if rec.state not in TERMINAL:
-                continue
-            self.shown.add(pt.name)
-            for branch, out in sorted(rec.output.items(), key=lambda kv: (kv[0] is not None,
-                                                                           kv[0] or 0)):
-                show_output(pt.name if branch is None else f"{pt.name}[{branch}]", out)
+            self.shown.add(name)
+            show_task_output(view)
 
 
 # -- progress and summary ----------------------------------------------------------------------
@@ -124,12 +130,12 @@ def progress_text(run: Run) -> str:
     """``nbflow: 3/6 tasks finished (2 succeeded, 1 cached), 1 running``."""
     states = run.states
     total = len(states)
-    final = {s: 0 for s in ("succeeded", "cached", "failed", "skipped", "cancelled")}
+    final = dict.fromkeys(FINAL_ORDER, 0)
     running = 0
     for s in states.values():
         if s in final:
             final[s] += 1
-        elif s in ("running", "retrying"):
+        elif s in ACTIVE:
             running += 1
     done = sum(final.values())
     parts = ", ".join(f"{n} {s}" for s, n in final.items() if n)
@@ -155,8 +161,7 @@ def summary_line(run: Run) -> str:
     took = ""
     if run.started is not None:
         took = f" in {(run.ended or time.time()) - run.started:.2f}s"
-    words = {"succeeded": "computed", "cached": "cached", "failed": "failed",
-             "skipped": "skipped", "cancelled": "cancelled"}
+    words = {s: "computed" if s == "succeeded" else s for s in FINAL_ORDER}
     parts = [f"{len(by_state[s])} {w} ({_names(by_state[s])})"
              for s, w in words.items() if by_state.get(s)]
     return f"nbflow: run {run.status}{took}: " + ", ".join(parts)

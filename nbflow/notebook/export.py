@@ -22,20 +22,19 @@ import ast
 import json
 import shlex
 import textwrap
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
 from .compiler import CellBody, parse_cell
-
-_TASK_OPTIONS = ("retries", "retry_delay", "timeout", "map", "run_on", "after", "max_parallel",
-                 "priority", "resources", "cache", "export", "executor")
+from .parser import CommandParser, build_parser, task_options
 
 
 @dataclass
 class TaskCell:
+    """One ``%%nbflow task`` cell: its name, analysed body, options and cell index."""
+
     name: str
     body: CellBody
     options: dict[str, Any]
@@ -56,9 +55,11 @@ class Notebook:
 
 
 def read_workflow_notebook(path: str | Path) -> Notebook:
-    """Split a notebook into setup code, task cells and the code after the first run."""
-    from .magics import build_parser
+    """Split a notebook into setup code, task cells and the code after the first run.
 
+    Raises :class:`~nbflow.errors.ExportError` naming the cell (and line) for a
+    task header the magic would refuse, or a task body that is not Python.
+    """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -75,23 +76,25 @@ def read_workflow_notebook(path: str | Path) -> Notebook:
         stripped = source.lstrip()
         if stripped.startswith("%%nbflow"):
             header, _, body = stripped.partition("\n")
-            words = shlex.split(header[len("%%nbflow"):])
             try:
-                args = parser.parse_args(words)
-            except Exception as exc:  # the magic's parser raises UsageError or exits
+                args = parser.parse_command(shlex.split(header[len("%%nbflow"):]))
+            except ValueError as exc:  # a usage mistake, or unbalanced quotes
                 raise ExportError(f"{label}: {header.strip()}: {exc}") from exc
+            if args is None:
+                raise ExportError(f"{label}: {header.strip()}: --help in a task cell header; "
+                                  "remove it to export the task")
             if args.command != "task":
                 continue
             try:
                 parsed = parse_cell(args.name, body, label=label, header=header)
             except SyntaxError as exc:
                 raise ExportError(f"{label}, line {exc.lineno}: {exc.msg}") from exc
-            nb.tasks.append(TaskCell(args.name, parsed, _options(args), index))
+            nb.tasks.append(TaskCell(args.name, parsed, task_options(args), index))
             continue
         if stripped.startswith("%%"):
             continue  # another cell magic: IPython only
         tags = cell.get("metadata", {}).get("tags", [])
-        code, runs = _translate(source)
+        code, runs = _translate(source, parser)
         # the notebook's default flow is the module's flow
         code = code.replace("nf.notebook_flow()", "flow").replace("nbflow.notebook_flow()", "flow")
         code = "\n".join(line for line in code.splitlines() if line.strip() != "flow = flow")
@@ -104,46 +107,24 @@ def read_workflow_notebook(path: str | Path) -> Notebook:
     return nb
 
 
-def _options(args: Any) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    defaults = {"retries": 0, "retry_delay": 0.0, "timeout": None, "run_on": "success",
-                "priority": 0, "max_parallel": None, "map": None}
-    for key, default in defaults.items():
-        value = getattr(args, key, default)
-        if value != default:
-            options[key] = value
-    if getattr(args, "no_cache", False):
-        options["cache"] = False
-    if getattr(args, "export", False):
-        options["export"] = True
-    if getattr(args, "after", None):
-        options["after"] = [a.strip() for a in args.after.split(",") if a.strip()]
-    if getattr(args, "resources", None):
-        merged: dict[str, float] = {}
-        for r in args.resources:
-            merged.update(r)
-        options["resources"] = merged
-    executor = getattr(args, "executor", None)
-    if isinstance(executor, str):
-        options["executor"] = executor
-    return options
-
-
-def _translate(source: str) -> tuple[str, bool]:
+def _translate(source: str, parser: CommandParser) -> tuple[str, bool]:
     """IPython-only lines out, ``%nbflow run`` into ``flow.run``; True if it ran."""
-    from .magics import build_parser
-
     out: list[str] = []
     ran = False
     for line in source.splitlines():
         text = line.strip()
         if text.startswith("%nbflow") and not text.startswith("%nbflow_"):
-            words = shlex.split(text[len("%nbflow"):])
+            try:
+                words = shlex.split(text[len("%nbflow"):])
+            except ValueError:
+                continue  # unbalanced quotes: the magic refuses it too
             if words and words[0] == "run":
                 try:
-                    args = build_parser().parse_args(words)
-                except Exception:
-                    continue
+                    args = parser.parse_command(words)
+                except ValueError:
+                    continue  # a mistaken run line: the notebook fails there too
+                if args is None:
+                    continue  # --help
                 call = _run_call(args)
                 indent = line[: len(line) - len(line.lstrip())]
                 out.append(f"{indent}_run = {call}")
@@ -333,7 +314,3 @@ def export_notebook(notebook: str | Path, out: str | Path) -> list[Path]:
     dump_spec(export_spec(nb, module.stem), out)
     return [out, module]
 
-
-def export_parameters(nb: Notebook) -> Mapping[str, Any]:
-    """The notebook's parameters cell values."""
-    return dict(nb.parameters)
