@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -65,9 +66,16 @@ Observer = Callable[[Sequence[Event]], Any]
 class EventBus:
     """Collects events on the scheduler thread and delivers them in batches.
 
-    ``emit`` is cheap (a list append). A dispatcher thread, started with the
+    ``emit`` is cheap (a deque append). A dispatcher thread, started with the
     first observer, wakes every ``interval`` seconds and hands the events
     collected since to each observer, in order.
+
+    Events may be emitted from any thread. They queue in a deque that is never
+    replaced: the dispatcher takes from its left end what was there when it looked,
+    and an append that races with it lands after, for the next batch. (Swapping in a
+    fresh list instead lost events: an emitter that had read the old list appended
+    to it after it was delivered.) A lock around append and swap would do too, but
+    made ``emit``, which runs for every state change, four times slower (160 ns).
     """
 
     def __init__(self, observers: Iterable[Observer] = (), interval: float = 0.05) -> None:
@@ -79,7 +87,8 @@ class EventBus:
         #: (the default); observers with ``wants_branch_events = False`` only get
         #: task-level and run events, so a 100,000-branch map costs them nothing per branch
         self.branches = False
-        self._buffer: list[Event] = []
+        #: events emitted and not yet taken by the dispatcher (the only consumer)
+        self._queue: deque[Event] = deque()
         self._interval = interval
         self._wake = threading.Event()
         self._closed = False
@@ -113,9 +122,9 @@ class EventBus:
             self._thread.start()
 
     def emit(self, event: Event) -> None:
-        """Queue one event (called on the scheduler thread)."""
+        """Queue one event (called on the scheduler thread, or any other)."""
         if self._observers:
-            self._buffer.append(event)
+            self._queue.append(event)
 
     def close(self) -> None:
         """Deliver what is left and stop the dispatcher (does not wait; see ``wait_closed``)."""
@@ -135,17 +144,22 @@ class EventBus:
     def _dispatch_loop(self) -> None:
         while True:
             closed = self._closed
-            # Swapping the list is safe without a lock: an append that races with the
-            # swap lands in the list this thread is about to deliver.
-            batch, self._buffer = self._buffer, []
+            batch = self._take()
             if batch:
                 self._deliver(batch)
             if closed:
-                if self._buffer:
-                    self._deliver(self._buffer)
-                    self._buffer = []
+                rest = self._take()
+                if rest:
+                    self._deliver(rest)
                 return
             self._wake.wait(self._interval)
+
+    def _take(self) -> list[Event]:
+        """Everything queued so far, in order (appends made meanwhile stay queued)."""
+        queue = self._queue
+        popleft = queue.popleft
+        # One consumer: the len() items counted are there to take, whatever emitters do.
+        return [popleft() for _ in range(len(queue))]
 
     def _deliver(self, batch: list[Event]) -> None:
         for observer in list(self._observers):
