@@ -149,14 +149,17 @@ class NbflowMagics(Magics):
             raise UsageError(report.missing_message(flow, exc, self.ip.user_ns)) from None
         except (ValidationError, ExecutorError) as exc:
             raise UsageError(str(exc)) from None
-        widget = live_widget(flow, run, self._start_for_widget)
+        def make_widget() -> Any:
+            return live_widget(flow, run, self._start_for_widget)
+
         if args.background:
+            widget = make_widget()
             if widget is not None:
                 from IPython.display import display
 
                 display(widget)  # type: ignore[no-untyped-call]
             return run
-        runner.follow(run, flow, widget)
+        runner.follow(run, flow, make_widget)
         return None
 
     def _start_for_widget(self, targets: Sequence[str] | None, force: Sequence[str]) -> Run:

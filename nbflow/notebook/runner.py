@@ -11,7 +11,7 @@ with the summary line or the run's failure.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NbflowError
@@ -94,34 +94,48 @@ def start(
     ------
     nbflow.errors.ValidationError
         Before anything runs, when the flow cannot run as declared.
+    KeyboardInterrupt
+        A kernel interrupt; a run it caught just after starting is cancelled.
     """
     binder = Binder(flow, namespace)
-    run = flow.run(targets, params=params, executor=executor, force=list(force),
-                   background=True, observers=[binder])
+    before = flow.last_run
+    try:
+        run = flow.run(targets, params=params, executor=executor, force=list(force),
+                       background=True, observers=[binder])
+    except KeyboardInterrupt:
+        started = flow.last_run
+        if started is not None and started is not before:
+            started.cancel()  # the interrupt came once the run had started: do not leave it
+        raise
     binder.run = run
     return run
 
 
-def follow(run: Run, flow: NotebookFlow, widget: Any = None) -> None:
+def follow(run: Run, flow: NotebookFlow,
+           make_widget: Callable[[], Any] | None = None) -> None:
     """Block until ``run`` ends, as a blocking ``%nbflow run`` does.
 
-    Shows the live ``widget`` (else, after :data:`PROGRESS_AFTER` seconds, a
-    progress line) and each task's output under the current cell as tasks end;
-    then prints the summary line. A kernel interrupt cancels the run and is
-    re-raised; a failed task raises the run's :class:`~nbflow.FlowFailed`,
-    rendered with the task cells' lines.
+    Shows the live widget ``make_widget()`` builds (else, after
+    :data:`PROGRESS_AFTER` seconds, a progress line) and each task's output
+    under the current cell as tasks end; then prints the summary line. A
+    kernel interrupt cancels the run and is re-raised, also one that comes
+    while the widget is being built (its first import can take a second);
+    a failed task raises the run's :class:`~nbflow.FlowFailed`, rendered
+    with the task cells' lines.
     """
     from IPython.display import DisplayHandle
 
     __tracebackhide__ = True
     shower = OutputShower(run)
     handle: Any = None  # an IPython DisplayHandle, once shown
-    if widget is not None:
-        handle = DisplayHandle()  # type: ignore[no-untyped-call]
-        handle.display(widget)
+    widget: Any = None
     shown_text = ""
     started = time.monotonic()
     try:
+        widget = make_widget() if make_widget is not None else None
+        if widget is not None:
+            handle = DisplayHandle()  # type: ignore[no-untyped-call]
+            handle.display(widget)
         while True:
             try:
                 run.wait(timeout=0.2)
@@ -153,7 +167,7 @@ def follow(run: Run, flow: NotebookFlow, widget: Any = None) -> None:
         except (TimeoutError, KeyboardInterrupt):
             pass
         shower.poll()
-        if widget is not None:
+        if widget is not None and handle is not None:
             handle.update(widget)
         elif handle is not None:
             handle.update({"text/plain": progress_text(run)}, raw=True)

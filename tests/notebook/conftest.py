@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Return as soon as ``predicate()`` is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout}s: {predicate!r}")
+        time.sleep(0.01)
 
 
 class Shell:
@@ -76,9 +87,9 @@ class Kernel:
         self.nb = nbformat.v4.new_notebook()
         self.client = NotebookClient(self.nb, kernel_name="python3", timeout=60,
                                      allow_errors=True)
-        self.client.km = self.client.create_kernel_manager()
-        self.client.start_new_kernel()
-        self.client.start_new_kernel_client()
+        # nbclient's own context manager starts the kernel now and shuts it down in close()
+        self._kernel = contextlib.ExitStack()
+        self._kernel.enter_context(self.client.setup_kernel())
 
     def __call__(self, source: str) -> Any:
         import nbformat
@@ -88,18 +99,20 @@ class Kernel:
         self.client.execute_cell(cell, len(self.nb.cells) - 1)
         return cell
 
-    def interrupt_after(self, seconds: float) -> threading.Timer:
+    def interrupt_when(self, predicate: Callable[[], Any], timeout: float = 30.0) -> threading.Thread:
+        """Interrupt the kernel (from another thread) once ``predicate()`` is true."""
         km = self.client.km
 
         def interrupt() -> None:
+            wait_until(predicate, timeout)
             asyncio.run(km.interrupt_kernel())  # nbclient's manager is async
 
-        timer = threading.Timer(seconds, interrupt)
-        timer.start()
-        return timer
+        thread = threading.Thread(target=interrupt, name="interrupt-kernel", daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
-        self.client._cleanup_kernel()
+        self._kernel.close()
 
 
 def text(cell: Any, name: str = "stdout") -> str:

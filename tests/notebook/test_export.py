@@ -84,3 +84,34 @@ def test_export_errors(tmp_path):
     with pytest.raises(ExportError, match=r"\.txt"):
         export_notebook(QUICKSTART, tmp_path / "out.txt")
     assert json.loads(QUICKSTART.read_text())  # untouched
+
+
+def test_export_needs_no_ipython(tmp_path):
+    """`nbflow export` reads task headers and run lines with the magics' parser, without IPython."""
+    cells = [
+        nbformat.v4.new_code_cell("n = 3", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("%%nbflow task items --retries 2 --after first --no-cache\n"
+                                  "list(range(n))"),
+        nbformat.v4.new_code_cell("%%nbflow task first\n0"),
+        nbformat.v4.new_code_cell("%nbflow run -p n=4\nprint(items)"),
+    ]
+    notebook = tmp_path / "small.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), notebook)
+    code = (
+        "import sys\n"
+        "import nbflow.notebook.export as export\n"
+        "assert 'IPython' not in sys.modules, 'importing the export imported IPython'\n"
+        f"export.export_notebook({str(notebook)!r}, {str(tmp_path / 'small.py')!r})\n"
+        f"export.export_notebook({str(notebook)!r}, {str(tmp_path / 'small.yaml')!r})\n"
+        "assert 'IPython' not in sys.modules, 'exporting imported IPython'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    source = (tmp_path / "small.py").read_text()
+    assert "@flow.task(name='items', retries=2, cache=False, after=['first'])" in source
+    assert "_run = flow.run(params={'n': 4})" in source
+    run = subprocess.run([sys.executable, "small.py"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("[0, 1, 2, 3]\n")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from IPython.core.error import UsageError
 
 import nbflow as nf
+from nbflow.errors import UnknownTaskError
+
+from .conftest import wait_until
 
 
 def declare_pipeline(ip):
@@ -59,6 +60,46 @@ def test_editing_a_cell_recomputes_only_what_it_affects(ip, capsys):
     assert ip.flow.last_run.states == {"load": "cached", "clean": "succeeded",
                                        "total": "succeeded"}
     assert ip.ns["total"] == 10
+
+
+def test_stale_says_whether_the_code_or_an_upstream_changed(ip, capsys):
+    declare_pipeline(ip)
+    assert ip.flow.stale("clean") is None  # nothing ran: no result to be stale
+    ip("%nbflow run")
+    assert [ip.flow.stale(n) for n in ("load", "clean", "total")] == [None, None, None]
+    ip("%%nbflow task clean\n[double(v) for v in load if v > 1]")
+    assert ip.flow.stale("load") is None
+    assert ip.flow.stale("clean") == "its code changed"
+    assert ip.flow.stale("total") == "its upstream 'clean' changed"
+    with pytest.raises(UnknownTaskError, match="totl"):
+        ip.flow.stale("totl")
+    capsys.readouterr()
+    ip("%nbflow status")
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["load"].split()[1] == "succeeded" and not rows["load"].endswith("changed")
+    assert rows["clean"].split()[1] == "stale" and rows["clean"].endswith("  code changed")
+    assert rows["total"].split()[1] == "stale"
+    assert rows["total"].endswith("  upstream 'clean' changed")
+    ip("%nbflow run")
+    assert [ip.flow.stale(n) for n in ("load", "clean", "total")] == [None, None, None]
+
+
+def test_widget_runs_recompute_forced_tasks_and_bind_their_results(ip):
+    """The widget's node actions start runs through runner.start, as %nbflow run does."""
+    from nbflow.notebook import runner
+
+    declare_pipeline(ip)
+    ip("%nbflow run")
+    del ip.ns["clean"]
+    run = runner.start(ip.flow, ip.ns, ["clean", "total"], force=["clean", "total"])
+    run.wait(10)
+    assert ip.flow.last_run is run
+    assert run.states == {"load": "cached", "clean": "succeeded", "total": "succeeded"}
+    assert ip.ns["clean"] == [2, 4, 6]  # bound by the run's Binder
+    assert ip.flow.history.get("clean").run_id == run.id  # and recorded for %nbflow why
+    again = runner.start(ip.flow, ip.ns, ["total"])
+    again.wait(10)
+    assert again.states == {"load": "cached", "clean": "cached", "total": "cached"}
 
 
 def test_helper_source_and_globals_are_part_of_the_key(ip, capsys):
@@ -155,36 +196,36 @@ def test_task_output_is_shown_under_the_run_cell_and_kept(ip, capsys):
 
 
 def test_background_run_returns_at_once_and_binds_later(ip, capsys):
-    ip("import time")
-    ip("%%nbflow task slow\nprint('slow output')\ntime.sleep(0.5)\n42")
+    ip("import threading\nprinted = threading.Event()\nrelease = threading.Event()")
+    ip("%%nbflow task slow\nprint('slow output')\nprinted.set()\nrelease.wait(10)\n42")
     capsys.readouterr()
-    started = time.monotonic()
+    # the task cannot end before `release` is set, so the cell returned while it ran
     result = ip("%nbflow run --background")
-    assert time.monotonic() - started < 0.4
     run = result.result
     assert isinstance(run, nf.Run)
-    ip("print('other cell'); time.sleep(0.2)")
+    assert not run.done
+    wait_until(ip.ns["printed"].is_set)
+    ip("print('other cell')")
     ip("%nbflow status")
     out = capsys.readouterr().out
-    assert "slow output" not in out
+    assert "slow output" not in out  # the task printed while these cells ran
     assert "slow  running" in out
+    assert "slow" not in ip.ns
+    ip("release.set()")
     run.wait(10)
-    time.sleep(0.05)
-    assert ip.ns["slow"] == 42
+    assert ip.ns["slow"] == 42  # run.wait returns once the last events were delivered
     ip("%nbflow wait")
     assert "[slow]\nslow output" in capsys.readouterr().out
 
 
 def test_cancel_a_task_of_a_background_run(ip, capsys):
-    ip("import threading, time\nrelease = threading.Event()")
+    ip("import threading\nrelease = threading.Event()")
     ip("%%nbflow task stuck\nrelease.wait(10)\n1")
     ip("%%nbflow task after_stuck\nstuck + 1")
-    ip("%%nbflow task fine\ntime.sleep(0.3)\n2")
+    ip("%%nbflow task fine\n2")
     ip("%nbflow cancel", ok=False)  # nothing has run yet: a usage error
     run = ip("%nbflow run --background").result
-    deadline = time.monotonic() + 10
-    while run.states["stuck"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: run.task("stuck").state == "running")
     result = ip("%nbflow cancel stuk", ok=False)
     assert isinstance(result.error_in_exec, UsageError)
     assert "Did you mean 'stuck'?" in str(result.error_in_exec)
@@ -194,7 +235,6 @@ def test_cancel_a_task_of_a_background_run(ip, capsys):
     run.wait(10)
     ip("release.set()")
     assert run.states == {"stuck": "cancelled", "after_stuck": "skipped", "fine": "succeeded"}
-    time.sleep(0.05)
     assert ip.ns["fine"] == 2 and "stuck" not in ip.ns
     ip("%nbflow cancel")
     assert "the last run has ended (cancelled)" in capsys.readouterr().out
