@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .events import Event, RunEvent, TaskEvent
+from .states import OK
 
 if TYPE_CHECKING:
     from .run import Run
 
 logger = logging.getLogger(__name__)
-
-_OK = ("succeeded", "cached")
 
 
 class EventLog:
@@ -52,6 +51,8 @@ class EventLog:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.run: Run | None = None
+        #: names of the bound run's tasks declared with ``export=True``
+        self._exports: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     @classmethod
@@ -65,12 +66,14 @@ class EventLog:
     def bind(self, run: Run) -> None:
         """The run whose exported results this log writes (set before it starts)."""
         self.run = run
+        self._exports = frozenset(p.name for p in run.plan.tasks if p.task.options.export)
 
     def __call__(self, events: Sequence[Event]) -> None:
         lines = []
         for event in events:
             lines.append(self._line(event))
-            if isinstance(event, TaskEvent) and event.branch is None and event.state in _OK:
+            if (isinstance(event, TaskEvent) and event.branch is None and event.state in OK
+                    and event.task in self._exports):
                 export = self._export(event)
                 if export is not None:
                     lines.append(export)
@@ -100,9 +103,6 @@ class EventLog:
     def _export(self, event: TaskEvent) -> dict[str, Any] | None:
         run = self.run
         if run is None or run.id != event.run_id:
-            return None
-        planned = run.plan.by_name.get(event.task)
-        if planned is None or not planned.task.options.export:
             return None
         try:
             value = run.results[event.task]
