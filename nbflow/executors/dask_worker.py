@@ -143,7 +143,7 @@ class _Reporter:
     the client (in the kernel) a message to handle, each: a mapped task with thousands
     of small branches spent a third of its time on that. A report may now arrive after
     dask says its task finished; the client takes the report as the outcome, so it
-    waits for it (see ``DaskExecutor._on_report``).
+    waits for it (see :mod:`.dask_outcomes`).
     """
 
     def __init__(self, worker: Any) -> None:
