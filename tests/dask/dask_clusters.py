@@ -8,6 +8,11 @@ This folder has no ``__init__.py`` and no ``conftest.py`` on purpose: a package 
   (dashboards too), one worker with a ``special=1`` resource; stopped by pid;
 - ``tls_cluster``: a ``dask scheduler`` and one ``dask worker`` that speak TLS only
   (``tls://127.0.0.1``), with throwaway certificates; stopped by pid.
+
+Every server listens on 127.0.0.1 only (dashboards included: ``--no-dashboard`` would
+still bind 0.0.0.0, TOOLCHAIN.md 5), and is stopped by process id: the ``dask``
+processes, and the worker processes their nannies started (found with psutil).
+:func:`wait_until` polls a condition instead of sleeping for a guessed time.
 """
 
 from __future__ import annotations
@@ -18,11 +23,37 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import psutil
 import pytest
 
 from nbflow.executors import dask_cluster
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str,
+               interval: float = 0.02) -> T:
+    """Poll ``condition`` until it returns something true, and return that.
+
+    An ``OSError`` counts as "not yet" (a server that is not listening yet). Fails the
+    test with ``what`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except OSError:
+            pass
+        else:
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -47,7 +78,19 @@ class CliCluster:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
 
+    def worker_processes(self) -> list[psutil.Process]:
+        """The processes the ``dask worker`` nannies started (they run the tasks)."""
+        out = []
+        for proc in self.workers:
+            try:
+                out += psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
     def stop(self) -> None:
+        """SIGTERM to the workers, then the scheduler; SIGKILL to what is left, by pid."""
+        children = self.worker_processes()
         for proc in [*self.workers, self.scheduler]:  # workers first, then the scheduler
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -57,13 +100,33 @@ class CliCluster:
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+        _kill(children)
+
+    def kill(self) -> None:
+        """SIGKILL every process of the cluster at once, by pid (the cluster is gone)."""
+        children = self.worker_processes()
+        for proc in [*self.workers, self.scheduler]:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        _kill(children)
 
 
-def _wait_for_workers(address: str, n: int, timeout: float = 60) -> None:
+def _kill(processes: list[psutil.Process]) -> None:
+    """SIGKILL ``processes`` that still run (``is_running`` checks that a pid was not reused)."""
+    for child in processes:
+        if child.is_running():
+            os.kill(child.pid, signal.SIGKILL)
+    psutil.wait_procs(processes, timeout=10)
+
+
+def _workers_up(address: str, n: int, security: object = None) -> bool:
+    """True once ``n`` workers joined the scheduler (OSError while it does not listen)."""
     from distributed import Client
 
-    with Client(address, timeout=timeout) as client:
-        client.wait_for_workers(n, timeout=timeout)
+    with Client(address, security=security, timeout=30) as client:
+        client.wait_for_workers(n, timeout=30)
+    return True
 
 
 @pytest.fixture(scope="module", name="cli_cluster")
@@ -88,13 +151,7 @@ def cli_cluster_fixture(tmp_path_factory):
                      "--nthreads", "2", "--host", "127.0.0.1", "--dashboard-address",
                      "127.0.0.1:0", "--death-timeout", "30", "--name", f"w{i}", *extra],
                     stdout=subprocess.DEVNULL, stderr=log, env=env))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                _wait_for_workers(address, 2, timeout=30)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_until(lambda: _workers_up(address, 2), 60, f"two workers at {address}", 0.5)
         yield cluster
     finally:
         dask_cluster.reset()
@@ -147,18 +204,7 @@ def tls_cluster_fixture(tmp_path_factory):
                  "--death-timeout", "30", "--tls-ca-file", files["tls_ca_file"],
                  "--tls-cert", files["tls_worker_cert"], "--tls-key", files["tls_worker_key"]],
                 stdout=subprocess.DEVNULL, stderr=log, env=env))
-        from distributed import Client
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(address, security=security, timeout=30) as client:
-                    client.wait_for_workers(1, timeout=30)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        wait_until(lambda: _workers_up(address, 1, security), 60, f"a worker at {address}", 0.5)
         yield TlsCluster(address, security, cluster)
     finally:
         dask_cluster.reset()

@@ -1,15 +1,23 @@
-"""The dask executor on nbflow's own LocalCluster (in-process workers)."""
+"""The dask executor on nbflow's own LocalCluster (in-process workers).
+
+No test waits for a guessed time: a task that must still run while the test
+checks something blocks on a file the test (or :class:`RecordingDaskExecutor`)
+creates, and claims about timing are checked as the order of recorded events.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import cloudpickle
 import pytest
 from dask_clusters import local_fixture  # noqa: F401  (the `local` fixture)
+from dask_clusters import wait_until
 
 import nbflow as nf
 from nbflow.executors import dask_cluster
@@ -18,6 +26,50 @@ from nbflow.executors import dask_cluster
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 LOCK = threading.Lock()
+
+
+def _wait_for_file(path: str, timeout: float = 30) -> None:
+    """In a task: block until ``path`` exists (the test's go-ahead), at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was never created")
+        time.sleep(0.01)
+
+
+class RecordingDaskExecutor(nf.DaskExecutor):
+    """A DaskExecutor that logs, in order, when a task's item goes to dask (``"sent"``)
+    and when an outcome of it reaches the scheduler (``"done"``).
+
+    Each run works on a duplicate, which shares the log. Given ``gate``, it creates
+    that file once every task in ``open_when_sent`` was sent, so tasks that wait for
+    it (:func:`_wait_for_file`) keep running until then.
+    """
+
+    def __init__(self, *args, gate: Path | None = None, open_when_sent=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log: list[tuple[str, str]] = []
+        self.gate, self.open_when_sent = gate, set(open_when_sent)
+        self.names: dict[object, str] = {}
+
+    async def start(self, on_done):
+        def logged(batch):
+            self.log.extend(("done", self.names.get(o.id, "?")) for o in batch)
+            on_done(batch)
+
+        await super().start(logged)
+
+    def _submit_group(self, items):
+        for item in items:
+            self.names[item.id] = item.task
+            self.log.append(("sent", item.task))
+        super()._submit_group(items)
+        if self.gate is not None and self.open_when_sent <= {t for k, t in self.log if k == "sent"}:
+            self.gate.touch()
+
+    def first(self, kind: str, task: str) -> int:
+        """Where the first ``(kind, task)`` event is in the log."""
+        return self.log.index((kind, task))
 
 
 def test_branching_results_and_where(local):
@@ -83,33 +135,24 @@ def test_map_with_1000_branches_chained_elementwise(local):
     def total(plus):
         return sum(plus)
 
-    t0 = time.monotonic()
-    run = flow.run(executor="dask")
-    elapsed = time.monotonic() - t0
+    executor = RecordingDaskExecutor(local)
+    run = flow.run(executor=executor)
     assert run.results["total"] == sum(i * i + 1 for i in range(1000))
     assert run.task("plus").branches == 1000
     assert run.results["plus"][:3] == [1, 2, 5]
-    assert elapsed < 60, elapsed
+    # element-wise: branches of plus went to dask while branches of square still ran
+    done = [i for i, event in enumerate(executor.log) if event == ("done", "square")]
+    assert len(done) == 1000
+    assert executor.first("sent", "plus") < done[-1]
 
 
-class RecordingDaskExecutor(nf.DaskExecutor):
-    """Notes when each task went to dask (duplicates share the list)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.sent: list[tuple[str, float]] = []
-
-    def _submit_group(self, items):
-        self.sent += [(item.task, time.time()) for item in items]
-        super()._submit_group(items)
-
-
-def test_a_chain_goes_to_dask_before_its_first_task_ends(local):
+def test_a_chain_goes_to_dask_before_its_first_task_ends(local, tmp_path):
     flow = nf.Flow("chained")
+    gate = tmp_path / "chain-sent"
 
     @flow.task
-    def first():
-        time.sleep(1.0)
+    def first(gate: str = str(gate)):
+        _wait_for_file(gate)  # runs until the whole chain went to dask
         return 1
 
     @flow.task
@@ -121,52 +164,56 @@ def test_a_chain_goes_to_dask_before_its_first_task_ends(local):
     def third(second, first):
         return second * 10 + first
 
-    executor = RecordingDaskExecutor(local)
+    executor = RecordingDaskExecutor(local, gate=gate, open_when_sent={"second", "third"})
     run = flow.run(executor=executor)
     assert run.results["third"] == 21
     assert run.states == {"first": "succeeded", "second": "succeeded", "third": "succeeded"}
-    sent = dict(executor.sent)
-    assert set(sent) == {"first", "second", "third"}
-    first_ended = run.task("first").ended
-    assert sent["second"] < first_ended and sent["third"] < first_ended
+    assert {task for _, task in executor.log} == {"first", "second", "third"}
+    first_done = executor.first("done", "first")
+    assert executor.first("sent", "second") < first_done
+    assert executor.first("sent", "third") < first_done
     for name in ("first", "second", "third"):
         rec = run.task(name)
         assert rec.attempts == 1 and rec.where is not None and rec.where.startswith("inproc://")
     # the report of a chained task arrives with it: output, and it started after its upstream
     assert run.task("second").output[None].text() == "second runs\n"
-    assert run.task("second").started >= first_ended - 0.05
+    assert run.task("second").started >= run.task("first").ended
 
 
-def test_a_fan_in_goes_to_dask_when_the_last_branch_does(local):
+def test_a_fan_in_goes_to_dask_when_the_last_branch_does(local, tmp_path):
     flow = nf.Flow("fan_in_chained")
+    gate = tmp_path / "fan-in-sent"
 
     @flow.task
     def parts():
         return [0.3, 0.5, 0.4]
 
     @flow.task(map="parts")
-    def slow_part(parts):
-        time.sleep(parts)
+    def slow_part(parts, gate: str = str(gate)):
+        _wait_for_file(gate)  # every branch runs until the fan-in went to dask
         return parts * 10
 
     @flow.task
     def add_up(slow_part):
         return sum(slow_part)
 
-    executor = RecordingDaskExecutor(local)
+    executor = RecordingDaskExecutor(local, gate=gate, open_when_sent={"add_up"})
     run = flow.run(executor=executor)
     assert run.results["add_up"] == 12.0
-    sent = dict(executor.sent)
-    assert sent["add_up"] < run.task("slow_part").ended
+    # sent once every branch had gone out, before any of them was done
+    assert executor.log.count(("sent", "slow_part")) == 3
+    last_branch_sent = max(i for i, e in enumerate(executor.log) if e == ("sent", "slow_part"))
+    assert last_branch_sent < executor.first("sent", "add_up") < executor.first("done", "slow_part")
     assert run.task("add_up").attempts == 1 and run.states["add_up"] == "succeeded"
 
 
-def test_a_failure_inside_a_chain_skips_the_rest_and_cancels_their_futures(local):
+def test_a_failure_inside_a_chain_skips_the_rest_and_cancels_their_futures(local, tmp_path):
     flow = nf.Flow("chain_failure")
+    gate = tmp_path / "chain-sent"
 
     @flow.task
-    def head():
-        time.sleep(0.3)
+    def head(gate: str = str(gate)):
+        _wait_for_file(gate)  # runs until the whole chain went to dask
         return 1
 
     @flow.task
@@ -181,9 +228,12 @@ def test_a_failure_inside_a_chain_skips_the_rest_and_cancels_their_futures(local
     def chained_end(chained_tail):
         return chained_tail
 
-    run = flow.run(executor="dask", raise_on_failure=False)
+    executor = RecordingDaskExecutor(local, gate=gate,
+                                     open_when_sent={"breaks", "chained_tail", "chained_end"})
+    run = flow.run(executor=executor, raise_on_failure=False)
     assert run.states == {"head": "succeeded", "breaks": "failed", "chained_tail": "skipped",
                           "chained_end": "skipped"}
+    assert executor.first("sent", "chained_end") < executor.first("done", "head")
     [failure] = run.failures  # dask failed the tail with the same error: not counted twice
     assert failure.task == "breaks" and isinstance(failure.error, ValueError)
     assert run.task("chained_tail").attempts == 0
@@ -349,10 +399,11 @@ def test_retries_by_nbflow_with_attempts(local, tmp_path):
 
 def _keys_gone(prefix: str, timeout: float = 10) -> list[str]:
     """Wait until the scheduler holds no key starting with ``prefix``; the keys left."""
-    deadline = time.monotonic() + timeout
-    while (keys := _scheduler_keys(prefix)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return keys
+    try:
+        wait_until(lambda: not _scheduler_keys(prefix), timeout, f"keys {prefix}* to go", 0.1)
+    except AssertionError:
+        pass
+    return _scheduler_keys(prefix)
 
 
 def _scheduler_keys(prefix: str) -> list[str]:
@@ -365,47 +416,67 @@ def _scheduler_keys(prefix: str) -> list[str]:
     return [k for k in keys if k.startswith(prefix)]
 
 
-def test_timeout_cancels_the_dask_future(local):
+def test_timeout_cancels_the_dask_future(local, tmp_path):
     flow = nf.Flow("timeout")
+    release, ended = tmp_path / "release", tmp_path / "ended"
 
     @flow.task(timeout=0.5)
-    def sleepy_timeout():
-        time.sleep(3)
+    def sleepy_timeout(release: str = str(release), ended: str = str(ended)):
+        try:
+            _wait_for_file(release)  # runs until the test lets it go
+        finally:
+            Path(ended).touch()
         return 1
 
-    t0 = time.monotonic()
-    run = flow.run(executor="dask", raise_on_failure=False)
-    assert time.monotonic() - t0 < 2.5
+    try:
+        run = flow.run(executor="dask", raise_on_failure=False)
+        # the run ended while the body still ran: the timeout did not wait for it
+        assert not ended.exists()
+    finally:
+        release.touch()
     assert isinstance(run.failures[0].error, nf.TaskTimeoutError)
     assert _keys_gone("sleepy_timeout-") == []
 
 
-def test_cancel_cancels_outstanding_futures(local):
+def test_cancel_cancels_outstanding_futures(local, tmp_path):
     flow = nf.Flow("cancel")
+    release, ended = tmp_path / "release", tmp_path / "ended"
 
     @flow.task
     def start():
         return 1
 
     @flow.task(map="start_list")
-    def sleepy_cancel(start_list):
-        time.sleep(2)
+    def sleepy_cancel(start_list, release: str = str(release), ended: str = str(ended)):
+        try:
+            _wait_for_file(release)  # runs until the test lets it go
+        finally:
+            with open(ended, "a") as f:
+                f.write(f"{start_list}\n")
         return start_list
 
     @flow.task
     def start_list(start):
         return list(range(8))
 
-    run = flow.run(executor="dask", background=True)
-    deadline = time.monotonic() + 20
-    while run.states.get("sleepy_cancel") != "running" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _scheduler_keys("sleepy_cancel-")
-    t0 = time.monotonic()
-    run.cancel()
-    run.wait(10)
-    assert run.status == "cancelled"
-    assert time.monotonic() - t0 < 2
+    running = threading.Event()
+
+    def observer(events):
+        if any(isinstance(e, nf.TaskEvent) and e.task == "sleepy_cancel"
+               and e.state == "running" for e in events):
+            running.set()
+
+    run = flow.run(executor="dask", background=True, observers=[observer])
+    try:
+        assert running.wait(20), "sleepy_cancel never ran"
+        wait_until(lambda: _scheduler_keys("sleepy_cancel-"), 10, "sleepy_cancel's keys")
+        run.cancel()
+        run.wait(10)
+        assert run.status == "cancelled"
+        # cancelled while every branch still ran: the cancel did not wait for them
+        assert not ended.exists()
+    finally:
+        release.touch()
     assert _keys_gone("sleepy_cancel-") == []
 
 
@@ -422,16 +493,17 @@ def test_the_local_cluster_is_started_once_and_reused(local):
     assert ex_a.client is ex_b.client  # one connection per loop and address
 
 
+@pytest.mark.timeout(30)  # bounded: connect_timeout, not the OS's TCP timeouts
 def test_unreachable_scheduler_is_a_clear_error_in_bounded_time():
     from dask_clusters import free_port
 
     flow = nf.Flow("unreachable")
     flow.task(name="one")(lambda: 1)
     address = f"tcp://127.0.0.1:{free_port()}"
-    t0 = time.monotonic()
-    with pytest.raises(nf.ExecutorError, match="cannot reach the dask scheduler at tcp://127"):
+    with pytest.raises(nf.ExecutorError, match="cannot reach the dask scheduler at tcp://127") as info:
         flow.run(executor=nf.DaskExecutor(address, connect_timeout=2))
-    assert time.monotonic() - t0 < 15
+    assert "within 2s" in str(info.value)  # it gave up after connect_timeout
+    assert isinstance(info.value.__cause__, OSError)  # (TimeoutError is one)
 
 
 def test_the_summary_and_the_widget_link_the_dashboard(local):
