@@ -111,8 +111,3 @@ def descendants(parents: Parents, sources: Iterable[str]) -> set[str]:
         stack.extend(children.get(node, ()))
     return seen
 
-
-def subgraph(parents: Parents, nodes: Iterable[str]) -> dict[str, list[str]]:
-    """The induced subgraph on ``nodes``, in the original node order."""
-    keep = set(nodes)
-    return {n: [u for u in ups if u in keep] for n, ups in parents.items() if n in keep}

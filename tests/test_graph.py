@@ -38,11 +38,11 @@ def test_long_chain_has_no_recursion_limit():
     assert len(graph.ancestors(parents, [f"t{n - 1}"])) == n
 
 
-def test_ancestors_descendants_subgraph():
+def test_ancestors_descendants():
     parents = {"a": [], "b": ["a"], "c": ["b"], "d": ["a"]}
     assert graph.ancestors(parents, ["c"]) == {"a", "b", "c"}
     assert graph.descendants(parents, ["b"]) == {"b", "c"}
-    assert graph.subgraph(parents, ["b", "c"]) == {"b": [], "c": ["b"]}
+    assert graph.children_of(parents) == {"a": ["b", "d"], "b": ["c"], "c": [], "d": []}
 
 
 @st.composite
