@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..states import FINAL, TASK_STATES
+
 if TYPE_CHECKING:
     import graphviz
 
@@ -32,11 +34,13 @@ if TYPE_CHECKING:
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_NS = "http://www.w3.org/1999/xlink"
 
-#: Node states the widget shows, in legend order ("ready" is drawn like "pending").
-STATES: tuple[str, ...] = (
-    "pending", "running", "retrying", "succeeded", "cached", "failed", "skipped", "cancelled",
-    "stale",
-)
+#: States drawn like another one: a ready task waits like a pending one.
+DRAWN_AS: dict[str, str] = {"ready": "pending"}
+#: The state of a task nothing is known about yet.
+INITIAL: str = TASK_STATES[0]
+#: Node states the widget shows, in legend order: the task states (``ready`` drawn as
+#: ``pending``), then ``stale``, a result whose task changed since (``Flow.stale``).
+STATES: tuple[str, ...] = (*(s for s in TASK_STATES if s not in DRAWN_AS), "stale")
 
 #: One style per state: fill tint, stroke colour (Okabe-Ito, colour-blind safe), stroke
 #: width and dash pattern, so states differ in lightness and outline, not only in hue.
@@ -51,6 +55,30 @@ STYLES: dict[str, dict[str, str]] = {
     "cancelled": {"fill": "#d9d9d9", "stroke": "#000000", "width": "1.5", "dash": "6 2 1 2"},
     "stale": {"fill": "#f3dcea", "stroke": "#cc79a7", "width": "2", "dash": "5 2"},
 }
+
+#: How a node's status line reads in each state (the front end formats it): the time
+#: since it started, the attempt it is on, or how long it took. Other states: their name.
+STATUS_LINES: dict[str, str] = {"running": "elapsed", "retrying": "attempt",
+                                "succeeded": "duration", "failed": "duration"}
+
+
+def state_rules() -> dict[str, Any]:
+    """What the front end needs to know about states besides their styles and order.
+
+    ``widget.js`` names no state itself: it gets this table (the ``state_rules`` trait)
+    with the styles and the legend, so a state added in :mod:`nbflow.states` needs
+    no front-end change.
+
+    Returns
+    -------
+    dict
+        ``drawn_as`` (state -> the state it is drawn as), ``initial`` (the state of a
+        node without info), ``open`` (states in which a task can still be cancelled),
+        ``lines`` (state -> how its status line reads, see :data:`STATUS_LINES`).
+    """
+    return {"drawn_as": dict(DRAWN_AS), "initial": INITIAL,
+            "open": [s for s in TASK_STATES if s not in FINAL], "lines": dict(STATUS_LINES)}
+
 
 #: Above this many nodes the layout trades polish for speed (see :func:`graph_attributes`).
 LARGE = 150
@@ -69,6 +97,13 @@ class Structure:
     @property
     def key(self) -> str:
         return structure_key(self)
+
+    def parents(self) -> dict[str, list[str]]:
+        """``{name: upstream names}``, the shape :mod:`nbflow.graph` works on."""
+        out: dict[str, list[str]] = {name: [] for name in self.names}
+        for u, d in self.edges:
+            out[self.names[d]].append(self.names[u])
+        return out
 
     def to_json(self) -> dict[str, Any]:
         """The shape the front end uses for upstream/downstream filters."""
@@ -135,7 +170,7 @@ def to_graphviz(
         graph_attr=graph_attributes(len(structure.names)),
         node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
                    "fontsize": "11", "height": "0.45", "margin": "0.12,0.04",
-                   "fillcolor": STYLES["pending"]["fill"], "color": STYLES["pending"]["stroke"]},
+                   "fillcolor": STYLES[INITIAL]["fill"], "color": STYLES[INITIAL]["stroke"]},
         edge_attr={"color": "#7a7a7a", "arrowsize": "0.6"},
     )
     for i, name in enumerate(structure.names):
@@ -147,7 +182,7 @@ def to_graphviz(
             attrs["style"] = "filled"
             attrs["class"] = "nbf-task nbf-mapped"
         if states is not None and name in states:
-            style = STYLES.get(_style_name(states[name]), STYLES["pending"])
+            style = STYLES.get(_style_name(states[name]), STYLES[INITIAL])
             attrs["fillcolor"] = style["fill"]
             attrs["color"] = style["stroke"]
         g.node(name, **attrs)
@@ -161,7 +196,7 @@ def _escape(text: str) -> str:
 
 
 def _style_name(state: str) -> str:
-    return "pending" if state == "ready" else state
+    return DRAWN_AS.get(state, state)
 
 
 # -- static rendering ----------------------------------------------------------------------
@@ -185,9 +220,9 @@ def colour_svg(svg: str, nodes: Mapping[str, Mapping[str, Any]], legend: bool = 
         if title is None or title.text is None:
             continue
         info = nodes.get(title.text, {})
-        state = _style_name(str(info.get("s", "pending")))
+        state = _style_name(str(info.get("s", INITIAL)))
         seen[state] = seen.get(state, 0) + 1
-        style = STYLES.get(state, STYLES["pending"])
+        style = STYLES.get(state, STYLES[INITIAL])
         g.set("data-state", state)
         for shape in g:
             tag = shape.tag.rsplit("}", 1)[-1]
@@ -209,7 +244,7 @@ def colour_svg(svg: str, nodes: Mapping[str, Mapping[str, Any]], legend: bool = 
 
 def status_text(info: Mapping[str, Any]) -> str:
     """The node's second line: its state, and done/total branches for a mapped task."""
-    state = str(info.get("s", "pending"))
+    state = str(info.get("s", INITIAL))
     total = info.get("n")
     if total is not None:
         return f"{state} {info.get('d', 0)}/{total}"
