@@ -5,58 +5,68 @@ What travels to the front end (``widget.js``):
 - ``svg``: the Graphviz layout, sent once per structure change. Layouts run in
   another process (:mod:`nbflow.widget.service`); meanwhile the front end keeps
   painting states on the previous layout, or shows a "laying out" note.
-- ``snapshot``: every node's info (state, times, attempts, branches, details), sent
-  when a run is attached, at most every ``snapshot_every`` seconds, and at the end.
+- ``snapshot_json``: every node's info (:mod:`nbflow.widget.nodes`), sent when a
+  run is attached, at most every ``snapshot_every`` seconds, and at the end.
 - ``delta``: the nodes that changed since the last delta, at most one delta every
-  ``interval`` seconds (about 10 per second). Details that the panel shows (error
-  traceback, result preview, captured output) travel with the delta of the state
-  change that produced them, because the front end's messages are not handled
-  while a cell runs.
+  ``interval`` seconds (about 10 per second; :mod:`nbflow.widget.throttle`).
+  Details that the panel shows (error traceback, result preview, captured output)
+  travel with the delta of the state change that produced them, because the front
+  end's messages are not handled while a cell runs.
+- ``styles``, ``legend`` and ``state_rules``: the states and how to draw them, from
+  :mod:`nbflow.states` and :mod:`nbflow.widget.layout` (the front end names none).
 
-The widget is an observer of run events: it runs on the event dispatcher thread
-and never blocks the scheduler's loop or the kernel's.
+The widget is an observer of run events: it runs on the event dispatcher thread,
+never blocks the scheduler's loop or the kernel's, and reads only the task views
+the events carry (and ``run.task(name)``, the latest view, for mapped tasks).
+It starts runs only through the ``runner`` it was given.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import reprlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anywidget
 import traitlets
 
-from .. import capture
 from ..events import Event, RunEvent, TaskEvent
-from ..executors import resolve_executor
-from ..states import FINAL as TERMINAL
-from ..states import OK
-from .layout import STATES, STYLES, Structure, colour_svg, placeholder_svg, structure_of, \
-    to_graphviz
+from ..graph import descendants
+from ..states import FINAL
+from .layout import STATES, STYLES, Structure, colour_svg, placeholder_svg, state_rules, \
+    structure_of, to_graphviz
+from .nodes import PREVIEW_CHARS, NodeTable, moving, preview, result_preview, shown_status
 from .service import LayoutService, get_service
+from .throttle import Throttle
 
 if TYPE_CHECKING:
     from ..flow import Flow
     from ..run import Run
     from ..views import TaskView
 
+__all__ = ("PREVIEW_CHARS", "DagWidget", "Runner", "default_runner", "preview")
+
 logger = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
-#: characters of a result preview, a traceback or a captured stream sent to the panel
-PREVIEW_CHARS = 20_000
-_repr = reprlib.Repr()
-_repr.maxstring = 400
-_repr.maxother = 400
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 20
 
 #: ``runner(targets, force)`` starts a background run of the flow and returns it
 Runner = Callable[[Sequence[str] | None, Sequence[str]], "Run"]
+
+
+def default_runner(flow: Flow) -> Runner:
+    """The runner of a widget given no other: ``flow.run(targets, force=force, background=True)``.
+
+    The widget's actions then start runs the way any other code does (planning,
+    executor setting, event log), and the forced tasks replace their cached results.
+    """
+    def run(targets: Sequence[str] | None, force: Sequence[str]) -> Run:
+        return flow.run(targets, force=force, background=True)
+
+    return run
 
 
 class DagWidget(anywidget.AnyWidget):
@@ -69,8 +79,10 @@ class DagWidget(anywidget.AnyWidget):
     run
         A run to follow; its states colour the nodes while it runs.
     runner
-        Starts background runs for the node and toolbar actions
-        (default: :func:`start_run` on ``flow``).
+        Starts the background runs of the node and toolbar actions (re-run,
+        re-run failed, run what it needs); ``%nbflow`` passes one that binds
+        results in the notebook. Default: :func:`default_runner` of ``flow``;
+        a widget with neither has no run actions.
     service
         Where layouts are computed (default: the process-wide layout process).
     """
@@ -85,9 +97,7 @@ class DagWidget(anywidget.AnyWidget):
     layout_status = traitlets.Unicode("pending").tag(sync=True)
     #: the structure drawn by ``svg``: names, edges (index pairs), mapped indices
     graph = traitlets.Dict().tag(sync=True)
-    #: JSON of {"seq", "time", "nodes": {name: info}}: every node. A string, not a Dict:
-    #: ipywidgets walks a Dict value in Python looking for binary buffers, which for a
-    #: 2,000-node snapshot stalled the caller for ~20 ms; json.dumps runs in C.
+    #: JSON of {"seq", "time", "nodes": {name: info}}: every node (see NodeTable.to_json)
     snapshot_json = traitlets.Unicode("{}").tag(sync=True)
     #: {"seq", "time", "nodes": {name: info}}: the nodes changed since the last delta
     delta = traitlets.Dict().tag(sync=True)
@@ -96,13 +106,18 @@ class DagWidget(anywidget.AnyWidget):
     dashboard = traitlets.Unicode("").tag(sync=True)
     #: whether node actions (re-run, run what it needs) can start runs
     actions = traitlets.Bool(False).tag(sync=True)
+    #: state -> fill, stroke, width and dash of its nodes
     styles = traitlets.Dict(STYLES).tag(sync=True)
+    #: the states, in legend order
     legend = traitlets.List(list(STATES)).tag(sync=True)
+    #: the rest of what the front end knows about states (see layout.state_rules)
+    state_rules = traitlets.Dict(state_rules()).tag(sync=True)
 
     #: seconds between two deltas (at most ~10 updates per second)
     interval = 0.1
-    #: the widget reads a mapped task's progress from the run's records on its own clock
-    #: (:meth:`_tick`), so the scheduler need not build an event for every branch
+    #: Branch events would cost a 10,000-branch map ~13% (benchmarks/widget.py, a
+    #: no-op observer that takes them); the widget gets task and run events only, and
+    #: while a mapped task is under way each delta re-reads it (``run.task(name)``).
     wants_branch_events = False
     #: seconds between two full snapshots during a run
     snapshot_every = 2.0
@@ -117,24 +132,32 @@ class DagWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self._flow = flow
         self._service = service if service is not None else get_service()
+        if runner is None and flow is not None:
+            runner = default_runner(flow)
         self._runner = runner
         self._lock = threading.RLock()
+        self._throttle = Throttle(self.flush, self.interval)
+        self._table = NodeTable()
         self._run: Run | None = None
         #: the run whose full snapshot was taken (after attach, on a helper thread)
         self._snapshot_of: Run | None = None
+        #: the followed run's final status, once its final event arrived
+        self._ended: str | None = None
+        #: views from task events, not sent yet (the latest per task)
+        self._pending: dict[str, TaskView] = {}
+        #: tasks that changed without a view (branch events): read when sending
+        self._touched: set[str] = set()
+        #: mapped tasks under way: re-read with every delta (no branch events come)
+        self._moving: set[str] = set()
         self._structure: Structure | None = None
         self._layout_key = ""
-        self._nodes: dict[str, dict[str, Any]] = {}
-        self._touched: set[str] = set()
-        self._detailed: set[str] = set()
-        self._details: dict[str, dict[str, Any]] = {}
+        #: set when the current layout is shown or failed (wait_layout waits on it)
+        self._layout_settled = threading.Event()
         self._seq = 0
-        self._last_delta = 0.0
-        self._last_snapshot = 0.0
-        self._timer: threading.Timer | None = None
+        self._last_snapshot = float("-inf")
         #: number of deltas sent (for tests and benchmarks)
         self.deltas_sent = 0
-        self.actions = flow is not None or runner is not None
+        self.actions = runner is not None
         self.on_msg(self._on_message)
         if run is not None:
             self.attach(run)
@@ -155,7 +178,9 @@ class DagWidget(anywidget.AnyWidget):
             return
         with self._lock:
             self._set_structure(structure_of(flow))
-            self._nodes = self._flow_nodes(run)
+            self._table.follow(run.id if run is not None else None)
+            self._table.flow_nodes(flow, run.tasks if run is not None else {},
+                                   result_preview(run))
             self._send_snapshot()
 
     def _set_structure(self, structure: Structure) -> None:
@@ -169,6 +194,7 @@ class DagWidget(anywidget.AnyWidget):
         if svg is not None:
             self._show_layout(structure, svg)
             return
+        self._layout_settled.clear()
         self.layout_status = "pending"
         future = self._service.layout(key, lambda: to_graphviz(structure).source)
         future.add_done_callback(lambda f: self._layout_done(structure, key, f))
@@ -181,6 +207,7 @@ class DagWidget(anywidget.AnyWidget):
             if error is not None:
                 logger.warning("nbflow widget: %s", error)
                 self.layout_status = str(error)
+                self._layout_settled.set()
                 return
             self._show_layout(structure, future.result())
 
@@ -189,18 +216,12 @@ class DagWidget(anywidget.AnyWidget):
             self.graph = structure.to_json()
             self.svg = svg
             self.layout_status = "ready"
+        self._layout_settled.set()
 
     def wait_layout(self, timeout: float | None = 30) -> bool:
-        """Block until the current layout is available (True) or ``timeout`` passes."""
-        key = self._layout_key
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self._service.cached(key) is None or self.layout_status == "pending":
-            if self.layout_status not in ("pending", "ready"):
-                return False
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
+        """Block until the current layout is shown (True), failed or ``timeout`` passed."""
+        self._layout_settled.wait(timeout)
+        return self.layout_status == "ready"
 
     # -- following a run ------------------------------------------------------------------------
 
@@ -208,30 +229,43 @@ class DagWidget(anywidget.AnyWidget):
         """Follow ``run``: its states colour the nodes from now on."""
         with self._lock:
             self._run = run
-            self._detailed = set()
-            self._details = {}
+            self._snapshot_of = None
+            self._ended = None
+            self._pending = {}
             self._touched = set()
+            self._moving = set()
+            self._table.follow(run.id)
             source: Any = self._flow if self._flow is not None else run.plan
             self._set_structure(structure_of(source))
             run.observe(self)  # before the snapshot: nothing between them is lost
-        self._tick(run)
-        # Reading 2,000 records and sending them takes tens of ms: not on the caller's
+            if run.done or all(view.final for view in run.tasks.values()):
+                # It ended (perhaps before its final event could reach us): show it now.
+                self._take_snapshot(run)
+                return
+        # Reading 2,000 views and sending them takes tens of ms: not on the caller's
         # (the kernel's) thread.
         threading.Thread(target=self._attach_snapshot, args=(run,), name="nbflow-widget",
                          daemon=True).start()
 
     def _attach_snapshot(self, run: Run) -> None:
         with self._lock:
-            if run is not self._run or self._snapshot_of is run:
-                return
-            self._snapshot_of = run
-            if self._flow is not None:
-                self._nodes = self._flow_nodes(run)
-            else:
-                self._nodes = {pt.name: self._info(run.record(pt.name)) for pt in run.plan.tasks}
-            self.run_status = _final_status(run)
-            self.dashboard = run.dashboard_link or ""
-            self._send_snapshot()
+            if run is self._run and self._snapshot_of is not run:
+                self._take_snapshot(run)
+
+    def _take_snapshot(self, run: Run) -> None:
+        """Every node from the run's views (the lock is held)."""
+        self._snapshot_of = run
+        views = run.tasks
+        if self._flow is not None:
+            self._table.flow_nodes(self._flow, views, result_preview(run))
+        else:
+            self._table.run_nodes(views, result_preview(run))
+        self._moving = {name for name, view in views.items() if moving(view)}
+        self.run_status = self._status(run)
+        self.dashboard = run.dashboard_link or ""
+        self._send_snapshot()
+        if self._moving and self._ended is None:
+            self._throttle.request()
 
     @property
     def run(self) -> Run | None:
@@ -239,140 +273,93 @@ class DagWidget(anywidget.AnyWidget):
         return self._run
 
     def __call__(self, events: Sequence[Event]) -> None:
-        """Observer: note which tasks changed; send a delta when the throttle allows."""
+        """Observer: keep the views of changed tasks; send a delta when the throttle allows."""
         run = self._run
         if run is None:
             return
         run_id = run.id
-        touched = self._touched
-        final = False
-        for event in events:
-            if event.run_id != run_id:
-                continue
-            if type(event) is TaskEvent:
-                touched.add(event.task)
-            elif type(event) is RunEvent and event.status in TERMINAL:
-                final = True
-        if final:
-            self.flush(final=True)
-        elif touched:
-            self._schedule()
-
-    def _tick(self, run: Run) -> None:
-        """While ``run`` goes on: every interval, refresh its mapped tasks that are under way."""
-        if run is not self._run or run.done:
-            return
-        plan = run.plan.by_name
-        moving = [name for name, state in run.states.items()
-                  if state in ("ready", "running", "retrying") and plan[name].mapped]
-        if moving:
-            with self._lock:
-                self._touched.update(moving)
-            self._schedule()
-        timer = threading.Timer(self.interval, self._tick, args=(run,))
-        timer.daemon = True
-        timer.start()
-
-    def _schedule(self) -> None:
-        wait = self.interval - (time.monotonic() - self._last_delta)
-        if wait <= 0:
-            self.flush()
-            return
+        ended: str | None = None
         with self._lock:
-            if self._timer is None:
-                self._timer = threading.Timer(wait, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
+            pending, touched = self._pending, self._touched
+            for event in events:
+                if event.run_id != run_id:
+                    continue
+                if type(event) is TaskEvent:
+                    if event.view is not None:
+                        pending[event.task] = event.view
+                    else:  # a branch (when another observer asked for them)
+                        touched.add(event.task)
+                elif type(event) is RunEvent and event.status in FINAL:
+                    ended = event.status
+            changed = bool(pending or touched)
+        if ended is not None:
+            self.flush(final=True, status=ended)
+        elif changed:
+            self._throttle.request()
 
-    def flush(self, final: bool = False) -> None:
-        """Send the pending changes now (one delta; a snapshot too when due or final)."""
+    def flush(self, final: bool = False, status: str | None = None) -> None:
+        """Send the pending changes now (one delta; a snapshot too when due or final).
+
+        Parameters
+        ----------
+        final
+            The run ended: send a full snapshot as well.
+        status
+            The run's final status, from its final event (default: the run's).
+        """
         with self._lock:
-            timer, self._timer = self._timer, None
-            if timer is not None and timer is not threading.current_thread():
-                timer.cancel()
+            self._throttle.cancel()
             run = self._run
-            names, self._touched = self._touched, set()
             if run is None:
                 return
+            if final:
+                self._ended = status = status or self._ended or self._status(run)
             if final and self._snapshot_of is not run:
-                self._attach_snapshot(run)  # the helper thread has not got to it yet
+                self._take_snapshot(run)  # the helper thread has not got to it yet
+            views, self._pending = self._pending, {}
+            for name in (self._touched | self._moving) - views.keys():
+                views[name] = run.task(name)  # the latest view (branch counts move)
+            self._touched = set()
+            result = result_preview(run)
             changed: dict[str, dict[str, Any]] = {}
-            for name in names:
-                try:
-                    info = self._info(run.record(name))
-                except KeyError:
-                    continue
-                self._nodes[name] = info
-                changed[name] = info
-            now = time.monotonic()
-            status = _final_status(run) if final else run.status
+            for name, view in views.items():
+                info = self._table.update(view, result)
+                if info is not None:
+                    changed[name] = info
+                if moving(view):
+                    self._moving.add(name)
+                else:
+                    self._moving.discard(name)
             self._seq += 1
             with self.hold_sync():
                 if changed:
                     self.delta = {"seq": self._seq, "time": time.time(), "nodes": changed}
                     self.deltas_sent += 1
-                self.run_status = status
+                self.run_status = self._ended or run.status
                 if not self.dashboard:  # known once the run's executor connected
                     self.dashboard = run.dashboard_link or ""
-                if final or now - self._last_snapshot >= self.snapshot_every:
+                due = self._throttle.clock() - self._last_snapshot >= self.snapshot_every
+                if final or due:
                     self._send_snapshot()
-            self._last_delta = now
+            self._throttle.sent()
+            if self._moving and self._ended is None:
+                self._throttle.request()  # their branches move without events
+
+    def _status(self, run: Run) -> str:
+        return self._ended if self._ended is not None else shown_status(run)
 
     def _send_snapshot(self) -> None:
         self._seq += 1
-        self._last_snapshot = time.monotonic()
-        self.snapshot_json = json.dumps(
-            {"seq": self._seq, "time": time.time(), "nodes": self._nodes}, default=str)
+        self._last_snapshot = self._throttle.clock()
+        self.snapshot_json = self._table.to_json(self._seq, time.time())
 
     @property
     def snapshot(self) -> dict[str, Any]:
         """The last snapshot sent: {"seq", "time", "nodes": {name: info}}."""
+        import json
+
         data: dict[str, Any] = json.loads(self.snapshot_json)
         return data
-
-    # -- node info ----------------------------------------------------------------------------------
-
-    def _flow_nodes(self, run: Run | None) -> dict[str, dict[str, Any]]:
-        """Nodes of the whole flow: the last run's states, else history, else pending."""
-        flow = self._flow
-        assert flow is not None
-        history = getattr(flow, "history", None)
-        nodes: dict[str, dict[str, Any]] = {}
-        in_run = set(run.plan.by_name) if run is not None else set()
-        for name in flow.tasks:
-            if name in in_run:
-                assert run is not None
-                info = self._info(run.record(name))
-            elif name in self._nodes:  # not in this run: what the widget showed before
-                info = self._nodes[name]
-            else:
-                snap = history.get(name) if history is not None else None
-                info = {"s": snap.state if snap is not None else "pending"}
-            if info["s"] in OK and history is not None and _stale(flow, history, name):
-                info["s"] = "stale"
-            nodes[name] = info
-        return nodes
-
-    def _info(self, rec: TaskView) -> dict[str, Any]:
-        state = rec.state
-        info: dict[str, Any] = {"s": state, "a": rec.attempts}
-        if rec.started is not None:
-            info["t0"] = rec.started
-        if rec.ended is not None and state in TERMINAL:
-            info["t1"] = rec.ended
-        if rec.where:
-            info["w"] = rec.where
-        if rec.mapped:
-            info["d"] = rec.done
-            info["n"] = rec.branches
-            info["c"] = dict(rec.counts)
-        if state in TERMINAL:
-            name = rec.name
-            if name not in self._detailed:
-                self._detailed.add(name)
-                self._details[name] = _details(rec, self._run)
-            info.update(self._details.get(name, {}))
-        return info
 
     # -- actions from the front end ---------------------------------------------------------------
 
@@ -391,7 +378,8 @@ class DagWidget(anywidget.AnyWidget):
         ``rerun`` (the task and what depends on it, recomputed), ``needs`` (what the task
         needs, from the cache where possible), ``cancel`` (the run the widget follows),
         ``cancel_task`` (that task of the run; the rest goes on), ``rerun_failed`` (the
-        last run's targets again: failed tasks recompute).
+        last run's targets again: failed tasks recompute). Runs start through the
+        widget's runner, and the widget follows them.
         """
         run = self._run
         if action == "cancel":
@@ -408,17 +396,14 @@ class DagWidget(anywidget.AnyWidget):
         if action == "needs" and task is not None:
             return self._start([task], ())
         if action == "rerun_failed":
-            again = [pt.name for pt in run.plan.tasks] if run is not None else None
+            again = list(run.tasks) if run is not None else None
             return self._start(again, ())
         raise ValueError(f"unknown widget action {action!r} (task {task!r})")
 
     def _start(self, targets: Sequence[str] | None, force: Sequence[str]) -> Run:
-        if self._runner is not None:
-            new = self._runner(targets, force)
-        elif self._flow is not None:
-            new = start_run(self._flow, targets, force)
-        else:
+        if self._runner is None:
             raise ValueError("this widget shows a run without its flow; it cannot start runs")
+        new = self._runner(targets, force)
         self.attach(new)
         return new
 
@@ -426,28 +411,14 @@ class DagWidget(anywidget.AnyWidget):
         structure = self._structure
         if structure is None or name not in structure.names:
             return set()
-        children: dict[int, list[int]] = {}
-        for u, d in structure.edges:
-            children.setdefault(u, []).append(d)
-        out: set[int] = set()
-        stack = list(children.get(structure.names.index(name), ()))
-        while stack:
-            i = stack.pop()
-            if i not in out:
-                out.add(i)
-                stack.extend(children.get(i, ()))
-        return {structure.names[i] for i in out}
+        return descendants(structure.parents(), [name]) - {name}
 
     # -- display ------------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         """Tasks per state, in legend order."""
-        counts: dict[str, int] = {}
-        for info in self._nodes.values():
-            state = "pending" if info["s"] == "ready" else info["s"]
-            counts[state] = counts.get(state, 0) + 1
-        order = {s: i for i, s in enumerate(STATES)}
-        return dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], len(order))))
+        with self._lock:
+            return self._table.counts()
 
     def static_svg(self, timeout: float | None = 0) -> str:
         """The current state as a standalone SVG (legend included).
@@ -463,7 +434,7 @@ class DagWidget(anywidget.AnyWidget):
         if svg is None:
             return placeholder_svg(structure)
         with self._lock:
-            nodes = dict(self._nodes)
+            nodes = dict(self._table.nodes)
         return colour_svg(svg, nodes)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -476,84 +447,5 @@ class DagWidget(anywidget.AnyWidget):
     def __repr__(self) -> str:
         counts = self.counts()
         parts = ", ".join(f"{n} {s}" for s, n in counts.items())
-        return f"DagWidget({len(self._nodes)} tasks: {parts})"
+        return f"DagWidget({len(self._table.nodes)} tasks: {parts})"
 
-
-def _final_status(run: Run) -> str:
-    status = run._sm.status  # the scheduler's own status is final before run.done is set
-    return str(status)
-
-
-def _stale(flow: Flow, history: Any, name: str) -> bool:
-    from ..notebook.history import code_stale
-
-    return bool(code_stale(flow, history, name))
-
-
-def _details(rec: TaskView, run: Run | None) -> dict[str, Any]:
-    """What the details panel shows for a finished task: error, result preview, output."""
-    out: dict[str, Any] = {}
-    if rec.error is not None:
-        out["err"] = _clip(rec.error.traceback)
-    elif rec.state == "skipped" and rec.skip_reason:
-        out["why"] = rec.skip_reason
-    if rec.state in OK:
-        if run is not None and run.executor.remote:
-            out["res"] = {"text": "(the result stays on the cluster)"}
-        else:
-            out["res"] = preview(run.results[rec.name] if run is not None else None)
-    texts: list[str] = []
-    errs: list[str] = []
-    for branch, cap in sorted(rec.output.items(), key=lambda kv: kv[0] or 0)[:5]:
-        label = "" if branch is None else f"[{rec.name}[{branch}]]\n"
-        if cap.stdout:
-            texts.append(label + cap.text("stdout"))
-        if cap.stderr:
-            errs.append(label + cap.text("stderr"))
-    if texts:
-        out["out"] = _clip("".join(texts))
-    if errs:
-        out["stderr"] = _clip("".join(errs))
-    return out
-
-
-def preview(value: Any) -> dict[str, str]:
-    """``{"html": ...}`` from ``_repr_html_`` when the value has one, else a short repr."""
-    html = getattr(value, "_repr_html_", None)
-    if callable(html) and not isinstance(value, type):
-        try:
-            text = html()
-        except Exception:  # a broken repr must not break the widget
-            text = None
-        if isinstance(text, str) and len(text) <= PREVIEW_CHARS:
-            return {"html": text}
-    try:
-        return {"text": _clip(_repr.repr(value))}
-    except Exception as exc:
-        return {"text": f"(repr failed: {type(exc).__name__}: {exc})"}
-
-
-def _clip(text: str) -> str:
-    if len(text) <= PREVIEW_CHARS:
-        return text
-    return text[:PREVIEW_CHARS] + f"\n... ({len(text) - PREVIEW_CHARS} more characters)"
-
-
-def start_run(flow: Flow, targets: Sequence[str] | None = None, force: Iterable[str] = (),
-              observers: Iterable[Any] = ()) -> Run:
-    """Start a background run of ``targets``; tasks in ``force`` recompute (no cache).
-
-    A forced task has no cache key for this run, so it and what depends on it run.
-    """
-    from ..run import Run
-
-    plan = flow.plan(targets)
-    forced = set(force)
-    for pt in plan.tasks:
-        if pt.name in forced:
-            pt.params_key = None
-    capture.install()
-    run = Run(plan, resolve_executor(None), flow.cache, observers=observers)
-    flow.last_run = run
-    run.start()
-    return run

@@ -4,6 +4,11 @@
 // "snapshot" of node infos now and then, and small "delta"s (at most ~10/s).
 // Nodes are found by their <title> text read through the DOM (Graphviz escapes
 // characters such as "-", the DOM decodes them), then recoloured in place.
+//
+// No state is named here: the kernel sends the legend (states in order), their
+// styles, and "state_rules" (nbflow.widget.layout.state_rules): which state each
+// one is drawn as, the initial state, the states a task can still be cancelled in,
+// and how each state's status line reads.
 
 const NS = "http://www.w3.org/2000/svg";
 
@@ -42,6 +47,19 @@ function render({ model, el }) {
     paints: 0,
   };
   el.classList.add("nbf-root");
+
+  // -- states, from the kernel ------------------------------------------------------
+  const rules = () => model.get("state_rules") || {};
+  function drawnAs(s) {
+    const r = rules();
+    const state = s || r.initial;
+    return (r.drawn_as || {})[state] || state;
+  }
+  function styleOf(state) {
+    const styles = model.get("styles");
+    return styles[state] || styles[rules().initial];
+  }
+  const lineOf = (s) => (rules().lines || {})[s];
 
   // -- layout of the widget ----------------------------------------------------
   const status = h("span", { class: "nbf-status" });
@@ -126,20 +144,21 @@ function render({ model, el }) {
 
   // -- painting nodes -----------------------------------------------------------
   function statusLine(info) {
-    const s = info.s || "pending";
+    const s = info.s || rules().initial;
+    const line = lineOf(s);
     if (info.n != null) return `${s} ${info.d || 0}/${info.n}`;
-    if (s === "running" && info.t0) return `running ${fmtSeconds(Date.now() / 1000 - view.offset - info.t0)}`;
-    if (s === "retrying") return `retrying (attempt ${info.a || 1})`;
-    if ((s === "succeeded" || s === "failed") && info.t0 && info.t1) return `${s} ${fmtSeconds(info.t1 - info.t0)}`;
-    return s === "ready" ? "pending" : s;
+    if (line === "elapsed" && info.t0) return `${s} ${fmtSeconds(Date.now() / 1000 - view.offset - info.t0)}`;
+    if (line === "attempt") return `${s} (attempt ${info.a || 1})`;
+    if (line === "duration" && info.t0 && info.t1) return `${s} ${fmtSeconds(info.t1 - info.t0)}`;
+    return drawnAs(s);
   }
 
   function paint(name) {
     const entry = view.byName.get(name);
     if (!entry) return;
-    const info = view.nodes[name] || { s: "pending" };
-    const state = info.s === "ready" ? "pending" : (info.s || "pending");
-    const st = model.get("styles")[state] || model.get("styles").pending;
+    const info = view.nodes[name] || { s: rules().initial };
+    const state = drawnAs(info.s);
+    const st = styleOf(state);
     entry.g.dataset.state = state;
     for (const s of model.get("legend")) entry.g.classList.toggle(`nbf-${s}`, s === state);
     if (entry.shape) {
@@ -202,7 +221,7 @@ function render({ model, el }) {
   function updateStatus() {
     const counts = {};
     for (const info of Object.values(view.nodes)) {
-      const s = info.s === "ready" ? "pending" : info.s;
+      const s = drawnAs(info.s);
       counts[s] = (counts[s] || 0) + 1;
     }
     const parts = model.get("legend").filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`);
@@ -218,7 +237,7 @@ function render({ model, el }) {
 
   // Running nodes show elapsed time: repaint them twice a second.
   const ticker = setInterval(() => {
-    for (const [name, info] of Object.entries(view.nodes)) if (info.s === "running") paint(name);
+    for (const [name, info] of Object.entries(view.nodes)) if (lineOf(info.s) === "elapsed") paint(name);
   }, 500);
 
   // -- details panel ------------------------------------------------------------
@@ -227,7 +246,7 @@ function render({ model, el }) {
   }
 
   function showPanel(name) {
-    const info = view.nodes[name] || { s: "pending" };
+    const info = view.nodes[name] || { s: rules().initial };
     const rows = [
       row("state", info.s),
       row("started", fmtTime(info.t0)),
@@ -238,6 +257,7 @@ function render({ model, el }) {
       row("branches", info.n != null ? `${info.d || 0}/${info.n}` +
         (info.c ? " (" + Object.entries(info.c).map(([k, v]) => `${v} ${k}`).join(", ") + ")" : "") : ""),
       row("skipped because", info.why),
+      row("stale because", info.stale),
     ].filter(Boolean);
     const parts = [
       h("div", { class: "nbf-panel-head" }, h("b", {}, name),
@@ -251,7 +271,7 @@ function render({ model, el }) {
       buttons.push(h("button", { class: "nbf-act-needs", title: "run this task and what it needs (cached results are reused)",
                                  onclick: () => model.send({ action: "needs", task: name }) }, "run what it needs"));
     }
-    if (["pending", "ready", "running", "retrying"].includes(info.s))
+    if ((rules().open || []).includes(info.s))
       buttons.push(h("button", { class: "nbf-act-cancel", title: "cancel this task: what depends on it is skipped, the rest of the run goes on",
                                  onclick: () => model.send({ action: "cancel_task", task: name }) }, "cancel task"));
     parts.push(h("div", { class: "nbf-actions" }, ...buttons));
@@ -362,7 +382,10 @@ function render({ model, el }) {
   model.on("change:run_status", updateStatus);
   model.on("change:dashboard", showDashboard);
   model.on("change:layout_status", updateStatus);
-  model.on("change:styles", () => { drawLegend(); for (const n of view.byName.keys()) paint(n); });
+  const restyle = () => { drawLegend(); for (const n of view.byName.keys()) paint(n); updateStatus(); };
+  model.on("change:styles", restyle);
+  model.on("change:legend", restyle);
+  model.on("change:state_rules", restyle);
 
   drawLegend();
   showDashboard();
