@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from .executors.base import Executor
     from .run import Run
     from .widget.model import DagWidget
+
+logger = logging.getLogger(__name__)
 
 F = Callable[..., Any]
 
@@ -286,6 +289,7 @@ class Flow:
                 map_source=map_source,
                 elementwise=elementwise,
                 forced=name in forced,
+                extra_key=_extra_key(task),
             )
             planned[name] = pt
             plan_tasks.append(pt)
@@ -391,6 +395,18 @@ def _params_key(values: dict[str, Any]) -> str | None:
     if _EMPTY_PARAMS_KEY is None:
         _EMPTY_PARAMS_KEY = hash_value({})
     return _EMPTY_PARAMS_KEY
+
+
+def _extra_key(task: Task) -> str | None:
+    """``task.key_extra()`` for the cache key, on the caller's thread (it reads notebook
+    globals); None when it fails: the task then runs and is not cached."""
+    if task.key_extra is None or not task.options.cache:
+        return ""
+    try:
+        return task.key_extra()
+    except Exception:  # an inspection problem must not stop the run; just don't cache
+        logger.warning("cache key of task %r could not be computed", task.name, exc_info=True)
+        return None
 
 
 def _dependencies(tasks: Mapping[str, Task]) -> dict[str, list[str]]:

@@ -36,6 +36,9 @@ class PlannedTask:
     children: list[int] = field(default_factory=list)
     #: recompute whatever the cache holds, and replace what it holds (``run(force=...)``)
     forced: bool = False
+    #: the task's ``key_extra()`` (notebook helpers and globals), computed when the plan was
+    #: made so that the scheduler never calls user code; None: it failed, so no cache
+    extra_key: str | None = ""
 
     @property
     def name(self) -> str:

@@ -22,7 +22,7 @@ from .scheduler import Scheduler
 from .states import OK
 from .transitions import Transitions
 from .values import Failed
-from .views import TaskView
+from .views import StoryEntry, TaskView
 
 if TYPE_CHECKING:
     from .flow import Flow
@@ -182,7 +182,7 @@ class Run:
         """``pending``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
         status = self._sm.status
         if status in ("pending", "running") or self._done.is_set():
-            return status  # type: ignore[return-value]
+            return status
         return "running"  # final inside the scheduler, but the last events are in flight
 
     @property
@@ -209,6 +209,13 @@ class Run:
     def task(self, name: str) -> TaskView:
         """Task ``name`` as it stands: a frozen :class:`~nbflow.TaskView`, safe from any thread."""
         return self._sm.views[self._index(name)]
+
+    def story(self, name: str) -> list[StoryEntry]:
+        """Task ``name``'s transitions so far, with times and causes (for debugging).
+
+        A mapped task's story keeps its first branch transitions and all of its own.
+        """
+        return self._sm.story(self._index(name))  # a copy of a list of tuples: safe here
 
     @property
     def tasks(self) -> dict[str, TaskView]:

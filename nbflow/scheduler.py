@@ -29,19 +29,31 @@ from .capture import capturing
 from .errors import TaskTimeoutError
 from .executors.base import Executor, Outcome, WorkItem, split_value
 from .plan import PlannedTask
-from .transitions import (
+from .messages import (
+    CacheAnswer,
+    Cancel,
     CancelRunning,
+    CancelTask,
+    ChainAhead,
     CheckCondition,
+    ConditionAnswer,
     Execute,
+    Finished,
     Instruction,
     Item,
     LookupCache,
+    RetryDue,
     RetryLater,
     RunFinished,
+    SplitAnswer,
     SplitResult,
+    Start,
     StoreResult,
-    Transitions,
+    Take,
+    TimedOut,
 )
+from .plan import Plan
+from .transitions import Transitions
 from .values import Failed
 
 logger = logging.getLogger(__name__)
@@ -58,7 +70,7 @@ class Scheduler:
         self.executor = executor
         self.store = store
         #: the run's executors; lane i of the state machine runs on executors[i]
-        self.executors, self._lane_of = _assign_lanes([r.pt for r in sm.records], executor)
+        self.executors, self._lane_of = _assign_lanes(sm.plan.tasks, executor)
         if len(self.executors) > 1:
             sm.set_lanes(self._lane_of)
         chaining = {lane for lane, ex in enumerate(self.executors) if ex.chains}
@@ -92,17 +104,17 @@ class Scheduler:
             for ex in self.executors:
                 await ex.start(self._on_outcomes)
         except BaseException:
-            self._process(self.sm.cancel())
+            self._process(self.sm.handle(Cancel()))
             for ex in self.executors:
                 await ex.close()
             raise
-        self._crossing = _crossing_inputs(self.sm, self.executors, self._lane_of)
+        self._crossing = _crossing_inputs(self.sm.plan, self.executors, self._lane_of)
         try:
-            self._process(self.sm.start())
+            self._process(self.sm.handle(Start()))
             for index in self._cancel_tasks:
-                self._process(self.sm.cancel_task(index))
+                self._process(self.sm.handle(CancelTask(index)))
             if self._cancel_requested:
-                self._process(self.sm.cancel())
+                self._process(self.sm.handle(Cancel()))
             status = await self._done
         finally:
             for handle in self._timers.values():
@@ -123,14 +135,14 @@ class Scheduler:
         """Cancel the run (call on the loop)."""
         self._cancel_requested = True
         if self._done is not None:
-            self._process(self.sm.cancel())
+            self._process(self.sm.handle(Cancel()))
 
     def cancel_task(self, task: int) -> None:
         """Cancel one task, by index (call on the loop); the rest of the run goes on."""
         if self.sm.status == "pending":  # not started yet: right after the start
             self._cancel_tasks.append(task)
         else:
-            self._process(self.sm.cancel_task(task))
+            self._process(self.sm.handle(CancelTask(task)))
 
     # -- stimuli from executors, timers, async tasks --------------------------------------
 
@@ -143,16 +155,16 @@ class Scheduler:
                 handle = timers.pop((item, attempt), None)
                 if handle is not None:
                     handle.cancel()
-            self._pending.extend(sm.finished(item, attempt, o.ok, o.value, o.started, o.ended,
-                                             o.where, o.output))
+            self._pending.extend(sm.handle(Finished(item, attempt, o.ok, o.value, o.started,
+                                                    o.ended, o.where, o.output)))
         self._process(())
 
     def _on_timeout(self, item: Item, attempt: int) -> None:
         self._timers.pop((item, attempt), None)
-        self._process(self.sm.timed_out(item, attempt))
+        self._process(self.sm.handle(TimedOut(item, attempt)))
 
     def _on_retry(self, item: Item, attempt: int) -> None:
-        self._process(self.sm.retry_due(item, attempt))
+        self._process(self.sm.handle(RetryDue(item, attempt)))
 
     # -- carrying out instructions -----------------------------------------------------------
 
@@ -179,7 +191,7 @@ class Scheduler:
                     self._background(self._lookup_batches())
                 return
             hit, value = self._get(ins.key)
-            self._pending.extend(sm.cache_answer(ins.item, hit, value))
+            self._pending.extend(sm.handle(CacheAnswer(ins.item, hit, value)))
         elif isinstance(ins, StoreResult):
             if self._remote and self._store_remote(ins.key, ins.value):
                 return
@@ -190,7 +202,7 @@ class Scheduler:
         elif isinstance(ins, CheckCondition):
             self._check_condition(ins)
         elif isinstance(ins, SplitResult):
-            self._split(ins.source)
+            self._split(ins)
         elif isinstance(ins, RetryLater):
             assert self._loop is not None
             self._loop.call_later(ins.delay, self._on_retry, ins.item, ins.attempt)
@@ -234,7 +246,7 @@ class Scheduler:
                 answers = await self._loop.run_in_executor(
                     None, self._get_many, [ins.key for ins in batch])
                 for ins, (hit, value) in zip(batch, answers):
-                    self._pending.extend(self.sm.cache_answer(ins.item, hit, value))
+                    self._pending.extend(self.sm.handle(CacheAnswer(ins.item, hit, value)))
                 self._process(())
         finally:
             self._looking_up = False
@@ -261,7 +273,7 @@ class Scheduler:
                 assert self._loop is not None
                 self._loop.call_soon(self._process, ())
                 return
-            self._pending.extend(sm.chain_ahead())
+            self._pending.extend(sm.handle(ChainAhead()))
             while self._pending:  # the cache lookups of chained tasks
                 self._handle(self._pending.popleft())
             self._dispatch_ready()
@@ -269,12 +281,12 @@ class Scheduler:
     def _dispatch_ready(self) -> None:
         """Hand ready items to the executor (up to its free slots) and to the loop (async)."""
         sm = self.sm
-        for ex in sm.take_async():
+        for ex in sm.handle(Take(0, asynchronous=True)):
             self._start_async(ex)
         for lane, executor in enumerate(self.executors):
             free = executor.free_slots()
             if free > 0:
-                batch = sm.take(free, lane)
+                batch = sm.handle(Take(free, lane))
                 if not batch:
                     continue
                 if self._crossing:
@@ -354,15 +366,15 @@ class Scheduler:
 
     def _work_item(self, ex: Execute) -> WorkItem:
         t, b = ex.item
-        rec = self.sm.records[t]
-        options = rec.pt.task.options
+        pt = self.sm.plan.tasks[t]
+        options = pt.task.options
         if options.timeout is not None:
             assert self._loop is not None
             self._timers[(ex.item, ex.attempt)] = self._loop.call_later(
                 options.timeout, self._on_timeout, ex.item, ex.attempt
             )
         return WorkItem(
-            (ex.item, ex.attempt), rec.name, b, ex.attempt, rec.pt.task.fn, ex.kwargs,
+            (ex.item, ex.attempt), pt.name, b, ex.attempt, pt.task.fn, ex.kwargs,
             options.timeout, options.priority, options.resources,
         )
 
@@ -375,25 +387,25 @@ class Scheduler:
 
     async def _run_async(self, ex: Execute) -> None:
         t, b = ex.item
-        rec = self.sm.records[t]
-        timeout = rec.pt.task.options.timeout
+        pt = self.sm.plan.tasks[t]
+        timeout = pt.task.options.timeout
         started = time.time()
         # This asyncio task runs in its own context copy, so the capture is its own.
         output_cm = capturing()
         output = output_cm.__enter__()
         try:
-            value = await asyncio.wait_for(rec.pt.task.fn(**ex.kwargs), timeout)
+            value = await asyncio.wait_for(pt.task.fn(**ex.kwargs), timeout)
             ok = True
         except asyncio.CancelledError:
             raise
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            label = rec.name if b is None else f"{rec.name}[{b}]"
+            label = pt.name if b is None else f"{pt.name}[{b}]"
             error: Exception = exc
             if timeout is not None and time.time() - started >= timeout * 0.99:
                 error = TaskTimeoutError(label, timeout)
-            value, ok = Failed.from_exception(rec.name, error, b, ex.attempt), False
+            value, ok = Failed.from_exception(pt.name, error, b, ex.attempt), False
         except Exception as exc:
-            value, ok = Failed.from_exception(rec.name, exc, b, ex.attempt), False
+            value, ok = Failed.from_exception(pt.name, exc, b, ex.attempt), False
         finally:
             output_cm.__exit__(None, None, None)
             self._async_tasks.pop((ex.item, ex.attempt), None)
@@ -405,8 +417,8 @@ class Scheduler:
 
     def _check_condition(self, ins: CheckCondition) -> None:
         t, b = ins.item
-        rec = self.sm.records[t]
-        predicate = rec.pt.task.options.run_if
+        pt = self.sm.plan.tasks[t]
+        predicate = pt.task.options.run_if
         assert predicate is not None
         names, takes_all = self._predicate_params(t, predicate)
         kwargs = ins.kwargs if takes_all else {k: v for k, v in ins.kwargs.items() if k in names}
@@ -414,22 +426,22 @@ class Scheduler:
         if executor.remote or t in self._crossing:
             self._background(self._check_remote(ins.item, predicate, kwargs, executor))
             return
-        self._pending.extend(self.sm.condition_answer(ins.item, _call_predicate(
-            rec.name, b, predicate, kwargs)))
+        self._pending.extend(self.sm.handle(ConditionAnswer(ins.item, _call_predicate(
+            pt.name, b, predicate, kwargs))))
 
     async def _check_remote(self, item: Item, predicate: Callable[..., Any],
                             kwargs: dict[str, Any], executor: Executor) -> None:
         """``run_if`` next to the data: on the task's executor (a dask worker), after
         fetching only the inputs that cross from another executor."""
         t, b = item
-        name = self.sm.records[t].name
+        name = self.sm.plan.tasks[t].name
         answer: bool | Failed
         try:
             await self._fetch_crossing([(t, kwargs)])
             answer = bool(await executor.apply(predicate, kwargs))
         except Exception as exc:
             answer = _predicate_failure(name, b, exc)
-        self._process(self.sm.condition_answer(item, answer))
+        self._process(self.sm.handle(ConditionAnswer(item, answer)))
 
     def _predicate_params(self, t: int, predicate: Callable[..., Any]) -> tuple[set[str], bool]:
         cached = self._run_if_params.get(t)
@@ -440,32 +452,32 @@ class Scheduler:
             self._run_if_params[t] = cached
         return cached
 
-    def _split(self, source: int) -> None:
-        rec = self.sm.records[source]
-        if self.executor_of(source).remote:
-            self._background(self._split_remote(source))
+    def _split(self, ins: SplitResult) -> None:
+        name = self.sm.plan.tasks[ins.source].name
+        if self.executor_of(ins.source).remote:
+            self._background(self._split_remote(ins))
             return
         try:
-            items: list[Any] | Failed = split_value(rec.result)
-        except TypeError as exc:
-            items = Failed.from_exception(rec.name, _map_error(rec.name, exc))
-        self._pending.extend(self.sm.split_answer(source, items))
+            items: list[Any] | Failed = split_value(ins.value)
+        except Exception as exc:  # not iterable, or its iteration raised
+            items = Failed.from_exception(name, _map_error(name, exc))
+        self._pending.extend(self.sm.handle(SplitAnswer(ins.source, items)))
 
-    async def _split_remote(self, source: int) -> None:
-        rec = self.sm.records[source]
-        executor = self.executor_of(source)
+    async def _split_remote(self, ins: SplitResult) -> None:
+        name = self.sm.plan.tasks[ins.source].name
+        executor = self.executor_of(ins.source)
         # Branches on the same executor cut their items out where the result is; a
         # consumer elsewhere gets plain items (one fetch of the whole result).
-        local = any(self.executor_of(w) is not executor for w in rec.split_waiters)
+        local = any(self.executor_of(c) is not executor for c in ins.consumers)
         try:
             items: list[Any] | Failed
             if local:
-                items = split_value(await executor.fetch(rec.result))
+                items = split_value(await executor.fetch(ins.value))
             else:
-                items = await executor.split(rec.result)
+                items = await executor.split(ins.value)
         except Exception as exc:
-            items = Failed.from_exception(rec.name, _map_error(rec.name, exc))
-        self._process(self.sm.split_answer(source, items))
+            items = Failed.from_exception(name, _map_error(name, exc))
+        self._process(self.sm.handle(SplitAnswer(ins.source, items)))
 
 
 def _call_predicate(task: str, branch: int | None, predicate: Callable[..., Any],
@@ -503,16 +515,17 @@ def _assign_lanes(tasks: list[PlannedTask], default: Executor) -> tuple[list[Exe
     return executors, lanes
 
 
-def _crossing_inputs(sm: Transitions, executors: list[Executor],
+def _crossing_inputs(plan: Plan, executors: list[Executor],
                      lanes: list[int]) -> dict[int, list[tuple[str, int]]]:
     """Inputs whose values live on a remote executor that the consumer cannot read."""
     if len(executors) == 1:
         return {}
     out: dict[int, list[tuple[str, int]]] = {}
-    for rec in sm.records:
-        t = rec.pt.index
+    for pt in plan.tasks:
+        t = pt.index
         mine = executors[lanes[t]]
-        for name, d in rec.up_idx:
+        for name in pt.upstreams:
+            d = plan.by_name[name].index
             theirs = executors[lanes[d]]
             if theirs is mine or not theirs.remote:
                 continue
@@ -522,7 +535,7 @@ def _crossing_inputs(sm: Transitions, executors: list[Executor],
     return out
 
 
-def _map_error(task: str, exc: Exception) -> Exception:
+def _map_error(task: str, exc: BaseException) -> Exception:
     error = TypeError(f"tasks that map over {task!r}: {exc}")
     error.__cause__ = exc
     return error

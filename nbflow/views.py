@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .states import FINAL, OK, TaskState
 from .values import Failed
@@ -79,3 +79,20 @@ class TaskView:
         if not self.mapped:
             return ""
         return f"{self.done}/{self.branches or 0}"
+
+
+class StoryEntry(NamedTuple):
+    """One step of a task's story (``run.story(name)``): what changed, when, and why."""
+
+    #: ``time.time()`` of the change
+    time: float
+    #: the branch of a mapped task, or None for the task itself
+    branch: int | None
+    #: the phase or state it moved to ("looking" and "checking" are steps of pending)
+    state: str
+    #: the stimulus that caused it: "Start", "Finished", "CacheAnswer", ...
+    cause: str
+
+    def __str__(self) -> str:
+        where = "" if self.branch is None else f"[{self.branch}]"
+        return f"{self.time:.6f} {where}{self.state} ({self.cause})"

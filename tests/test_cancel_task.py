@@ -7,38 +7,47 @@ import time
 
 import pytest
 from test_chaining import chain, chaining, take_all
-from test_transitions import diamond, finish, machine, map_chain, names, state
+from test_transitions import branch_states, diamond, finish, machine, map_chain, names, state
 
 import nbflow as nf
-from nbflow.transitions import CancelRunning, LookupCache, RunFinished
+from nbflow.messages import (
+    CacheAnswer,
+    CancelRunning,
+    CancelTask,
+    LookupCache,
+    RunFinished,
+    SplitAnswer,
+    Start,
+    Take,
+)
 from nbflow.values import Skipped
 
 
 def test_a_running_task_is_cancelled_and_its_downstream_skipped():
     sm = machine(diamond())
-    sm.start()
-    finish(sm, sm.take(1)[0], 1)
-    b, c = sm.take(2)
-    out = sm.cancel_task(1)
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], 1)
+    b, c = sm.handle(Take(2))
+    out = sm.handle(CancelTask(1))
     assert out == [CancelRunning([((1, None), 1)])]
     assert state(sm, "b") == "cancelled" and state(sm, "c") == "running"
     assert finish(sm, b, 2) == []  # a late answer changes nothing
     assert finish(sm, c, 3) == [RunFinished("cancelled")]
     assert state(sm, "d") == "skipped"
-    assert sm.records[3].skip_reason == "upstream 'b' was cancelled"
-    assert sm.cancel_task(1) == [] and sm.cancel_task(3) == []
+    assert sm.views[3].skip_reason == "upstream 'b' was cancelled"
+    assert sm.handle(CancelTask(1)) == [] and sm.handle(CancelTask(3)) == []
     sm.validate_state()
 
 
 def test_a_pending_task_is_cancelled_before_it_could_start():
     sm = machine(diamond())
-    sm.start()
-    a = sm.take(1)[0]
-    sm.cancel_task(3)  # d waits for b and c
+    sm.handle(Start())
+    a = sm.handle(Take(1))[0]
+    sm.handle(CancelTask(3))  # d waits for b and c
     finish(sm, a, 1)
-    for ex in sm.take(10):
+    for ex in sm.handle(Take(10)):
         finish(sm, ex, 1)
-    assert [r.state for r in sm.records] == ["succeeded", "succeeded", "succeeded", "cancelled"]
+    assert [v.state for v in sm.views] == ["succeeded", "succeeded", "succeeded", "cancelled"]
     assert sm.status == "cancelled"
     sm.validate_state()
 
@@ -49,33 +58,31 @@ def test_always_tasks_get_a_skipped_marker_for_a_cancelled_upstream():
     flow.add(nf.Task.from_function(lambda a: a, name="cleanup",
                                    options={"cache": False, "run_on": "always"}))
     sm = machine(flow)
-    sm.start()
-    sm.take(1)
-    sm.cancel_task(0)
-    [cleanup] = sm.take(1)
+    sm.handle(Start())
+    sm.handle(Take(1))
+    sm.handle(CancelTask(0))
+    [cleanup] = sm.handle(Take(1))
     assert cleanup.kwargs == {"a": Skipped("a", "cancelled")}
 
 
 def test_a_mapped_task_cancels_every_open_branch():
     sm = machine(map_chain(fan_in=True, max_parallel=2))
-    sm.start()
-    finish(sm, sm.take(1)[0], [1, 2, 3, 4])
-    sm.split_answer(0, [1, 2, 3, 4])
-    f0, f1 = sm.take(10)  # two run, two wait for max_parallel
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2, 3, 4])
+    sm.handle(SplitAnswer(0, [1, 2, 3, 4]))
+    f0, f1 = sm.handle(Take(10))  # two run, two wait for max_parallel
     finish(sm, f0, 1)
-    g0 = sm.take(10)
+    g0 = sm.handle(Take(10))
     assert names(sm, g0) == [("f", 2), ("g", 0)]
-    out = sm.cancel_task(1)
+    out = sm.handle(CancelTask(1))
     assert out[0] == CancelRunning([((1, 1), 1), ((1, 2), 1)])
-    f = sm.records[1]
-    assert f.bstate == ["succeeded", "cancelled", "cancelled", "cancelled"]
-    assert f.state == "cancelled"
-    assert sm.take(10) == []  # nothing of f starts any more
-    g = sm.records[2]
-    assert g.bstate[1:] == ["skipped"] * 3  # element-wise branches of cancelled ones
+    assert branch_states(sm, 1) == ["succeeded", "cancelled", "cancelled", "cancelled"]
+    assert sm.views[1].state == "cancelled"
+    assert sm.handle(Take(10)) == []  # nothing of f starts any more
+    assert branch_states(sm, 2)[1:] == ["skipped"] * 3  # element-wise branches of cancelled ones
     finish(sm, g0[1], 1)
-    assert g.state == "succeeded"
-    [total] = sm.take(1)  # g succeeded (some branches skipped): its fan-in runs
+    assert sm.views[2].state == "succeeded"
+    [total] = sm.handle(Take(1))  # g succeeded (some branches skipped): its fan-in runs
     assert total.kwargs["g"][0] == 1 and isinstance(total.kwargs["g"][1], Skipped)
     assert finish(sm, total, 1) == [RunFinished("cancelled")]
     sm.validate_state()
@@ -83,24 +90,24 @@ def test_a_mapped_task_cancels_every_open_branch():
 
 def test_answers_for_a_cancelled_task_are_ignored():
     sm = machine(diamond(cache=True))
-    [lookup] = sm.start()
-    sm.cancel_task(0)
-    assert sm.cache_answer(lookup.item, True, 1) == []
-    assert [r.state for r in sm.records] == ["cancelled", "skipped", "skipped", "skipped"]
+    [lookup] = sm.handle(Start())
+    sm.handle(CancelTask(0))
+    assert sm.handle(CacheAnswer(lookup.item, True, 1)) == []
+    assert [v.state for v in sm.views] == ["cancelled", "skipped", "skipped", "skipped"]
     assert sm.status == "cancelled"
-    assert not any(isinstance(i, LookupCache) for i in sm.take(10))
+    assert not any(isinstance(i, LookupCache) for i in sm.handle(Take(10)))
 
 
 def test_cancelling_a_chained_task_cancels_what_was_chained_onto_it():
     sm = chaining(chain(3))
-    sm.start()
+    sm.handle(Start())
     t0, t1, t2 = take_all(sm)
-    out = sm.cancel_task(1)
+    out = sm.handle(CancelTask(1))
     assert CancelRunning([((1, None), 1)]) in out and CancelRunning([((2, None), 1)]) in out
     finish(sm, t1, 1)
     finish(sm, t2, 2)
-    assert [r.state for r in sm.records] == ["running", "cancelled", "skipped"]
-    assert [r.attempt for r in sm.records] == [1, 0, 0]
+    assert [v.state for v in sm.views] == ["running", "cancelled", "skipped"]
+    assert [v.attempts for v in sm.views] == [1, 0, 0]
     assert finish(sm, t0, 0) == [RunFinished("cancelled")]
     sm.validate_state()
 

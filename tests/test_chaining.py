@@ -17,7 +17,21 @@ from test_transitions import Clock, fail, finish, names
 
 import nbflow as nf
 from nbflow.executors import ResultOf, ResultsOf
-from nbflow.transitions import CancelRunning, LookupCache, RetryLater, RunFinished, Transitions
+from nbflow.messages import (
+    CacheAnswer,
+    Cancel,
+    CancelRunning,
+    ChainAhead,
+    Finished,
+    LookupCache,
+    RetryDue,
+    RetryLater,
+    RunFinished,
+    SplitAnswer,
+    Start,
+    Take,
+)
+from nbflow.transitions import Transitions
 from nbflow.values import Failed, Skipped
 
 
@@ -39,20 +53,20 @@ def chaining(flow: nf.Flow) -> Transitions:
 
 def take_all(sm: Transitions) -> list:
     """What a scheduler hands over in one go: ready items, then chained rounds (no cache)."""
-    out = sm.take(100)
+    out = sm.handle(Take(100))
     while sm.chain_candidates:
-        assert sm.chain_ahead() == []
-        out += sm.take(100)
+        assert sm.handle(ChainAhead()) == []
+        out += sm.handle(Take(100))
     return out
 
 
 def states(sm: Transitions) -> list[str]:
-    return [r.state for r in sm.records]
+    return [v.state for v in sm.views]
 
 
 def test_a_chain_is_handed_over_at_once_and_turns_running_hop_by_hop():
     sm = chaining(chain(3))
-    sm.start()
+    sm.handle(Start())
     t0, t1, t2 = take_all(sm)
     assert names(sm, [t0, t1, t2]) == [("t0", None), ("t1", None), ("t2", None)]
     assert t1.kwargs == {"t0": ResultOf(((0, None), 1))}
@@ -64,26 +78,26 @@ def test_a_chain_is_handed_over_at_once_and_turns_running_hop_by_hop():
     finish(sm, t1, 1)
     assert states(sm) == ["succeeded", "succeeded", "running"]
     assert finish(sm, t2, 2) == [RunFinished("succeeded")]
-    assert [r.result for r in sm.records] == [0, 1, 2]
-    assert [r.attempt for r in sm.records] == [1, 1, 1]
+    assert [sm.result(t) for t in range(3)] == [0, 1, 2]
+    assert [v.attempts for v in sm.views] == [1, 1, 1]
     sm.validate_state()
 
 
 def test_an_outcome_that_arrives_before_its_upstreams_waits_for_them():
     sm = chaining(chain(3))
-    sm.start()
+    sm.handle(Start())
     t0, t1, t2 = take_all(sm)
     assert finish(sm, t2, 2) == []
     assert finish(sm, t1, 1) == []
     assert states(sm) == ["running", "pending", "pending"]
     assert finish(sm, t0, 0) == [RunFinished("succeeded")]
     assert states(sm) == ["succeeded"] * 3
-    assert [r.result for r in sm.records] == [0, 1, 2]
+    assert [sm.result(t) for t in range(3)] == [0, 1, 2]
 
 
 def test_an_upstream_failure_cancels_the_chain_below_and_skips_it():
     sm = chaining(chain(4))
-    sm.start()
+    sm.handle(Start())
     t0, t1, t2, t3 = take_all(sm)
     finish(sm, t0, 0)
     # dask fails t2 and t3 with t1's error; those outcomes must not count as theirs
@@ -92,56 +106,56 @@ def test_an_upstream_failure_cancels_the_chain_below_and_skips_it():
     assert CancelRunning([((2, None), 1)]) in out and CancelRunning([((3, None), 1)]) in out
     fail(sm, t2)  # late, for a cancelled submission
     assert states(sm) == ["succeeded", "failed", "skipped", "skipped"]
-    assert sm.records[2].skip_reason == "upstream 't1' failed"
+    assert sm.views[2].skip_reason == "upstream 't1' failed"
     assert sm.status == "failed"
-    assert [r.attempt for r in sm.records] == [1, 1, 0, 0]
+    assert [v.attempts for v in sm.views] == [1, 1, 0, 0]
     sm.validate_state()
 
 
 def test_a_retried_upstream_is_chained_onto_again_without_counting_attempts():
     sm = chaining(chain(3, retries=1))
-    sm.start()
+    sm.handle(Start())
     t0, t1, t2 = take_all(sm)
     finish(sm, t0, 0)
     out = fail(sm, t1)
     assert CancelRunning([((2, None), 1)]) in out
     assert RetryLater((1, None), 2, 0.0) in out
     assert states(sm) == ["succeeded", "retrying", "pending"]
-    sm.retry_due((1, None), 2)
+    sm.handle(RetryDue((1, None), 2))
     t1b, t2b = take_all(sm)
     assert (t1b.attempt, t2b.attempt) == (2, 1)
     assert t2b.kwargs == {"t1": ResultOf(((1, None), 2))}
     finish(sm, t1b, 1)
     finish(sm, t2b, 2)
     assert sm.status == "succeeded"
-    assert [r.attempts for r in sm.records] == [1, 2, 1]
+    assert [v.attempts for v in sm.views] == [1, 2, 1]
 
 
 def test_chained_tasks_look_the_cache_up_first():
     sm = chaining(chain(3, cache=True))
-    [lookup] = sm.start()
-    sm.cache_answer(lookup.item, False)
-    [t0] = sm.take(10)
-    [ahead] = sm.chain_ahead()
+    [lookup] = sm.handle(Start())
+    sm.handle(CacheAnswer(lookup.item, False))
+    [t0] = sm.handle(Take(10))
+    [ahead] = sm.handle(ChainAhead())
     assert isinstance(ahead, LookupCache) and ahead.item == (1, None)
-    sm.cache_answer(ahead.item, False)  # a miss: t1 goes ahead
-    [t1] = sm.take(10)
-    [ahead2] = sm.chain_ahead()
-    sm.cache_answer(ahead2.item, True, 2)  # a hit: t2 waits for t1 as usual
-    assert sm.take(10) == [] and not sm.chain_candidates
+    sm.handle(CacheAnswer(ahead.item, False))  # a miss: t1 goes ahead
+    [t1] = sm.handle(Take(10))
+    [ahead2] = sm.handle(ChainAhead())
+    sm.handle(CacheAnswer(ahead2.item, True, 2))  # a hit: t2 waits for t1 as usual
+    assert sm.handle(Take(10)) == [] and not sm.chain_candidates
     finish(sm, t0, 0)
     out = finish(sm, t1, 1)
     again = [i for i in out if isinstance(i, LookupCache)]
     assert [i.key for i in again] == [ahead2.key]  # the same key, looked up again
-    assert sm.cache_answer((2, None), True, 2) == [RunFinished("succeeded")]
+    assert sm.handle(CacheAnswer((2, None), True, 2)) == [RunFinished("succeeded")]
     assert states(sm) == ["succeeded", "succeeded", "cached"]
 
 
 def test_cancel_lists_chained_items_as_running():
     sm = chaining(chain(3))
-    sm.start()
+    sm.handle(Start())
     take_all(sm)
-    out = sm.cancel()
+    out = sm.handle(Cancel())
     assert out[0] == CancelRunning([((0, None), 1), ((1, None), 1), ((2, None), 1)])
     assert states(sm) == ["cancelled"] * 3
     sm.validate_state()
@@ -149,11 +163,11 @@ def test_cancel_lists_chained_items_as_running():
 
 def test_an_upstream_that_finishes_before_the_chained_task_is_taken():
     sm = chaining(chain(2))
-    sm.start()
-    [t0] = sm.take(10)
-    assert sm.chain_ahead() == []  # t1 queued ahead ...
+    sm.handle(Start())
+    [t0] = sm.handle(Take(10))
+    assert sm.handle(ChainAhead()) == []  # t1 queued ahead ...
     finish(sm, t0, 0)  # ... but t0 is done before anyone took it
-    [t1] = sm.take(10)
+    [t1] = sm.handle(Take(10))
     assert t1.kwargs == {"t0": 0}
     assert states(sm) == ["succeeded", "running"]
     finish(sm, t1, 1)
@@ -175,7 +189,7 @@ def test_only_plain_tasks_on_a_chaining_lane_are_chained():
         flow.add(nf.Task.from_function(lambda a: a, name=name,
                                        options={"cache": False, **options}))
     sm = chaining(flow)
-    sm.start()
+    sm.handle(Start())
     assert names(sm, take_all(sm)) == [("a", None), ("plain", None)]
 
     async def coro():
@@ -185,15 +199,15 @@ def test_only_plain_tasks_on_a_chaining_lane_are_chained():
     flow.add(nf.Task.from_function(lambda coro: coro, name="after_coro",
                                    options={"cache": False}))
     sm = chaining(flow)
-    sm.start()
-    assert names(sm, sm.take_async()) == [("coro", None)]
+    sm.handle(Start())
+    assert names(sm, sm.handle(Take(0, asynchronous=True))) == [("coro", None)]
     assert names(sm, take_all(sm)) == [("a", None), ("plain", None)]
 
     plan = flow.plan()
     sm = Transitions(plan, "run1", clock=Clock())
     sm.set_lanes([int(pt.name == "plain") for pt in plan.tasks])  # "plain" on a lane of its own
     sm.enable_chaining({0})
-    sm.start()
+    sm.handle(Start())
     assert names(sm, take_all(sm)) == [("a", None)]
 
 
@@ -208,9 +222,9 @@ def fan_in(**f_options) -> nf.Flow:
 
 def test_a_fan_in_is_chained_once_every_branch_is_handed_over():
     sm = chaining(fan_in(max_parallel=1))
-    sm.start()
-    finish(sm, sm.take(1)[0], [1, 2, 3])
-    sm.split_answer(0, [1, 2, 3])
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2, 3])
+    sm.handle(SplitAnswer(0, [1, 2, 3]))
     [f0] = take_all(sm)  # max_parallel: one branch at a time, nothing to chain yet
     finish(sm, f0, 10)
     f1, = take_all(sm)
@@ -220,35 +234,35 @@ def test_a_fan_in_is_chained_once_every_branch_is_handed_over():
     assert total.kwargs == {"f": [10, 20, ResultOf(((1, 2), 1))]}
     assert type(total.kwargs["f"]) is ResultsOf
     finish(sm, total, 60)  # early: kept until f is done
-    assert sm.records[2].state == "pending"
+    assert sm.views[2].state == "pending"
     assert finish(sm, f2, 30) == [RunFinished("succeeded")]
-    assert sm.records[2].result == 60 and sm.records[2].attempt == 1
+    assert sm.result(2) == 60 and sm.views[2].attempts == 1
 
 
 def test_a_failed_branch_cancels_the_chained_fan_in():
     sm = chaining(fan_in(retries=1))
-    sm.start()
-    finish(sm, sm.take(1)[0], [1, 2])
-    sm.split_answer(0, [1, 2])
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2])
+    sm.handle(SplitAnswer(0, [1, 2]))
     f0, f1, total = take_all(sm)
     out = fail(sm, f1)
     assert CancelRunning([((2, None), 1)]) in out
-    sm.retry_due((1, 1), 2)
+    sm.handle(RetryDue((1, 1), 2))
     f1b, total_b = take_all(sm)
     assert total_b.kwargs["f"] == [ResultOf(((1, 0), 1)), ResultOf(((1, 1), 2))]
     finish(sm, f0, 1)
     finish(sm, f1b, 2)
     assert finish(sm, total_b, 3) == [RunFinished("succeeded")]
-    assert [r.attempts for r in sm.records] == [1, 2, 1]
+    assert [v.attempts for v in sm.views] == [1, 2, 1]
 
 
 def test_skipped_values_are_not_results():
     sm = chaining(chain(3))
-    sm.start()
+    sm.handle(Start())
     t0, t1, t2 = take_all(sm)
     fail(sm, t0)
     assert states(sm) == ["failed", "skipped", "skipped"]
-    assert isinstance(sm.records[0].error, Failed)
+    assert isinstance(sm.views[0].error, Failed)
     assert sm.arguments((2, None)) == {"t1": Skipped("t1", "upstream 't0' failed")}
 
 
@@ -295,13 +309,13 @@ class Simulation:
         self.finished = False
 
     def run(self):
-        pending = list(self.sm.start())
+        pending = list(self.sm.handle(Start()))
         while True:
             self._handle(pending)
             pending = []
             self._take()
             while self.sm.chain_candidates:
-                self._handle(self.sm.chain_ahead())
+                self._handle(self.sm.handle(ChainAhead()))
                 self._take()
             if self.finished:
                 self.sm.validate_state()
@@ -310,7 +324,7 @@ class Simulation:
             pending = self._step()
 
     def _take(self):
-        for ex in self.sm.take(1000):
+        for ex in self.sm.handle(Take(1000)):
             self.submitted[(ex.item, ex.attempt)] = ex
             self.done.pop((ex.item, ex.attempt), None)
 
@@ -321,11 +335,11 @@ class Simulation:
             kind = type(ins).__name__
             if kind == "LookupCache":
                 hit = ins.key in self.store
-                queue += self.sm.cache_answer(ins.item, hit, self.store.get(ins.key))
+                queue += self.sm.handle(CacheAnswer(ins.item, hit, self.store.get(ins.key)))
             elif kind == "StoreResult":
                 self.store[ins.key] = ins.value
             elif kind == "SplitResult":
-                queue += self.sm.split_answer(ins.source, list(self.sm.records[ins.source].result))
+                queue += self.sm.handle(SplitAnswer(ins.source, list(ins.value)))
             elif kind == "RetryLater":
                 self.retries.append((ins.item, ins.attempt))
             elif kind == "CancelRunning":
@@ -345,10 +359,10 @@ class Simulation:
         pick = choices[self.rng.randrange(len(choices))]
         if pick[0] == "retry":
             self.retries.remove(pick[1])
-            return self.sm.retry_due(*pick[1])
+            return self.sm.handle(RetryDue(*pick[1]))
         ex = self.submitted.pop(pick)
         (t, b), attempt = pick
-        name = self.sm.records[t].name
+        name = self.sm.plan.tasks[t].name
         kwargs, upstream_failure = {}, None
         for k, v in ex.kwargs.items():
             values = v if type(v) is ResultsOf else [v]
@@ -365,9 +379,9 @@ class Simulation:
         elif attempt <= self.faults.get(name, 0):
             ok, value = False, Failed.from_exception(name, RuntimeError("fault"), b, attempt)
         else:
-            ok, value = True, self.sm.records[t].pt.task.fn(**kwargs)
+            ok, value = True, self.sm.plan.tasks[t].task.fn(**kwargs)
         self.done[pick] = (ok, value)
-        return self.sm.finished((t, b), attempt, ok, value, 0.0, 0.0)
+        return self.sm.handle(Finished((t, b), attempt, ok, value, 0.0, 0.0))
 
 
 def _refs(kwargs):
@@ -379,8 +393,8 @@ def _refs(kwargs):
 
 
 def outcome(sm):
-    return {r.name: (r.state, r.bstate, r.attempts,
-                     _norm(r.result) if r.state in ("succeeded", "cached") else None)
+    return {r.name: (r.state, r.items and [it.phase for it in r.items] if r.mapped else None,
+                     r.attempts, _norm(r.result) if r.state in ("succeeded", "cached") else None)
             for r in sm.records}
 
 

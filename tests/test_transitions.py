@@ -6,16 +6,25 @@ import pytest
 
 import nbflow as nf
 from nbflow.events import EventBus
-from nbflow.transitions import (
+from nbflow.messages import (
+    CacheAnswer,
+    Cancel,
     CancelRunning,
     CheckCondition,
+    ConditionAnswer,
+    Finished,
     LookupCache,
+    RetryDue,
     RetryLater,
     RunFinished,
+    SplitAnswer,
     SplitResult,
+    Start,
     StoreResult,
-    Transitions,
+    Take,
+    TimedOut,
 )
+from nbflow.transitions import Transitions
 from nbflow.values import Failed, Skipped
 
 
@@ -44,21 +53,26 @@ def machine(flow, targets=None, params=None, events=None):
 
 
 def names(sm, executes):
-    return [(sm.records[e.item[0]].name, e.item[1]) for e in executes]
+    return [(sm.plan.tasks[e.item[0]].name, e.item[1]) for e in executes]
 
 
 def finish(sm, ex, value=None, ok=True):
-    return sm.finished(ex.item, ex.attempt, ok, value, 0.0, 0.0)
+    return sm.handle(Finished(ex.item, ex.attempt, ok, value, 0.0, 0.0))
 
 
 def fail(sm, ex, exc=None):
-    err = Failed.from_exception(sm.records[ex.item[0]].name, exc or ValueError("boom"),
+    err = Failed.from_exception(sm.plan.tasks[ex.item[0]].name, exc or ValueError("boom"),
                                 ex.item[1], ex.attempt)
-    return sm.finished(ex.item, ex.attempt, False, err, 0.0, 0.0)
+    return sm.handle(Finished(ex.item, ex.attempt, False, err, 0.0, 0.0))
 
 
 def state(sm, name):
-    return sm.plan.by_name[name] and sm.records[sm.plan.by_name[name].index].state
+    return sm.views[sm.plan.by_name[name].index].state
+
+
+def branch_states(sm, t):
+    """The states of a mapped task's branches (the machine's own records)."""
+    return [item.phase for item in sm.records[t].items]
 
 
 def diamond(cache=False):
@@ -85,18 +99,18 @@ def diamond(cache=False):
 
 def test_diamond_runs_in_dependency_order():
     sm = machine(diamond())
-    assert sm.start() == []
-    first = sm.take(10)
+    assert sm.handle(Start()) == []
+    first = sm.handle(Take(10))
     assert names(sm, first) == [("a", None)]
-    assert sm.take(10) == []
+    assert sm.handle(Take(10)) == []
     assert finish(sm, first[0], 1) == []
-    second = sm.take(10)
+    second = sm.handle(Take(10))
     assert names(sm, second) == [("b", None), ("c", None)]
     assert second[0].kwargs == {"a": 1}
     finish(sm, second[0], 2)
-    assert sm.take(10) == []  # d still waits for c
+    assert sm.handle(Take(10)) == []  # d still waits for c
     finish(sm, second[1], 3)
-    third = sm.take(10)
+    third = sm.handle(Take(10))
     assert third[0].kwargs == {"b": 2, "c": 3}
     out = finish(sm, third[0], 5)
     assert out == [RunFinished("succeeded")]
@@ -110,24 +124,24 @@ def test_take_respects_the_limit_and_priority():
         flow.add(nf.Task.from_function(lambda: 1, name=name,
                                        options={"priority": prio, "cache": False}))
     sm = machine(flow)
-    sm.start()
-    assert names(sm, sm.take(1)) == [("high", None)]
-    assert names(sm, sm.take(5)) == [("mid", None), ("low", None)]
+    sm.handle(Start())
+    assert names(sm, sm.handle(Take(1))) == [("high", None)]
+    assert names(sm, sm.handle(Take(5))) == [("mid", None), ("low", None)]
 
 
 def test_failure_skips_downstream_but_siblings_finish():
     sm = machine(diamond())
-    sm.start()
-    a = sm.take(1)[0]
+    sm.handle(Start())
+    a = sm.handle(Take(1))[0]
     finish(sm, a, 1)
-    b, c = sm.take(2)
+    b, c = sm.handle(Take(2))
     fail(sm, b)
     assert state(sm, "b") == "failed"
     assert state(sm, "c") == "running"
     out = finish(sm, c, 3)
     assert state(sm, "d") == "skipped"
     assert out == [RunFinished("failed")]
-    rec = sm.records[sm.plan.by_name["d"].index]
+    rec = sm.views[sm.plan.by_name["d"].index]
     assert "upstream 'b' failed" in rec.skip_reason
     sm.validate_state()
 
@@ -140,23 +154,23 @@ def test_retries_then_fail():
         return 1
 
     sm = machine(flow)
-    sm.start()
-    ex = sm.take(1)[0]
+    sm.handle(Start())
+    ex = sm.handle(Take(1))[0]
     assert ex.attempt == 1
     out = fail(sm, ex)
     assert out == [RetryLater((0, None), 2, 1.5)]
     assert state(sm, "flaky") == "retrying"
-    assert sm.take(1) == []
-    sm.retry_due((0, None), 2)
-    ex2 = sm.take(1)[0]
+    assert sm.handle(Take(1)) == []
+    sm.handle(RetryDue((0, None), 2))
+    ex2 = sm.handle(Take(1))[0]
     assert ex2.attempt == 2
     assert fail(sm, ex2) == [RetryLater((0, None), 3, 1.5)]
-    sm.retry_due((0, None), 3)
-    ex3 = sm.take(1)[0]
+    sm.handle(RetryDue((0, None), 3))
+    ex3 = sm.handle(Take(1))[0]
     out = fail(sm, ex3)
     assert out == [RunFinished("failed")]
-    assert sm.records[0].attempts == 3
-    assert sm.records[0].error.attempt == 3
+    assert sm.views[0].attempts == 3
+    assert sm.views[0].error.attempt == 3
 
 
 def test_a_late_answer_from_an_old_attempt_is_ignored():
@@ -167,16 +181,16 @@ def test_a_late_answer_from_an_old_attempt_is_ignored():
         return 1
 
     sm = machine(flow)
-    sm.start()
-    ex = sm.take(1)[0]
-    out = sm.timed_out(ex.item, ex.attempt)
+    sm.handle(Start())
+    ex = sm.handle(Take(1))[0]
+    out = sm.handle(TimedOut(ex.item, ex.attempt))
     assert CancelRunning([(ex.item, 1)]) in out
     assert any(isinstance(i, RetryLater) for i in out)
     assert finish(sm, ex, "late") == []  # attempt 1 was abandoned
-    sm.retry_due(ex.item, 2)
-    ex2 = sm.take(1)[0]
+    sm.handle(RetryDue(ex.item, 2))
+    ex2 = sm.handle(Take(1))[0]
     assert finish(sm, ex2, "ok") == [RunFinished("succeeded")]
-    assert sm.records[0].result == "ok"
+    assert sm.result(0) == "ok"
 
 
 def test_timeout_without_retries_fails_with_timeout_error():
@@ -187,11 +201,11 @@ def test_timeout_without_retries_fails_with_timeout_error():
         return 1
 
     sm = machine(flow)
-    sm.start()
-    ex = sm.take(1)[0]
-    out = sm.timed_out(ex.item, ex.attempt)
+    sm.handle(Start())
+    ex = sm.handle(Take(1))[0]
+    out = sm.handle(TimedOut(ex.item, ex.attempt))
     assert out[-1] == RunFinished("failed")
-    assert isinstance(sm.records[0].error.error, nf.TaskTimeoutError)
+    assert isinstance(sm.views[0].error.error, nf.TaskTimeoutError)
 
 
 def test_run_on_failure_and_always_receive_failed_values():
@@ -210,9 +224,9 @@ def test_run_on_failure_and_always_receive_failed_values():
         return work
 
     sm = machine(flow)
-    sm.start()
-    fail(sm, sm.take(1)[0])
-    ready = sm.take(5)
+    sm.handle(Start())
+    fail(sm, sm.handle(Take(1))[0])
+    ready = sm.handle(Take(5))
     assert names(sm, ready) == [("alert", None), ("cleanup", None)]
     for ex in ready:
         assert isinstance(ex.kwargs["work"], Failed)
@@ -231,8 +245,8 @@ def test_run_on_failure_is_skipped_when_nothing_failed():
         return work
 
     sm = machine(flow)
-    sm.start()
-    out = finish(sm, sm.take(1)[0], 1)
+    sm.handle(Start())
+    out = finish(sm, sm.handle(Take(1))[0], 1)
     assert state(sm, "alert") == "skipped"
     assert out == [RunFinished("succeeded")]
 
@@ -253,10 +267,10 @@ def test_always_gets_skipped_marker_for_skipped_upstream():
         return b
 
     sm = machine(flow)
-    sm.start()
-    fail(sm, sm.take(1)[0])
+    sm.handle(Start())
+    fail(sm, sm.handle(Take(1))[0])
     assert state(sm, "b") == "skipped"
-    ex = sm.take(1)[0]
+    ex = sm.handle(Take(1))[0]
     assert isinstance(ex.kwargs["b"], Skipped)
 
 
@@ -276,10 +290,10 @@ def test_run_if_asks_for_a_condition():
         return b
 
     sm = machine(flow)
-    sm.start()
-    out = finish(sm, sm.take(1)[0], 1)
+    sm.handle(Start())
+    out = finish(sm, sm.handle(Take(1))[0], 1)
     assert out == [CheckCondition((1, None), {"a": 1})]
-    out = sm.condition_answer((1, None), False)
+    out = sm.handle(ConditionAnswer((1, None), False))
     assert state(sm, "b") == "skipped" and state(sm, "c") == "skipped"
     assert out == [RunFinished("succeeded")]
 
@@ -300,17 +314,17 @@ def test_fan_out_split_and_fan_in_order():
         return double
 
     sm = machine(flow)
-    sm.start()
-    out = finish(sm, sm.take(1)[0], [10, 20, 30])
-    assert out == [SplitResult(0)]
-    sm.split_answer(0, [10, 20, 30])
-    branches = sm.take(10)
+    sm.handle(Start())
+    out = finish(sm, sm.handle(Take(1))[0], [10, 20, 30])
+    assert out == [SplitResult(0, [10, 20, 30], (1,))]
+    sm.handle(SplitAnswer(0, [10, 20, 30]))
+    branches = sm.handle(Take(10))
     assert names(sm, branches) == [("double", 0), ("double", 1), ("double", 2)]
     assert [b.kwargs["items"] for b in branches] == [10, 20, 30]
     # finish out of order: the fan-in still gets input order
     for ex in reversed(branches):
         finish(sm, ex, ex.kwargs["items"] * 2)
-    fan_in = sm.take(1)[0]
+    fan_in = sm.handle(Take(1))[0]
     assert fan_in.kwargs == {"double": [20, 40, 60]}
     sm.validate_state()
 
@@ -334,13 +348,13 @@ def map_chain(*, elementwise: bool = True, fan_in: bool = False, **f_options) ->
 
 def test_elementwise_chain_has_no_barrier():
     sm = machine(map_chain())
-    sm.start()
-    finish(sm, sm.take(1)[0], [1, 2])
-    sm.split_answer(0, [1, 2])
-    f0, f1 = sm.take(10)
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2])
+    sm.handle(SplitAnswer(0, [1, 2]))
+    f0, f1 = sm.handle(Take(10))
     finish(sm, f1, "f1")
     # g[1] is ready although f[0] still runs
-    ready = sm.take(10)
+    ready = sm.handle(Take(10))
     assert names(sm, ready) == [("g", 1)]
     assert ready[0].kwargs == {"f": "f1"}
     assert state(sm, "f") == "running"
@@ -349,94 +363,92 @@ def test_elementwise_chain_has_no_barrier():
 
 def test_elementwise_failure_skips_only_that_branch():
     sm = machine(map_chain())
-    sm.start()
-    finish(sm, sm.take(1)[0], [1, 2, 3])
-    sm.split_answer(0, [1, 2, 3])
-    f0, f1, f2 = sm.take(10)
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2, 3])
+    sm.handle(SplitAnswer(0, [1, 2, 3]))
+    f0, f1, f2 = sm.handle(Take(10))
     fail(sm, f1)
     finish(sm, f0, 1)
     finish(sm, f2, 3)
-    gs = sm.take(10)
+    gs = sm.handle(Take(10))
     assert names(sm, gs) == [("g", 0), ("g", 2)]
     for ex in gs:
         finish(sm, ex, ex.kwargs["f"])
-    g_rec = sm.records[2]
-    assert g_rec.bstate == ["succeeded", "skipped", "succeeded"]
+    assert branch_states(sm, 2) == ["succeeded", "skipped", "succeeded"]
     assert state(sm, "f") == "failed" and state(sm, "g") == "succeeded"
-    assert isinstance(g_rec.result[1], Skipped)
+    assert isinstance(sm.result(2)[1], Skipped)
     assert sm.status == "failed"
 
 
 def test_map_over_empty_list():
     sm = machine(map_chain(fan_in=True))
-    sm.start()
-    finish(sm, sm.take(1)[0], [])
-    sm.split_answer(0, [])
-    ex = sm.take(1)[0]
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [])
+    sm.handle(SplitAnswer(0, []))
+    ex = sm.handle(Take(1))[0]
     assert ex.kwargs == {"g": []}
 
 
 def test_split_failure_fails_the_mapping_task():
     sm = machine(map_chain(elementwise=False))
-    sm.start()
-    finish(sm, sm.take(1)[0], 5)
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], 5)
     err = Failed.from_exception("items", TypeError("not iterable"))
-    out = sm.split_answer(0, err)
+    out = sm.handle(SplitAnswer(0, err))
     assert state(sm, "f") == "failed"
     assert out == [RunFinished("failed")]
 
 
 def test_max_parallel_defers_branches():
     sm = machine(map_chain(elementwise=False, max_parallel=2))
-    sm.start()
-    finish(sm, sm.take(1)[0], [1, 2, 3, 4])
-    sm.split_answer(0, [1, 2, 3, 4])
-    first = sm.take(10)
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2, 3, 4])
+    sm.handle(SplitAnswer(0, [1, 2, 3, 4]))
+    first = sm.handle(Take(10))
     assert len(first) == 2
     finish(sm, first[0], 1)
-    nxt = sm.take(10)
+    nxt = sm.handle(Take(10))
     assert len(nxt) == 1 and nxt[0].item == (1, 2)
 
 
 def test_cancel_stops_everything_and_lists_running_items():
     sm = machine(diamond())
-    sm.start()
-    finish(sm, sm.take(1)[0], 1)
-    b, c = sm.take(2)
-    out = sm.cancel()
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], 1)
+    b, c = sm.handle(Take(2))
+    out = sm.handle(Cancel())
     assert out[0] == CancelRunning([((1, None), 1), ((2, None), 1)])
     assert out[-1] == RunFinished("cancelled")
-    assert [r.state for r in sm.records] == ["succeeded", "cancelled", "cancelled", "cancelled"]
+    assert [v.state for v in sm.views] == ["succeeded", "cancelled", "cancelled", "cancelled"]
     assert finish(sm, b, 2) == []  # late answers change nothing
-    assert sm.cancel() == []
+    assert sm.handle(Cancel()) == []
     sm.validate_state()
 
 
 def test_cache_lookups_and_stores():
     flow = diamond(cache=True)
     sm = machine(flow)
-    out = sm.start()
+    out = sm.handle(Start())
     assert len(out) == 1 and isinstance(out[0], LookupCache)
     key_a = out[0].key
-    assert sm.take(1) == []
-    sm.cache_answer((0, None), False)
-    ex = sm.take(1)[0]
+    assert sm.handle(Take(1)) == []
+    sm.handle(CacheAnswer((0, None), False))
+    ex = sm.handle(Take(1))[0]
     out = finish(sm, ex, 1)
     assert out[0] == StoreResult(key_a, 1)
     lookups = [i for i in out if isinstance(i, LookupCache)]
-    assert [sm.records[i.item[0]].name for i in lookups] == ["b", "c"]
+    assert [sm.plan.tasks[i.item[0]].name for i in lookups] == ["b", "c"]
     assert lookups[0].key != lookups[1].key
-    sm.cache_answer(lookups[0].item, True, 2)
-    sm.cache_answer(lookups[1].item, True, 3)
+    sm.handle(CacheAnswer(lookups[0].item, True, 2))
+    sm.handle(CacheAnswer(lookups[1].item, True, 3))
     assert state(sm, "b") == "cached"
-    out = [i for i in sm.records]
-    assert sm.records[3].state == "pending"
+    assert sm.views[3].state == "pending"
 
 
 def test_keys_depend_on_params_and_code():
     def key_of(flow, params):
         sm = machine(flow, params=params)
-        return sm.start()[0].key
+        return sm.handle(Start())[0].key
 
     flow = nf.Flow("k")
 
@@ -458,8 +470,8 @@ def test_keys_depend_on_params_and_code():
 def test_events_for_every_state_change():
     events = []
     sm = machine(diamond(), events=events)
-    sm.start()
-    finish(sm, sm.take(1)[0], 1)
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], 1)
     states = [(e.task, e.state) for e in events if hasattr(e, "task")]
     assert states == [("a", "ready"), ("a", "running"), ("a", "succeeded"),
                       ("b", "ready"), ("c", "ready")]
@@ -478,9 +490,9 @@ def test_every_run_on_value_reaches_a_final_state(run_on):
     flow.add(nf.Task.from_function(lambda a: a, name="b", options={"run_on": run_on,
                                                                     "cache": False}))
     sm = machine(flow)
-    sm.start()
-    finish(sm, sm.take(1)[0], 1)
-    for ex in sm.take(5):
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], 1)
+    for ex in sm.handle(Take(5)):
         finish(sm, ex, 1)
     assert sm.status == "succeeded"
     sm.validate_state()

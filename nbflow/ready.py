@@ -1,0 +1,65 @@
+"""The ready queues of a run: items waiting for a free executor slot, best first.
+
+One queue per executor *lane* (see ``scheduler.py``: a task's ``executor=``
+option gives it a lane of its own), and one for ``async def`` items, which run
+on the scheduler loop. Within a queue, a higher ``priority=`` comes first, then
+the order in which items became ready. An entry is only a hint: the state
+machine checks the item's phase when it pops one, so entries of items that
+were cancelled or taken back meanwhile are skipped, not searched for.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+#: (-priority, sequence number, task index, item index)
+Entry = tuple[int, int, int, int]
+
+
+class ReadyQueues:
+    """Priority queues of ready items, by lane."""
+
+    def __init__(self) -> None:
+        self._lanes: list[list[Entry]] = [[]]
+        self._lane_of: list[int] | None = None
+        self._async: list[Entry] = []
+        self._seq = 0
+
+    @property
+    def lane_of(self) -> list[int] | None:
+        """Each task's lane (by index), or None when every task is on lane 0."""
+        return self._lane_of
+
+    def set_lanes(self, lanes: list[int]) -> None:
+        """Give each task (by index) an executor lane."""
+        self._lane_of = lanes
+        while len(self._lanes) <= max(lanes, default=0):
+            self._lanes.append([])
+
+    def push(self, t: int, i: int, priority: int, asynchronous: bool) -> None:
+        """Item ``i`` of task ``t`` is ready."""
+        self._seq += 1
+        if asynchronous:
+            queue = self._async
+        else:
+            queue = self._lanes[0 if self._lane_of is None else self._lane_of[t]]
+        heapq.heappush(queue, (-priority, self._seq, t, i))
+
+    def pop(self, lane: int, asynchronous: bool = False) -> Iterator[tuple[int, int]]:
+        """``(task, item)`` pairs of ``lane`` (or the ``async def`` queue), best first, each
+        removed as it is yielded; stop iterating to leave the rest queued."""
+        queue = self._async if asynchronous else self._lanes[lane]
+        while queue:
+            _, _, t, i = heapq.heappop(queue)
+            yield t, i
+
+    def size(self, lane: int, asynchronous: bool = False) -> int:
+        """Entries queued on ``lane`` (stale ones included)."""
+        return len(self._async if asynchronous else self._lanes[lane])
+
+    def clear(self) -> None:
+        """Drop every entry (the run was cancelled)."""
+        for queue in self._lanes:
+            queue.clear()
+        self._async.clear()

@@ -1,0 +1,280 @@
+"""The state machine's own records of a run's tasks. Private to ``transitions.py``
+and ``chaining.py``: everything else reads :class:`~nbflow.views.TaskView`.
+
+Every task has the same shape: a :class:`TaskRecord` with a list of
+:class:`ItemRecord` s, one per branch. A task that is not mapped has exactly
+one item (branch ``None`` to the outside world, index 0 inside); a mapped task
+gets its items once its number of branches is known.
+
+An item moves through *phases*. Most are the public states of ``states.py``;
+the others are finer steps of ``pending`` that the machine tells apart so that
+its transition table can drop a late answer by looking at the phase alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from .capture import Capture
+from .events import EventBus, RunEvent, TaskEvent
+from .messages import Finished
+from .plan import Plan, PlannedTask
+from .states import FINAL, OK, RunStatus, TaskState
+from .values import Failed
+from .views import StoryEntry, TaskView
+
+#: the inputs are not all final yet
+WAITING = "waiting"
+#: ``run_if`` was asked (:class:`~nbflow.messages.CheckCondition`)
+CHECKING = "checking"
+#: the cache was asked (:class:`~nbflow.messages.LookupCache`)
+LOOKING = "looking"
+#: chaining: the cache was asked before the upstreams finished
+LOOKING_AHEAD = "looking-ahead"
+#: chaining: in a ready heap before the upstreams finished
+QUEUED_AHEAD = "queued-ahead"
+#: chaining: handed to the executor before the upstreams finished
+SENT_AHEAD = "sent-ahead"
+
+#: the public state of each phase that is not a state itself
+PUBLIC: dict[str, TaskState] = {
+    WAITING: "pending", CHECKING: "pending", LOOKING: "pending", LOOKING_AHEAD: "pending",
+    QUEUED_AHEAD: "pending", SENT_AHEAD: "pending",
+}
+
+#: how many branch entries a mapped task's story keeps (task-level entries are all kept)
+STORY_BRANCH_LIMIT = 200
+
+
+class ItemRecord:
+    """One branch of a task (the only one of a task that is not mapped)."""
+
+    __slots__ = ("phase", "attempt", "value", "early")
+
+    def __init__(self) -> None:
+        #: a phase: a task state, or one of the pending steps above
+        self.phase = WAITING
+        #: the current (or last) attempt; 0 before the first
+        self.attempt = 0
+        #: the result, a :class:`Failed`, or a :class:`Skipped` once final
+        self.value: Any = None
+        #: chaining: the outcome that arrived while the item was sent ahead
+        self.early: Finished | None = None
+
+
+class TaskRecord:
+    """What the run knows about one task."""
+
+    __slots__ = (
+        "pt", "name", "mapped", "state", "items", "waiting", "activated", "key", "error",
+        "started", "ended", "where", "done", "counts", "in_flight", "deferred", "parts",
+        "split_waiters", "skip_reason", "ew_children", "dep_idx", "up_idx", "output", "story",
+        "attempts", "values",
+    )
+
+    def __init__(self, pt: PlannedTask) -> None:
+        #: the planned task
+        self.pt = pt
+        self.name = pt.task.name
+        self.mapped = pt.mapped
+        #: the task's public state (for a mapped task, the aggregate of its branches)
+        self.state: TaskState = "pending"
+        #: one per branch; None until a mapped task knows its number of branches
+        self.items: list[ItemRecord] | None = None if pt.mapped else [ItemRecord()]
+        #: dependencies not yet final (not counting an element-wise map source)
+        self.waiting = 0
+        #: set once dependencies allowed it to run (branches may follow)
+        self.activated = False
+        #: cache key of this task's inputs (None: not cached)
+        self.key: str | None = None
+        #: the first failure
+        self.error: Failed | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.where: str | None = None
+        #: items in a final state, and how many of each
+        self.done = 0
+        self.counts: dict[str, int] = {}
+        #: items handed to the executor and not finished
+        self.in_flight = 0
+        #: branches held back by max_parallel
+        self.deferred: deque[int] = deque()
+        #: this task's result split into items, for the tasks that map over it
+        self.parts: list[Any] | None = None
+        #: mapped tasks waiting for this task's result to be split
+        self.split_waiters: list[int] = []
+        self.skip_reason = ""
+        #: tasks that map element-wise over this one
+        self.ew_children: list[int] = []
+        #: dependencies that gate activation (all but an element-wise source)
+        self.dep_idx: tuple[int, ...] = ()
+        #: (input name, task index) of data upstreams
+        self.up_idx: tuple[tuple[str, int], ...] = ()
+        #: captured output of the last attempt, by branch (None for a task that is not mapped)
+        self.output: dict[int | None, Capture] = {}
+        #: its transitions, for ``run.story(name)``
+        self.story: list[StoryEntry] = []
+        #: attempts of the task, or the most of any branch
+        self.attempts = 0
+        #: a mapped task's branch values, once it ended
+        self.values: list[Any] | None = None
+
+    @property
+    def n(self) -> int | None:
+        """The number of items (branches), once known."""
+        return None if self.items is None else len(self.items)
+
+    def branch(self, i: int) -> int | None:
+        """The outside name of item ``i``: its index for a mapped task, else None."""
+        return i if self.mapped else None
+
+    @property
+    def result(self) -> Any:
+        """The result: a mapped task's list of branch values (Failed/Skipped in place)."""
+        if self.items is None:
+            return None
+        if self.mapped:
+            return self.values if self.values is not None else [it.value for it in self.items]
+        return self.items[0].value
+
+    def final_items(self) -> bool:
+        return self.items is None or all(it.phase in FINAL for it in self.items)
+
+    def view(self) -> TaskView:
+        """A frozen view of the record as it stands.
+
+        A mapped task's output (one capture per branch) is copied into its view once it
+        ended, not on every branch: that would cost the square of its branches.
+        """
+        output = self.output and (not self.mapped or self.state in FINAL)
+        return TaskView(
+            self.name, self.state, self.attempts, self.started, self.ended, self.where,
+            self.mapped, self.n, self.done,
+            MappingProxyType(dict(self.counts)) if self.mapped else _NO_COUNTS,
+            self.error, self.skip_reason,
+            MappingProxyType(dict(self.output)) if output else _NO_OUTPUT,
+            self.pt.forced, self.key,
+        )
+
+
+_NO_COUNTS: MappingProxyType[str, int] = MappingProxyType({})
+_NO_OUTPUT: MappingProxyType[int | None, Capture] = MappingProxyType({})
+
+
+class RunRecords:
+    """The records of one run's tasks, and how a change to one is published.
+
+    Every change of a record goes through :meth:`_move` (an item's phase) or
+    :meth:`_set_state` (the task's state): they rebuild the task's view, emit
+    the event observers receive, and add to the task's story. The decisions
+    are :class:`~nbflow.transitions.Transitions`', which extends this class.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        run_id: str,
+        bus: EventBus | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.bus = bus if bus is not None else EventBus()
+        self.clock = clock
+        self.records = [TaskRecord(pt) for pt in plan.tasks]
+        #: the public view of each task (by index), rebuilt on each change of its record
+        self.views: list[TaskView] = [r.view() for r in self.records]
+        #: tasks not in a final state
+        self.unfinished = len(self.records)
+        self.status: RunStatus = "pending"
+        #: the name of the stimulus being handled, for the stories
+        self._cause = ""
+        for rec in self.records:
+            pt = rec.pt
+            ew_source = pt.map_source if pt.elementwise else None
+            rec.dep_idx = tuple(d for d in pt.deps if d != ew_source)
+            rec.waiting = len(rec.dep_idx)
+            rec.up_idx = tuple((u, plan.by_name[u].index) for u in pt.upstreams)
+            if ew_source is not None:
+                self.records[ew_source].ew_children.append(pt.index)
+
+    def result(self, t: int) -> Any:
+        """Task ``t``'s result (a mapped task's list of branch results); None before it ends."""
+        rec = self.records[t]
+        return rec.result if rec.state in OK else None
+
+    def failures(self) -> list[Failed]:
+        """Every failed task (each failed branch of a mapped task), in run order."""
+        out: list[Failed] = []
+        for rec in self.records:
+            if rec.state != "failed":
+                continue
+            if rec.mapped and rec.items is not None:
+                out.extend(it.value for it in rec.items if isinstance(it.value, Failed))
+            elif rec.error is not None:
+                out.append(rec.error)
+        return out
+
+    def story(self, t: int) -> list[StoryEntry]:
+        """Task ``t``'s transitions so far, oldest first (callable from any thread: the
+        copy of a list of immutable entries is atomic)."""
+        return list(self.records[t].story)
+
+    def validate_state(self) -> None:
+        """Check the invariants (for tests); raises AssertionError on a broken one."""
+        unfinished = sum(1 for r in self.records if r.state not in FINAL)
+        assert unfinished == self.unfinished, (unfinished, self.unfinished)
+        for rec in self.records:
+            assert rec.in_flight >= 0, rec.name
+            if rec.state in FINAL:
+                assert rec.final_items(), rec.name
+            elif rec.items is not None:
+                assert rec.done == sum(1 for it in rec.items if it.phase in FINAL), rec.name
+            if rec.items is not None and rec.items[0].phase in (QUEUED_AHEAD, SENT_AHEAD):
+                assert rec.state == "pending" and not rec.activated, rec.name
+            if rec.state in FINAL and rec.state != "cancelled":
+                for d in rec.dep_idx:
+                    assert self.records[d].state in FINAL, (rec.name, self.records[d].name)
+            assert self.views[rec.pt.index].state == rec.state, rec.name
+
+    def _move(self, rec: TaskRecord, i: int, phase: str, error: Failed | None = None) -> None:
+        """Item ``i`` of ``rec`` enters ``phase`` (not its task's last final state)."""
+        item = rec.items[i]  # type: ignore[index]
+        item.phase = phase
+        if phase in PUBLIC:  # a step inside pending: nothing public changes
+            if not rec.mapped or len(rec.story) < STORY_BRANCH_LIMIT:
+                rec.story.append(StoryEntry(self.clock(), rec.branch(i), phase, self._cause))
+            return
+        state: TaskState = phase  # type: ignore[assignment]
+        if not rec.mapped:
+            self._set_state(rec, state, error)
+            return
+        if len(rec.story) < STORY_BRANCH_LIMIT:
+            rec.story.append(StoryEntry(self.clock(), i, phase, self._cause))
+        self._emit_branch(rec, i, state, item.attempt, error)
+        if (state == "ready" and rec.state == "pending") or (
+                state == "running" and rec.state != "running"):
+            self._set_state(rec, state)
+
+    def _set_state(self, rec: TaskRecord, state: TaskState, error: Failed | None = None) -> None:
+        rec.story.append(StoryEntry(self.clock(), None, state, self._cause))
+        rec.state = state
+        view = self.views[rec.pt.index] = rec.view()
+        if self.bus.active:
+            self.bus.emit(TaskEvent(self.run_id, rec.name, None, state, rec.attempts, self.clock(),
+                                    error, rec.where, rec.n, view))
+
+    def _emit_branch(self, rec: TaskRecord, i: int, state: str, attempt: int,
+                     error: Any = None) -> None:
+        if self.bus.branches:
+            self.bus.emit(TaskEvent(self.run_id, rec.name, i, state, attempt,  # type: ignore[arg-type]
+                                    self.clock(), error if state == "failed" or state == "retrying"
+                                    else None, rec.where))
+
+    def _emit_run(self, status: RunStatus) -> None:
+        if self.bus.active:
+            self.bus.emit(RunEvent(self.run_id, self.plan.flow, status, self.clock()))
