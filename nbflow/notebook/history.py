@@ -7,6 +7,7 @@ is made of (code, each parameter, each notebook global/helper, upstreams).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class History:
         if view.state == "succeeded":
             reasons = _differences(prev, snap, upstream_reran=[
                 u for u in pt.upstreams if run.task(u).state == "succeeded"])
-            snap = Snapshot(**{**snap.__dict__, "reason": "; ".join(reasons)})
+            snap = dataclasses.replace(snap, reason="; ".join(reasons))
         with self._lock:
             self.snapshots[name] = snap
         return snap
