@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from .service import LayoutService, get_service
 from .throttle import Throttle
 
 if TYPE_CHECKING:
+    from ..events import Observer
     from ..flow import Flow
     from ..run import Run
     from ..views import TaskView
@@ -57,14 +58,17 @@ _HERE = Path(__file__).parent
 Runner = Callable[[Sequence[str] | None, Sequence[str]], "Run"]
 
 
-def default_runner(flow: Flow) -> Runner:
+def default_runner(flow: Flow, observers: Iterable[Observer] = ()) -> Runner:
     """The runner of a widget given no other: ``flow.run(targets, force=force, background=True)``.
 
     The widget's actions then start runs the way any other code does (planning,
     executor setting, event log), and the forced tasks replace their cached results.
+    ``observers`` observe each run from its start (the widget passes itself).
     """
+    watching = list(observers)
+
     def run(targets: Sequence[str] | None, force: Sequence[str]) -> Run:
-        return flow.run(targets, force=force, background=True)
+        return flow.run(targets, force=force, background=True, observers=watching)
 
     return run
 
@@ -132,8 +136,10 @@ class DagWidget(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self._flow = flow
         self._service = service if service is not None else get_service()
+        #: True when the runner makes this widget an observer of the runs it starts
+        self._runner_observes = runner is None and flow is not None
         if runner is None and flow is not None:
-            runner = default_runner(flow)
+            runner = default_runner(flow, observers=[self])
         self._runner = runner
         self._lock = threading.RLock()
         self._throttle = Throttle(self.flush, self.interval)
@@ -227,6 +233,10 @@ class DagWidget(anywidget.AnyWidget):
 
     def attach(self, run: Run) -> None:
         """Follow ``run``: its states colour the nodes from now on."""
+        self._attach(run, observing=False)
+
+    def _attach(self, run: Run, observing: bool) -> None:
+        """Follow ``run``; ``observing``: the widget observes it from its start already."""
         with self._lock:
             self._run = run
             self._snapshot_of = None
@@ -237,11 +247,14 @@ class DagWidget(anywidget.AnyWidget):
             self._table.follow(run.id)
             source: Any = self._flow if self._flow is not None else run.plan
             self._set_structure(structure_of(source))
-            run.observe(self)  # before the snapshot: nothing between them is lost
             if run.done or all(view.final for view in run.tasks.values()):
-                # It ended (perhaps before its final event could reach us): show it now.
+                # It ended (its final event may not reach us): show it now. Not observing
+                # it also keeps clear of a run ending while an observer is added (its
+                # end waited on an event thread not yet started, and never came).
                 self._take_snapshot(run)
                 return
+            if not observing:
+                run.observe(self)  # before the snapshot: nothing between them is lost
         # Reading 2,000 views and sending them takes tens of ms: not on the caller's
         # (the kernel's) thread.
         threading.Thread(target=self._attach_snapshot, args=(run,), name="nbflow-widget",
@@ -404,7 +417,7 @@ class DagWidget(anywidget.AnyWidget):
         if self._runner is None:
             raise ValueError("this widget shows a run without its flow; it cannot start runs")
         new = self._runner(targets, force)
-        self.attach(new)
+        self._attach(new, observing=self._runner_observes)
         return new
 
     def _descendants(self, name: str) -> set[str]:

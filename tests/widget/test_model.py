@@ -308,7 +308,9 @@ def test_actions_start_runs_through_the_runner(demo_flow):
 
     def runner(targets: Sequence[str] | None, force: Sequence[str]) -> nf.Run:
         calls.append((None if targets is None else list(targets), list(force)))
-        return demo_flow.run(targets, force=force, background=True)
+        # an observer from the start, as %nbflow's runner has (it binds results)
+        return demo_flow.run(targets, force=force, background=True,
+                             observers=[lambda events: None])
 
     run = demo_flow.run(background=True)
     widget = DagWidget(demo_flow, run, runner=runner)
