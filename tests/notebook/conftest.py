@@ -125,8 +125,10 @@ def errors(cell: Any) -> list[Any]:
     return [o for o in cell.outputs if o.output_type == "error"]
 
 
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
+@pytest.fixture
+def k() -> Iterator[Kernel]:
+    """A fresh kernel with ``%load_ext nbflow`` done, shut down (with what it started) by the
+    test that used it."""
     k = Kernel()
     try:
         k("%load_ext nbflow\nimport time")

@@ -1,4 +1,4 @@
-"""The magics in a real IPython kernel, driven cell by cell through nbclient (one shared kernel)."""
+"""The magics in a real IPython kernel, driven cell by cell through nbclient (a kernel per test)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,6 @@ import pytest
 from .conftest import errors, text
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def k(kernel):
-    kernel("%nbflow reset --all")
-    return kernel
 
 
 def states(k) -> dict:
