@@ -11,7 +11,6 @@ were cancelled or taken back meanwhile are skipped, not searched for.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
 
 #: (-priority, sequence number, task index, item index)
 Entry = tuple[int, int, int, int]
@@ -46,13 +45,14 @@ class ReadyQueues:
             queue = self._lanes[0 if self._lane_of is None else self._lane_of[t]]
         heapq.heappush(queue, (-priority, self._seq, t, i))
 
-    def pop(self, lane: int, asynchronous: bool = False) -> Iterator[tuple[int, int]]:
-        """``(task, item)`` pairs of ``lane`` (or the ``async def`` queue), best first, each
-        removed as it is yielded; stop iterating to leave the rest queued."""
+    def pop(self, lane: int, asynchronous: bool = False) -> tuple[int, int] | None:
+        """The best ``(task, item)`` of ``lane`` (or of the ``async def`` queue), removed;
+        None when it is empty."""
         queue = self._async if asynchronous else self._lanes[lane]
-        while queue:
-            _, _, t, i = heapq.heappop(queue)
-            yield t, i
+        if not queue:
+            return None
+        _, _, t, i = heapq.heappop(queue)
+        return t, i
 
     def size(self, lane: int, asynchronous: bool = False) -> int:
         """Entries queued on ``lane`` (stale ones included)."""

@@ -73,7 +73,7 @@ class TaskRecord:
         "pt", "name", "mapped", "state", "items", "waiting", "activated", "key", "error",
         "started", "ended", "where", "done", "counts", "in_flight", "deferred", "parts",
         "split_waiters", "skip_reason", "ew_children", "dep_idx", "up_idx", "output", "story",
-        "attempts", "values",
+        "attempts", "values", "dirty",
     )
 
     def __init__(self, pt: PlannedTask) -> None:
@@ -116,8 +116,10 @@ class TaskRecord:
         self.up_idx: tuple[tuple[str, int], ...] = ()
         #: captured output of the last attempt, by branch (None for a task that is not mapped)
         self.output: dict[int | None, Capture] = {}
-        #: its transitions, for ``run.story(name)``
-        self.story: list[StoryEntry] = []
+        #: its transitions, for ``run.story(name)``: (time, branch, phase, cause)
+        self.story: list[tuple[float, int | None, str, str]] = []
+        #: changed since its view was last built
+        self.dirty = False
         #: attempts of the task, or the most of any branch
         self.attempts = 0
         #: a mapped task's branch values, once it ended
@@ -169,9 +171,17 @@ class RunRecords:
     """The records of one run's tasks, and how a change to one is published.
 
     Every change of a record goes through :meth:`_move` (an item's phase) or
-    :meth:`_set_state` (the task's state): they rebuild the task's view, emit
-    the event observers receive, and add to the task's story. The decisions
-    are :class:`~nbflow.transitions.Transitions`', which extends this class.
+    :meth:`_set_state` (the task's state): they emit the event observers
+    receive, with the task's new view, and add to the task's story. The
+    decisions are :class:`~nbflow.transitions.Transitions`', which extends
+    this class.
+
+    Views are built when someone needs them, not on every change: on a change
+    while observers listen (the event carries it), and on :meth:`view` from
+    any thread. Records are changed on the scheduler thread only, one stimulus
+    at a time; :attr:`_changes` is odd while one is applied, so a reader on
+    another thread builds a view from a record at rest (a sequence lock) and
+    never waits on the scheduler thread for more than one stimulus.
     """
 
     def __init__(
@@ -186,8 +196,10 @@ class RunRecords:
         self.bus = bus if bus is not None else EventBus()
         self.clock = clock
         self.records = [TaskRecord(pt) for pt in plan.tasks]
-        #: the public view of each task (by index), rebuilt on each change of its record
-        self.views: list[TaskView] = [r.view() for r in self.records]
+        #: the last view built of each task (see :meth:`view`); built when first asked for
+        self._views: list[TaskView | None] = [None] * len(self.records)
+        #: odd while a stimulus is being applied (see the class doc)
+        self._changes = 0
         #: tasks not in a final state
         self.unfinished = len(self.records)
         self.status: RunStatus = "pending"
@@ -222,7 +234,28 @@ class RunRecords:
     def story(self, t: int) -> list[StoryEntry]:
         """Task ``t``'s transitions so far, oldest first (callable from any thread: the
         copy of a list of immutable entries is atomic)."""
-        return list(self.records[t].story)
+        return [StoryEntry(*entry) for entry in list(self.records[t].story)]
+
+    def view(self, t: int) -> TaskView:
+        """Task ``t`` as it stands, from any thread (see the class doc)."""
+        rec = self.records[t]
+        while True:
+            changes = self._changes
+            if changes % 2 == 0:
+                cached = self._views[t]
+                if cached is not None and not rec.dirty:
+                    return cached
+                view = rec.view()
+                if self._changes == changes:
+                    if self.status not in ("pending", "running"):  # at rest for good
+                        self._views[t] = view
+                        rec.dirty = False
+                    return view
+            time.sleep(0)  # let the scheduler thread finish the stimulus it applies
+
+    def views(self) -> list[TaskView]:
+        """Every task as it stands, in run order."""
+        return [self.view(t) for t in range(len(self.records))]
 
     def validate_state(self) -> None:
         """Check the invariants (for tests); raises AssertionError on a broken one."""
@@ -239,7 +272,7 @@ class RunRecords:
             if rec.state in FINAL and rec.state != "cancelled":
                 for d in rec.dep_idx:
                     assert self.records[d].state in FINAL, (rec.name, self.records[d].name)
-            assert self.views[rec.pt.index].state == rec.state, rec.name
+            assert self.view(rec.pt.index).state == rec.state, rec.name
 
     def _move(self, rec: TaskRecord, i: int, phase: str, error: Failed | None = None) -> None:
         """Item ``i`` of ``rec`` enters ``phase`` (not its task's last final state)."""
@@ -247,26 +280,39 @@ class RunRecords:
         item.phase = phase
         if phase in PUBLIC:  # a step inside pending: nothing public changes
             if not rec.mapped or len(rec.story) < STORY_BRANCH_LIMIT:
-                rec.story.append(StoryEntry(self.clock(), rec.branch(i), phase, self._cause))
+                rec.story.append((self.clock(), rec.branch(i), phase, self._cause))
             return
         state: TaskState = phase  # type: ignore[assignment]
         if not rec.mapped:
             self._set_state(rec, state, error)
             return
         if len(rec.story) < STORY_BRANCH_LIMIT:
-            rec.story.append(StoryEntry(self.clock(), i, phase, self._cause))
+            rec.story.append((self.clock(), i, phase, self._cause))
         self._emit_branch(rec, i, state, item.attempt, error)
         if (state == "ready" and rec.state == "pending") or (
                 state == "running" and rec.state != "running"):
             self._set_state(rec, state)
 
     def _set_state(self, rec: TaskRecord, state: TaskState, error: Failed | None = None) -> None:
-        rec.story.append(StoryEntry(self.clock(), None, state, self._cause))
+        now = self.clock()
+        rec.story.append((now, None, state, self._cause))
         rec.state = state
-        view = self.views[rec.pt.index] = rec.view()
         if self.bus.active:
-            self.bus.emit(TaskEvent(self.run_id, rec.name, None, state, rec.attempts, self.clock(),
+            view = self._changed(rec)
+            self.bus.emit(TaskEvent(self.run_id, rec.name, None, state, rec.attempts, now,
                                     error, rec.where, rec.n, view))
+        else:
+            rec.dirty = True
+
+    def _changed(self, rec: TaskRecord) -> TaskView | None:
+        """``rec`` changed: its new view when observers listen (the event carries it), else
+        None (it is built when asked for)."""
+        if self.bus.active:
+            rec.dirty = False
+            view = self._views[rec.pt.index] = rec.view()
+            return view
+        rec.dirty = True
+        return None
 
     def _emit_branch(self, rec: TaskRecord, i: int, state: str, attempt: int,
                      error: Any = None) -> None:

@@ -188,7 +188,7 @@ class Run:
     @property
     def states(self) -> dict[str, str]:
         """Each task's state, by name."""
-        return {v.name: v.state for v in self._sm.views}
+        return {v.name: v.state for v in self._sm.views()}
 
     @property
     def failures(self) -> list[Failed]:
@@ -208,7 +208,7 @@ class Run:
 
     def task(self, name: str) -> TaskView:
         """Task ``name`` as it stands: a frozen :class:`~nbflow.TaskView`, safe from any thread."""
-        return self._sm.views[self._index(name)]
+        return self._sm.view(self._index(name))
 
     def story(self, name: str) -> list[StoryEntry]:
         """Task ``name``'s transitions so far, with times and causes (for debugging).
@@ -220,7 +220,7 @@ class Run:
     @property
     def tasks(self) -> dict[str, TaskView]:
         """Every task of the run as it stands, by name, in run order."""
-        return {v.name: v for v in self._sm.views}
+        return {v.name: v for v in self._sm.views()}
 
     def record(self, name: str) -> TaskView:
         """The same as :meth:`task` (the older name)."""
@@ -229,14 +229,14 @@ class Run:
     def summary(self) -> Summary:
         """A table: task, state, branches, attempts, duration."""
         rows = []
-        for view in self._sm.views:
+        for view in self._sm.views():
             branches = (view.done, view.branches) if view.mapped else None
             rows.append(SummaryRow(view.name, view.state, branches, view.attempts, view.duration))
         return Summary(self.flow, self.id, self.status, rows, self.dashboard_link)
 
     def _result(self, name: str) -> Any:
         index = self._index(name)
-        state = self._sm.views[index].state
+        state = self._sm.view(index).state
         if state not in OK:
             raise ResultUnavailableError(name, state)
         value = self._sm.result(index)
@@ -256,10 +256,10 @@ class Run:
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
-        for view in self._sm.views:
+        for view in self._sm.views():
             counts[view.state] = counts.get(view.state, 0) + 1
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        return f"Run({self.flow!r}, {self.status}, {len(self._sm.views)} tasks: {parts})"
+        return f"Run({self.flow!r}, {self.status}, {len(self.plan.tasks)} tasks: {parts})"
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -20,8 +20,9 @@ that chain (dask) get tasks ahead of their upstreams: see ``chaining.py``,
 which the machine consults at named hooks (``handed_over``, ``unchain_below``,
 ``upstreams_done`` and :class:`~nbflow.messages.ChainAhead`).
 
-Every change rebuilds the task's frozen :class:`~nbflow.views.TaskView` (what
-the rest of nbflow reads) and appends to its story (``run.story(name)``).
+Every change is published (``records.py``): an event with the task's frozen
+:class:`~nbflow.views.TaskView`, which is what the rest of nbflow reads, and
+an entry in its story (``run.story(name)``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from .records import (
 )
 from .states import FINAL, OK, TaskState, aggregate, ended_verb, run_status
 from .values import Failed, Skipped
-from .views import StoryEntry
 
 # -- the machine at a glance ----------------------------------------------------------------
 
@@ -91,6 +91,10 @@ class Transitions(RunRecords):
         self.ready = ReadyQueues()
         #: the chaining planner, for runs on an executor that chains (see enable_chaining)
         self.chain: chaining.ChainPlanner | None = None
+        self._run_handlers: dict[type, Callable[..., None]] = {
+            kind: getattr(self, name) for kind, name in RUN_TABLE.items()}
+        self._item_handlers: dict[tuple[str, type], Callable[..., None]] = {
+            key: getattr(self, name) for key, name in ITEM_TABLE.items()}
 
     # -- the one entry point ---------------------------------------------------------------
 
@@ -103,23 +107,27 @@ class Transitions(RunRecords):
         kind = type(stimulus)
         self._cause = kind.__name__
         out: list[Any] = []
-        name = RUN_TABLE.get(kind)
-        if name is not None:
-            getattr(self, name)(stimulus, out)
+        self._changes += 1  # odd: records are changing (see RunRecords)
+        try:
+            handler = self._run_handlers.get(kind)
+            if handler is not None:
+                handler(stimulus, out)
+                return out
+            t, b = stimulus.item  # type: ignore[union-attr]
+            rec = self.records[t]
+            if rec.items is None:
+                return out
+            item = rec.items[b or 0]
+            item_handler = self._item_handlers.get((item.phase, kind))
+            if item_handler is None:
+                return out  # late: the item moved on (cancelled, timed out, retried, answered)
+            shift = _ATTEMPT_OF.get(kind)
+            if shift is not None and item.attempt != stimulus.attempt + shift:  # type: ignore[union-attr]
+                return out  # an answer for an earlier attempt
+            item_handler(rec, b or 0, stimulus, out)
             return out
-        t, b = stimulus.item  # type: ignore[union-attr]
-        rec = self.records[t]
-        if rec.items is None:
-            return out
-        item = rec.items[b or 0]
-        name = ITEM_TABLE.get((item.phase, kind))
-        if name is None:
-            return out  # late: the item moved on (cancelled, timed out, retried, answered)
-        shift = _ATTEMPT_OF.get(kind)
-        if shift is not None and item.attempt != stimulus.attempt + shift:  # type: ignore[union-attr]
-            return out  # an answer for an earlier attempt
-        getattr(self, name)(rec, b or 0, stimulus, out)
-        return out
+        finally:
+            self._changes += 1
 
     def set_lanes(self, lanes: list[int]) -> None:
         """Give each task (by index) an executor lane; :class:`Take` then serves one lane."""
@@ -154,40 +162,44 @@ class Transitions(RunRecords):
                 self._try_activate(rec, out)
 
     def _take(self, take: Take, out: list[Execute]) -> None:
-        queued = self.ready.size(take.lane, take.asynchronous)
-        n = queued if take.asynchronous else take.n
-        if not queued or n <= 0:
+        ready = self.ready
+        lane, asynchronous = take.lane, take.asynchronous
+        if take.n <= 0 and not asynchronous:
             return
+        entry = ready.pop(lane, asynchronous)
+        if entry is None:
+            return
+        n = take.n if not asynchronous else ready.size(lane, True) + 1
         records = self.records
         now = self.clock()
-        entries = self.ready.pop(take.lane, take.asynchronous)
-        while len(out) < n:
-            entry = next(entries, None)
-            if entry is None:
-                break
+        while entry is not None:
             t, i = entry
             rec = records[t]
             item = rec.items[i]  # type: ignore[index]
             if item.phase == QUEUED_AHEAD:
                 out.append(self._send_ahead(rec))
-                continue
-            if item.phase != "ready":
-                continue  # stale: unchained or cancelled after it was queued
-            limit = rec.pt.task.options.max_parallel
-            if limit is not None and rec.in_flight >= limit:
+            elif item.phase != "ready":
+                pass  # stale: unchained or cancelled after it was queued
+            elif (limit := rec.pt.task.options.max_parallel) is not None and rec.in_flight >= limit:
                 rec.deferred.append(i)
-                continue
-            rec.in_flight += 1
-            if rec.started is None:
-                rec.started = now
-            item.attempt += 1
-            if item.attempt > rec.attempts:
-                rec.attempts = item.attempt
-            self._move(rec, i, "running")
-            if self.chain is not None:
-                self.chain.handed_over(rec)
-            b = rec.branch(i)
-            out.append(Execute((t, b), item.attempt, self.arguments((t, b))))
+            else:
+                self._hand_out(rec, i, item, now, out)
+            entry = ready.pop(lane, asynchronous) if len(out) < n else None
+
+    def _hand_out(self, rec: TaskRecord, i: int, item: ItemRecord, now: float,
+                  out: list[Execute]) -> None:
+        rec.in_flight += 1
+        if rec.started is None:
+            rec.started = now
+        item.attempt += 1
+        if item.attempt > rec.attempts:
+            rec.attempts = item.attempt
+        self._move(rec, i, "running")
+        if self.chain is not None:
+            self.chain.handed_over(rec)
+        t = rec.pt.index
+        b = i if rec.mapped else None
+        out.append(Execute((t, b), item.attempt, inputs.arguments(self.records, t, b)))
 
     def _chain_ahead(self, _: ChainAhead, out: list[Instruction]) -> None:
         """Queue the tasks that may go ahead of their upstreams (their cache lookups first)."""
@@ -374,7 +386,7 @@ class Transitions(RunRecords):
         elif run_on == "failure" and not pt.elementwise and not self._an_upstream_failed(rec):
             self._skip(rec, "no upstream failed (run_on='failure')", out)
             return
-        if not chaining.sent_ahead(rec):
+        if self.chain is None or not chaining.sent_ahead(rec):
             rec.key = self._task_key(rec)  # a task sent ahead got its key then
         if src is None:
             self._consider(rec, 0, out)
@@ -534,11 +546,11 @@ class Transitions(RunRecords):
             self._end_task(rec, state, out)
             return
         if len(rec.story) < STORY_BRANCH_LIMIT:
-            rec.story.append(StoryEntry(self.clock(), i, state, self._cause))
+            rec.story.append((self.clock(), i, state, self._cause))
         self._emit_branch(rec, i, state, item.attempt, value)
         last = rec.done == len(items)
         if not last:
-            self.views[rec.pt.index] = rec.view()
+            self._changed(rec)
         for child in rec.ew_children:
             crec = self.records[child]
             if crec.activated and crec.items is not None:

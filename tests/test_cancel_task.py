@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from test_chaining import chain, chaining, take_all
@@ -34,7 +33,7 @@ def test_a_running_task_is_cancelled_and_its_downstream_skipped():
     assert finish(sm, b, 2) == []  # a late answer changes nothing
     assert finish(sm, c, 3) == [RunFinished("cancelled")]
     assert state(sm, "d") == "skipped"
-    assert sm.views[3].skip_reason == "upstream 'b' was cancelled"
+    assert sm.view(3).skip_reason == "upstream 'b' was cancelled"
     assert sm.handle(CancelTask(1)) == [] and sm.handle(CancelTask(3)) == []
     sm.validate_state()
 
@@ -47,7 +46,7 @@ def test_a_pending_task_is_cancelled_before_it_could_start():
     finish(sm, a, 1)
     for ex in sm.handle(Take(10)):
         finish(sm, ex, 1)
-    assert [v.state for v in sm.views] == ["succeeded", "succeeded", "succeeded", "cancelled"]
+    assert [v.state for v in sm.views()] == ["succeeded", "succeeded", "succeeded", "cancelled"]
     assert sm.status == "cancelled"
     sm.validate_state()
 
@@ -77,11 +76,11 @@ def test_a_mapped_task_cancels_every_open_branch():
     out = sm.handle(CancelTask(1))
     assert out[0] == CancelRunning([((1, 1), 1), ((1, 2), 1)])
     assert branch_states(sm, 1) == ["succeeded", "cancelled", "cancelled", "cancelled"]
-    assert sm.views[1].state == "cancelled"
+    assert sm.view(1).state == "cancelled"
     assert sm.handle(Take(10)) == []  # nothing of f starts any more
     assert branch_states(sm, 2)[1:] == ["skipped"] * 3  # element-wise branches of cancelled ones
     finish(sm, g0[1], 1)
-    assert sm.views[2].state == "succeeded"
+    assert sm.view(2).state == "succeeded"
     [total] = sm.handle(Take(1))  # g succeeded (some branches skipped): its fan-in runs
     assert total.kwargs["g"][0] == 1 and isinstance(total.kwargs["g"][1], Skipped)
     assert finish(sm, total, 1) == [RunFinished("cancelled")]
@@ -93,7 +92,7 @@ def test_answers_for_a_cancelled_task_are_ignored():
     [lookup] = sm.handle(Start())
     sm.handle(CancelTask(0))
     assert sm.handle(CacheAnswer(lookup.item, True, 1)) == []
-    assert [v.state for v in sm.views] == ["cancelled", "skipped", "skipped", "skipped"]
+    assert [v.state for v in sm.views()] == ["cancelled", "skipped", "skipped", "skipped"]
     assert sm.status == "cancelled"
     assert not any(isinstance(i, LookupCache) for i in sm.handle(Take(10)))
 
@@ -106,8 +105,8 @@ def test_cancelling_a_chained_task_cancels_what_was_chained_onto_it():
     assert CancelRunning([((1, None), 1)]) in out and CancelRunning([((2, None), 1)]) in out
     finish(sm, t1, 1)
     finish(sm, t2, 2)
-    assert [v.state for v in sm.views] == ["running", "cancelled", "skipped"]
-    assert [v.attempts for v in sm.views] == [1, 0, 0]
+    assert [v.state for v in sm.views()] == ["running", "cancelled", "skipped"]
+    assert [v.attempts for v in sm.views()] == [1, 0, 0]
     assert finish(sm, t0, 0) == [RunFinished("cancelled")]
     sm.validate_state()
 
@@ -127,16 +126,22 @@ def test_run_cancel_task_with_threads():
     def after_slow(slow):
         return slow
 
+    quick_started = threading.Event()
+    quick_may_end = threading.Event()
+
     @flow.task
     def quick():
-        time.sleep(0.2)
+        quick_started.set()
+        quick_may_end.wait(10)
         return "quick"
 
     run = flow.run(background=True)
-    assert started.wait(10)
+    assert started.wait(10) and quick_started.wait(10)
     with pytest.raises(nf.ResultUnavailableError, match="slw"):
         run.cancel("slw")
     run.cancel("slow")
+    # quick was running when slow was cancelled; it goes on and ends after
+    quick_may_end.set()
     run.wait(10)
     release.set()
     assert run.status == "cancelled"

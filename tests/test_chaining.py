@@ -61,7 +61,7 @@ def take_all(sm: Transitions) -> list:
 
 
 def states(sm: Transitions) -> list[str]:
-    return [v.state for v in sm.views]
+    return [v.state for v in sm.views()]
 
 
 def test_a_chain_is_handed_over_at_once_and_turns_running_hop_by_hop():
@@ -79,7 +79,7 @@ def test_a_chain_is_handed_over_at_once_and_turns_running_hop_by_hop():
     assert states(sm) == ["succeeded", "succeeded", "running"]
     assert finish(sm, t2, 2) == [RunFinished("succeeded")]
     assert [sm.result(t) for t in range(3)] == [0, 1, 2]
-    assert [v.attempts for v in sm.views] == [1, 1, 1]
+    assert [v.attempts for v in sm.views()] == [1, 1, 1]
     sm.validate_state()
 
 
@@ -106,9 +106,9 @@ def test_an_upstream_failure_cancels_the_chain_below_and_skips_it():
     assert CancelRunning([((2, None), 1)]) in out and CancelRunning([((3, None), 1)]) in out
     fail(sm, t2)  # late, for a cancelled submission
     assert states(sm) == ["succeeded", "failed", "skipped", "skipped"]
-    assert sm.views[2].skip_reason == "upstream 't1' failed"
+    assert sm.view(2).skip_reason == "upstream 't1' failed"
     assert sm.status == "failed"
-    assert [v.attempts for v in sm.views] == [1, 1, 0, 0]
+    assert [v.attempts for v in sm.views()] == [1, 1, 0, 0]
     sm.validate_state()
 
 
@@ -128,7 +128,7 @@ def test_a_retried_upstream_is_chained_onto_again_without_counting_attempts():
     finish(sm, t1b, 1)
     finish(sm, t2b, 2)
     assert sm.status == "succeeded"
-    assert [v.attempts for v in sm.views] == [1, 2, 1]
+    assert [v.attempts for v in sm.views()] == [1, 2, 1]
 
 
 def test_chained_tasks_look_the_cache_up_first():
@@ -234,9 +234,9 @@ def test_a_fan_in_is_chained_once_every_branch_is_handed_over():
     assert total.kwargs == {"f": [10, 20, ResultOf(((1, 2), 1))]}
     assert type(total.kwargs["f"]) is ResultsOf
     finish(sm, total, 60)  # early: kept until f is done
-    assert sm.views[2].state == "pending"
+    assert sm.view(2).state == "pending"
     assert finish(sm, f2, 30) == [RunFinished("succeeded")]
-    assert sm.result(2) == 60 and sm.views[2].attempts == 1
+    assert sm.result(2) == 60 and sm.view(2).attempts == 1
 
 
 def test_a_failed_branch_cancels_the_chained_fan_in():
@@ -253,7 +253,7 @@ def test_a_failed_branch_cancels_the_chained_fan_in():
     finish(sm, f0, 1)
     finish(sm, f1b, 2)
     assert finish(sm, total_b, 3) == [RunFinished("succeeded")]
-    assert [v.attempts for v in sm.views] == [1, 2, 1]
+    assert [v.attempts for v in sm.views()] == [1, 2, 1]
 
 
 def test_skipped_values_are_not_results():
@@ -262,7 +262,7 @@ def test_skipped_values_are_not_results():
     t0, t1, t2 = take_all(sm)
     fail(sm, t0)
     assert states(sm) == ["failed", "skipped", "skipped"]
-    assert isinstance(sm.views[0].error, Failed)
+    assert isinstance(sm.view(0).error, Failed)
     assert sm.arguments((2, None)) == {"t1": Skipped("t1", "upstream 't0' failed")}
 
 

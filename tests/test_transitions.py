@@ -67,7 +67,7 @@ def fail(sm, ex, exc=None):
 
 
 def state(sm, name):
-    return sm.views[sm.plan.by_name[name].index].state
+    return sm.view(sm.plan.by_name[name].index).state
 
 
 def branch_states(sm, t):
@@ -141,7 +141,7 @@ def test_failure_skips_downstream_but_siblings_finish():
     out = finish(sm, c, 3)
     assert state(sm, "d") == "skipped"
     assert out == [RunFinished("failed")]
-    rec = sm.views[sm.plan.by_name["d"].index]
+    rec = sm.view(sm.plan.by_name["d"].index)
     assert "upstream 'b' failed" in rec.skip_reason
     sm.validate_state()
 
@@ -169,8 +169,8 @@ def test_retries_then_fail():
     ex3 = sm.handle(Take(1))[0]
     out = fail(sm, ex3)
     assert out == [RunFinished("failed")]
-    assert sm.views[0].attempts == 3
-    assert sm.views[0].error.attempt == 3
+    assert sm.view(0).attempts == 3
+    assert sm.view(0).error.attempt == 3
 
 
 def test_a_late_answer_from_an_old_attempt_is_ignored():
@@ -205,7 +205,7 @@ def test_timeout_without_retries_fails_with_timeout_error():
     ex = sm.handle(Take(1))[0]
     out = sm.handle(TimedOut(ex.item, ex.attempt))
     assert out[-1] == RunFinished("failed")
-    assert isinstance(sm.views[0].error.error, nf.TaskTimeoutError)
+    assert isinstance(sm.view(0).error.error, nf.TaskTimeoutError)
 
 
 def test_run_on_failure_and_always_receive_failed_values():
@@ -419,7 +419,7 @@ def test_cancel_stops_everything_and_lists_running_items():
     out = sm.handle(Cancel())
     assert out[0] == CancelRunning([((1, None), 1), ((2, None), 1)])
     assert out[-1] == RunFinished("cancelled")
-    assert [v.state for v in sm.views] == ["succeeded", "cancelled", "cancelled", "cancelled"]
+    assert [v.state for v in sm.views()] == ["succeeded", "cancelled", "cancelled", "cancelled"]
     assert finish(sm, b, 2) == []  # late answers change nothing
     assert sm.handle(Cancel()) == []
     sm.validate_state()
@@ -442,7 +442,7 @@ def test_cache_lookups_and_stores():
     sm.handle(CacheAnswer(lookups[0].item, True, 2))
     sm.handle(CacheAnswer(lookups[1].item, True, 3))
     assert state(sm, "b") == "cached"
-    assert sm.views[3].state == "pending"
+    assert sm.view(3).state == "pending"
 
 
 def test_keys_depend_on_params_and_code():
