@@ -31,13 +31,15 @@ from .errors import (
     ValidationError,
 )
 from .eventlog import EventLog
-from .events import RunEvent, TaskEvent, TaskState
+from .events import RunEvent, TaskEvent
 from .executors import DaskExecutor, Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
 from .flow import Flow
 from .registry import registry
 from .run import Run, Summary
+from .states import RunStatus, TaskState
 from .task import Task
 from .values import Failed, Skipped
+from .views import StoryEntry, TaskView
 
 __version__ = "0.1.0"
 
@@ -87,13 +89,16 @@ __all__ = (
     "ResultUnavailableError",
     "Run",
     "RunEvent",
+    "RunStatus",
     "Skipped",
     "SpecError",
+    "StoryEntry",
     "Summary",
     "Task",
     "TaskEvent",
     "TaskState",
     "TaskTimeoutError",
+    "TaskView",
     "ThreadExecutor",
     "UnknownParameterError",
     "UnknownTaskError",

@@ -127,8 +127,8 @@ class TaskRecord:
 
     @property
     def n(self) -> int | None:
-        """The number of items (branches), once known."""
-        return None if self.items is None else len(self.items)
+        """A mapped task's number of branches, once known (None for a task not mapped)."""
+        return len(self.items) if self.mapped and self.items is not None else None
 
     def branch(self, i: int) -> int | None:
         """The outside name of item ``i``: its index for a mapped task, else None."""
