@@ -1,8 +1,14 @@
-"""The scheduler on its real loop thread: concurrency, limits, timing, cancellation."""
+"""The scheduler on its real loop thread: concurrency, limits, timing, cancellation.
+
+Concurrency is shown by the order of events (both started before either ended),
+not by the wall clock: tasks that must overlap meet at a barrier, which they
+could not pass one after the other.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 import time
 
@@ -12,72 +18,79 @@ import nbflow as nf
 
 
 class Tracker:
-    """Records start/end of each call and the highest concurrency seen."""
+    """Records the start and end of each call, in order, and the highest concurrency seen."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.active = 0
         self.peak = 0
-        self.spans: dict[str, tuple[float, float]] = {}
         self.order: list[str] = []
+        #: ("start" | "end", name), in the order they happened
+        self.log: list[tuple[str, str]] = []
 
-    def work(self, name, seconds):
+    def work(self, name, seconds=0.0, meet=None):
+        """Work for ``seconds``, or until every party of the barrier ``meet`` arrived."""
         with self.lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
             self.order.append(name)
-        start = time.perf_counter()
-        time.sleep(seconds)
-        end = time.perf_counter()
+            self.log.append(("start", name))
+        if meet is not None:
+            meet.wait()
+        else:
+            time.sleep(seconds)  # the work itself
         with self.lock:
             self.active -= 1
-            self.spans[name] = (start, end)
+            self.log.append(("end", name))
         return name
 
 
 def test_independent_branches_overlap_in_time():
     tracker = Tracker()
+    both = threading.Barrier(2, timeout=10)  # broken (so the task fails) if they run in turn
     flow = nf.Flow("par")
 
     @flow.task(cache=False)
     def left():
-        return tracker.work("left", 0.4)
+        return tracker.work("left", meet=both)
 
     @flow.task(cache=False)
     def right():
-        return tracker.work("right", 0.4)
+        return tracker.work("right", meet=both)
 
     @flow.task(cache=False)
     def join(left, right):
         return left + right
 
-    start = time.perf_counter()
-    flow.run(executor=nf.ThreadExecutor(max_workers=4))
-    elapsed = time.perf_counter() - start
-    (l0, l1), (r0, r1) = tracker.spans["left"], tracker.spans["right"]
-    assert l0 < r1 and r0 < l1, "the two branches did not overlap"
-    assert elapsed < 0.75
+    run = flow.run(executor=nf.ThreadExecutor(max_workers=4))
+    assert run.results["join"] == "leftright"
+    assert [what for what, _ in tracker.log] == ["start", "start", "end", "end"]
     assert tracker.peak == 2
 
 
 def test_mapped_branches_overlap_on_processes():
     flow = nf.Flow("par")
+    with multiprocessing.Manager() as manager:
+        both = manager.Barrier(2, timeout=60)  # broken if the branches run in turn
+        log = manager.list()
 
-    @flow.task(cache=False)
-    def items():
-        return [0.5, 0.5]
+        @flow.task(cache=False)
+        def items():
+            return [0, 1]
 
-    @flow.task(map="items", cache=False)
-    def nap(items):
-        import time as t
+        @flow.task(map="items", cache=False)
+        def meet(items):
+            import os
 
-        start = t.time()
-        t.sleep(items)
-        return (start, t.time())
+            log.append(("start", items))
+            both.wait()
+            log.append(("end", items))
+            return os.getpid()
 
-    run = flow.run(executor=nf.ProcessExecutor(max_workers=2))
-    (a0, a1), (b0, b1) = run.results["nap"]
-    assert a0 < b1 and b0 < a1
+        run = flow.run(executor=nf.ProcessExecutor(max_workers=2))
+        order = [what for what, _ in log]
+    assert order == ["start", "start", "end", "end"]
+    assert len(set(run.results["meet"])) == 2
 
 
 def test_max_parallel_is_never_exceeded():
@@ -117,18 +130,23 @@ def test_priority_orders_ready_tasks():
 def test_timeout_fires_on_threads():
     flow = nf.Flow("timeout")
 
+    release = threading.Event()
+    returned = threading.Event()
+
     @flow.task(timeout=0.2, cache=False)
     def sleepy():
-        time.sleep(3)
+        release.wait(30)
+        returned.set()
         return 1
 
     @flow.task(cache=False)
     def quick():
         return 2
 
-    start = time.perf_counter()
     run = flow.run(executor="threads", raise_on_failure=False)
-    assert time.perf_counter() - start < 2
+    # the run ended while the body was still running: the timeout did not wait for it
+    assert not returned.is_set()
+    release.set()
     assert run.states == {"sleepy": "failed", "quick": "succeeded"}
     assert isinstance(run.failures[0].error, nf.TaskTimeoutError)
     assert "timeout=0.2s" in str(run.failures[0].error)
@@ -165,13 +183,17 @@ def test_retry_delay_is_waited():
 
 def test_cancel_stops_new_work():
     started = []
+    first_started = threading.Event()
     gate = threading.Event()
+    first_returned = threading.Event()
     flow = nf.Flow("cancel")
 
     @flow.task(cache=False)
     def first():
         started.append("first")
+        first_started.set()
         gate.wait(5)
+        first_returned.set()
         return 1
 
     @flow.task(cache=False)
@@ -180,13 +202,11 @@ def test_cancel_stops_new_work():
         return first
 
     run = flow.run(background=True)
-    deadline = time.time() + 5
-    while "first" not in started and time.time() < deadline:
-        time.sleep(0.01)
+    assert first_started.wait(5)
     run.cancel()
     run.wait(5)
     gate.set()
-    time.sleep(0.1)
+    assert first_returned.wait(5)  # first's late result arrives after the cancel
     assert run.status == "cancelled"
     assert run.states == {"first": "cancelled", "second": "cancelled"}
     assert started == ["first"]
@@ -195,27 +215,34 @@ def test_cancel_stops_new_work():
 def test_async_tasks_run_concurrently_on_the_scheduler_loop():
     flow = nf.Flow("async")
     threads = set()
+    log = []
+    started = {"a": asyncio.Event(), "b": asyncio.Event()}  # bound to the loop on first use
+
+    async def meet(me, other):
+        """Start, then wait for the other task to start: one at a time, this times out."""
+        threads.add(threading.current_thread().name)
+        log.append(("start", me))
+        started[me].set()
+        await asyncio.wait_for(started[other].wait(), 10)
+        log.append(("end", me))
 
     @flow.task(cache=False)
     async def a():
-        threads.add(threading.current_thread().name)
-        await asyncio.sleep(0.3)
+        await meet("a", "b")
         return 1
 
     @flow.task(cache=False)
     async def b():
-        threads.add(threading.current_thread().name)
-        await asyncio.sleep(0.3)
+        await meet("b", "a")
         return 2
 
     @flow.task(cache=False)
     def c(a, b):
         return a + b
 
-    start = time.perf_counter()
     run = flow.run()
     assert run.results["c"] == 3
-    assert time.perf_counter() - start < 0.55
+    assert [what for what, _ in log] == ["start", "start", "end", "end"]
     assert threads == {"nbflow-scheduler"}
 
 
@@ -280,9 +307,9 @@ def test_background_run_returns_at_once():
         gate.wait(5)
         return 1
 
-    start = time.perf_counter()
     run = flow.run(background=True)
-    assert time.perf_counter() - start < 0.5
+    # it returned while its only task cannot end (the gate is shut)
+    assert not run.done
     assert run.status in ("pending", "running")
     with pytest.raises(TimeoutError):
         run.wait(timeout=0.1)
@@ -293,13 +320,16 @@ def test_background_run_returns_at_once():
 
 def test_run_wait_timeout_does_not_cancel():
     flow = nf.Flow("bg")
+    gate = threading.Event()
 
     @flow.task(cache=False)
     def slow():
-        time.sleep(0.3)
+        gate.wait(10)
         return 1
 
     run = flow.run(background=True)
     with pytest.raises(TimeoutError):
         run.wait(0.05)
-    assert run.wait().status == "succeeded"
+    gate.set()
+    assert run.wait(10).status == "succeeded"
+    assert run.results["slow"] == 1

@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import wait_until
 
 from nbflow.cli import build_parser
 
@@ -176,12 +176,15 @@ def test_a_killed_run_resumes_recomputing_only_unfinished_tasks(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kernels: list[int] = []
     try:
-        deadline = time.monotonic() + 90
         log = tmp_path / "e1.jsonl"
-        while not log.exists() or "running" not in task_states(log).get("slow", []):
-            assert time.monotonic() < deadline and proc.poll() is None, "slow never started"
-            time.sleep(0.1)
-        time.sleep(1.0)  # results are written by a background thread, just after each task
+        wait_until(lambda: proc.poll() is not None
+                   or (log.exists() and "running" in task_states(log).get("slow", [])), 90)
+        assert proc.poll() is None, "the run ended before slow started"
+        # results are written by a background thread, just after each task: wait for
+        # those of first and second (a file appears whole, renamed from a hidden temporary)
+        cache = tmp_path / "cache"
+        wait_until(lambda: len([f for f in cache.glob("??/*.nbr")
+                                if not f.name.startswith(".")]) >= 2, 30)
         kernels = _children(proc.pid)
         assert kernels, "no kernel process found"
         proc.kill()  # SIGKILL: no cleanup at all

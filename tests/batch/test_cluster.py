@@ -9,9 +9,9 @@ import json
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import wait_until
 
 from .conftest import EXAMPLE, env, events, nbflow
 
@@ -24,6 +24,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _accepts(port: int) -> bool:
+    """True when something listens on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def test_sweep_and_run_on_a_dask_cluster(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -32,7 +38,8 @@ def test_sweep_and_run_on_a_dask_cluster(tmp_path):
                                "--dashboard-address", "127.0.0.1:0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        time.sleep(1.0)
+        wait_until(lambda: procs[0].poll() is not None or _accepts(port), 60)
+        assert procs[0].poll() is None, "the dask scheduler exited"
         procs.append(subprocess.Popen(
             [*dask, "worker", address, "--nworkers", "1", "--nthreads", "2", "--host",
              "127.0.0.1", "--dashboard-address", "127.0.0.1:0", "--death-timeout", "30"],

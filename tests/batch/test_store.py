@@ -143,29 +143,48 @@ def test_read_events_skips_a_torn_last_line(tmp_path):
 
 
 class SlowDisk(DiskStore):
-    """A DiskStore on a disk that takes half a second per read."""
+    """A DiskStore on a disk that, once ``until`` is set, reads only when that event is."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.until: threading.Event | None = None
+        self.log: list[str] = []
 
     def get(self, key):
-        time.sleep(0.5)
+        if self.until is not None:
+            self.log.append("read starts")
+            self.until.wait(10)
+            self.log.append("read ends")
         return super().get(key)
 
 
 def test_slow_cache_reads_do_not_hold_up_the_scheduler(tmp_path):
-    def build(store):
+    store = SlowDisk(tmp_path)
+
+    def quick():
+        store.log.append("quick runs")
+        if store.until is not None:
+            store.until.set()  # the read may end now
+        return "quick"
+
+    def build():
         flow = nf.Flow("slow_disk", cache=store)
         flow.task(name="big")(lambda: list(range(1000)))
-        flow.task(name="quick", cache=False)(lambda: time.time())
+        flow.task(name="quick", cache=False)(quick)
         return flow
 
-    store = SlowDisk(tmp_path)
-    build(store).run()
+    build().run()
     assert store.flush(10)
-    t0 = time.time()
-    run = build(store).run()
+    store.until = threading.Event()
+    store.log.clear()
+    seen = []
+    run = build().run(observers=[seen.extend])
     assert run.states == {"big": "cached", "quick": "succeeded"}
     # quick ran while big's lookup was still reading: the loop did not wait for the disk
-    assert run.results["quick"] - t0 < 0.4
-    assert run.task("big").ended - t0 >= 0.5
+    assert store.log.index("quick runs") < store.log.index("read ends")
+    ended = [e.task for e in seen
+             if isinstance(e, nf.TaskEvent) and e.branch is None and e.view.final]
+    assert ended == ["quick", "big"]
     assert run.results["big"] == list(range(1000))
 
 
