@@ -550,7 +550,7 @@ class Transitions(RunRecords):
         self._emit_branch(rec, i, state, item.attempt, value)
         last = rec.done == len(items)
         if not last:
-            self._changed(rec)
+            rec.dirty = True  # no task event now: its view is built when someone asks
         for child in rec.ew_children:
             crec = self.records[child]
             if crec.activated and crec.items is not None:
