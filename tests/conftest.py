@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -29,7 +30,8 @@ from typing import Any
 
 import pytest
 
-from nbflow import config, loop
+from nbflow import config as nbflow_config
+from nbflow import loop
 from nbflow.registry import registry
 
 #: seconds a test's threads and processes get to end after it (most end at once)
@@ -96,16 +98,37 @@ def _guard(request: pytest.FixtureRequest) -> Iterator[None]:
     threads_before = set(threading.enumerate())
     children_before = set(_children())
     settings_before = _settings()
+    env_before = {k: v for k, v in os.environ.items() if k.startswith("NBFLOW_")}
     errors = _ErrorRecords()
     nbflow_logger = logging.getLogger("nbflow")
     nbflow_logger.addHandler(errors)
     try:
         yield
+        # (still listening: a thread that ends now may log what went wrong on its way out)
+        problems = _leftovers(threads_before, children_before)
     finally:
         nbflow_logger.removeHandler(errors)
         registry.reset()
-    problems = []
 
+    settings_after = _settings()
+    if settings_after != settings_before:
+        changed = sorted(k for k in settings_before if settings_after[k] != settings_before[k])
+        problems.append(f"settings left changed: {changed} (use monkeypatch or config.set)")
+        for k in [k for k in os.environ if k.startswith("NBFLOW_")]:  # spare the next tests
+            del os.environ[k]
+        os.environ.update(env_before)
+
+    if errors.records and request.node.get_closest_marker(MARKER) is None:
+        problems.append("nbflow logged errors (mark the test @pytest.mark."
+                        f"{MARKER} if it provokes them on purpose):\n"
+                        + "\n".join(f"  {r.name}: {r.getMessage()}" for r in errors.records))
+    if problems:
+        pytest.fail("after the test: " + "\n".join(problems), pytrace=False)
+
+
+def _leftovers(threads_before: set[threading.Thread], children_before: set[int]) -> list[str]:
+    """The test's threads and processes still running after up to LEAK_WAIT seconds."""
+    problems = []
     deadline = time.monotonic() + LEAK_WAIT
     threads = [t for t in threading.enumerate() if t not in threads_before and not _kept_thread(t)]
     for t in threads:
@@ -120,20 +143,12 @@ def _guard(request: pytest.FixtureRequest) -> Iterator[None]:
     kept = _kept_pids()
     pids = _wait_gone([pid for pid in new if pid not in kept], deadline)
     if pids:
-        problems.append("child processes still running: "
+        problems.append("child processes still running (now killed): "
                         + ", ".join(f"{pid} ({new[pid][:120]})" for pid in sorted(pids)))
-
-    settings_after = _settings()
-    if settings_after != settings_before:
-        changed = sorted(k for k in settings_before if settings_after[k] != settings_before[k])
-        problems.append(f"settings left changed: {changed} (use monkeypatch or config.set)")
-
-    if errors.records and request.node.get_closest_marker(MARKER) is None:
-        problems.append("nbflow logged errors (mark the test @pytest.mark."
-                        f"{MARKER} if it provokes them on purpose):\n"
-                        + "\n".join(f"  {r.name}: {r.getMessage()}" for r in errors.records))
-    if problems:
-        pytest.fail("after the test: " + "\n".join(problems), pytrace=False)
+        for pid in pids:  # spare the next tests
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    return problems
 
 
 def _started_by_test(pid: int, tree: dict[int, tuple[int, str]], before: set[int]) -> bool:
@@ -151,7 +166,7 @@ def _started_by_test(pid: int, tree: dict[int, tuple[int, str]], before: set[int
 
 
 def _settings() -> dict[str, object]:
-    return {name: config.get(name) for name in config.DEFAULTS}
+    return {name: nbflow_config.get(name) for name in nbflow_config.DEFAULTS}
 
 
 _DASK = ("distributed", "dask", "tornado")
