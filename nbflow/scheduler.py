@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 #: seconds of chaining work (see :meth:`Scheduler._dispatch`) before the loop gets a turn
 CHAIN_SLICE = 0.005
+#: the stimulus that hands out every ready ``async def`` item (it carries no state)
+_TAKE_ASYNC = Take(0, asynchronous=True)
 
 
 class Scheduler:
@@ -281,9 +283,13 @@ class Scheduler:
     def _dispatch_ready(self) -> None:
         """Hand ready items to the executor (up to its free slots) and to the loop (async)."""
         sm = self.sm
-        for ex in sm.handle(Take(0, asynchronous=True)):
-            self._start_async(ex)
+        ready = sm.ready
+        if ready.size(0, asynchronous=True):
+            for ex in sm.handle(_TAKE_ASYNC):
+                self._start_async(ex)
         for lane, executor in enumerate(self.executors):
+            if not ready.size(lane):
+                continue
             free = executor.free_slots()
             if free > 0:
                 batch = sm.handle(Take(free, lane))

@@ -209,7 +209,7 @@ class Transitions(RunRecords):
         if self.cancelling:
             return
         for rec in ready:
-            rec.key = self._task_key(rec)
+            rec.key = inputs.key_of_task(self.records, rec)
             if rec.key is None or rec.pt.forced:
                 self._queue_ahead(rec)
             else:
@@ -337,7 +337,7 @@ class Transitions(RunRecords):
         if f.output is not None:
             rec.output[rec.branch(i)] = f.output
         if f.ok:
-            key = self._item_key(rec, i)
+            key = inputs.key_of_item(self.records, rec, i)
             if key is not None:
                 out.append(StoreResult(key, f.value))
             self._end_item(rec, i, "succeeded", f.value, out, f.ended)
@@ -387,7 +387,7 @@ class Transitions(RunRecords):
             self._skip(rec, "no upstream failed (run_on='failure')", out)
             return
         if self.chain is None or not chaining.sent_ahead(rec):
-            rec.key = self._task_key(rec)  # a task sent ahead got its key then
+            rec.key = inputs.key_of_task(self.records, rec)  # a task sent ahead got its key then
         if src is None:
             self._consider(rec, 0, out)
         elif pt.elementwise:
@@ -447,7 +447,7 @@ class Transitions(RunRecords):
         if self.chain is not None and chaining.sent_ahead(rec):
             self._upstreams_done(rec, out)  # it was sent ahead: now ready, or already running
             return
-        key = None if rec.pt.forced else self._item_key(rec, i)
+        key = None if rec.pt.forced else inputs.key_of_item(self.records, rec, i)
         if key is not None:
             self._move(rec, i, LOOKING)
             out.append(LookupCache((rec.pt.index, rec.branch(i)), key))
@@ -593,12 +593,6 @@ class Transitions(RunRecords):
         out.append(RunFinished(self.status))
 
     # -- keys ------------------------------------------------------------------------------------
-
-    def _task_key(self, rec: TaskRecord) -> str | None:
-        return inputs.key_of_task(self.records, rec)
-
-    def _item_key(self, rec: TaskRecord, i: int) -> str | None:
-        return inputs.key_of_item(self.records, rec, i)
 
     def _an_upstream_failed(self, rec: TaskRecord) -> bool:
         return any(self.records[d].state == "failed" for d in rec.dep_idx)
