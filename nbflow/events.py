@@ -91,6 +91,9 @@ class EventBus:
         self._queue: deque[Event] = deque()
         self._interval = interval
         self._wake = threading.Event()
+        #: held to start the dispatcher and to close: once ``close`` returns, the
+        #: dispatcher either runs (and drains) or never will
+        self._lock = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,11 +118,16 @@ class EventBus:
         self.active = True
         if getattr(observer, "wants_branch_events", True):
             self.branches = True
-        if self._thread is None and not self._closed:
-            self._thread = threading.Thread(
-                target=self._dispatch_loop, name="nbflow-events", daemon=True
-            )
-            self._thread.start()
+        with self._lock:
+            if self._thread is None and not self._closed:
+                thread = threading.Thread(
+                    target=self._dispatch_loop, name="nbflow-events", daemon=True
+                )
+                thread.start()
+                # Published once started: whoever sees it may join it. (Published before,
+                # a run ending meanwhile joined a thread not yet started, which raises,
+                # and the run never reported its end.)
+                self._thread = thread
 
     def emit(self, event: Event) -> None:
         """Queue one event (called on the scheduler thread, or any other)."""
@@ -128,7 +136,8 @@ class EventBus:
 
     def close(self) -> None:
         """Deliver what is left and stop the dispatcher (does not wait; see ``wait_closed``)."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self._wake.set()
 
     def wait_closed(self, timeout: float | None = None) -> bool:

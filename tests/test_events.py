@@ -107,3 +107,58 @@ def test_without_observers_no_dispatcher_runs() -> None:
     assert not bus.active and not bus.dispatching
     bus.close()
     assert bus.wait_closed(timeout=0)
+
+
+def test_an_observer_added_while_the_bus_closes_never_leaves_a_thread_that_cannot_be_joined(
+    tight_thread_switches: None,
+) -> None:
+    # Run._on_done closes the bus, then joins the dispatcher if there is one; an observer
+    # added at that moment (a widget attaching to a run that is ending) must leave either
+    # no dispatcher or a started one that drains (a join before start raises, and the run
+    # never reported its end).
+    def trace_bus(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_name in ("add", "close", "wait_closed"):
+            frame.f_trace_opcodes = True
+            return trace_bus
+        return None
+
+    failures: list[BaseException | str] = []
+    for _ in range(1000):
+        bus = EventBus()
+        start = threading.Barrier(2)
+        added = threading.Event()
+
+        def add() -> None:
+            start.wait()
+            sys.settrace(trace_bus)
+            try:
+                bus.add(lambda batch: None)
+            finally:
+                sys.settrace(None)
+                added.set()
+
+        def end() -> None:
+            start.wait()
+            sys.settrace(trace_bus)
+            try:
+                while not bus.active:  # close just as the observer is being added
+                    pass
+                bus.close()
+                # as soon as the bus says a dispatcher runs, wait for it (as a run's end does)
+                while not bus.dispatching and not added.is_set():
+                    pass
+                if bus.dispatching and not bus.wait_closed(timeout=30):
+                    failures.append("the dispatcher did not stop")
+            except BaseException as exc:
+                failures.append(exc)
+            finally:
+                sys.settrace(None)
+
+        workers = [threading.Thread(target=add), threading.Thread(target=end)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        bus.close()
+        assert bus.wait_closed(timeout=30)
+    assert not failures, failures[:3]
