@@ -84,7 +84,7 @@ class TaskRecord:
         #: the task's public state (for a mapped task, the aggregate of its branches)
         self.state: TaskState = "pending"
         #: one per branch; None until a mapped task knows its number of branches
-        self.items: list[ItemRecord] | None = None if pt.mapped else [ItemRecord()]
+        self.items: list[ItemRecord] | None = None if self.mapped else [ItemRecord()]
         #: dependencies not yet final (not counting an element-wise map source)
         self.waiting = 0
         #: set once dependencies allowed it to run (branches may follow)

@@ -93,8 +93,10 @@ class Transitions(RunRecords):
         self.chain: chaining.ChainPlanner | None = None
         self._run_handlers: dict[type, Callable[..., None]] = {
             kind: getattr(self, name) for kind, name in RUN_TABLE.items()}
-        self._item_handlers: dict[tuple[str, type], Callable[..., None]] = {
-            key: getattr(self, name) for key, name in ITEM_TABLE.items()}
+        #: (phase, stimulus) -> (handler, the attempt the stimulus must name, relative to
+        #: the item's, or None when it names none)
+        self._item_handlers: dict[tuple[str, type], tuple[Callable[..., None], int | None]] = {
+            key: (getattr(self, name), _ATTEMPT_OF.get(key[1])) for key, name in ITEM_TABLE.items()}
 
     # -- the one entry point ---------------------------------------------------------------
 
@@ -118,10 +120,10 @@ class Transitions(RunRecords):
             if rec.items is None:
                 return out
             item = rec.items[b or 0]
-            item_handler = self._item_handlers.get((item.phase, kind))
-            if item_handler is None:
+            entry = self._item_handlers.get((item.phase, kind))
+            if entry is None:
                 return out  # late: the item moved on (cancelled, timed out, retried, answered)
-            shift = _ATTEMPT_OF.get(kind)
+            item_handler, shift = entry
             if shift is not None and item.attempt != stimulus.attempt + shift:  # type: ignore[union-attr]
                 return out  # an answer for an earlier attempt
             item_handler(rec, b or 0, stimulus, out)
@@ -330,14 +332,15 @@ class Transitions(RunRecords):
 
     def _finished(self, rec: TaskRecord, i: int, f: Finished, out: list[Instruction]) -> None:
         rec.in_flight -= 1
-        self._release_deferred(rec)
+        if rec.deferred:
+            self._release_deferred(rec)
         if rec.started is None or f.started < rec.started:
             rec.started = f.started
         rec.where = f.where
         if f.output is not None:
             rec.output[rec.branch(i)] = f.output
         if f.ok:
-            key = inputs.key_of_item(self.records, rec, i)
+            key = inputs.key_of_item(self.records, rec, i) if rec.mapped else rec.key
             if key is not None:
                 out.append(StoreResult(key, f.value))
             self._end_item(rec, i, "succeeded", f.value, out, f.ended)
@@ -447,7 +450,8 @@ class Transitions(RunRecords):
         if self.chain is not None and chaining.sent_ahead(rec):
             self._upstreams_done(rec, out)  # it was sent ahead: now ready, or already running
             return
-        key = None if rec.pt.forced else inputs.key_of_item(self.records, rec, i)
+        key = (None if rec.pt.forced else
+               inputs.key_of_item(self.records, rec, i) if rec.mapped else rec.key)
         if key is not None:
             self._move(rec, i, LOOKING)
             out.append(LookupCache((rec.pt.index, rec.branch(i)), key))
@@ -510,7 +514,7 @@ class Transitions(RunRecords):
         item.early = None
 
     def _release_deferred(self, rec: TaskRecord) -> None:
-        if rec.deferred:
+        if rec.deferred:  # max_parallel held a branch back: it may go now
             self._push(rec, rec.deferred.popleft())
 
     def _failed_attempt(self, rec: TaskRecord, i: int, failure: Any, out: list[Instruction],
