@@ -5,13 +5,10 @@ executors' lifecycle, the timers (retry delays, timeouts) and the asyncio
 tasks of ``async def`` task bodies; the decisions all live in
 ``transitions.py``.
 
-Mixed placement: a task's ``executor=`` option puts it on an executor of its
-own (one per distinct value, each a *lane* of ready work in the state
-machine); tasks without one use the run's executor. Where an edge crosses from
-a remote executor (dask futures) to another executor, the scheduler fetches
-the value before handing the item over: data moves only where an edge crosses.
-Remote results go to the result cache only when the executor says they are
-cheap to gather (:meth:`Executor.cacheable`).
+Mixed placement: each task runs on the executor of its *lane* (``lanes.py``);
+where an input crosses from a remote executor to another one, the scheduler
+fetches it first. Remote results go to the result cache only when the
+executor says they are cheap to gather (:meth:`Executor.cacheable`).
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ from .cache import ResultStore
 from .capture import capturing
 from .errors import TaskTimeoutError
 from .executors.base import Executor, Outcome, WorkItem, split_value
-from .plan import PlannedTask
 from .messages import (
     CacheAnswer,
     Cancel,
@@ -52,7 +48,7 @@ from .messages import (
     Take,
     TimedOut,
 )
-from .plan import Plan
+from .lanes import assign_lanes, crossing_inputs
 from .transitions import Transitions
 from .values import Failed
 
@@ -72,7 +68,7 @@ class Scheduler:
         self.executor = executor
         self.store = store
         #: the run's executors; lane i of the state machine runs on executors[i]
-        self.executors, self._lane_of = _assign_lanes(sm.plan.tasks, executor)
+        self.executors, self._lane_of = assign_lanes(sm.plan.tasks, executor)
         if len(self.executors) > 1:
             sm.set_lanes(self._lane_of)
         chaining = {lane for lane, ex in enumerate(self.executors) if ex.chains}
@@ -110,7 +106,7 @@ class Scheduler:
             for ex in self.executors:
                 await ex.close()
             raise
-        self._crossing = _crossing_inputs(self.sm.plan, self.executors, self._lane_of)
+        self._crossing = crossing_inputs(self.sm.plan, self.executors, self._lane_of)
         try:
             self._process(self.sm.handle(Start()))
             for index in self._cancel_tasks:
@@ -498,47 +494,6 @@ def _predicate_failure(task: str, branch: int | None, exc: Exception) -> Failed:
     error = RuntimeError(f"run_if of task {task!r} raised {type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return Failed.from_exception(task, error, branch)
-
-
-def _assign_lanes(tasks: list[PlannedTask], default: Executor) -> tuple[list[Executor], list[int]]:
-    """The run's executors and each task's lane: one executor per distinct ``executor=``."""
-    from .executors import resolve_executor
-
-    executors = [default]
-    by_option: dict[Any, int] = {}
-    lanes: list[int] = []
-    for pt in tasks:
-        option = pt.task.options.executor
-        if option is None or option is default or option == default.name:
-            lanes.append(0)
-            continue
-        key = option if isinstance(option, str) else id(option)
-        lane = by_option.get(key)
-        if lane is None:
-            lane = by_option[key] = len(executors)
-            executors.append(resolve_executor(option))
-        lanes.append(lane)
-    return executors, lanes
-
-
-def _crossing_inputs(plan: Plan, executors: list[Executor],
-                     lanes: list[int]) -> dict[int, list[tuple[str, int]]]:
-    """Inputs whose values live on a remote executor that the consumer cannot read."""
-    if len(executors) == 1:
-        return {}
-    out: dict[int, list[tuple[str, int]]] = {}
-    for pt in plan.tasks:
-        t = pt.index
-        mine = executors[lanes[t]]
-        for name in pt.upstreams:
-            d = plan.by_name[name].index
-            theirs = executors[lanes[d]]
-            if theirs is mine or not theirs.remote:
-                continue
-            if mine.remote and getattr(mine, "client", 0) is getattr(theirs, "client", 1):
-                continue  # two executors on one dask client: futures pass as they are
-            out.setdefault(t, []).append((name, lanes[d]))
-    return out
 
 
 def _map_error(task: str, exc: BaseException) -> Exception:

@@ -252,26 +252,20 @@ def _kept_pids() -> set[int]:
     """Processes nbflow keeps across runs on purpose, and their descendants.
 
     The shared process pools, the local dask cluster started on demand, the widget's
-    layout process, and multiprocessing's resource tracker. None of them has a public
-    list of its processes, hence the private attributes (read, never changed).
+    layout process, and multiprocessing's resource tracker (whose pid is private to
+    multiprocessing).
     """
     roots: set[int] = set()
     processes = sys.modules.get("nbflow.executors.processes")
     if processes is not None:
-        pools = processes._pools
-        for pool in [*pools._by_size.values(), *pools._users]:
-            roots.update((getattr(pool, "_processes", None) or {}).keys())
+        roots |= processes.pool_pids()
     dask_cluster = sys.modules.get("nbflow.executors.dask_cluster")
-    cluster = getattr(dask_cluster, "_local", None)
-    if cluster is not None:
-        for worker in list(getattr(cluster, "workers", {}).values()):
-            with contextlib.suppress(Exception):
-                if worker.pid is not None:
-                    roots.add(int(worker.pid))
+    if dask_cluster is not None:
+        roots |= dask_cluster.local_worker_pids()
     service = sys.modules.get("nbflow.widget.service")
-    layout = getattr(service, "_default", None)
-    if layout is not None and layout.pid is not None:
-        roots.add(layout.pid)
+    layout = None if service is None else service.layout_pid()
+    if layout is not None:
+        roots.add(layout)
     tracker = sys.modules.get("multiprocessing.resource_tracker")
     pid = getattr(getattr(tracker, "_resource_tracker", None), "_pid", None)
     if pid is not None:

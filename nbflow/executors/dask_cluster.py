@@ -145,6 +145,17 @@ def _close(cluster: Any) -> None:
         logger.debug("closing the local cluster failed", exc_info=True)
 
 
+def local_worker_pids() -> set[int]:
+    """The process ids of the workers of the cluster nbflow started (empty when none runs)."""
+    cluster = _local
+    pids: set[int] = set()
+    for worker in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(worker, "pid", None)  # a nanny has one; an in-process worker does not
+        if pid is not None:
+            pids.add(int(pid))
+    return pids
+
+
 def close_local_cluster() -> None:
     """Close the cluster nbflow started (a no-op when none runs)."""
     global _local

@@ -64,6 +64,12 @@ class _Pools:
         if stop:
             _stop(pool)
 
+    def pids(self) -> set[int]:
+        with self._lock:
+            pools = [*self._by_size.values(), *self._users]
+        # concurrent.futures has no public list of a pool's processes (see _stop)
+        return {pid for pool in pools for pid in (getattr(pool, "_processes", None) or {})}
+
     def shutdown(self) -> None:
         with self._lock:
             pools = list(self._users) + [p for p in self._by_size.values() if p not in self._users]
@@ -92,6 +98,11 @@ atexit.register(_pools.shutdown)
 def shutdown_pools() -> None:
     """Stop every shared worker pool (the next run starts a new one); for tests and exit."""
     _pools.shutdown()
+
+
+def pool_pids() -> set[int]:
+    """The process ids of the shared pools' workers (kept across runs on purpose)."""
+    return _pools.pids()
 
 
 def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | None,

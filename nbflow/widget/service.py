@@ -226,6 +226,13 @@ def _close_pipes(proc: subprocess.Popen[str]) -> None:
 
 
 _default: LayoutService | None = None
+
+
+def layout_pid() -> int | None:
+    """The process id of the shared layout process, when one runs."""
+    service = _default
+    return None if service is None else service.pid
+
 _default_lock = threading.Lock()
 
 
