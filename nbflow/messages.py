@@ -20,6 +20,8 @@ from .capture import Capture
 from .values import Failed
 
 Item = tuple[int, "int | None"]
+#: an attempt of an item: ``(item, attempt)``, the id of an executor's work item
+ItemId = tuple[Item, int]
 
 
 # -- stimuli (in) ---------------------------------------------------------------------------
@@ -47,16 +49,28 @@ class ChainAhead:
 
 @dataclass(slots=True)
 class Finished:
-    """An attempt of an item ended: ``value`` is its result (``ok``) or a :class:`Failed`."""
+    """An attempt of an item ended: ``value`` is its result (``ok``) or a :class:`Failed`.
 
-    item: Item
-    attempt: int
+    Executors report these (``executors.Outcome`` is this class): ``id`` is the
+    work item's id, ``(item, attempt)``, so an outcome goes to the machine as it is.
+    """
+
+    id: ItemId
     ok: bool
     value: Any
     started: float
     ended: float
     where: str | None = None
+    #: what the attempt printed (None when it printed nothing)
     output: Capture | None = None
+
+    @property
+    def item(self) -> Item:
+        return self.id[0]
+
+    @property
+    def attempt(self) -> int:
+        return self.id[1]
 
 
 @dataclass(slots=True)

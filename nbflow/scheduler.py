@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, cast
+from typing import Any
 
 from .cache import ResultStore
 from .capture import capturing
@@ -34,7 +34,6 @@ from .messages import (
     CheckCondition,
     ConditionAnswer,
     Execute,
-    Finished,
     Instruction,
     Item,
     LookupCache,
@@ -148,13 +147,11 @@ class Scheduler:
         sm = self.sm
         timers = self._timers
         for o in outcomes:
-            item, attempt = cast(tuple[Item, int], o.id)
             if timers:  # only tasks with timeout= have one
-                handle = timers.pop((item, attempt), None)
+                handle = timers.pop(o.id, None)
                 if handle is not None:
                     handle.cancel()
-            self._pending.extend(sm.handle(Finished(item, attempt, o.ok, o.value, o.started,
-                                                    o.ended, o.where, o.output)))
+            self._pending.extend(sm.handle(o))
         self._process(())
 
     def _on_timeout(self, item: Item, attempt: int) -> None:
@@ -302,12 +299,12 @@ class Scheduler:
     def _submit_after_fetch(self, executor: Executor, items: list[WorkItem]) -> None:
         """Fetch the inputs that cross from another executor, then submit (in a task)."""
         for item in items:
-            self._resolving.add(item.id)  # type: ignore[arg-type]
+            self._resolving.add(item.id)
         self._background(self._fetch_and_submit(executor, items))
 
     async def _fetch_and_submit(self, executor: Executor, items: list[WorkItem]) -> None:
         try:
-            await self._fetch_crossing([(it.id[0][0], it.kwargs) for it in items])  # type: ignore[index]
+            await self._fetch_crossing([(it.id[0][0], it.kwargs) for it in items])
         except Exception as exc:
             now = time.time()
             outcomes = []

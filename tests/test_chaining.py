@@ -381,7 +381,7 @@ class Simulation:
         else:
             ok, value = True, self.sm.plan.tasks[t].task.fn(**kwargs)
         self.done[pick] = (ok, value)
-        return self.sm.handle(Finished((t, b), attempt, ok, value, 0.0, 0.0))
+        return self.sm.handle(Finished(((t, b), attempt), ok, value, 0.0, 0.0))
 
 
 def _refs(kwargs):

@@ -57,13 +57,13 @@ def names(sm, executes):
 
 
 def finish(sm, ex, value=None, ok=True):
-    return sm.handle(Finished(ex.item, ex.attempt, ok, value, 0.0, 0.0))
+    return sm.handle(Finished((ex.item, ex.attempt), ok, value, 0.0, 0.0))
 
 
 def fail(sm, ex, exc=None):
     err = Failed.from_exception(sm.plan.tasks[ex.item[0]].name, exc or ValueError("boom"),
                                 ex.item[1], ex.attempt)
-    return sm.handle(Finished(ex.item, ex.attempt, False, err, 0.0, 0.0))
+    return sm.handle(Finished((ex.item, ex.attempt), False, err, 0.0, 0.0))
 
 
 def state(sm, name):

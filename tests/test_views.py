@@ -239,7 +239,7 @@ def test_a_late_answer_is_dropped_by_the_table():
     assert machine.handle(CacheAnswer(lookup.item, False)) == []  # a miss: a is ready
     assert machine.handle(CacheAnswer(lookup.item, True, 1)) == []  # a second answer: late
     [execute] = machine.handle(Take(1))
-    assert machine.handle(Finished(execute.item, execute.attempt + 1, True, 2, 0.0, 0.0)) == []
+    assert machine.handle(Finished((execute.item, execute.attempt + 1), True, 2, 0.0, 0.0)) == []
     assert machine.view(0).state == "running"  # an answer for another attempt changed nothing
     machine.validate_state()
 

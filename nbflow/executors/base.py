@@ -26,6 +26,7 @@ from typing import Any
 from ..capture import Capture
 from ..capture import _target as _capture_target
 from ..errors import ExecutorError
+from ..messages import Finished, ItemId
 from ..values import Failed
 
 
@@ -33,8 +34,8 @@ from ..values import Failed
 class WorkItem:
     """One call of a task function (one branch of a mapped task)."""
 
-    #: the scheduler's id of the item (opaque to executors)
-    id: Hashable
+    #: the scheduler's id of the item, ``(item, attempt)`` (opaque to executors)
+    id: ItemId
     task: str
     branch: int | None
     attempt: int
@@ -72,18 +73,9 @@ class ResultsOf(list):  # type: ignore[type-arg]
     __slots__ = ()
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What became of a :class:`WorkItem`: its value, or a :class:`~nbflow.Failed`."""
-
-    id: Hashable
-    ok: bool
-    value: Any
-    started: float
-    ended: float
-    where: str | None = None
-    #: what the item printed (None when it printed nothing)
-    output: Capture | None = None
+#: What became of a :class:`WorkItem`: its value, or a :class:`~nbflow.Failed`. It is the
+#: state machine's :class:`~nbflow.messages.Finished` stimulus, handed over as it is.
+Outcome = Finished
 
 
 def call_item(item: WorkItem, where: str) -> Outcome:
