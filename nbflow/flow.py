@@ -8,19 +8,17 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from . import capture, graph
+from . import capture
 from .cache import ResultStore, default_store, hash_value
 from .errors import (
-    CycleError,
     DuplicateTaskError,
-    InvalidMapError,
     InvalidOptionError,
     MissingParameterError,
     UnknownParameterError,
     UnknownTaskError,
 )
 from .eventlog import EventLog
-from .plan import Plan, PlannedTask
+from .plan import Plan, PlannedTask, Shape, dependencies
 from .task import Task
 
 if TYPE_CHECKING:
@@ -65,6 +63,9 @@ class Flow:
         self.namespace = namespace
         self._tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
+        #: bumped whenever a task is added, replaced or dropped (see _shape)
+        self._version = 0
+        self._shapes: dict[tuple[int, tuple[str, ...] | None], Shape] = {}
         #: the most recent run started from this flow (None before the first)
         self.last_run: Run | None = None
         #: free text, and per-parameter type/help (set by specs; written back by to_spec)
@@ -128,6 +129,7 @@ class Flow:
             if task.name in self._tasks:
                 raise DuplicateTaskError(self.name, task.name)
             self._tasks[task.name] = task
+            self._version += 1
         return task
 
     def replace(self, task: Task) -> Task | None:
@@ -135,6 +137,7 @@ class Flow:
         with self._lock:
             old = self._tasks.get(task.name)
             self._tasks[task.name] = task
+            self._version += 1
         return old
 
     def drop(self, name: str) -> Task:
@@ -142,6 +145,7 @@ class Flow:
         with self._lock:
             if name not in self._tasks:
                 raise UnknownTaskError(self.name, name, "drop()", self._tasks)
+            self._version += 1
             return self._tasks.pop(name)
 
     @property
@@ -167,7 +171,7 @@ class Flow:
 
     def dependencies(self) -> dict[str, list[str]]:
         """``{task: [every task it waits for]}``: data upstreams then ``after=``."""
-        return _dependencies(self.tasks)
+        return dependencies(self.tasks)
 
     def parameters(self) -> dict[str, Any]:
         """Flow parameters (inputs that are not tasks) and their defaults (``...`` if none)."""
@@ -235,30 +239,14 @@ class Flow:
         if targets is not None:
             target_list += sorted(forced - set(target_list))
 
-        deps = _dependencies(tasks)
-        if targets is None:  # everything is needed
-            sub = deps
-        else:
-            needed = graph.ancestors(deps, target_list)
-            sub = {n: deps[n] for n in tasks if n in needed}
-        for name in sub:
-            for a in tasks[name].options.after:
-                if a not in tasks:
-                    raise UnknownTaskError(self.name, a, f"Task {name!r}: after=", tasks)
-        try:
-            order = graph.topological_order(sub)
-        except ValueError:  # there is a cycle: only now pay for finding its path
-            cycle = graph.find_cycle(sub)
-            assert cycle is not None
-            raise CycleError(self.name, list(reversed(cycle))) from None
-
+        shape = self._shape(tasks, None if targets is None else tuple(target_list))
         missing: dict[str, list[str]] = {}
         planned: dict[str, PlannedTask] = {}
         plan_tasks: list[PlannedTask] = []
         namespace = self.namespace
-        for index, name in enumerate(order):
+        for index, name in enumerate(shape.order):
             task = tasks[name]
-            upstreams = tuple(i for i in task.inputs if i in tasks)
+            upstreams = shape.upstreams[index]
             values: dict[str, Any] = {}
             for i in task.inputs:
                 if i in tasks:
@@ -271,25 +259,19 @@ class Flow:
                     values[i] = task.defaults[i]
                 else:
                     missing.setdefault(i, []).append(name)
-            map_source = None
-            elementwise = False
-            if task.options.map is not None:
-                if task.options.map not in upstreams:
-                    raise InvalidMapError(name, task.options.map, upstreams)
-                source = planned[task.options.map]
-                map_source = source.index
-                elementwise = source.mapped
+            map_source = shape.map_source[index]
             pt = PlannedTask(
                 index=index,
                 task=task,
                 upstreams=upstreams,
                 params=values,
                 params_key=_params_key(values) if task.options.cache else "",
-                deps=tuple(planned[d].index for d in sub[name]),
+                deps=shape.deps[index],
                 map_source=map_source,
-                elementwise=elementwise,
+                elementwise=map_source is not None and shape.map_source[map_source] is not None,
+                children=list(shape.children[index]),
                 forced=name in forced,
-                extra_key=_extra_key(task),
+                extra_key="" if task.key_extra is None else _extra_key(task),
             )
             planned[name] = pt
             plan_tasks.append(pt)
@@ -298,10 +280,22 @@ class Flow:
         unknown = sorted(set(params) - set(self.parameters()) - set(tasks)) if params else []
         if unknown:
             raise UnknownParameterError(self.name, unknown[0], self.parameters())
-        for pt in plan_tasks:
-            for d in pt.deps:
-                plan_tasks[d].children.append(pt.index)
         return Plan(flow=self.name, tasks=plan_tasks, by_name=planned, params=params)
+
+    def _shape(self, tasks: dict[str, Task], targets: tuple[str, ...] | None) -> Shape:
+        """The graph shape of a run of ``targets``: kept until a task is added, replaced or
+        dropped, since a notebook runs the same flow again and again."""
+        with self._lock:
+            key = (self._version, targets)
+            cached = self._shapes.get(key)
+        if cached is not None and cached.tasks == tuple(tasks.values()):
+            return cached
+        shape = Shape.build(self.name, tasks, targets)
+        with self._lock:
+            if len(self._shapes) >= 8:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
 
     # -- running -----------------------------------------------------------------------
 
@@ -407,14 +401,3 @@ def _extra_key(task: Task) -> str | None:
     except Exception:  # an inspection problem must not stop the run; just don't cache
         logger.warning("cache key of task %r could not be computed", task.name, exc_info=True)
         return None
-
-
-def _dependencies(tasks: Mapping[str, Task]) -> dict[str, list[str]]:
-    """``{task: [every task it waits for]}``: data upstreams (inputs named like a task),
-    then ``after=`` names."""
-    deps: dict[str, list[str]] = {}
-    for name, task in tasks.items():
-        ups = [i for i in task.inputs if i in tasks]
-        ups += [a for a in task.options.after if a not in ups]
-        deps[name] = ups
-    return deps

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import graph
+from .errors import CycleError, InvalidMapError, UnknownTaskError
 from .task import Task
 
 
@@ -60,3 +62,85 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The graph of a run without its values: which tasks, in which order, wired how.
+
+    It depends only on the flow's tasks and the run's targets, so a flow keeps it
+    across runs until a task changes (``Flow.plan`` then adds the parameters).
+    Lists are by position in :attr:`order`.
+    """
+
+    #: the tasks it was built from (identity checked before reuse)
+    tasks: tuple[Task, ...]
+    #: the names of the tasks to run, in topological order
+    order: tuple[str, ...]
+    #: each task's inputs that are upstream results
+    upstreams: tuple[tuple[str, ...], ...]
+    #: each task's dependencies (data and ``after=``), as positions
+    deps: tuple[tuple[int, ...], ...]
+    #: the position of the task each one maps over, or None
+    map_source: tuple[int | None, ...]
+    #: the positions of the tasks that wait for each one
+    children: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def build(cls, flow: str, tasks: Mapping[str, Task],
+              targets: tuple[str, ...] | None) -> Shape:
+        """Validate the graph of ``targets`` (every task when None) and lay it out.
+
+        Raises :class:`~nbflow.errors.CycleError` (with the cycle),
+        :class:`~nbflow.errors.UnknownTaskError` for an ``after=`` name and
+        :class:`~nbflow.errors.InvalidMapError` for a ``map=`` that is no upstream.
+        """
+        deps = dependencies(tasks)
+        if targets is None:  # everything is needed
+            sub = deps
+        else:
+            needed = graph.ancestors(deps, targets)
+            sub = {n: deps[n] for n in tasks if n in needed}
+        for name in sub:
+            for a in tasks[name].options.after:
+                if a not in tasks:
+                    raise UnknownTaskError(flow, a, f"Task {name!r}: after=", tasks)
+        try:
+            order = graph.topological_order(sub)
+        except ValueError:  # there is a cycle: only now pay for finding its path
+            cycle = graph.find_cycle(sub)
+            assert cycle is not None
+            raise CycleError(flow, list(reversed(cycle))) from None
+        position = {name: i for i, name in enumerate(order)}
+        upstreams: list[tuple[str, ...]] = []
+        map_source: list[int | None] = []
+        children: list[list[int]] = [[] for _ in order]
+        for i, name in enumerate(order):
+            task = tasks[name]
+            ups = tuple(u for u in task.inputs if u in tasks)
+            upstreams.append(ups)
+            source = task.options.map
+            if source is not None and source not in ups:
+                raise InvalidMapError(name, source, ups)
+            map_source.append(None if source is None else position[source])
+            for d in sub[name]:
+                children[position[d]].append(i)
+        return cls(
+            tasks=tuple(tasks.values()),
+            order=tuple(order),
+            upstreams=tuple(upstreams),
+            deps=tuple(tuple(position[d] for d in sub[name]) for name in order),
+            map_source=tuple(map_source),
+            children=tuple(tuple(c) for c in children),
+        )
+
+
+def dependencies(tasks: Mapping[str, Task]) -> dict[str, list[str]]:
+    """``{task: [every task it waits for]}``: data upstreams (inputs named like a task),
+    then ``after=`` names."""
+    deps: dict[str, list[str]] = {}
+    for name, task in tasks.items():
+        ups = [i for i in task.inputs if i in tasks]
+        ups += [a for a in task.options.after if a not in ups]
+        deps[name] = ups
+    return deps

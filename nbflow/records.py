@@ -205,6 +205,8 @@ class RunRecords:
         self.status: RunStatus = "pending"
         #: the name of the stimulus being handled, for the stories
         self._cause = ""
+        #: when the stimulus being handled arrived: the time of every change it causes
+        self.now = 0.0
         for rec in self.records:
             pt = rec.pt
             ew_source = pt.map_source if pt.elementwise else None
@@ -280,21 +282,21 @@ class RunRecords:
         item.phase = phase
         if phase in PUBLIC:  # a step inside pending: nothing public changes
             if not rec.mapped or len(rec.story) < STORY_BRANCH_LIMIT:
-                rec.story.append((self.clock(), rec.branch(i), phase, self._cause))
+                rec.story.append((self.now, rec.branch(i), phase, self._cause))
             return
         state: TaskState = phase  # type: ignore[assignment]
         if not rec.mapped:
             self._set_state(rec, state, error)
             return
         if len(rec.story) < STORY_BRANCH_LIMIT:
-            rec.story.append((self.clock(), i, phase, self._cause))
+            rec.story.append((self.now, i, phase, self._cause))
         self._emit_branch(rec, i, state, item.attempt, error)
         if (state == "ready" and rec.state == "pending") or (
                 state == "running" and rec.state != "running"):
             self._set_state(rec, state)
 
     def _set_state(self, rec: TaskRecord, state: TaskState, error: Failed | None = None) -> None:
-        now = self.clock()
+        now = self.now
         rec.story.append((now, None, state, self._cause))
         rec.state = state
         if self.bus.active:
@@ -318,9 +320,9 @@ class RunRecords:
                      error: Any = None) -> None:
         if self.bus.branches:
             self.bus.emit(TaskEvent(self.run_id, rec.name, i, state, attempt,  # type: ignore[arg-type]
-                                    self.clock(), error if state == "failed" or state == "retrying"
+                                    self.now, error if state == "failed" or state == "retrying"
                                     else None, rec.where))
 
     def _emit_run(self, status: RunStatus) -> None:
         if self.bus.active:
-            self.bus.emit(RunEvent(self.run_id, self.plan.flow, status, self.clock()))
+            self.bus.emit(RunEvent(self.run_id, self.plan.flow, status, self.now))

@@ -74,6 +74,7 @@ class Scheduler:
         if chaining:
             sm.enable_chaining(chaining)
         self._remote = [ex for ex in self.executors if ex.remote]
+        self._takes = [Take(0, lane) for lane in range(len(self.executors))]
         #: task index -> (input name, lane) of inputs that must be fetched across lanes
         self._crossing: dict[int, list[tuple[str, int]]] = {}
         #: (item, attempt) of items whose crossing inputs are being fetched
@@ -285,7 +286,9 @@ class Scheduler:
                 continue
             free = executor.free_slots()
             if free > 0:
-                batch = sm.handle(Take(free, lane))
+                take = self._takes[lane]  # reused: the machine keeps no stimulus
+                take.n = free
+                batch = sm.handle(take)
                 if not batch:
                     continue
                 if self._crossing:

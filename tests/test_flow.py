@@ -212,3 +212,37 @@ def test_errors_pickle():
     clone = pickle.loads(pickle.dumps(info.value))
     assert str(clone) == str(info.value)
     assert clone.missing == info.value.missing
+
+
+def test_a_plan_follows_every_change_of_the_flow_after_its_shape_was_kept():
+    flow = nf.Flow("shape")
+
+    @flow.task
+    def a():
+        return 1
+
+    @flow.task
+    def b(a):
+        return a + 1
+
+    first = flow.plan()
+    assert flow.plan().tasks[1].deps == first.tasks[1].deps == (0,)  # the same shape, reused
+
+    def b2():  # redeclared without the upstream
+        return 5
+
+    flow.replace(nf.Task.from_function(b2, name="b"))
+    assert flow.plan().by_name["b"].deps == ()
+    assert flow.plan().by_name["a"].children == []
+
+    def a2(b):  # now a cycle: a -> b is gone, but b -> a, a -> b again below
+        return b
+
+    flow.replace(nf.Task.from_function(a2, name="a"))
+    flow.replace(nf.Task.from_function(lambda a: a, name="b"))
+    with pytest.raises(nf.CycleError):
+        flow.plan()
+    flow.drop("b")
+    with pytest.raises(nf.MissingParameterError):  # `b` is now a parameter nobody gives
+        flow.plan()
+    assert flow.plan(params={"b": 3}).params == {"b": 3}

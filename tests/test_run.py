@@ -212,8 +212,8 @@ def test_slow_observer_does_not_slow_the_run():
     everything = []
     run = flow.run(observers=[slow, everything.extend], background=True)
     # the scheduler finishes every task while the observer still holds its first batch
-    wait_until(lambda: all(v.final for v in run.tasks.values()))
-    assert len(calls) == 1
+    wait_until(lambda: calls and all(v.final for v in run.tasks.values()))
+    assert len(calls) == 1  # its first batch (which may hold everything) and no other
     assert run.status == "running" and not run.done  # final inside, events still in flight
     release.set()
     run.wait(30)
