@@ -53,7 +53,7 @@ STORY_BRANCH_LIMIT = 200
 class ItemRecord:
     """One branch of a task (the only one of a task that is not mapped)."""
 
-    __slots__ = ("phase", "attempt", "value", "early")
+    __slots__ = ("phase", "attempt", "value")
 
     def __init__(self) -> None:
         #: a phase: a task state, or one of the pending steps above
@@ -62,8 +62,6 @@ class ItemRecord:
         self.attempt = 0
         #: the result, a :class:`Failed`, or a :class:`Skipped` once final
         self.value: Any = None
-        #: chaining: the outcome that arrived while the item was sent ahead
-        self.early: Finished | None = None
 
 
 class TaskRecord:
@@ -73,7 +71,7 @@ class TaskRecord:
         "pt", "name", "mapped", "state", "items", "waiting", "activated", "key", "error",
         "started", "ended", "where", "done", "counts", "in_flight", "deferred", "parts",
         "split_waiters", "skip_reason", "ew_children", "dep_idx", "up_idx", "output", "story",
-        "attempts", "values", "dirty",
+        "attempts", "values", "dirty", "early",
     )
 
     def __init__(self, pt: PlannedTask) -> None:
@@ -120,6 +118,8 @@ class TaskRecord:
         self.story: list[tuple[float, int | None, str, str]] = []
         #: changed since its view was last built
         self.dirty = False
+        #: chaining: the outcome that arrived while the task was sent ahead (see chaining.py)
+        self.early: Finished | None = None
         #: attempts of the task, or the most of any branch
         self.attempts = 0
         #: a mapped task's branch values, once it ended

@@ -354,7 +354,7 @@ class Transitions(RunRecords):
 
     def _finished_ahead(self, rec: TaskRecord, i: int, f: Finished, out: list[Instruction]) -> None:
         """Sent ahead, and done before its upstreams' outcomes arrived: keep it for then."""
-        rec.items[i].early = f  # type: ignore[index]
+        rec.early = f
 
     def _timed_out(self, rec: TaskRecord, i: int, stimulus: TimedOut,
                    out: list[Instruction]) -> None:
@@ -502,7 +502,7 @@ class Transitions(RunRecords):
             return
         rec.started = self.now
         self._move(rec, 0, "running")
-        early, item.early = item.early, None
+        early, rec.early = rec.early, None
         if early is not None:
             self._finished(rec, 0, early, out)
 
@@ -521,7 +521,7 @@ class Transitions(RunRecords):
         item.attempt -= 1
         rec.attempts = item.attempt
         rec.in_flight -= 1
-        item.early = None
+        rec.early = None
 
     def _release_deferred(self, rec: TaskRecord) -> None:
         if rec.deferred:  # max_parallel held a branch back: it may go now
