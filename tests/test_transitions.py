@@ -496,3 +496,59 @@ def test_every_run_on_value_reaches_a_final_state(run_on):
         finish(sm, ex, 1)
     assert sm.status == "succeeded"
     sm.validate_state()
+
+
+def test_a_wide_map_takes_turns_with_other_ready_tasks():
+    flow = nf.Flow("fair")
+
+    @flow.task(cache=False)
+    def items():
+        return list(range(5))
+
+    @flow.task(map="items", cache=False)
+    def each(items):
+        return items
+
+    @flow.task(cache=False)
+    def a():
+        return 1
+
+    @flow.task(cache=False)
+    def b(a):
+        return a
+
+    sm = machine(flow)
+    sm.handle(Start())
+    taken = sm.handle(Take(2))
+    first = {name: ex for (name, _), ex in zip(names(sm, taken), taken)}
+    finish(sm, first["items"], list(range(5)))
+    sm.handle(SplitAnswer(0, list(range(5))))  # five branches of each are ready
+    finish(sm, first["a"], 1)  # and then b
+    # b does not wait behind all five branches: the map's first branch, then b, then the rest
+    assert names(sm, sm.handle(Take(3))) == [("each", 0), ("b", None), ("each", 1)]
+
+
+def test_priority_comes_before_fairness():
+    flow = nf.Flow("priority first")
+
+    @flow.task(cache=False)
+    def items():
+        return [1, 2, 3]
+
+    @flow.task(map="items", cache=False, priority=5)
+    def urgent(items):
+        return items
+
+    @flow.task(cache=False)
+    def casual():
+        return 0
+
+    sm = machine(flow)
+    sm.handle(Start())
+    taken = sm.handle(Take(1))
+    assert names(sm, taken) == [("items", None)]  # declared first, both ready: in order
+    finish(sm, taken[0], [1, 2, 3])
+    sm.handle(SplitAnswer(0, [1, 2, 3]))
+    assert names(sm, sm.handle(Take(4))) == [
+        ("urgent", 0), ("urgent", 1), ("urgent", 2), ("casual", None)]
+
