@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import config
 from .cache import DiskStore, MemoryStore, ResultStore
+from .cancellation import cancel_event, cancelled
 from .errors import (
     BatchInputError,
     CycleError,
@@ -103,6 +104,8 @@ __all__ = (
     "UnknownParameterError",
     "UnknownTaskError",
     "ValidationError",
+    "cancel_event",
+    "cancelled",
     "config",
     "notebook_flow",
     "registry",

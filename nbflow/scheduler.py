@@ -21,7 +21,9 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from . import cancellation
 from .cache import ResultStore
+from .cancellation import CancelBoard
 from .capture import capturing
 from .errors import TaskTimeoutError
 from .executors.base import Executor, Outcome, WorkItem, split_value
@@ -75,6 +77,8 @@ class Scheduler:
             sm.enable_chaining(chaining)
         self._remote = [ex for ex in self.executors if ex.remote]
         self._takes = [Take(0, lane) for lane in range(len(self.executors))]
+        #: the attempts told to stop, for tasks that ask (``nf.cancelled()``)
+        self.board = CancelBoard()
         #: task index -> (input name, lane) of inputs that must be fetched across lanes
         self._crossing: dict[int, list[tuple[str, int]]] = {}
         #: (item, attempt) of items whose crossing inputs are being fetched
@@ -203,6 +207,7 @@ class Scheduler:
             assert self._loop is not None
             self._loop.call_later(ins.delay, self._on_retry, ins.item, ins.attempt)
         elif isinstance(ins, CancelRunning):
+            self.board.cancel(ins.items)  # nf.cancelled() is now True for them
             ids: dict[int, list[tuple[Item, int]]] = {}
             for item, attempt in ins.items:
                 handle = self._timers.pop((item, attempt), None)
@@ -377,7 +382,7 @@ class Scheduler:
             )
         return WorkItem(
             (ex.item, ex.attempt), pt.name, b, ex.attempt, pt.task.fn, ex.kwargs,
-            options.timeout, options.priority, options.resources,
+            options.timeout, options.priority, options.resources, self.board,
         )
 
     # -- async task bodies ---------------------------------------------------------------------
@@ -393,6 +398,7 @@ class Scheduler:
         timeout = pt.task.options.timeout
         started = time.time()
         # This asyncio task runs in its own context copy, so the capture is its own.
+        cancellation.current.set((self.board, (ex.item, ex.attempt)))
         output_cm = capturing()
         output = output_cm.__enter__()
         try:

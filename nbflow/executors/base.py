@@ -23,6 +23,8 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import cancellation
+from ..cancellation import CancelBoard
 from ..capture import Capture
 from ..capture import _target as _capture_target
 from ..errors import ExecutorError
@@ -44,6 +46,8 @@ class WorkItem:
     timeout: float | None = None
     priority: int = 0
     resources: Mapping[str, float] | None = None
+    #: where the scheduler marks this attempt when it stops it (see ``cancellation.py``)
+    board: CancelBoard | None = None
 
     @property
     def label(self) -> str:
@@ -85,6 +89,8 @@ def call_item(item: WorkItem, where: str) -> Outcome:
     # costs about 1 µs, as much as the rest of running a no-op item here.
     output = Capture()
     token = _capture_target.set(output)
+    board = item.board
+    asked = None if board is None else cancellation.current.set((board, item.id))
     try:
         value = item.fn(**item.kwargs)
         ok = True
@@ -93,6 +99,8 @@ def call_item(item: WorkItem, where: str) -> Outcome:
         ok = False
     finally:
         _capture_target.reset(token)
+        if asked is not None:
+            cancellation.current.reset(asked)
     return Outcome(item.id, ok, value, started, time.time(), where, output or None)
 
 
