@@ -34,10 +34,12 @@ __all__ = ["CancelBoard", "cancel_event", "cancelled"]
 class CancelBoard:
     """The attempts of one run that were told to stop, and the events tasks wait on."""
 
-    __slots__ = ("_events", "_ids", "_lock")
+    __slots__ = ("_events", "_ids", "_lock", "_running")
 
     def __init__(self) -> None:
         self._ids: set[Hashable] = set()
+        #: attempts whose bodies run in this process now (threads, inline, async)
+        self._running: set[Hashable] = set()
         self._events: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -61,6 +63,18 @@ class CancelBoard:
                 event.set()
                 return event
             return self._events.setdefault(id_, threading.Event())
+
+    def started(self, id_: Hashable) -> None:
+        """A body began to run (in this process)."""
+        self._running.add(id_)
+
+    def ended(self, id_: Hashable) -> None:
+        """A body returned or raised."""
+        self._running.discard(id_)
+
+    def still_running(self) -> set[Hashable]:
+        """Attempts told to stop whose bodies still run: threads cannot be killed."""
+        return self._ids & self._running
 
     def forget(self, id_: Hashable) -> None:
         """The attempt ended: drop what the board keeps for it."""

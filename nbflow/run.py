@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import concurrent.futures
 import threading
 import time
@@ -208,7 +209,25 @@ class Run:
 
     def task(self, name: str) -> TaskView:
         """Task ``name`` as it stands: a frozen :class:`~nbflow.TaskView`, safe from any thread."""
-        return self._sm.view(self._index(name))
+        index = self._index(name)
+        view = self._sm.view(index)
+        if view.final and index in self._still_running():
+            return dataclasses.replace(view, still_running=True)
+        return view
+
+    def _views(self) -> list[TaskView]:
+        """The machine's views, marked ``still_running`` where a stopped task's body still
+        runs in a thread (the executors know that, not the machine)."""
+        views = self._sm.views()
+        still = self._still_running()
+        if still:
+            views = [dataclasses.replace(v, still_running=True) if i in still and v.final
+                     else v for i, v in enumerate(views)]
+        return views
+
+    def _still_running(self) -> set[int]:
+        """Tasks (by index) with a stopped attempt whose body has not returned yet."""
+        return {item_id[0][0] for item_id in self._scheduler.board.still_running()}  # type: ignore[index]
 
     def story(self, name: str) -> list[StoryEntry]:
         """Task ``name``'s transitions so far, with times and causes (for debugging).
@@ -220,7 +239,7 @@ class Run:
     @property
     def tasks(self) -> dict[str, TaskView]:
         """Every task of the run as it stands, by name, in run order."""
-        return {v.name: v for v in self._sm.views()}
+        return {v.name: v for v in self._views()}
 
     def record(self, name: str) -> TaskView:
         """The same as :meth:`task` (the older name)."""
@@ -229,9 +248,10 @@ class Run:
     def summary(self) -> Summary:
         """A table: task, state, branches, attempts, duration."""
         rows = []
-        for view in self._sm.views():
+        for view in self._views():
             branches = (view.done, view.branches) if view.mapped else None
-            rows.append(SummaryRow(view.name, view.state, branches, view.attempts, view.duration))
+            rows.append(SummaryRow(view.name, view.state_text, branches, view.attempts,
+                                   view.duration))
         return Summary(self.flow, self.id, self.status, rows, self.dashboard_link)
 
     def _result(self, name: str) -> Any:
@@ -256,8 +276,8 @@ class Run:
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
-        for view in self._sm.views():
-            counts[view.state] = counts.get(view.state, 0) + 1
+        for view in self._views():
+            counts[view.state_text] = counts.get(view.state, 0) + 1
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         return f"Run({self.flow!r}, {self.status}, {len(self.plan.tasks)} tasks: {parts})"
 

@@ -55,6 +55,9 @@ class TaskView:
     forced: bool = False
     #: the cache key of its inputs (None: not cached)
     key: str | None = None
+    #: stopped (cancelled or timed out), but its body still runs in a thread, which
+    #: cannot be killed; it ends when the body returns (see ``nf.cancelled()``)
+    still_running: bool = False
 
     @property
     def ok(self) -> bool:
@@ -72,6 +75,13 @@ class TaskView:
         if self.started is None or self.ended is None:
             return None
         return max(0.0, self.ended - self.started)
+
+    @property
+    def state_text(self) -> str:
+        """The state as a person should read it: ``cancelled (still running in a thread)``."""
+        if self.still_running:
+            return f"{self.state} (still running in a thread)"
+        return self.state
 
     @property
     def label(self) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from conftest import wait_until
+
 import nbflow as nf
 
 
@@ -101,3 +103,27 @@ def test_an_async_task_sees_its_cancel_too():
     run.cancel()
     run.wait(30)
     assert seen == [True]
+
+
+def test_a_thread_task_that_goes_on_after_a_cancel_says_so_until_it_ends():
+    flow = nf.Flow("honest")
+    started, release = threading.Event(), threading.Event()
+
+    @flow.task(cache=False)
+    def stubborn():  # never asks nf.cancelled(): it cannot be stopped
+        started.set()
+        release.wait(30)
+        return 1
+
+    run = flow.run(background=True, executor="threads")
+    assert started.wait(30)
+    run.cancel()
+    run.wait(30)
+    view = run.task("stubborn")
+    assert view.state == "cancelled" and view.still_running
+    assert view.state_text == "cancelled (still running in a thread)"
+    assert "cancelled (still running in a thread)" in str(run.summary())
+    assert "still running in a thread" in repr(run)
+    release.set()
+    wait_until(lambda: not run.task("stubborn").still_running)
+    assert "still running" not in str(run.summary())
