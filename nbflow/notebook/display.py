@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import capture
 from ..errors import FlowFailed
 from ..states import ACTIVE, FINAL_ORDER
+from .cells import relabel_traceback
 from .compiler import cell_of
 
 if TYPE_CHECKING:
@@ -210,6 +211,6 @@ def failure(run: Run, flow_tasks: Any) -> FlowFailed:
         where = f", {cell.label}" if cell is not None else ""
         lines.append("")
         lines.append(f"--- {f.label} (attempt {f.attempt}{where}) ---")
-        lines.extend(strip_nbflow_frames(f.traceback.rstrip()).splitlines())
+        lines.extend(relabel_traceback(strip_nbflow_frames(f.traceback.rstrip())).splitlines())
     err._render_traceback_ = _Lines(lines)  # type: ignore[attr-defined]
     return err

@@ -19,6 +19,7 @@ from IPython.utils.process import arg_split  # type: ignore[attr-defined]
 from ..errors import DeclarationError, ExecutorError, MissingParameterError, ValidationError, suggest
 from ..run import Run
 from . import report, runner
+from .cells import cell_label, current_count
 from .compiler import cell_task, parse_cell
 from .display import install_display_capture, live_widget, show_task_output
 from .history import explain
@@ -98,8 +99,8 @@ class NbflowMagics(Magics):
                              "identifier)")
         flow = self.flow
         ns = self.ip.user_ns
-        count = self.ip.execution_count
-        label = f"cell In[{count}]" if count else "cell"
+        count = current_count(self.ip)
+        label = cell_label(count)
         filename = f"<cell In[{count}]: task {name}>" if count else f"<nbflow-cell {name}>"
         try:
             cell = parse_cell(name, body, label=label, filename=filename,

@@ -46,6 +46,7 @@ def test_a_failing_task_makes_papermill_exit_non_zero(tmp_path):
     [err] = [o for o in run_cell.outputs if o.output_type == "error"]
     assert err.ename == "FlowFailed"
     tb = "\n".join(err.traceback)
-    assert "task checked>\", line 3, in checked" in tb
+    declared = next(c for c in nb.cells if c.source.startswith("%%nbflow task checked"))
+    assert f'<cell In[{declared.execution_count}]: task checked>", line 3, in checked' in tb
     assert "ValueError: asked to fail with n=3" in tb
     assert nb.cells[-1].outputs == []  # papermill stopped at the failing cell
