@@ -34,12 +34,12 @@ __all__ = ["CancelBoard", "cancel_event", "cancelled"]
 class CancelBoard:
     """The attempts of one run that were told to stop, and the events tasks wait on."""
 
-    __slots__ = ("_events", "_ids", "_lock", "_running")
+    __slots__ = ("_abandoned", "_events", "_ids", "_lock")
 
     def __init__(self) -> None:
         self._ids: set[Hashable] = set()
-        #: attempts whose bodies run in this process now (threads, inline, async)
-        self._running: set[Hashable] = set()
+        #: stopped attempts whose bodies an executor could not stop (a thread's)
+        self._abandoned: set[Hashable] = set()
         self._events: dict[Hashable, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -64,17 +64,17 @@ class CancelBoard:
                 return event
             return self._events.setdefault(id_, threading.Event())
 
-    def started(self, id_: Hashable) -> None:
-        """A body began to run (in this process)."""
-        self._running.add(id_)
+    def abandoned(self, id_: Hashable) -> None:
+        """An executor left attempt ``id_`` running: its thread cannot be stopped."""
+        self._abandoned.add(id_)
 
     def ended(self, id_: Hashable) -> None:
-        """A body returned or raised."""
-        self._running.discard(id_)
+        """An abandoned attempt's body returned or raised."""
+        self._abandoned.discard(id_)
 
     def still_running(self) -> set[Hashable]:
-        """Attempts told to stop whose bodies still run: threads cannot be killed."""
-        return self._ids & self._running
+        """Attempts told to stop whose bodies still run."""
+        return set(self._abandoned)
 
     def forget(self, id_: Hashable) -> None:
         """The attempt ended: drop what the board keeps for it."""

@@ -90,10 +90,7 @@ def call_item(item: WorkItem, where: str) -> Outcome:
     output = Capture()
     token = _capture_target.set(output)
     board = item.board
-    asked = None
-    if board is not None:
-        asked = cancellation.current.set((board, item.id))
-        board.started(item.id)
+    asked = None if board is None else cancellation.current.set((board, item.id))
     try:
         value = item.fn(**item.kwargs)
         ok = True
@@ -104,7 +101,6 @@ def call_item(item: WorkItem, where: str) -> Outcome:
         _capture_target.reset(token)
         if asked is not None:
             cancellation.current.reset(asked)
-            board.ended(item.id)  # type: ignore[union-attr]
     return Outcome(item.id, ok, value, started, time.time(), where, output or None)
 
 

@@ -39,7 +39,8 @@ class ThreadExecutor(Executor):
         self._workers = 0
         self._in_flight = 0
         self._dropped: set[Hashable] = set()
-        self._running: dict[Hashable, int] = {}
+        #: items whose bodies run now, with where to report them abandoned
+        self._running: dict[Hashable, WorkItem] = {}
         self._lock = threading.Lock()
         self._size = 0
         #: items queued per worker (see free_slots); adapts to how long items take
@@ -84,8 +85,11 @@ class ThreadExecutor(Executor):
         with self._lock:
             for id_ in ids:
                 self._dropped.add(id_)
-                if id_ in self._running:
+                running = self._running.get(id_)
+                if running is not None:
                     replace += 1
+                    if running.board is not None:  # it says so until its body returns
+                        running.board.abandoned(id_)
             self._in_flight -= len(ids)
         for _ in range(replace):  # the abandoned thread keeps running; keep the pool whole
             self._spawn()
@@ -121,7 +125,7 @@ class ThreadExecutor(Executor):
                 if item.id in self._dropped:
                     self._dropped.discard(item.id)
                     continue
-                self._running[item.id] = 1
+                self._running[item.id] = item
             outcome = call_item(item, where)
             with self._lock:
                 self._running.pop(item.id, None)
@@ -130,6 +134,8 @@ class ThreadExecutor(Executor):
                     self._dropped.discard(item.id)
                     self._size -= 1
             if abandoned:
+                if item.board is not None:
+                    item.board.ended(item.id)
                 return  # a replacement took this thread's place
             outbox.put(outcome)
 
