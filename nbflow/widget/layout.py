@@ -9,6 +9,9 @@ Pure functions, tested without a browser or a kernel:
   with attributes that keep Graphviz fast on large graphs.
 - :func:`colour_svg` paints node states onto a laid-out SVG: the static
   ``image/svg+xml`` rendering that papermill outputs, nbconvert and GitHub show.
+- :func:`static_graph` is the same picture as a graph of its own, drawn as the
+  ``image/png`` rendering: untrusted notebooks (an ``nbflow run`` output opened in
+  JupyterLab) do not show SVG, but do show PNG.
 
 Laying out (Graphviz holds the GIL) happens in another process:
 see :mod:`nbflow.widget.service`.
@@ -275,6 +278,50 @@ def _add_legend(root: ET.Element, states: Sequence[str]) -> None:
     root.set("viewBox", f"{box[0]} {box[1]} {new_w:.2f} {new_h:.2f}")
     root.set("width", f"{new_w:.0f}pt")
     root.set("height", f"{new_h:.0f}pt")
+
+
+#: Pixels per inch of the static PNG: 1 px per point keeps files small (11 pt text is 11 px).
+PNG_DPI = 72
+#: The largest static PNG, in inches (``size``: larger graphs are scaled down to fit):
+#: at most 1,440 x 2,160 px, so even a 2,000-node flow stays near 1 MB.
+PNG_SIZE = "20,30"
+
+
+def _graphviz_style(style: Mapping[str, str], mapped: bool) -> dict[str, str]:
+    """Node attributes drawing a state's style (the dash patterns as Graphviz's two)."""
+    dash = style["dash"]
+    line = "" if not dash else ",dotted" if float(dash.split()[0]) <= 2 else ",dashed"
+    return {"fillcolor": style["fill"], "color": style["stroke"], "penwidth": style["width"],
+            "style": ("filled" if mapped else "rounded,filled") + line}
+
+
+def static_graph(structure: Structure, nodes: Mapping[str, Mapping[str, Any]],
+                 legend: bool = True) -> graphviz.Digraph:
+    """The static picture as a graph: each node styled by its state, with its status line.
+
+    Draws what :func:`colour_svg` paints onto the layout, with Graphviz alone (so it can
+    be rendered as PNG): the same styles, status lines and a legend of the states
+    present (the graph's label). ``nodes`` is the widget's node info by task name.
+    """
+    g = to_graphviz(structure)
+    g.attr(dpi=str(PNG_DPI), size=PNG_SIZE, bgcolor="white", pad="0.1")
+    seen: list[str] = []
+    for i, name in enumerate(structure.names):
+        info = nodes.get(name, {})
+        state = _style_name(str(info.get("s", INITIAL)))
+        if state not in seen:
+            seen.append(state)
+        attrs = _graphviz_style(STYLES.get(state, STYLES[INITIAL]), i in structure.mapped)
+        # a second statement for the node: its attributes override the first one's
+        g.node(name, label=f"{_escape(name)}\\n{_escape(status_text(info))}", **attrs)
+    if legend and seen:
+        cells = "".join(
+            f'<td bgcolor="{STYLES[s]["fill"]}" color="{STYLES[s]["stroke"]}" border="1" '
+            f'width="12" height="10" fixedsize="true"></td><td align="left">{s}</td>'
+            for s in STATES if s in seen)
+        g.attr(label=f'<<table border="0" cellspacing="4"><tr>{cells}</tr></table>>',
+               labelloc="b", labeljust="l", fontname="Helvetica", fontsize="10")
+    return g
 
 
 def placeholder_svg(structure: Structure, message: str = "laying out") -> str:

@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +38,9 @@ from ..events import Event, RunEvent, TaskEvent
 from ..graph import descendants
 from ..states import FINAL
 from .layout import STATES, STYLES, Structure, colour_svg, placeholder_svg, state_rules, \
-    structure_of, to_graphviz
-from .nodes import PREVIEW_CHARS, NodeTable, moving, preview, result_preview, shown_status
+    static_graph, structure_of, to_graphviz
+from .nodes import PREVIEW_CHARS, NodeTable, available_actions, moving, preview, \
+    result_preview, shown_status, status_line as line_of_run
 from .service import LayoutService, get_service
 from .throttle import Throttle
 
@@ -106,6 +108,11 @@ class DagWidget(anywidget.AnyWidget):
     #: {"seq", "time", "nodes": {name: info}}: the nodes changed since the last delta
     delta = traitlets.Dict().tag(sync=True)
     run_status = traitlets.Unicode("").tag(sync=True)
+    #: the run part of the status line (see nodes.status_line): never "succeeded"
+    #: beside a failed node
+    status_line = traitlets.Unicode("").tag(sync=True)
+    #: the actions whose buttons show now (see nodes.available_actions)
+    available = traitlets.List(traitlets.Unicode()).tag(sync=True)
     #: the dask dashboard of the followed run's cluster ("" when there is none)
     dashboard = traitlets.Unicode("").tag(sync=True)
     #: whether node actions (re-run, run what it needs) can start runs
@@ -349,6 +356,7 @@ class DagWidget(anywidget.AnyWidget):
                     self.delta = {"seq": self._seq, "time": time.time(), "nodes": changed}
                     self.deltas_sent += 1
                 self.run_status = self._ended or run.status
+                self._update_actions()
                 if not self.dashboard:  # known once the run's executor connected
                     self.dashboard = run.dashboard_link or ""
                 due = self._throttle.clock() - self._last_snapshot >= self.snapshot_every
@@ -362,6 +370,7 @@ class DagWidget(anywidget.AnyWidget):
         return self._ended if self._ended is not None else shown_status(run)
 
     def _send_snapshot(self) -> None:
+        self._update_actions()
         self._seq += 1
         self._last_snapshot = self._throttle.clock()
         self.snapshot_json = self._table.to_json(self._seq, time.time())
@@ -391,8 +400,9 @@ class DagWidget(anywidget.AnyWidget):
         ``rerun`` (the task and what depends on it, recomputed), ``needs`` (what the task
         needs, from the cache where possible), ``cancel`` (the run the widget follows),
         ``cancel_task`` (that task of the run; the rest goes on), ``rerun_failed`` (the
-        last run's targets again: failed tasks recompute). Runs start through the
-        widget's runner, and the widget follows them.
+        followed run's tasks again, its failed tasks and what depends on them forced,
+        the rest from the cache). Runs start through the widget's runner, and the
+        widget follows them. :attr:`available` says which of them apply now.
         """
         run = self._run
         if action == "cancel":
@@ -409,16 +419,66 @@ class DagWidget(anywidget.AnyWidget):
         if action == "needs" and task is not None:
             return self._start([task], ())
         if action == "rerun_failed":
-            again = list(run.tasks) if run is not None else None
-            return self._start(again, ())
+            return self._rerun_failed()
         raise ValueError(f"unknown widget action {action!r} (task {task!r})")
+
+    def _rerun_failed(self) -> Run:
+        """The followed run's tasks again: the failed ones and their descendants forced."""
+        run = self._followed()
+        if run is None:
+            raise ValueError("there is no run whose failed tasks could be re-run")
+        views = run.tasks
+        failed = [name for name, view in views.items() if view.state == "failed"]
+        if not failed:
+            raise ValueError(f"run {run.id} has no failed task to re-run")
+        again = set(failed)
+        for name in failed:
+            again |= self._descendants(name)
+        # Only the run's own tasks: the rest of it comes from the cache (its targets
+        # again), and descendants it did not plan stay out.
+        force = [name for name in views if name in again]
+        return self._start(list(views), force)
 
     def _start(self, targets: Sequence[str] | None, force: Sequence[str]) -> Run:
         if self._runner is None:
             raise ValueError("this widget shows a run without its flow; it cannot start runs")
         new = self._runner(targets, force)
         self._attach(new, observing=self._runner_observes)
+        with self._lock:
+            if self._run is new and self._snapshot_of is not new:
+                # until its snapshot: no button that starts a second run meanwhile
+                self.available = available_actions("pending", 0, True)
         return new
+
+    def _followed(self) -> Run | None:
+        """The run whose states the nodes show: the attached one, else the flow's last
+        run when the nodes show it (a flow widget shown after that run ended)."""
+        run = self._run
+        if run is not None and run.id == self._table.run_id:
+            return run
+        last = self._flow.last_run if self._flow is not None else None
+        if last is not None and last.id == self._table.run_id:
+            return last
+        return run
+
+    def _update_actions(self) -> None:
+        """The status line and the available actions, from the followed run (lock held).
+
+        The status is the run's final one once known (its final event), and the failed
+        count what the nodes show, so the two never disagree.
+        """
+        run = self._followed()
+        if run is None:
+            status = ""
+        elif run is self._run and self.run_status:
+            status = self.run_status
+        else:
+            status = shown_status(run)
+        failed = len(self._table.failed())
+        shown = self._table.counts().get("failed", 0)
+        with self.hold_sync():
+            self.status_line = line_of_run(status, failed, shown)
+            self.available = available_actions(status, failed, self._runner is not None)
 
     def _descendants(self, name: str) -> set[str]:
         structure = self._structure
@@ -437,8 +497,33 @@ class DagWidget(anywidget.AnyWidget):
         """The current state as a standalone SVG (legend included).
 
         Waits up to ``timeout`` seconds for a layout still being computed; without one,
-        a small placeholder SVG says so.
+        a small placeholder SVG says so. A run that ended is shown in its final states.
         """
+        return self._static_svg(self._static_nodes(), timeout)
+
+    def static_png(self, timeout: float | None = 30) -> str | None:
+        """The current state as a PNG, base64-encoded as Jupyter stores images.
+
+        The same picture as :meth:`static_svg`, drawn by the layout process (a layout
+        of its own). None if it fails or takes longer than ``timeout`` seconds.
+        """
+        future = self._png_future(self._static_nodes())
+        return None if future is None else self._png_result(future, timeout)
+
+    def _static_nodes(self) -> dict[str, dict[str, Any]]:
+        """Every node's info, final once the followed run ended.
+
+        A run is done once its events were handed to observers, but an observer
+        removed or slow might not have flushed the final ones: flush them here, so a
+        displayed widget of an ended run never stores a mid-run picture.
+        """
+        run = self._run
+        if run is not None and run.done and self._ended is None:
+            self.flush(final=True)
+        with self._lock:
+            return dict(self._table.nodes)
+
+    def _static_svg(self, nodes: dict[str, dict[str, Any]], timeout: float | None) -> str:
         structure = self._structure
         assert structure is not None
         if timeout:
@@ -446,15 +531,37 @@ class DagWidget(anywidget.AnyWidget):
         svg = self._service.cached(self._layout_key)
         if svg is None:
             return placeholder_svg(structure)
-        with self._lock:
-            nodes = dict(self._table.nodes)
         return colour_svg(svg, nodes)
 
+    def _png_future(self, nodes: dict[str, dict[str, Any]]) -> Future[str] | None:
+        structure = self._structure
+        if structure is None:
+            return None
+        return self._service.render(lambda: static_graph(structure, nodes).source, "png")
+
+    def _png_result(self, future: Future[str], timeout: float | None) -> str | None:
+        try:
+            return future.result(timeout)
+        except Exception as exc:  # the SVG is still there: no PNG is not an error
+            future.cancel()
+            logger.info("nbflow widget: no static PNG of the DAG: %s", exc or type(exc))
+            return None
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget view, plus the DAG as SVG and as PNG (untrusted notebooks show no
+        SVG; nbconvert's HTML and GitHub show either), in the same (final) states."""
         data = super()._repr_mimebundle_(**kwargs)
         bundle = data[0] if isinstance(data, tuple) else data
         assert isinstance(bundle, dict)
-        bundle["image/svg+xml"] = self.static_svg(self.static_wait)
+        nodes = self._static_nodes()
+        png = self._png_future(nodes)  # drawn while the SVG's layout is awaited
+        started = time.monotonic()
+        bundle["image/svg+xml"] = self._static_svg(nodes, self.static_wait)
+        if png is not None:
+            left = max(0.0, self.static_wait - (time.monotonic() - started))
+            image = self._png_result(png, left)
+            if image is not None:
+                bundle["image/png"] = image
         return data
 
     def __repr__(self) -> str:

@@ -4,7 +4,9 @@ Graphviz holds the GIL while it lays a graph out (a 2,000-node graph took
 seconds), so a layout never runs on the kernel's thread or the scheduler's:
 :class:`LayoutService` hands DOT sources to one long-lived worker process
 (``python -m nbflow.widget._worker``) from a thread of its own, and answers with
-a ``concurrent.futures.Future`` per request. The worker does the fontconfig
+a ``concurrent.futures.Future`` per request. It also renders the static PNG
+of a widget (:meth:`LayoutService.render`), for where SVG is not shown. The
+worker does the fontconfig
 warm-up with its stderr pointed away from the kernel's, so the bundled
 fontconfig's warning never reaches a cell's output.
 """
@@ -30,8 +32,8 @@ from ..errors import LayoutError
 
 logger = logging.getLogger(__name__)
 
-#: (DOT source, or a function that builds it on the service thread; prog; future)
-_Request = tuple["str | Callable[[], str]", str, "concurrent.futures.Future[str]"]
+#: (DOT source, or a function that builds it on the service thread; prog; format; future)
+_Request = tuple["str | Callable[[], str]", str, str, "concurrent.futures.Future[str]"]
 
 
 class LayoutService:
@@ -80,11 +82,21 @@ class LayoutService:
             self._cache[key] = future
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, name="nbflow-layout",
-                                                daemon=True)
-                self._thread.start()
-        self._requests.put((source, prog, future))
+            self._ensure_thread()
+        self._requests.put((source, prog, "svg", future))
+        return future
+
+    def render(self, source: str | Callable[[], str], fmt: str = "png",
+               prog: str = "dot") -> concurrent.futures.Future[str]:
+        """DOT ``source`` laid out and drawn as ``fmt``, as a future; never cached.
+
+        A ``png`` comes back base64-encoded, as Jupyter stores images in a notebook.
+        Requests are served in order with the layouts, by the same process.
+        """
+        future: concurrent.futures.Future[str] = concurrent.futures.Future()
+        with self._lock:
+            self._ensure_thread()
+        self._requests.put((source, prog, fmt, future))
         return future
 
     def cached(self, key: str) -> str | None:
@@ -105,27 +117,35 @@ class LayoutService:
 
     # -- the service thread -----------------------------------------------------------------
 
+    def _ensure_thread(self) -> None:
+        """Start the service thread if it is not running (the lock is held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._serve, name="nbflow-layout",
+                                            daemon=True)
+            self._thread.start()
+
     def _serve(self) -> None:
         while True:
             request = self._requests.get()
             if request is None:
                 return
-            source, prog, future = request
+            source, prog, fmt, future = request
             if not future.set_running_or_notify_cancel():
                 continue
             try:
                 text = source if isinstance(source, str) else source()
-                future.set_result(self._call(text, prog))
+                future.set_result(self._call(text, prog, fmt))
             except Exception as exc:
                 future.set_exception(exc)
 
-    def _call(self, source: str, prog: str) -> str:
+    def _call(self, source: str, prog: str, fmt: str = "svg") -> str:
         proc = self._process()
         assert proc.stdin is not None and proc.stdout is not None
         self._next_id += 1
         request_id = self._next_id
         try:
-            proc.stdin.write(json.dumps({"id": request_id, "source": source, "prog": prog}) + "\n")
+            proc.stdin.write(json.dumps({"id": request_id, "source": source, "prog": prog,
+                                         "format": fmt}) + "\n")
             proc.stdin.flush()
             ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
             if not ready:
@@ -144,8 +164,8 @@ class LayoutService:
         reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
             raise LayoutError(f"Graphviz could not lay out the flow: {reply['error']}")
-        svg: str = reply["svg"]
-        return svg
+        drawn: str = reply[fmt]
+        return drawn
 
     def _process(self) -> subprocess.Popen[str]:
         proc = self._proc
