@@ -11,15 +11,18 @@ names because a 2,000-node snapshot travels as one JSON string:
 ``w``  where it ran: "thread nbflow-worker-1", "pid 4242", a dask worker address
 ``d``  a mapped task's branches that ended, ``n`` its number of branches,
        ``c`` the ended branches by state
-``err`` the error traceback; ``why`` why it was skipped; ``stale`` why its
-       result is stale
+``err`` the error traceback; ``exc`` its exception line (``ValueError: ...``),
+       shown first; ``why`` why it was skipped; ``stale`` why its result is stale
 ``res`` a result preview (``{"html": ...}`` or ``{"text": ...}``)
 ``out`` / ``stderr``: what it printed
 ====== ==========================================================================
 
-The details (``err``, ``why``, ``res``, ``out``, ``stderr``) are built once, when
+The details (``err``, ``exc``, ``why``, ``res``, ``out``, ``stderr``) are built once, when
 the task ends, and travel with the state change that produced them: the front
 end's messages are not handled while a cell runs, so the panel cannot ask later.
+
+Which buttons the front end shows (:func:`available_actions`) and its status line
+(:func:`status_line`) are decided here too, so the front end shows what Python says.
 
 Everything here reads :class:`~nbflow.views.TaskView` objects and public
 ``Flow``/``Run`` attributes only; :class:`NodeTable` is what
@@ -58,6 +61,13 @@ ResultPreview = Callable[[str], dict[str, str]]
 
 #: states of a mapped task whose branches are under way (their progress moves)
 MOVING: frozenset[str] = ACTIVE | {"ready"}
+#: characters of the exception line shown above the traceback
+EXCEPTION_CHARS = 500
+
+#: what the front end's buttons ask for (see :func:`available_actions`): the toolbar's
+#: ``cancel`` and ``rerun_failed``, the details panel's ``rerun``, ``needs`` and
+#: ``cancel_task`` (shown for nodes in a state ``state_rules()["open"]`` lists)
+ACTIONS: tuple[str, ...] = ("cancel", "rerun_failed", "rerun", "needs", "cancel_task")
 
 
 def node_info(view: TaskView) -> dict[str, Any]:
@@ -91,6 +101,9 @@ def details(view: TaskView, result: ResultPreview | None = None) -> dict[str, An
     out: dict[str, Any] = {}
     if view.error is not None:
         out["err"] = clip(view.error.traceback)
+        line = exception_line(view.error.traceback)
+        if line:
+            out["exc"] = line
     elif view.state == "skipped" and view.skip_reason:
         out["why"] = view.skip_reason
     if view.ok and result is not None:
@@ -148,6 +161,81 @@ def clip(text: str) -> str:
     return text[:PREVIEW_CHARS] + f"\n... ({len(text) - PREVIEW_CHARS} more characters)"
 
 
+def exception_line(traceback: str) -> str:
+    """The exception a traceback ends with (``ValueError: total 14 is no good``).
+
+    The text after the last frame line (frame and code lines are indented), so a
+    message over several lines is kept whole and a chained exception gives the last
+    one; cut to :data:`EXCEPTION_CHARS`.
+    """
+    lines = traceback.rstrip().splitlines()
+    start = len(lines)
+    while start > 0 and lines[start - 1] and not lines[start - 1][0].isspace() \
+            and not lines[start - 1].startswith("Traceback ("):
+        start -= 1
+    text = "\n".join(lines[start:]).strip() or (lines[-1].strip() if lines else "")
+    if len(text) > EXCEPTION_CHARS:
+        text = text[:EXCEPTION_CHARS] + "…"
+    return text
+
+
+def available_actions(status: str, failed: int, can_run: bool) -> list[str]:
+    """The actions whose buttons the front end shows (a subset of :data:`ACTIONS`).
+
+    Parameters
+    ----------
+    status
+        The status of the run the widget follows ("" before any run).
+    failed
+        That run's failed tasks.
+    can_run
+        Whether the widget has a runner (a widget of a run without its flow has none).
+
+    Cancelling applies only while a run goes on; starting a run only when none of the
+    widget's goes on (one at a time); re-running a task once there was a run, and
+    re-running the failed ones only when that run has some.
+    """
+    going = status in ("pending", "running")
+    if going:
+        return ["cancel", "cancel_task"]
+    out: list[str] = []
+    if can_run and status:
+        if failed:
+            out.append("rerun_failed")
+        out.append("rerun")
+    if can_run:
+        out.append("needs")
+    return out
+
+
+def status_line(status: str, failed: int, failed_shown: int = 0) -> str:
+    """The run part of the widget's status line; never "succeeded" beside a failed node.
+
+    Parameters
+    ----------
+    status
+        The followed run's status ("" before any run).
+    failed
+        That run's failed tasks: a run with one is drawn failed, whatever it says.
+    failed_shown
+        Nodes drawn failed, counting tasks that failed in an earlier run and were not
+        in this one.
+    """
+    if not status:
+        return "not run yet"
+    tasks = "task" if failed == 1 else "tasks"
+    if status not in FINAL:
+        return f"run {status}" + (f" · {failed} failed {tasks}" if failed else "")
+    if failed:
+        shown = "failed" if status in OK else status
+        return f"run {shown} ({failed} failed {tasks})"
+    earlier = failed_shown - failed
+    if status in OK and earlier > 0:
+        tasks = "task" if earlier == 1 else "tasks"
+        return f"run ended ({earlier} failed {tasks} from an earlier run)"
+    return f"run {status}"
+
+
 def moving(view: TaskView) -> bool:
     """True for a mapped task whose branches are under way (no event per branch says so)."""
     return view.mapped and view.state in MOVING
@@ -194,6 +282,15 @@ class NodeTable:
         self._views: dict[str, TaskView] = {}
         #: details of the run's tasks that ended (built once per task and run)
         self._details: dict[str, dict[str, Any]] = {}
+
+    @property
+    def run_id(self) -> str | None:
+        """The run whose views the table follows."""
+        return self._run_id
+
+    def failed(self) -> list[str]:
+        """The followed run's tasks that failed, as the table last saw them."""
+        return [name for name, view in self._views.items() if view.state == "failed"]
 
     def follow(self, run_id: str | None) -> None:
         """Build details from run ``run_id`` from now on (the nodes stay until replaced)."""

@@ -8,7 +8,8 @@
 // No state is named here: the kernel sends the legend (states in order), their
 // styles, and "state_rules" (nbflow.widget.layout.state_rules): which state each
 // one is drawn as, the initial state, the states a task can still be cancelled in,
-// and how each state's status line reads.
+// and how each state's status line reads. Which buttons show ("available") and the
+// run's part of the status line ("status_line") come from the kernel too.
 
 const NS = "http://www.w3.org/2000/svg";
 
@@ -71,12 +72,19 @@ function render({ model, el }) {
     h("option", { value: "up" }, "upstream of selected"),
     h("option", { value: "down" }, "downstream of selected"),
     h("option", { value: "both" }, "up- and downstream"));
-  const actions = model.get("actions");
-  const toolbar = h("div", { class: "nbf-toolbar" },
-    h("button", { class: "nbf-cancel-run", title: "cancel the run (a blocking run: interrupt the kernel)",
-                  onclick: () => model.send({ action: "cancel" }) }, "■ cancel run"),
-    ...(actions ? [h("button", { class: "nbf-rerun-failed", title: "run the last targets again; failed tasks recompute",
-                                 onclick: () => model.send({ action: "rerun_failed" }) }, "↻ re-run failed")] : []),
+  const can = (action) => (model.get("available") || []).includes(action);
+  const cancelRun = h("button", { class: "nbf-cancel-run", hidden: "",
+                                  title: "cancel the run (a blocking run: interrupt the kernel)",
+                                  onclick: () => model.send({ action: "cancel" }) }, "■ cancel run");
+  const rerunFailed = h("button", { class: "nbf-rerun-failed", hidden: "",
+                                    title: "re-run the failed tasks and what depends on them (the rest comes from the cache)",
+                                    onclick: () => model.send({ action: "rerun_failed" }) }, "↻ re-run failed");
+  function showButtons() {
+    cancelRun.hidden = !can("cancel");
+    rerunFailed.hidden = !can("rerun_failed");
+    el.dataset.available = (model.get("available") || []).join(" ");
+  }
+  const toolbar = h("div", { class: "nbf-toolbar" }, cancelRun, rerunFailed,
     h("button", { title: "zoom in", onclick: () => zoom(1.25) }, "+"),
     h("button", { title: "zoom out", onclick: () => zoom(0.8) }, "−"),
     h("button", { title: "fit to view", onclick: () => fit() }, "fit"),
@@ -120,8 +128,9 @@ function render({ model, el }) {
       const name = title.textContent;
       const shape = g.querySelector("path, polygon, ellipse");
       const texts = g.querySelectorAll("text");
-      const entry = { g, shape, status: texts.length > 1 ? texts[1] : null, bar: null };
-      if (texts.length > 0) texts[0].classList.add("nbf-name");
+      const entry = { g, shape, status: texts.length > 1 ? texts[1] : null, bar: null,
+                      name: texts.length > 0 ? texts[0] : null, fullName: texts.length > 0 ? texts[0].textContent : "" };
+      if (entry.name) entry.name.classList.add("nbf-name");
       if (entry.status) entry.status.classList.add("nbf-state-text");
       g.dataset.name = name;
       view.byName.set(name, entry);
@@ -137,10 +146,51 @@ function render({ model, el }) {
       if (uv) view.edges.push({ g, u: uv[0], v: uv[1] });
     }
     for (const name of view.byName.keys()) paint(name);
+    for (const entry of view.byName.values()) fitText(entry.name, entry.fullName, entry);
     applyFilter();
     fit();
     el.dataset.nodes = String(view.byName.size);
   }
+
+  // -- labels that fit their nodes -----------------------------------------------
+  // Graphviz sizes a node by its own font metrics and leaves one blank line for the
+  // status text, so a long name or status can be wider than the box in the browser:
+  // cut it with an ellipsis; the full text stays in a <title> tooltip.
+  function roomOf(entry) {
+    if (!entry.room) {
+      let box = null;
+      try { box = entry.shape ? entry.shape.getBBox() : null; } catch (e) { box = null; }
+      if (box && box.width > 8) entry.room = box.width - 8;  // 4px each side
+    }
+    return entry.room || 0;
+  }
+  function fitText(text, full, entry) {
+    if (!text) return;
+    text.textContent = full;  // (drops an earlier <title>)
+    const room = roomOf(entry);
+    if (!room || !text.getComputedTextLength) return;  // not rendered yet: refit later
+    if (text.getComputedTextLength() <= room) return;
+    let lo = 0, hi = full.length;
+    while (lo < hi) {  // the longest prefix that fits with "…"
+      const mid = Math.ceil((lo + hi) / 2);
+      text.textContent = full.slice(0, mid) + "…";
+      if (text.getComputedTextLength() <= room) lo = mid; else hi = mid - 1;
+    }
+    text.textContent = full.slice(0, lo) + "…";
+    const tip = document.createElementNS(NS, "title");
+    tip.textContent = full;
+    text.append(tip);
+    text.classList.add("nbf-cut");
+  }
+  function fitLabels() {
+    for (const entry of view.byName.values()) {
+      fitText(entry.name, entry.fullName, entry);
+      if (entry.status) fitText(entry.status, entry.statusText || "", entry);
+    }
+  }
+  // a widget drawn while hidden (another tab, a collapsed output) measures nothing: refit
+  // once it has a size
+  new ResizeObserver(() => fitLabels()).observe(stage);
 
   // -- painting nodes -----------------------------------------------------------
   function statusLine(info) {
@@ -168,7 +218,13 @@ function render({ model, el }) {
       if (st.dash) entry.shape.setAttribute("stroke-dasharray", st.dash);
       else entry.shape.removeAttribute("stroke-dasharray");
     }
-    if (entry.status) entry.status.textContent = statusLine(info);
+    if (entry.status) {
+      const line = statusLine(info);
+      if (line !== entry.statusText || !entry.status.textContent) {
+        entry.statusText = line;
+        fitText(entry.status, line, entry);
+      }
+    }
     if (info.n != null) progress(entry, info);
   }
 
@@ -226,9 +282,10 @@ function render({ model, el }) {
     }
     const parts = model.get("legend").filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`);
     const run = model.get("run_status");
+    const line = model.get("status_line");
     const layout = model.get("layout_status");
     let text = `${model.get("flow_name")}: ${parts.join(", ")}`;
-    if (run) text += ` · run ${run}`;
+    if (line) text += ` · ${line}`;
     if (layout === "pending") text += " · laying out…";
     else if (layout !== "ready") text += ` · layout failed: ${layout}`;
     status.textContent = text;
@@ -262,20 +319,22 @@ function render({ model, el }) {
     const parts = [
       h("div", { class: "nbf-panel-head" }, h("b", {}, name),
         h("button", { class: "nbf-close", title: "close", onclick: () => select(null) }, "×")),
-      h("table", { class: "nbf-facts" }, ...rows),
     ];
+    // the exception first: the traceback below it can be long
+    if (info.exc) parts.push(h("pre", { class: "nbf-exception" }, info.exc));
+    parts.push(h("table", { class: "nbf-facts" }, ...rows));
     const buttons = [];
-    if (actions) {
+    if (can("rerun"))
       buttons.push(h("button", { class: "nbf-act-rerun", title: "recompute this task and everything downstream",
                                  onclick: () => model.send({ action: "rerun", task: name }) }, "re-run with downstream"));
+    if (can("needs"))
       buttons.push(h("button", { class: "nbf-act-needs", title: "run this task and what it needs (cached results are reused)",
                                  onclick: () => model.send({ action: "needs", task: name }) }, "run what it needs"));
-    }
-    if ((rules().open || []).includes(info.s))
+    if (can("cancel_task") && (rules().open || []).includes(info.s))
       buttons.push(h("button", { class: "nbf-act-cancel", title: "cancel this task: what depends on it is skipped, the rest of the run goes on",
                                  onclick: () => model.send({ action: "cancel_task", task: name }) }, "cancel task"));
     parts.push(h("div", { class: "nbf-actions" }, ...buttons));
-    if (info.err) parts.push(h("h4", {}, "error"), h("pre", { class: "nbf-traceback" }, info.err));
+    if (info.err) parts.push(h("h4", {}, "traceback"), h("pre", { class: "nbf-traceback" }, info.err));
     if (info.res) {
       parts.push(h("h4", {}, "result"));
       if (info.res.html != null) { const div = h("div", { class: "nbf-result" }); div.innerHTML = info.res.html; parts.push(div); }
@@ -380,6 +439,11 @@ function render({ model, el }) {
   }
 
   model.on("change:run_status", updateStatus);
+  model.on("change:status_line", updateStatus);
+  model.on("change:available", () => {
+    showButtons();
+    if (view.selected) showPanel(view.selected);
+  });
   model.on("change:dashboard", showDashboard);
   model.on("change:layout_status", updateStatus);
   const restyle = () => { drawLegend(); for (const n of view.byName.keys()) paint(n); updateStatus(); };
@@ -388,6 +452,7 @@ function render({ model, el }) {
   model.on("change:state_rules", restyle);
 
   drawLegend();
+  showButtons();
   showDashboard();
   drawSvg();
   onSnapshot();

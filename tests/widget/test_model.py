@@ -319,13 +319,16 @@ def test_actions_start_runs_through_the_runner(demo_flow):
     new = widget.act("rerun", "total")
     assert new is widget.run
     new.wait()
+    new = widget.act("rerun_failed")  # the run's tasks again, the failed one forced
+    new.wait()
     new = widget.act("needs", "square")
     new.wait()
-    new = widget.act("rerun_failed")
-    new.wait()
+    with pytest.raises(ValueError, match="no failed task"):
+        widget.act("rerun_failed")  # that run has none
     assert calls == [(["total", "fails", "report"], ["total", "fails", "report"]),
-                     (["square"], []),
-                     (["load_data", "numbers", "square"], [])]
+                     (["load_data", "numbers", "square", "total", "fails", "report"],
+                      ["fails", "report"]),
+                     (["square"], [])]
 
 
 def test_the_default_runner_is_flow_run_with_force(demo_flow):

@@ -56,8 +56,9 @@ def test_details_error_skip_reason_result_and_output():
         error = Failed.from_exception("fails", exc)
     failed = TaskView("fails", "failed", error=error,
                       output=MappingProxyType({None: captured("hello\n", "careful\n")}))
-    assert nodes.details(failed) == {"err": error.traceback, "out": "hello\n",
-                                     "stderr": "careful\n"}
+    assert nodes.details(failed) == {"err": error.traceback,
+                                     "exc": "ValueError: total 14 is no good",
+                                     "out": "hello\n", "stderr": "careful\n"}
     assert "ValueError: total 14 is no good" in error.traceback
 
     skipped = TaskView("report", "skipped", skip_reason="upstream 'fails' failed")
@@ -77,6 +78,32 @@ def test_details_error_skip_reason_result_and_output():
     assert out["out"].count("squaring") == nodes.OUTPUT_BRANCHES
     assert out["out"].startswith("[square[0]]\nsquaring 0\n")
     assert "res" not in nodes.details(failed, result)  # no result to preview
+
+
+def test_the_exception_line_is_the_end_of_the_traceback_whole_and_last_of_a_chain():
+    def failure(raiser) -> str:
+        try:
+            raiser()
+        except Exception as exc:
+            return Failed.from_exception("t", exc).traceback
+        raise AssertionError("it did not raise")
+
+    def chained() -> None:
+        try:
+            {}["key"]
+        except KeyError as exc:
+            raise RuntimeError("could not load") from exc
+
+    def two_lines() -> None:
+        raise ValueError("first line\nsecond line")
+
+    assert nodes.exception_line(failure(chained)) == "RuntimeError: could not load"
+    assert nodes.exception_line(failure(two_lines)) == "ValueError: first line\nsecond line"
+    assert nodes.exception_line("ZeroDivisionError: division by zero\n") == \
+        "ZeroDivisionError: division by zero"
+    long = nodes.exception_line("Traceback (most recent call last):\n  x\nE: " + "y" * 900)
+    assert len(long) == nodes.EXCEPTION_CHARS + 1 and long.endswith("…")
+    assert nodes.exception_line("") == ""
 
 
 def test_previews_prefer_html_clip_long_text_and_survive_broken_reprs():
@@ -201,3 +228,48 @@ def test_the_front_end_gets_every_state_from_python():
 def test_every_task_state_has_a_style_and_a_legend_place(state):
     drawn = layout.DRAWN_AS.get(state, state)
     assert drawn in layout.STATES and drawn in layout.STYLES
+
+
+def test_buttons_show_only_when_they_apply():
+    # before any run: run what a task needs; nothing to cancel or re-run
+    assert nodes.available_actions("", 0, can_run=True) == ["needs"]
+    assert nodes.available_actions("", 0, can_run=False) == []
+    # while a run goes on: cancelling it or a task, and no second run
+    for status in ("pending", "running"):
+        assert nodes.available_actions(status, 0, can_run=True) == ["cancel", "cancel_task"]
+        assert nodes.available_actions(status, 2, can_run=False) == ["cancel", "cancel_task"]
+    # after it: re-running, and re-running the failed tasks when there are some
+    assert nodes.available_actions("succeeded", 0, can_run=True) == ["rerun", "needs"]
+    assert nodes.available_actions("failed", 1, can_run=True) == [
+        "rerun_failed", "rerun", "needs"]
+    assert nodes.available_actions("cancelled", 0, can_run=True) == ["rerun", "needs"]
+    assert nodes.available_actions("failed", 1, can_run=False) == []  # no runner, no runs
+    for status in ("", "running", "failed"):
+        assert set(nodes.available_actions(status, 1, True)) <= set(nodes.ACTIONS)
+
+
+def test_the_status_line_never_says_succeeded_beside_a_failed_node():
+    assert nodes.status_line("", 0) == "not run yet"
+    assert nodes.status_line("running", 0) == "run running"
+    assert nodes.status_line("running", 2) == "run running · 2 failed tasks"
+    assert nodes.status_line("succeeded", 0) == "run succeeded"
+    assert nodes.status_line("failed", 1, 1) == "run failed (1 failed task)"
+    assert nodes.status_line("cancelled", 1, 1) == "run cancelled (1 failed task)"
+    # a run whose status says succeeded while one of its tasks failed
+    assert nodes.status_line("succeeded", 1, 1) == "run failed (1 failed task)"
+    # the run succeeded; a node kept from an earlier run is failed
+    assert nodes.status_line("succeeded", 0, 1) == "run ended (1 failed task from an earlier run)"
+    for status in ("running", "succeeded", "failed", "cancelled"):
+        for failed, shown in ((1, 1), (0, 1), (1, 3)):
+            assert "succeeded" not in nodes.status_line(status, failed, shown)
+
+
+def test_the_table_knows_the_followed_run_s_failed_tasks():
+    table = nodes.NodeTable()
+    table.follow("run-1")
+    table.update(TaskView("a", "failed"), None)
+    table.update(TaskView("b", "succeeded"), None)
+    assert table.run_id == "run-1" and table.failed() == ["a"]
+    table.follow("run-2")  # a new run: "a" is still drawn failed, but not this run's
+    table.update(TaskView("b", "running"), None)
+    assert table.failed() == [] and table.counts() == {"running": 1, "failed": 1}
