@@ -78,9 +78,11 @@ class TaskView:
 
     @property
     def state_text(self) -> str:
-        """The state as a person should read it: ``cancelled (still running in a thread)``."""
+        """The state as a person should read it: ``cancelling (still running in a thread)``
+        for a cancelled task whose body has not returned yet."""
         if self.still_running:
-            return f"{self.state} (still running in a thread)"
+            state = "cancelling" if self.state == "cancelled" else self.state
+            return f"{state} (still running in a thread)"
         return self.state
 
     @property

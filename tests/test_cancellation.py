@@ -121,8 +121,8 @@ def test_a_thread_task_that_goes_on_after_a_cancel_says_so_until_it_ends():
     run.wait(30)
     view = run.task("stubborn")
     assert view.state == "cancelled" and view.still_running
-    assert view.state_text == "cancelled (still running in a thread)"
-    assert "cancelled (still running in a thread)" in str(run.summary())
+    assert view.state_text == "cancelling (still running in a thread)"
+    assert "cancelling (still running in a thread)" in str(run.summary())
     assert "still running in a thread" in repr(run)
     release.set()
     wait_until(lambda: not run.task("stubborn").still_running)
