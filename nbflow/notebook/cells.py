@@ -137,4 +137,4 @@ def relabel_traceback(text: str, shell: Any = None) -> str:
             source = linecache.getline(filename, lineno).strip()
             if source:
                 out.append(f"    {source}")
-    return "\n".join(out)
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")

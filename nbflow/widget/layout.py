@@ -173,6 +173,8 @@ def to_graphviz(
         graph_attr=graph_attributes(len(structure.names)),
         node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
                    "fontsize": "11", "height": "0.45", "margin": "0.12,0.04",
+                   # wide enough for the front end's status line ("succeeded 12.3s")
+                   "width": "1.15",
                    "fillcolor": STYLES[INITIAL]["fill"], "color": STYLES[INITIAL]["stroke"]},
         edge_attr={"color": "#7a7a7a", "arrowsize": "0.6"},
     )

@@ -36,6 +36,7 @@ import reprlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..notebook.cells import relabel_traceback
 from ..states import ACTIVE, FINAL, OK, run_status
 from .layout import DRAWN_AS, INITIAL, STATES
 
@@ -100,7 +101,8 @@ def details(view: TaskView, result: ResultPreview | None = None) -> dict[str, An
     """
     out: dict[str, Any] = {}
     if view.error is not None:
-        out["err"] = clip(view.error.traceback)
+        # frames of notebook helpers name their cell (<cell In[N]>), not ipykernel's file
+        out["err"] = clip(relabel_traceback(view.error.traceback))
         line = exception_line(view.error.traceback)
         if line:
             out["exc"] = line
