@@ -171,6 +171,16 @@ def summary_line(run: Run) -> str:
 # -- failures -------------------------------------------------------------------------------
 
 
+def interrupted() -> KeyboardInterrupt:
+    """The kernel interrupt re-raised after a blocking run was cancelled: IPython shows it
+    as one line (the run's state was printed just before), not nbflow's frames that
+    happened to be running when the interrupt arrived."""
+    error = KeyboardInterrupt("the nbflow run was cancelled")
+    error._render_traceback_ = _Lines(  # type: ignore[attr-defined]
+        ["KeyboardInterrupt: the nbflow run was cancelled"])
+    return error
+
+
 class _Lines(list):  # type: ignore[type-arg]
     """A picklable ``_render_traceback_``: IPython calls it for the error's traceback lines."""
 

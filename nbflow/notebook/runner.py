@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import NbflowError
 from ..events import TaskEvent
-from .display import OutputShower, failure, progress_text, summary_line
+from .display import OutputShower, failure, interrupted, progress_text, summary_line
 
 if TYPE_CHECKING:
     from ..executors.base import Executor
@@ -173,7 +173,7 @@ def follow(run: Run, flow: NotebookFlow,
             handle.update({"text/plain": progress_text(run)}, raw=True)
         progress = progress_text(run).removeprefix("nbflow: ")
         print(f"nbflow: run cancelled by a kernel interrupt; {progress}")
-        raise
+        raise interrupted() from None
     print(summary_line(run))
     if run.failures:
         raise failure(run, flow.tasks)
