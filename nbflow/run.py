@@ -277,9 +277,12 @@ class Run:
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
         for view in self._views():
-            counts[view.state_text] = counts.get(view.state, 0) + 1
+            counts[view.state_text] = counts.get(view.state_text, 0) + 1
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        return f"Run({self.flow!r}, {self.status}, {len(self.plan.tasks)} tasks: {parts})"
+        # the machine's status: final as soon as every task is (the last events may still
+        # be on their way to observers, which is what `status` waits for)
+        status = self._sm.status
+        return f"Run({self.flow!r}, {status}, {len(self.plan.tasks)} tasks: {parts})"
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

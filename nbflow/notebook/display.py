@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import capture
@@ -22,6 +25,8 @@ from ..errors import FlowFailed
 from ..states import ACTIVE, FINAL_ORDER
 from .cells import relabel_traceback
 from .compiler import cell_of
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..capture import Capture
@@ -116,6 +121,38 @@ class OutputShower:
 
 
 # -- progress and summary ----------------------------------------------------------------------
+
+
+def show_run(run: Run) -> None:
+    """Display ``run`` in the notebook as its repr, updated in place when the run ends.
+
+    IPython calls this for a :class:`~nbflow.Run` that a cell evaluates to
+    (``run``, or ``%nbflow run --background``), so the output does not say
+    "running" forever in the saved notebook.
+    """
+    from IPython.display import display
+
+    handle = display({"text/plain": repr(run)}, raw=True, display_id=True)  # type: ignore[no-untyped-call]
+    if handle is not None and not run.done:
+        update_when_done(run, lambda: handle.update({"text/plain": repr(run)}, raw=True))
+
+
+def update_when_done(run: Run, update: Callable[[], Any]) -> None:
+    """Call ``update`` once ``run`` has ended (and its last events were delivered), from a
+    thread of its own: the kernel's thread stays free."""
+
+    def wait_then_update() -> None:
+        try:
+            run.wait()
+        except Exception:  # the run's own error is shown where it was run
+            pass
+        try:
+            update()
+        except Exception:  # a display that cannot be updated keeps its first picture
+            logger.warning("nbflow: could not update the output of run %s", run.id,
+                           exc_info=True)
+
+    threading.Thread(target=wait_then_update, name="nbflow-display-update", daemon=True).start()
 
 
 def live_widget(flow: Any, run: Run | None, runner: Any = None) -> Any:

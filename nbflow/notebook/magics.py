@@ -21,7 +21,13 @@ from ..run import Run
 from . import report, runner
 from .cells import cell_label, current_count
 from .compiler import cell_task, parse_cell
-from .display import install_display_capture, live_widget, show_task_output
+from .display import (
+    install_display_capture,
+    live_widget,
+    show_run,
+    show_task_output,
+    update_when_done,
+)
 from .history import explain
 from .parser import EXECUTOR_CHOICES, build_parser, task_options
 from .report import graph_descendants
@@ -158,14 +164,18 @@ class NbflowMagics(Magics):
             if widget is not None:
                 from IPython.display import display
 
-                display(widget)  # type: ignore[no-untyped-call]
+                # the saved output (its static picture) is redrawn once the run ended
+                handle = display(widget, display_id=True)  # type: ignore[no-untyped-call]
+                if handle is not None:
+                    update_when_done(run, lambda: handle.update(widget))
             return run
         runner.follow(run, flow, make_widget)
         return None
 
     def _start_for_widget(self, targets: Sequence[str] | None, force: Sequence[str]) -> Run:
         """Runs started by the widget's node actions: in the background, binding results."""
-        return runner.start(self.flow, self.ip.user_ns, targets, force=force)
+        return runner.start(self.flow, self.ip.user_ns, targets, force=force,
+                            executor=self._cluster)  # where %nbflow run would run it
 
     def _cancel(self, args: argparse.Namespace) -> None:
         run = self.flow.last_run
@@ -291,6 +301,8 @@ def load(shell: Any) -> NbflowMagics:
     if flow.namespace is None or flow.namespace is not shell.user_ns:
         flow.namespace = shell.user_ns
     install_display_capture(shell)
+    # a Run a cell evaluates to is shown as its repr, updated when the run ends
+    shell.display_formatter.ipython_display_formatter.for_type(Run, show_run)
     magics = NbflowMagics(shell)
     shell.register_magics(magics)
     return magics

@@ -110,3 +110,27 @@ def test_usage_error_is_a_cell_error(k):
     cell = k("%nbflow run nosuchtask")
     assert "UsageError" in text(cell, "stderr")
     assert "'nosuchtask', which is not a task" in text(cell, "stderr")
+
+
+def test_a_background_runs_outputs_end_with_the_final_state(k, tmp_path):
+    """The saved outputs of `%nbflow run --background` do not say "running" forever."""
+    k("%%nbflow task slow\nimport time\ntime.sleep(0.3)\nslow = 1")
+    started = k("%nbflow run --background")
+    k("%nbflow wait")
+
+    def outputs_final() -> bool:
+        texts = [o.get("data", {}).get("text/plain", "") for o in started.outputs]
+        svgs = [o.get("data", {}).get("image/svg+xml", "") for o in started.outputs]
+        return (any("Run('notebook', succeeded" in t for t in texts)
+                and any("1 succeeded" in t and t.startswith("DagWidget") for t in texts)
+                and any("#b9e4d3" in s for s in svgs))  # the succeeded fill
+
+    for _ in range(200):  # each cell lets the kernel's updates of earlier outputs arrive
+        if outputs_final():
+            break
+        k("pass")
+    assert outputs_final(), started.outputs
+    # a run a cell evaluates to is shown the same way, updated in place
+    shown = k("import nbflow as nf\nnf.notebook_flow().last_run")
+    assert [o["data"]["text/plain"] for o in shown.outputs] == [
+        "Run('notebook', succeeded, 1 tasks: 1 succeeded)"]
