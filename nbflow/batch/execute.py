@@ -107,6 +107,8 @@ def run_notebook(
     checked (see :func:`nbflow.batch.params.resolve`). Never raises for what
     happens in the kernel: a raising cell, a failed task or a dead kernel is
     the returned status, and ``output`` holds every cell run up to that point.
+    Widget views that carry a static image are replaced by it in ``output``
+    (:func:`nbflow.batch.static.prefer_static_images`).
     """
     import papermill
     from nbclient.exceptions import DeadKernelError
@@ -140,6 +142,9 @@ def run_notebook(
             progress_bar=progress, cwd=str(notebook.parent), start_timeout=start_timeout,
             kernel_manager_class=kernel_manager_class(env),
         )
+    except KeyboardInterrupt:
+        _static_images(output)
+        raise
     except PapermillExecutionError as exc:
         status = "failed"
         evalue = (str(exc.evalue).strip().splitlines() or [""])[0]
@@ -150,6 +155,7 @@ def run_notebook(
     except Exception as exc:  # the kernel did not start, the output could not be written
         status = "error"
         error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    _static_images(output)
     duration = time.monotonic() - started
     try:
         events = read_events(log_path)
@@ -163,6 +169,18 @@ def run_notebook(
         error = "task(s) failed: " + ", ".join(failed)
     return JobResult(notebook=str(notebook), output=str(output), params=params, status=status,
                      duration=duration, tasks=tasks, exports=exports, error=error)
+
+
+def _static_images(output: Path) -> None:
+    """Replace the widget views of the output notebook by the DAG images they carry, so a
+    reader with no kernel (nbconvert offline, GitHub, untrusted JupyterLab) shows the DAG
+    (see :mod:`nbflow.batch.static`). Best effort: a notebook that cannot be read or
+    written is left as papermill saved it."""
+    from .static import rewrite_output
+
+    if output.exists():
+        with contextlib.suppress(Exception):
+            rewrite_output(output)
 
 
 def _mark_dead_kernel(output: Path) -> str:
