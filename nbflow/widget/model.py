@@ -375,6 +375,25 @@ class DagWidget(anywidget.AnyWidget):
         self._last_snapshot = self._throttle.clock()
         self.snapshot_json = self._table.to_json(self._seq, time.time())
 
+    def get_state(self, key: Any = None, drop_defaults: bool = False) -> dict[str, Any]:
+        """The state synced to the front end; in full (a view attached after a page
+        reload, a second client), with a snapshot of every node as it is *now*.
+
+        ``snapshot_json`` holds the last snapshot sent (at most every
+        :attr:`snapshot_every` seconds, and none while nothing changes), and ``delta``
+        only the last change: a view that started from them would show the nodes as
+        they were then. A full state (the front end's ``request_state(s)``, or the
+        comm's opening) carries a fresh snapshot instead, with a new ``seq`` so the
+        deltas after it still apply and the ones before it are ignored.
+        """
+        state: dict[str, Any] = super().get_state(key, drop_defaults=drop_defaults)
+        table = getattr(self, "_table", None)  # None while the comm opens in __init__
+        if key is None and table is not None and "snapshot_json" in state:
+            with self._lock:
+                self._seq += 1
+                state["snapshot_json"] = table.to_json(self._seq, time.time())
+        return state
+
     @property
     def snapshot(self) -> dict[str, Any]:
         """The last snapshot sent: {"seq", "time", "nodes": {name: info}}."""
@@ -550,10 +569,10 @@ class DagWidget(anywidget.AnyWidget):
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The widget view, plus the DAG as SVG and as PNG (untrusted notebooks show no
         SVG; nbconvert's HTML and GitHub show either), in the same (final) states."""
+        nodes = self._static_nodes()  # first: it applies a run's final states (and the text)
         data = super()._repr_mimebundle_(**kwargs)
         bundle = data[0] if isinstance(data, tuple) else data
         assert isinstance(bundle, dict)
-        nodes = self._static_nodes()
         png = self._png_future(nodes)  # drawn while the SVG's layout is awaited
         started = time.monotonic()
         bundle["image/svg+xml"] = self._static_svg(nodes, self.static_wait)

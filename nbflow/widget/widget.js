@@ -40,7 +40,6 @@ function render({ model, el }) {
   const view = {
     nodes: {},        // name -> info {s, a, t0, t1, w, d, n, c, err, res, out, stderr}
     seq: -1,
-    offset: 0,        // browser clock - kernel clock (s)
     byName: new Map(),// name -> {g, shape, status, bar, barBox}
     edges: [],        // [{g, u, v}]
     selected: null,
@@ -197,7 +196,9 @@ function render({ model, el }) {
     const s = info.s || rules().initial;
     const line = lineOf(s);
     if (info.n != null) return `${s} ${info.d || 0}/${info.n}`;
-    if (line === "elapsed" && info.t0) return `${s} ${fmtSeconds(Date.now() / 1000 - view.offset - info.t0)}`;
+    // from the task's own start (the kernel's wall clock) to the browser's wall clock
+    // now: right after a page reload too, whenever the view first heard of the task
+    if (line === "elapsed" && info.t0) return `${s} ${fmtSeconds(Math.max(0, Date.now() / 1000 - info.t0))}`;
     if (line === "attempt") return `${s} (attempt ${info.a || 1})`;
     if (line === "duration" && info.t0 && info.t1) return `${s} ${fmtSeconds(info.t1 - info.t0)}`;
     return drawnAs(s);
@@ -210,6 +211,7 @@ function render({ model, el }) {
     const state = drawnAs(info.s);
     const st = styleOf(state);
     entry.g.dataset.state = state;
+    if (info.t0) entry.g.dataset.t0 = String(info.t0); else delete entry.g.dataset.t0;
     for (const s of model.get("legend")) entry.g.classList.toggle(`nbf-${s}`, s === state);
     if (entry.shape) {
       entry.shape.setAttribute("fill", st.fill);
@@ -260,7 +262,6 @@ function render({ model, el }) {
     const snap = JSON.parse(model.get("snapshot_json") || "{}");
     if (snap.seq == null || snap.seq <= view.seq) return;
     view.seq = snap.seq;
-    if (snap.time) view.offset = Date.now() / 1000 - snap.time;
     view.nodes = {};
     apply(snap.nodes || {});
     for (const name of view.byName.keys()) if (!(name in (snap.nodes || {}))) paint(name);
@@ -270,7 +271,6 @@ function render({ model, el }) {
     const d = model.get("delta") || {};
     if (d.seq == null || d.seq <= view.seq) return;
     view.seq = d.seq;
-    if (d.time) view.offset = Date.now() / 1000 - d.time;
     apply(d.nodes || {});
   }
 

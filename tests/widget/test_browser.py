@@ -63,7 +63,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     app = request.param
     root = tmp_path / "root"
     root.mkdir()
-    shutil.copy(HERE / "notebooks" / "dag.ipynb", root / "dag.ipynb")
+    for notebook in (HERE / "notebooks").glob("*.ipynb"):  # dag.ipynb, reload.ipynb
+        shutil.copy(notebook, root / notebook.name)
     # The test's own settings dir: overrides.json removes the "news" toast from screenshots.
     settings = tmp_path / "settings"
     settings.mkdir()
