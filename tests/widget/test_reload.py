@@ -189,3 +189,40 @@ def test_full_state_carries_a_fresh_snapshot() -> None:
     finally:
         gate.set()
         run.wait()
+
+
+@pytest.mark.parametrize("server", ["lab"], indirect=True)
+def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F811
+    """A reload while a blocking ``%nbflow run`` goes on: what JupyterLab shows.
+
+    JupyterLab asks the kernel for its widgets on the shell channel, which the
+    running cell holds: "Loading widget..." until the cell ends, then the final states;
+    the cell's later outputs (summary, error) do not reach the reloaded page.
+    """
+    url = server.replace("dag.ipynb", "blocking.ipynb")
+    context = browser.contexts[0] if browser.contexts else browser.new_context()
+    page = context.new_page()
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(url)
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    page.locator(".nbf-root g.node[data-name='slowly'][data-state='running']").wait_for(
+        timeout=60_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.reload()
+    page.locator(".jp-OutputArea-output", has_text="Loading widget").first.wait_for(
+        timeout=60_000)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENS / "blocking-reload-loading.png"))
+    assert page.locator(".nbf-root").count() == 0
+    # once the cell ended, the widget shows the run's final states...
+    root = page.locator(".nbf-root")
+    root.locator("g.node[data-name='slowly'][data-state='failed']").wait_for(timeout=60_000)
+    assert root.locator("g.node[data-name='fast']").get_attribute("data-state") == "succeeded"
+    assert "run failed (1 failed task)" in root.locator(".nbf-status").inner_text()
+    page.screenshot(path=str(SCREENS / "blocking-reload-after-run.png"))
+    # ... but what the cell printed after the reload (its summary, the error) is not there:
+    # the reloaded page does not know the request those outputs answer
+    outputs = "\n".join(page.locator(".jp-OutputArea").all_inner_texts())
+    assert "slowly: gave up" not in outputs and "ValueError" not in outputs, outputs
