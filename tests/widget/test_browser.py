@@ -60,7 +60,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A Jupyter server (``lab`` or ``notebook``) on 127.0.0.1; yields the notebook URL."""
-    app = request.param
+    app = request.param  # "lab", "notebook", or "lab-save-state" (widget state saved)
+    save_state = app.endswith("-save-state")
+    app = app.removesuffix("-save-state")
     root = tmp_path / "root"
     root.mkdir()
     for notebook in (HERE / "notebooks").glob("*.ipynb"):  # dag.ipynb, reload.ipynb
@@ -70,7 +72,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     settings.mkdir()
     (settings / "overrides.json").write_text(json.dumps({
         "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
-                                                         "checkForUpdates": False}}))
+                                                         "checkForUpdates": False},
+        "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": save_state}}))
     env = dict(os.environ)
     env.pop("PYTEST_CURRENT_TEST", None)
     env.update(JUPYTER_CONFIG_DIR=str(tmp_path / "config"),

@@ -226,3 +226,25 @@ def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F8
     # the reloaded page does not know the request those outputs answer
     outputs = "\n".join(page.locator(".jp-OutputArea").all_inner_texts())
     assert "slowly: gave up" not in outputs and "ValueError" not in outputs, outputs
+
+
+@pytest.mark.parametrize("server", ["lab-save-state"], indirect=True)
+def test_after_kernel_restart_with_saved_widget_state(server: str, browser) -> None:  # noqa: F811
+    """With the widget extension's "saveState" setting, the notebook stores the widget
+    state: after a kernel restart and a reload the widget is drawn from it (no "model
+    not found"), in the states the page last had."""
+    url = server.replace("dag.ipynb", "reload.ipynb")
+    context = browser.contexts[0] if browser.contexts else browser.new_context()
+    page = context.new_page()
+    open_and_run(page, url)
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
+                  ".kernel.restart()")
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    reload_page(page)
+    page.locator(".nbf-root svg g.node").first.wait_for(timeout=60_000)
+    assert page.locator(".nbf-root").count() == 3
+    assert "Error displaying widget" not in page.locator("body").inner_text()
+    # (what it shows is the state the page held when it saved, not the picture: see
+    # docs/widget.md, "After a page reload or a kernel restart")
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENS / "kernel-restart-saved-state.png"))
