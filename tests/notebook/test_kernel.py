@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import errors, text
@@ -113,24 +115,38 @@ def test_usage_error_is_a_cell_error(k):
 
 
 def test_a_background_runs_outputs_end_with_the_final_state(k, tmp_path):
-    """The saved outputs of `%nbflow run --background` do not say "running" forever."""
+    """The saved outputs of `%nbflow run --background` do not say "running" forever: once
+    the run ended, the kernel publishes an update of each by its display id (the front end
+    applies it to the cell that showed it; nbclient keeps only messages of the cell it is
+    running, so the test records what the kernel publishes)."""
+    k("import json\n_updates = []\n_pub = get_ipython().display_pub\n_publish = _pub.publish\n"
+      "def _record(data, *args, **kwargs):\n"
+      "    if kwargs.get('update'):\n"
+      "        _updates.append({'text': data.get('text/plain', ''),\n"
+      "                         'succeeded_fill': '#b9e4d3' in data.get('image/svg+xml', ''),\n"
+      "                         'png': 'image/png' in data})\n"
+      "    return _publish(data, *args, **kwargs)\n"
+      "_pub.publish = _record")
     k("%%nbflow task slow\nimport time\ntime.sleep(0.3)\nslow = 1")
     started = k("%nbflow run --background")
+    assert any(o.get("data", {}).get("text/plain", "").startswith("DagWidget(")
+               for o in started.outputs)  # shown at once, while the run goes on
     k("%nbflow wait")
-
-    def outputs_final() -> bool:
-        texts = [o.get("data", {}).get("text/plain", "") for o in started.outputs]
-        svgs = [o.get("data", {}).get("image/svg+xml", "") for o in started.outputs]
-        return (any("Run('notebook', succeeded" in t for t in texts)
-                and any("1 succeeded" in t and t.startswith("DagWidget") for t in texts)
-                and any("#b9e4d3" in s for s in svgs))  # the succeeded fill
-
-    for _ in range(200):  # each cell lets the kernel's updates of earlier outputs arrive
-        if outputs_final():
-            break
-        k("pass")
-    assert outputs_final(), started.outputs
-    # a run a cell evaluates to is shown the same way, updated in place
+    # the redraw runs on a thread of its own: wait for it, then read what it published
+    updates = k("import threading\nfor t in threading.enumerate():\n"
+                "    if t.name == 'nbflow-display-update':\n        t.join(60)\n"
+                "print(json.dumps(_updates))")
+    published = json.loads(text(updates))
+    # the Run's output: as first shown (drawing the widget may take longer than the run),
+    # then updated if it was still running
+    runs = [o["data"]["text/plain"] for o in started.outputs
+            if o.get("data", {}).get("text/plain", "").startswith("Run(")]
+    runs += [u["text"] for u in published if u["text"].startswith("Run(")]
+    assert runs[-1] == "Run('notebook', succeeded, 1 tasks: 1 succeeded)"
+    [widget] = [u for u in published if u["text"].startswith("DagWidget")]
+    assert widget == {"text": "DagWidget(1 tasks: 1 succeeded)", "succeeded_fill": True,
+                      "png": True}
+    # a run a cell evaluates to is shown the same way
     shown = k("import nbflow as nf\nnf.notebook_flow().last_run")
     assert [o["data"]["text/plain"] for o in shown.outputs] == [
         "Run('notebook', succeeded, 1 tasks: 1 succeeded)"]
