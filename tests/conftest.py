@@ -60,17 +60,26 @@ def executor(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Return as soon as ``predicate()`` is true (polled); fail after ``timeout`` seconds.
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "",
+               interval: float = 0.005) -> Any:
+    """Return ``predicate()``'s value as soon as it is true; fail after ``timeout`` seconds.
 
-    For conditions nothing signals (state read from a run, a file another process
-    writes); when the code under test can set a ``threading.Event``, wait on that.
+    The one poller of the tests, for conditions nothing signals (state read from a
+    run, a file or a port another process makes; an ``OSError`` counts as not yet).
+    When the code under test can set a ``threading.Event``, wait on that instead.
     """
     deadline = time.monotonic() + timeout
-    while not predicate():
+    again = threading.Event()  # never set: its timed wait is the poll's period
+    while True:
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout}s: {predicate!r}")
-        time.sleep(0.005)  # the poll's period, not a guess at how long anything takes
+            raise AssertionError(f"still not true after {timeout}s: {what or predicate!r}")
+        again.wait(interval)
 
 
 def wait_ended(pids: list[int], timeout: float = 10.0) -> list[int]:

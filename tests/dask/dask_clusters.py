@@ -22,11 +22,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import conftest
 import psutil
 import pytest
 
@@ -37,23 +37,10 @@ T = TypeVar("T")
 
 def wait_until(condition: Callable[[], T], timeout: float, what: str,
                interval: float = 0.02) -> T:
-    """Poll ``condition`` until it returns something true, and return that.
-
-    An ``OSError`` counts as "not yet" (a server that is not listening yet). Fails the
-    test with ``what`` after ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except OSError:
-            pass
-        else:
-            if value:
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+    """Poll ``condition`` until it returns something true, and return that (the tests'
+    one poller, in tests/conftest.py, with the dask tests' argument order)."""
+    value: T = conftest.wait_until(condition, timeout, what, interval)
+    return value
 
 
 def free_port() -> int:

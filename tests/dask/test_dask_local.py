@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -30,11 +29,7 @@ LOCK = threading.Lock()
 
 def _wait_for_file(path: str, timeout: float = 30) -> None:
     """In a task: block until ``path`` exists (the test's go-ahead), at most ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} was never created")
-        time.sleep(0.01)
+    wait_until(lambda: os.path.exists(path), timeout, f"{path} to be created")
 
 
 class RecordingDaskExecutor(nf.DaskExecutor):

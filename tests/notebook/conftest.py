@@ -6,23 +6,16 @@ import asyncio
 import contextlib
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until  # the tests' one poller (tests/conftest.py)
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Return as soon as ``predicate()`` is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout}s: {predicate!r}")
-        time.sleep(0.01)
+__all__ = ["wait_until"]
 
 
 class Shell:
