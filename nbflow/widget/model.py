@@ -26,8 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,17 +34,16 @@ import anywidget
 import traitlets
 
 from ..events import Event, RunEvent, TaskEvent
-from ..graph import descendants
 from ..states import FINAL
-from .layout import STATES, STYLES, Structure, colour_svg, placeholder_svg, state_rules, \
-    static_graph, structure_of, to_graphviz
+from .actions import Runner, default_runner, rerun_failed, rerun_task
+from .layout import STATES, STYLES, Structure, state_rules, structure_of, to_graphviz
 from .nodes import PREVIEW_CHARS, NodeTable, available_actions, moving, preview, \
     result_preview, shown_status, status_line as line_of_run
 from .service import LayoutService, get_service
+from .static import picture_svg, pictures, png_of, start_png
 from .throttle import Throttle
 
 if TYPE_CHECKING:
-    from ..events import Observer
     from ..flow import Flow
     from ..run import Run
     from ..views import TaskView
@@ -55,25 +53,6 @@ __all__ = ("PREVIEW_CHARS", "DagWidget", "Runner", "default_runner", "preview")
 logger = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
-
-#: ``runner(targets, force)`` starts a background run of the flow and returns it
-Runner = Callable[[Sequence[str] | None, Sequence[str]], "Run"]
-
-
-def default_runner(flow: Flow, observers: Iterable[Observer] = ()) -> Runner:
-    """The runner of a widget given no other: ``flow.run(targets, force=force, background=True)``.
-
-    The widget's actions then start runs the way any other code does (planning,
-    executor setting, event log), and the forced tasks replace their cached results.
-    ``observers`` observe each run from its start (the widget passes itself).
-    """
-    watching = list(observers)
-
-    def run(targets: Sequence[str] | None, force: Sequence[str]) -> Run:
-        return flow.run(targets, force=force, background=True, observers=watching)
-
-    return run
-
 
 class DagWidget(anywidget.AnyWidget):
     """The live DAG of a flow (``flow.widget()``) or of one run (``run.widget()``).
@@ -433,7 +412,7 @@ class DagWidget(anywidget.AnyWidget):
                 run.cancel(task)
             return None
         if action == "rerun" and task is not None:
-            targets = [task, *sorted(self._descendants(task))]
+            targets = rerun_task(self._structure, task)
             return self._start(targets, targets)
         if action == "needs" and task is not None:
             return self._start([task], ())
@@ -442,21 +421,11 @@ class DagWidget(anywidget.AnyWidget):
         raise ValueError(f"unknown widget action {action!r} (task {task!r})")
 
     def _rerun_failed(self) -> Run:
-        """The followed run's tasks again: the failed ones and their descendants forced."""
         run = self._followed()
         if run is None:
             raise ValueError("there is no run whose failed tasks could be re-run")
-        views = run.tasks
-        failed = [name for name, view in views.items() if view.state == "failed"]
-        if not failed:
-            raise ValueError(f"run {run.id} has no failed task to re-run")
-        again = set(failed)
-        for name in failed:
-            again |= self._descendants(name)
-        # Only the run's own tasks: the rest of it comes from the cache (its targets
-        # again), and descendants it did not plan stay out.
-        force = [name for name in views if name in again]
-        return self._start(list(views), force)
+        targets, force = rerun_failed(run, run.tasks, self._structure)
+        return self._start(targets, force)
 
     def _start(self, targets: Sequence[str] | None, force: Sequence[str]) -> Run:
         if self._runner is None:
@@ -499,12 +468,6 @@ class DagWidget(anywidget.AnyWidget):
             self.status_line = line_of_run(status, failed, shown)
             self.available = available_actions(status, failed, self._runner is not None)
 
-    def _descendants(self, name: str) -> set[str]:
-        structure = self._structure
-        if structure is None or name not in structure.names:
-            return set()
-        return descendants(structure.parents(), [name]) - {name}
-
     # -- display ------------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -518,7 +481,11 @@ class DagWidget(anywidget.AnyWidget):
         Waits up to ``timeout`` seconds for a layout still being computed; without one,
         a small placeholder SVG says so. A run that ended is shown in its final states.
         """
-        return self._static_svg(self._static_nodes(), timeout)
+        nodes = self._static_nodes()
+        if timeout:
+            self.wait_layout(timeout)
+        assert self._structure is not None
+        return picture_svg(self._service, self._structure, self._layout_key, nodes)
 
     def static_png(self, timeout: float | None = 30) -> str | None:
         """The current state as a PNG, base64-encoded as Jupyter stores images.
@@ -526,8 +493,18 @@ class DagWidget(anywidget.AnyWidget):
         The same picture as :meth:`static_svg`, drawn by the layout process (a layout
         of its own). None if it fails or takes longer than ``timeout`` seconds.
         """
-        future = self._png_future(self._static_nodes())
-        return None if future is None else self._png_result(future, timeout)
+        nodes = self._static_nodes()
+        if self._structure is None:
+            return None
+        return png_of(start_png(self._service, self._structure, nodes), timeout)
+
+    def static_pictures(self, wait: float | None = None) -> dict[str, str]:
+        """The DAG's pictures as a MIME bundle (SVG, and PNG when drawn in time), in
+        the current (for an ended run, final) states; see :mod:`nbflow.widget.static`."""
+        nodes = self._static_nodes()  # first: it applies a run's final states
+        assert self._structure is not None
+        return pictures(self._service, self._structure, self._layout_key, nodes,
+                        self.wait_layout, self.static_wait if wait is None else wait)
 
     def _static_nodes(self) -> dict[str, dict[str, Any]]:
         """Every node's info, final once the followed run ended.
@@ -542,45 +519,14 @@ class DagWidget(anywidget.AnyWidget):
         with self._lock:
             return dict(self._table.nodes)
 
-    def _static_svg(self, nodes: dict[str, dict[str, Any]], timeout: float | None) -> str:
-        structure = self._structure
-        assert structure is not None
-        if timeout:
-            self.wait_layout(timeout)
-        svg = self._service.cached(self._layout_key)
-        if svg is None:
-            return placeholder_svg(structure)
-        return colour_svg(svg, nodes)
-
-    def _png_future(self, nodes: dict[str, dict[str, Any]]) -> Future[str] | None:
-        structure = self._structure
-        if structure is None:
-            return None
-        return self._service.render(lambda: static_graph(structure, nodes).source, "png")
-
-    def _png_result(self, future: Future[str], timeout: float | None) -> str | None:
-        try:
-            return future.result(timeout)
-        except Exception as exc:  # the SVG is still there: no PNG is not an error
-            future.cancel()
-            logger.info("nbflow widget: no static PNG of the DAG: %s", exc or type(exc))
-            return None
-
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The widget view, plus the DAG as SVG and as PNG (untrusted notebooks show no
         SVG; nbconvert's HTML and GitHub show either), in the same (final) states."""
-        nodes = self._static_nodes()  # first: it applies a run's final states (and the text)
+        images = self.static_pictures()
         data = super()._repr_mimebundle_(**kwargs)
         bundle = data[0] if isinstance(data, tuple) else data
         assert isinstance(bundle, dict)
-        png = self._png_future(nodes)  # drawn while the SVG's layout is awaited
-        started = time.monotonic()
-        bundle["image/svg+xml"] = self._static_svg(nodes, self.static_wait)
-        if png is not None:
-            left = max(0.0, self.static_wait - (time.monotonic() - started))
-            image = self._png_result(png, left)
-            if image is not None:
-                bundle["image/png"] = image
+        bundle.update(images)
         return data
 
     def __repr__(self) -> str:
