@@ -9,7 +9,7 @@ traceback). Every subcommand has ``--help``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -18,7 +18,7 @@ from IPython.utils.process import arg_split  # type: ignore[attr-defined]
 
 from ..errors import DeclarationError, ExecutorError, MissingParameterError, ValidationError, suggest
 from ..run import Run
-from . import report, runner
+from . import awaiting, report, runner
 from .cells import cell_label, current_count
 from .compiler import cell_task, parse_cell
 from .display import (
@@ -57,6 +57,9 @@ class NbflowMagics(Magics):
         self._flow = flow
         #: the executor %nbflow cluster chose for later runs (None: the default)
         self._cluster: Any = None
+        #: set by awaitable(): a blocking run is handed back to be awaited, not followed
+        self._awaiting = False
+        self._to_await: Callable[[], Awaitable[None]] | None = None
 
     @property
     def ip(self) -> Any:
@@ -74,6 +77,9 @@ class NbflowMagics(Magics):
     @line_cell_magic
     def nbflow(self, line: str, cell: str | None = None) -> Any:
         """Declare and run nbflow tasks; ``%nbflow --help`` lists the subcommands."""
+        return self._dispatch(line, cell)
+
+    def _dispatch(self, line: str, cell: str | None) -> Any:
         try:
             argv = arg_split(line)
         except ValueError as exc:  # unbalanced quotes
@@ -95,6 +101,27 @@ class NbflowMagics(Magics):
             "cluster": self._cluster_command, "cancel": self._cancel, "wait": self._wait,
         }
         return commands[args.command](args)
+
+    async def awaitable(self, line: str) -> Any:
+        """``%nbflow line``, with a blocking run followed on the kernel's event loop
+        (:func:`.runner.follow_async`); what top-level ``%nbflow run`` lines become
+        in a kernel (see :mod:`.awaiting`)."""
+        self._awaiting, self._to_await = True, None
+        try:
+            result = self._dispatch(line, None)
+        finally:
+            follow, self._awaiting, self._to_await = self._to_await, False, None
+        if follow is not None:
+            await follow()
+        return result
+
+    def _follow(self, run: Run, make_widget: Callable[[], Any] | None = None) -> None:
+        """Follow ``run`` under the cell until it ends (awaited in :meth:`awaitable`)."""
+        flow = self.flow
+        if self._awaiting:
+            self._to_await = lambda: runner.follow_async(run, flow, make_widget)
+        else:
+            runner.follow(run, flow, make_widget)
 
     # -- task ------------------------------------------------------------------------------
 
@@ -169,7 +196,7 @@ class NbflowMagics(Magics):
                 if handle is not None:
                     update_when_done(run, lambda: handle.update(widget))
             return run
-        runner.follow(run, flow, make_widget)
+        self._follow(run, make_widget)
         return None
 
     def _start_for_widget(self, targets: Sequence[str] | None, force: Sequence[str]) -> Run:
@@ -197,7 +224,7 @@ class NbflowMagics(Magics):
         if run is None:
             raise UsageError("%nbflow wait: nothing has run yet; start a run with "
                              "%nbflow run --background")
-        runner.follow(run, self.flow)
+        self._follow(run)
 
     # -- inspection ----------------------------------------------------------------------------
 
@@ -301,6 +328,7 @@ def load(shell: Any) -> NbflowMagics:
     if flow.namespace is None or flow.namespace is not shell.user_ns:
         flow.namespace = shell.user_ns
     install_display_capture(shell)
+    awaiting.install(shell)
     # a Run a cell evaluates to is shown as its repr, updated when the run ends
     shell.display_formatter.ipython_display_formatter.for_type(Run, show_run)
     magics = NbflowMagics(shell)

@@ -10,6 +10,7 @@ with the summary line or the run's failure.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -111,69 +112,163 @@ def start(
     return run
 
 
+class Follower:
+    """What a blocking run shows under its cell, step by step; :func:`follow` and
+    :func:`follow_async` only differ in how they wait between the steps.
+
+    First the live widget (else, after :data:`PROGRESS_AFTER` seconds, a progress
+    line); each task's output as the task ends; at the end the final picture, the
+    summary line, and the run's :class:`~nbflow.FlowFailed` if a task failed.
+    """
+
+    def __init__(self, run: Run, flow: NotebookFlow,
+                 make_widget: Callable[[], Any] | None) -> None:
+        self.run = run
+        self.flow = flow
+        self.make_widget = make_widget
+        self.shower = OutputShower(run)
+        self.widget: Any = None
+        self.handle: Any = None  # an IPython DisplayHandle, once shown
+        self.shown_text = ""
+        self.started = time.monotonic()
+
+    def build_widget(self) -> Any:
+        """The live widget (None without one); its first import can take a second."""
+        self.widget = self.make_widget() if self.make_widget is not None else None
+        return self.widget
+
+    def show_widget(self, bundle: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        """Display the widget's formatted ``(data, metadata)`` under the cell."""
+        from IPython.display import DisplayHandle
+
+        self.handle = DisplayHandle()  # type: ignore[no-untyped-call]
+        self.handle.display(bundle[0], metadata=bundle[1], raw=True)
+
+    def step(self, finished: bool) -> None:
+        """Show what changed since the last step: task outputs, the progress line."""
+        from IPython.display import DisplayHandle
+
+        self.shower.poll()
+        if self.widget is not None:
+            return  # it updates itself; its final picture comes with end()
+        text = progress_text(self.run)
+        if text == self.shown_text:
+            return
+        if finished:
+            if self.handle is not None:
+                self.handle.update({"text/plain": text}, raw=True)
+                self.shown_text = text
+        elif time.monotonic() - self.started >= PROGRESS_AFTER:
+            if self.handle is None:
+                self.handle = DisplayHandle()  # type: ignore[no-untyped-call]
+                self.handle.display({"text/plain": text}, raw=True)
+            else:
+                self.handle.update({"text/plain": text}, raw=True)
+            self.shown_text = text
+
+    def show_final(self, bundle: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
+        """Replace the cell's widget output by ``bundle``: its final picture is what the
+        saved notebook keeps."""
+        self.shower.poll()
+        if self.handle is not None and bundle is not None:
+            self.handle.update(bundle[0], metadata=bundle[1], raw=True)
+
+    def end(self) -> None:
+        """The summary line, then the run's failure if a task failed."""
+        __tracebackhide__ = True
+        print(summary_line(self.run))
+        if self.run.failures:
+            raise failure(self.run, self.flow.tasks)
+
+    def cancelled(self) -> KeyboardInterrupt:
+        """After a kernel interrupt cancelled the run: one line of how it stands, and
+        the one-line interrupt to raise."""
+        progress = progress_text(self.run).removeprefix("nbflow: ")
+        print(f"nbflow: run cancelled by a kernel interrupt; {progress}")
+        return interrupted()
+
+
+def formatted(widget: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The widget's ``(data, metadata)`` as IPython would display it (widget view and
+    pictures); computing the pictures can wait for the layout process."""
+    from IPython.core.getipython import get_ipython
+
+    shell: Any = get_ipython()
+    data, metadata = shell.display_formatter.format(widget)
+    return dict(data), dict(metadata)
+
+
 def follow(run: Run, flow: NotebookFlow,
            make_widget: Callable[[], Any] | None = None) -> None:
-    """Block until ``run`` ends, as a blocking ``%nbflow run`` does.
+    """Block until ``run`` ends, as a blocking ``%nbflow run`` does (see :class:`Follower`).
 
-    Shows the live widget ``make_widget()`` builds (else, after
-    :data:`PROGRESS_AFTER` seconds, a progress line) and each task's output
-    under the current cell as tasks end; then prints the summary line. A
-    kernel interrupt cancels the run and is re-raised, also one that comes
-    while the widget is being built (its first import can take a second);
-    a failed task raises the run's :class:`~nbflow.FlowFailed`, rendered
-    with the task cells' lines.
+    A kernel interrupt cancels the run and is re-raised, also one that comes while
+    the widget is being built; a failed task raises the run's
+    :class:`~nbflow.FlowFailed`, rendered with the task cells' lines.
     """
-    from IPython.display import DisplayHandle
-
     __tracebackhide__ = True
-    shower = OutputShower(run)
-    handle: Any = None  # an IPython DisplayHandle, once shown
-    widget: Any = None
-    shown_text = ""
-    started = time.monotonic()
+    follower = Follower(run, flow, make_widget)
     try:
-        widget = make_widget() if make_widget is not None else None
-        if widget is not None:
-            handle = DisplayHandle()  # type: ignore[no-untyped-call]
-            handle.display(widget)
-        while True:
+        if follower.build_widget() is not None:
+            follower.show_widget(formatted(follower.widget))
+        finished = False
+        while not finished:
             try:
                 run.wait(timeout=0.2)
                 finished = True
             except TimeoutError:
-                finished = False
-            shower.poll()
-            if widget is not None:
-                if finished:  # store the final DAG (its static SVG) as the cell's output
-                    handle.update(widget)
-                    break
-                continue
-            text = progress_text(run)
-            if finished:
-                if handle is not None and text != shown_text:
-                    handle.update({"text/plain": text}, raw=True)
-                break
-            if time.monotonic() - started >= PROGRESS_AFTER and text != shown_text:
-                if handle is None:
-                    handle = DisplayHandle()  # type: ignore[no-untyped-call]
-                    handle.display({"text/plain": text}, raw=True)
-                else:
-                    handle.update({"text/plain": text}, raw=True)
-                shown_text = text
+                pass
+            follower.step(finished)
+        # store the final DAG (its static pictures) as the cell's output
+        follower.show_final(formatted(follower.widget) if follower.widget is not None else None)
     except KeyboardInterrupt:
         run.cancel()
         try:
             run.wait(timeout=10)
         except (TimeoutError, KeyboardInterrupt):
             pass
-        shower.poll()
-        if widget is not None and handle is not None:
-            handle.update(widget)
-        elif handle is not None:
-            handle.update({"text/plain": progress_text(run)}, raw=True)
-        progress = progress_text(run).removeprefix("nbflow: ")
-        print(f"nbflow: run cancelled by a kernel interrupt; {progress}")
-        raise interrupted() from None
-    print(summary_line(run))
-    if run.failures:
-        raise failure(run, flow.tasks)
+        follower.step(True)
+        follower.show_final(formatted(follower.widget) if follower.widget is not None else None)
+        raise follower.cancelled() from None
+    follower.end()
+
+
+async def follow_async(run: Run, flow: NotebookFlow,
+                       make_widget: Callable[[], Any] | None = None) -> None:
+    """:func:`follow` for an awaited ``%nbflow run`` (see :mod:`.awaiting`).
+
+    The cell waits on the kernel's event loop, so the kernel goes on answering the
+    front end while the run goes on: the widget's buttons work, and a reloaded page
+    gets its widgets. Work that may wait (building the widget, drawing its
+    pictures) runs on a helper thread. An interrupt (which ipykernel turns into the
+    cancellation of an awaiting cell) cancels the run, as in :func:`follow`.
+    """
+    __tracebackhide__ = True
+    loop = asyncio.get_running_loop()
+    follower = Follower(run, flow, make_widget)
+    ended = asyncio.ensure_future(run.wait_async())
+
+    async def final_bundle() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        if follower.widget is None:
+            return None
+        return await loop.run_in_executor(None, formatted, follower.widget)
+
+    try:
+        if await loop.run_in_executor(None, follower.build_widget) is not None:
+            follower.show_widget(await loop.run_in_executor(None, formatted, follower.widget))
+        finished = False
+        while not finished:
+            done, _ = await asyncio.wait([ended], timeout=0.2)
+            finished = bool(done)
+            follower.step(finished)
+        follower.show_final(await final_bundle())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        run.cancel()
+        await asyncio.wait([ended], timeout=10)
+        follower.step(True)
+        follower.show_final(await final_bundle())
+        raise follower.cancelled() from None
+    finally:
+        if ended.done() and not ended.cancelled():
+            ended.exception()  # retrieved: the run's errors are shown by end()
+    follower.end()

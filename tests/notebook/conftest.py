@@ -104,6 +104,20 @@ class Kernel:
         thread.start()
         return thread
 
+    def send_when(self, predicate: Callable[[], Any], msg_type: str, content: dict[str, Any],
+                  timeout: float = 30.0) -> threading.Thread:
+        """Send a shell message (as a front end does) from another thread, once
+        ``predicate()`` is true: while a cell is running, for instance."""
+        kc = self.client.kc
+
+        def send() -> None:
+            wait_until(predicate, timeout)
+            kc.shell_channel.send(kc.session.msg(msg_type, content))
+
+        thread = threading.Thread(target=send, name="send-to-kernel", daemon=True)
+        thread.start()
+        return thread
+
     def close(self) -> None:
         self._kernel.close()
 

@@ -98,6 +98,29 @@ def test_interrupting_the_kernel_cancels_a_blocking_run(k, tmp_path):
     assert text(k("print(1 + 1)")) == "2\n"
 
 
+def test_a_blocking_run_leaves_the_kernel_answering_the_front_end(k, tmp_path):
+    """While a blocking ``%nbflow run`` waits, the kernel handles comm messages (what a
+    widget's button or a reloaded page sends): this task only ends well once the kernel
+    handled one, sent while the cell runs."""
+    began, answered = tmp_path / "began", tmp_path / "answered"
+    k("def _probe(comm, msg):\n"
+      f"    open({str(answered)!r}, 'w').close()\n"
+      "get_ipython().kernel.comm_manager.register_target('probe', _probe)")
+    k(f"%%nbflow task waits\nimport os, threading\nopen({str(began)!r}, 'w').close()\n"
+      "for _ in range(600):\n"
+      f"    if os.path.exists({str(answered)!r}):\n"
+      "        break\n"
+      "    threading.Event().wait(0.05)\n"
+      f"'answered' if os.path.exists({str(answered)!r}) else 'no answer'")
+    sender = k.send_when(began.exists, "comm_open",
+                         {"comm_id": "probe-1", "target_name": "probe", "data": {}})
+    cell = k("%nbflow run")
+    sender.join()
+    assert not errors(cell), errors(cell)
+    assert "1 computed (waits)" in text(cell)
+    assert text(k("print(waits)")) == "answered\n"
+
+
 def test_processes_executor_and_notebook_helpers(k):
     k("def inc(v):\n    return v + 1")
     k("%%nbflow task base\n[1, 2]")
