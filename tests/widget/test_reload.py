@@ -4,7 +4,7 @@ JupyterLab + Debian's Chromium + Playwright, as in test_browser.py (whose server
 browser fixtures these tests use). tests/widget/notebooks/reload.ipynb starts a
 background run whose last task sleeps for a minute, so the kernel is idle while it runs.
 
-Screenshots go to /tmp/nbflow-screens/, one per problem.
+Screenshots go to build/test-artifacts/screens/, one per problem.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from .test_browser import KERNEL_READY, browser, server  # noqa: F401  (fixtures
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
-SCREENS = Path("/tmp/nbflow-screens")
+SCREENS = Path(__file__).parents[2] / "build" / "test-artifacts" / "screens"
+#: the page is connected to the kernel (busy or not)
+KERNEL_CONNECTED = """() => {
+  const k = window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel;
+  return k?.connectionStatus === 'connected';
+}"""
 SLOW = ".nbf-root g.node[data-name='slow']"
 
 #: the nodes drawn in the states the run is in now, in their fill colours
@@ -193,11 +198,13 @@ def test_full_state_carries_a_fresh_snapshot() -> None:
 
 @pytest.mark.parametrize("server", ["lab"], indirect=True)
 def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F811
-    """A reload while a blocking ``%nbflow run`` goes on: what JupyterLab shows.
+    """A reload while a blocking ``%nbflow run`` goes on shows the live widget.
 
-    JupyterLab asks the kernel for its widgets on the shell channel, which the
-    running cell holds: "Loading widget..." until the cell ends, then the final states;
-    the cell's later outputs (summary, error) do not reach the reloaded page.
+    The blocking cell awaits the run on the kernel's event loop (nbflow.notebook.awaiting),
+    so the kernel answers the reloaded page's request for its widgets while the run goes
+    on: the widget shows the running task, then the run's end: its status line, and the
+    failed task's error in the details panel. (The cell's own printed outputs answer a
+    request of the page before the reload, which the reloaded page does not follow.)
     """
     url = server.replace("dag.ipynb", "blocking.ipynb")
     context = browser.contexts[0] if browser.contexts else browser.new_context()
@@ -207,25 +214,28 @@ def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F8
     page.wait_for_function(KERNEL_READY, timeout=60_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    page.locator(".nbf-root g.node[data-name='slowly'][data-state='running']").wait_for(
-        timeout=60_000)
+    slowly = ".nbf-root g.node[data-name='slowly']"
+    page.locator(f"{slowly}[data-state='running']").wait_for(timeout=60_000)
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     page.reload()
-    page.locator(".jp-OutputArea-output", has_text="Loading widget").first.wait_for(
-        timeout=60_000)
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENS / "blocking-reload-loading.png"))
-    assert page.locator(".nbf-root").count() == 0
-    # once the cell ended, the widget shows the run's final states...
+    # (the kernel stays busy: its cell runs until the run ended)
+    page.wait_for_function(KERNEL_CONNECTED, timeout=60_000)
+    # the live state while the run goes on (the task sleeps 15 s): not "Loading widget..."
+    page.locator(f"{slowly}[data-state='running']").wait_for(timeout=10_000)
     root = page.locator(".nbf-root")
-    root.locator("g.node[data-name='slowly'][data-state='failed']").wait_for(timeout=60_000)
     assert root.locator("g.node[data-name='fast']").get_attribute("data-state") == "succeeded"
+    assert "Loading widget" not in page.locator("body").inner_text()
+    assert "running" in root.locator(".nbf-status").inner_text()
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENS / "blocking-reload-live.png"))
+    # the run's end reaches the reloaded widget: the status line, and the error
+    root.locator("g.node[data-name='slowly'][data-state='failed']").wait_for(timeout=60_000)
     assert "run failed (1 failed task)" in root.locator(".nbf-status").inner_text()
+    root.locator("g.node[data-name='slowly']").click()
+    traceback = root.locator(".nbf-panel .nbf-traceback")
+    traceback.wait_for(timeout=10_000)
+    assert "ValueError: slowly: gave up" in traceback.inner_text()
     page.screenshot(path=str(SCREENS / "blocking-reload-after-run.png"))
-    # ... but what the cell printed after the reload (its summary, the error) is not there:
-    # the reloaded page does not know the request those outputs answer
-    outputs = "\n".join(page.locator(".jp-OutputArea").all_inner_texts())
-    assert "slowly: gave up" not in outputs and "ValueError" not in outputs, outputs
 
 
 @pytest.mark.parametrize("server", ["lab-save-state"], indirect=True)

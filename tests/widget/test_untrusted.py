@@ -4,7 +4,7 @@ Untrusted notebooks render no SVG (and no widget view), so the run cell must sho
 that the widget output carries. ``nbflow run`` makes the output notebook, JupyterLab runs
 on 127.0.0.1 with a fresh data dir (so nothing has signed the notebook), and Debian's
 headless Chromium (driven by Playwright over CDP) opens it. A screenshot goes to
-/tmp/nbflow-screens/untrusted-output.png. Server and browser are stopped by pid.
+build/test-artifacts/screens/untrusted-output.png. Server and browser are stopped by pid.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
 CHROMIUM = "/usr/bin/chromium"
 NOTEBOOK = Path(__file__).parents[1] / "batch" / "notebooks" / "static.ipynb"
-SCREENS = Path("/tmp/nbflow-screens")
+SCREENS = Path(__file__).parents[2] / "build" / "test-artifacts" / "screens"
 TOKEN = "nbflow-untrusted"
 NOTEBOOK_OPEN = """() => {
   const w = window.jupyterapp?.shell.currentWidget;
