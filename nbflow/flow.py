@@ -108,8 +108,10 @@ class Flow:
         ``"failure"``, ``"always"``), ``run_if`` (a predicate of the upstream
         results), ``retries``, ``retry_delay`` (s), ``timeout`` (s),
         ``max_parallel`` (concurrent branches), ``priority`` (higher first),
-        ``resources`` (for dask), ``cache``, ``executor``, ``export``.
-        The function is returned unchanged, so it can still be called directly.
+        ``resources`` (for dask), ``cache``, ``executor``, ``export``, ``group``
+        (a label: the widget draws the group's tasks in a box and can collapse
+        them into one node). The function is returned unchanged, so it can
+        still be called directly.
         """
 
         def declare(f: F) -> F:

@@ -41,6 +41,9 @@ class TaskOptions:
     cache: bool = True
     executor: Any = None
     export: bool = False
+    #: a label shared by related tasks; the widget draws a group as a box it can
+    #: collapse into one node (no effect on running)
+    group: str | None = None
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(TaskOptions.__dataclass_fields__)
@@ -129,6 +132,9 @@ def _check_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     for name in ("cache", "export"):
         if name in values and not isinstance(values[name], bool):
             raise bad(name, "True or False")
+    group = values.get("group")
+    if group is not None and (not isinstance(group, str) or not group.strip()):
+        raise bad("group", "a non-empty string naming the group, like 'cleaning' (or None)")
     return TaskOptions(**values)
 
 

@@ -41,6 +41,9 @@ def test_async_functions_are_marked():
         ({"after": [1]}, "list of task names"),
         ({"resources": {"GPU": "one"}}, "mapping of resource name"),
         ({"cache": "yes"}, "True or False"),
+        ({"group": ""}, "non-empty string"),
+        ({"group": "   "}, "non-empty string"),
+        ({"group": 3}, "non-empty string"),
     ],
 )
 def test_bad_options_name_task_and_option(options, fragment):
@@ -114,3 +117,32 @@ def test_with_options_validates():
     assert task.with_options(retries=3).options.retries == 3
     with pytest.raises(nf.InvalidOptionError):
         task.with_options(retries="x")
+
+
+def test_group_is_a_task_option_with_no_effect_on_the_code_key():
+    def clean(x):
+        return x
+
+    plain = Task.from_function(clean)
+    grouped = Task.from_function(clean, options={"group": "cleaning"})
+    assert grouped.options.group == "cleaning" and plain.options.group is None
+    assert grouped.code_key == plain.code_key
+    assert grouped.with_options(group=None).options.group is None
+    with pytest.raises(nf.InvalidOptionError, match="'group' must be a non-empty string"):
+        plain.with_options(group="")
+
+
+def test_flow_task_takes_group():
+    flow = nf.Flow("g")
+
+    @flow.task(group="cleaning")
+    def clean():
+        return 1
+
+    @flow.task
+    def use(clean):
+        return clean
+
+    assert flow.tasks["clean"].options.group == "cleaning"
+    assert flow.tasks["use"].options.group is None
+    assert flow.run().results["use"] == 1

@@ -158,6 +158,9 @@ def _add_task_command(sub: Any) -> None:
                       "in the kernel for a plot while the rest runs on dask)")
     task.add_argument("--export", action="store_true",
                       help="report the result in batch outputs (event log, sweep summary)")
+    task.add_argument("--group", default=None, metavar="GROUP",
+                      help="a label shared by related cells' tasks: the widget draws them in "
+                      "one box that collapses into a single node")
 
 
 def _add_run_command(sub: Any) -> None:
@@ -246,7 +249,7 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
     """
     options: dict[str, Any] = {}
     defaults = {"retries": 0, "retry_delay": 0.0, "timeout": None, "run_on": "success",
-                "priority": 0, "max_parallel": None, "map": None}
+                "priority": 0, "max_parallel": None, "map": None, "group": None}
     for key, default in defaults.items():
         value = getattr(args, key, default)
         if value != default:

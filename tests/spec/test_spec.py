@@ -81,6 +81,18 @@ def test_round_trip(tmp_path):
     assert nf.Flow.from_spec(out).run().results["total"] == 14
 
 
+def test_group_round_trips(tmp_path):
+    text = GOOD.replace("    retries: 1\n", "    retries: 1\n    group: squares\n")
+    assert text != GOOD
+    flow = nf.Flow.from_spec(write(tmp_path, text))
+    assert flow.tasks["square"].options.group == "squares"
+    assert flow.tasks["total"].options.group is None
+    data = flow.to_spec()
+    assert data["tasks"]["square"]["group"] == "squares"
+    assert "group" not in data["tasks"]["total"]
+    assert nf.Flow.from_spec(data).to_spec() == data
+
+
 def test_python_flows_with_module_functions_export_to_specs():
     from nbflow_testtasks import tasks
 
@@ -157,6 +169,10 @@ BAD = [
     ("name: x\ntasks:\n  a:\n    use: testtasks.total\n    args: {values: [{$task: a}]}\n",
      "must be the whole argument value", "tasks.a.args.values", 5),
     ("name: x\ntasks: [\n", "not valid YAML/JSON", "", None),
+    ("name: x\ntasks:\n  a:\n    use: testtasks.numbers\n    group: ''\n",
+     "''", "tasks.a.group", 5),
+    ("name: x\ntasks:\n  a:\n    use: testtasks.numbers\n    group: ' '\n",
+     "'group' must be a non-empty string", "tasks.a", 3),
 ]
 
 
