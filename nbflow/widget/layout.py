@@ -85,17 +85,46 @@ def state_rules() -> dict[str, Any]:
 
 #: Above this many nodes the layout trades polish for speed (see :func:`graph_attributes`).
 LARGE = 150
+#: How an expanded group's box is drawn (a Graphviz cluster, labelled with the group).
+CLUSTER: dict[str, str] = {"class": "nbf-cluster", "style": "rounded,dashed", "color": "#9a9a9a",
+                           "fontname": "Helvetica", "fontsize": "10", "fontcolor": "#555555",
+                           "labeljust": "l", "margin": "6"}
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Tasks drawn as one node: a collapsed group, or a collapsed long chain.
+
+    The node's name is :attr:`id`, which no task can have (task names are Python
+    identifiers): ``group/<group name>`` or ``chain/<first task>``.
+    """
+
+    id: str
+    #: "group" (tasks declared with ``group=``) or "chain" (a long linear chain)
+    kind: str
+    #: what the node says: the group's name, or the chain's first and last task
+    label: str
+    #: the tasks it stands for, in the order of the structure they came from
+    members: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "label": self.label, "members": list(self.members)}
 
 
 @dataclass(frozen=True)
 class Structure:
-    """What a layout depends on: node names, edges (by index) and mapped nodes."""
+    """What a layout depends on: node names, edges (by index), mapped nodes, groups
+    drawn as boxes and the nodes that stand for collapsed groups or chains."""
 
     flow: str
     names: tuple[str, ...]
     #: (upstream index, downstream index)
     edges: tuple[tuple[int, int], ...]
     mapped: frozenset[int]
+    #: (group name, member indices): expanded groups, each drawn as a labelled box
+    groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    #: nodes that stand for several tasks (their names are among ``names``)
+    folded: tuple[Fold, ...] = ()
 
     @property
     def key(self) -> str:
@@ -109,9 +138,12 @@ class Structure:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        """The shape the front end uses for upstream/downstream filters."""
+        """The shape the front end uses for filters, group boxes and collapsed nodes."""
         return {"names": list(self.names), "edges": [list(e) for e in self.edges],
-                "mapped": sorted(self.mapped)}
+                "mapped": sorted(self.mapped),
+                "groups": [[label, [self.names[i] for i in members]]
+                           for label, members in self.groups],
+                "folded": {fold.id: fold.to_json() for fold in self.folded}}
 
 
 def structure_of(source: Flow | Plan) -> Structure:
@@ -122,19 +154,33 @@ def structure_of(source: Flow | Plan) -> Structure:
         names = tuple(pt.name for pt in source.tasks)
         edges = tuple((d, pt.index) for pt in source.tasks for d in pt.deps)
         mapped = frozenset(pt.index for pt in source.tasks if pt.mapped)
-        return Structure(source.flow, names, edges, mapped)
+        labels = [pt.task.options.group for pt in source.tasks]
+        return Structure(source.flow, names, edges, mapped, _groups(labels))
     deps = source.dependencies()
     names = tuple(deps)
     index = {n: i for i, n in enumerate(names)}
     edge_list = [(index[u], index[n]) for n, ups in deps.items() for u in ups if u in index]
     tasks = source.tasks
     mapped = frozenset(index[n] for n in names if tasks[n].options.map is not None)
-    return Structure(source.name, names, tuple(edge_list), mapped)
+    labels = [tasks[n].options.group for n in names]
+    return Structure(source.name, names, tuple(edge_list), mapped, _groups(labels))
+
+
+def _groups(labels: Sequence[str | None]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(group, member indices) from each node's ``group=`` (None: in no group), in
+    the order groups first appear."""
+    out: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        if label is not None:
+            out.setdefault(label, []).append(i)
+    return tuple((label, tuple(members)) for label, members in out.items())
 
 
 def structure_key(structure: Structure) -> str:
-    """A hash of the structure (names, edges, mapped): equal keys share one layout."""
-    data = json.dumps([structure.names, structure.edges, sorted(structure.mapped)])
+    """A hash of the structure (names, edges, mapped, groups, collapsed nodes): equal
+    keys share one layout."""
+    data = json.dumps([structure.names, structure.edges, sorted(structure.mapped),
+                       structure.groups, [f.to_json() for f in structure.folded]])
     return hashlib.sha256(data.encode()).hexdigest()[:20]
 
 
@@ -164,6 +210,7 @@ def to_graphviz(
     """
     try:
         import graphviz
+        from graphviz.quoting import quote
     except ImportError as exc:
         msg = 'flow.to_graphviz() needs the graphviz package: pip install "nbflow[widget]"'
         raise ImportError(msg) from exc
@@ -178,21 +225,33 @@ def to_graphviz(
                    "fillcolor": STYLES[INITIAL]["fill"], "color": STYLES[INITIAL]["stroke"]},
         edge_attr={"color": "#7a7a7a", "arrowsize": "0.6"},
     )
+    folds = {fold.id: fold for fold in structure.folded}
+    boxes = {i: k for k, (_, members) in enumerate(structure.groups) for i in members}
+    clusters = [graphviz.Digraph(name=f"cluster_{k}", graph_attr={"label": _escape(label), **CLUSTER})
+                for k, (label, _) in enumerate(structure.groups)]
     for i, name in enumerate(structure.names):
         attrs: dict[str, str] = {"class": "nbf-task"}
+        fold = folds.get(name)
         # A second label line leaves room for the front end's status text.
-        attrs["label"] = f"{_escape(name)}\\n "
+        attrs["label"] = f"{_escape(fold.label if fold else name)}\\n "
         if i in structure.mapped:
             attrs["shape"] = "box3d"
             attrs["style"] = "filled"
             attrs["class"] = "nbf-task nbf-mapped"
+        if fold is not None:  # a double outline: it stands for several tasks
+            attrs["peripheries"] = "2"
+            attrs["class"] = f"nbf-task nbf-folded nbf-folded-{fold.kind}"
         if states is not None and name in states:
             style = STYLES.get(_style_name(states[name]), STYLES[INITIAL])
             attrs["fillcolor"] = style["fill"]
             attrs["color"] = style["stroke"]
-        g.node(name, **attrs)
-    for u, d in structure.edges:
-        g.edge(structure.names[u], structure.names[d])
+        (clusters[boxes[i]] if i in boxes else g).node(name, **attrs)
+    for cluster in clusters:
+        g.subgraph(cluster)
+    # (quoted here: graphviz's edge() reads "a:b" as node a, port b, and a group may
+    # be named so)
+    names = [quote(n) for n in structure.names]
+    g.body.extend(f"\t{names[u]} -> {names[d]}\n" for u, d in structure.edges)
     return g
 
 

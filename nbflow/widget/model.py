@@ -15,6 +15,13 @@ What travels to the front end (``widget.js``):
 - ``styles``, ``legend`` and ``state_rules``: the states and how to draw them, from
   :mod:`nbflow.states` and :mod:`nbflow.widget.layout` (the front end names none).
 
+Groups and long chains can be drawn collapsed (:meth:`DagWidget.collapse`, or the
+front end's buttons): :mod:`nbflow.widget.collapse` turns the flow's structure into
+the one drawn and each collapsed node's info (its members' aggregate state), which
+travels in the snapshots and deltas beside the tasks'. The front end asks with a
+message and draws what comes back; the kernel answers its ``ping`` message, so a
+view drawn from saved widget state with no kernel behind it can say so.
+
 The widget is an observer of run events: it runs on the event dispatcher thread,
 never blocks the scheduler's loop or the kernel's, and reads only the task views
 the events carry (and ``run.task(name)``, the latest view, for mapped tasks).
@@ -36,7 +43,8 @@ import traitlets
 from ..events import Event, RunEvent, TaskEvent
 from ..states import FINAL
 from .actions import Runner, default_runner, rerun_failed, rerun_task
-from .layout import STATES, STYLES, Structure, state_rules, structure_of, to_graphviz
+from .collapse import CHAIN_MIN, Folding
+from .layout import STATES, STYLES, Fold, Structure, state_rules, structure_of, to_graphviz
 from .nodes import PREVIEW_CHARS, NodeTable, available_actions, moving, preview, \
     result_preview, shown_status, status_line as line_of_run
 from .service import LayoutService, get_service
@@ -113,6 +121,8 @@ class DagWidget(anywidget.AnyWidget):
     snapshot_every = 2.0
     #: seconds ``_repr_mimebundle_`` waits for a layout that is still being computed
     static_wait = 5.0
+    #: the shortest chain of tasks that can be collapsed into one node
+    chain_min = CHAIN_MIN
 
     def __init__(self, flow: Flow | None = None, run: Run | None = None, *,
                  runner: Runner | None = None, service: LayoutService | None = None,
@@ -129,6 +139,8 @@ class DagWidget(anywidget.AnyWidget):
         self._runner = runner
         self._lock = threading.RLock()
         self._throttle = Throttle(self.flush, self.interval)
+        #: which groups and chains are drawn collapsed
+        self._folding = Folding(self.chain_min)
         self._table = NodeTable()
         self._run: Run | None = None
         #: the run whose full snapshot was taken (after attach, on a helper thread)
@@ -141,7 +153,9 @@ class DagWidget(anywidget.AnyWidget):
         self._touched: set[str] = set()
         #: mapped tasks under way: re-read with every delta (no branch events come)
         self._moving: set[str] = set()
+        #: every task (what actions work on); the structure drawn folds collapsed units
         self._structure: Structure | None = None
+        self._shown: Structure | None = None
         self._layout_key = ""
         #: set when the current layout is shown or failed (wait_layout waits on it)
         self._layout_settled = threading.Event()
@@ -176,22 +190,28 @@ class DagWidget(anywidget.AnyWidget):
             self._send_snapshot()
 
     def _set_structure(self, structure: Structure) -> None:
-        key = structure.key
-        self.flow_name = structure.flow
         self._structure = structure
+        self._draw(self._folding.set_structure(structure))
+
+    def _draw(self, shown: Structure) -> None:
+        """Lay out ``shown`` (the structure drawn), unless it is drawn already."""
+        key = shown.key
+        self.flow_name = shown.flow
+        self._shown = shown
         if key == self._layout_key:
             return
         self._layout_key = key
+        graph = self._folding.graph_json()
         svg = self._service.cached(key)
         if svg is not None:
-            self._show_layout(structure, svg)
+            self._show_layout(graph, svg)
             return
         self._layout_settled.clear()
         self.layout_status = "pending"
-        future = self._service.layout(key, lambda: to_graphviz(structure).source)
-        future.add_done_callback(lambda f: self._layout_done(structure, key, f))
+        future = self._service.layout(key, lambda: to_graphviz(shown).source)
+        future.add_done_callback(lambda f: self._layout_done(graph, key, f))
 
-    def _layout_done(self, structure: Structure, key: str, future: Any) -> None:
+    def _layout_done(self, graph: dict[str, Any], key: str, future: Any) -> None:
         with self._lock:
             if key != self._layout_key:
                 return  # the structure changed again meanwhile
@@ -201,11 +221,11 @@ class DagWidget(anywidget.AnyWidget):
                 self.layout_status = str(error)
                 self._layout_settled.set()
                 return
-            self._show_layout(structure, future.result())
+            self._show_layout(graph, future.result())
 
-    def _show_layout(self, structure: Structure, svg: str) -> None:
+    def _show_layout(self, graph: dict[str, Any], svg: str) -> None:
         with self.hold_sync():
-            self.graph = structure.to_json()
+            self.graph = graph
             self.svg = svg
             self.layout_status = "ready"
         self._layout_settled.set()
@@ -329,6 +349,7 @@ class DagWidget(anywidget.AnyWidget):
                     self._moving.add(name)
                 else:
                     self._moving.discard(name)
+            changed.update(self._folding.touched(list(changed), self._table.nodes))
             self._seq += 1
             with self.hold_sync():
                 if changed:
@@ -352,7 +373,8 @@ class DagWidget(anywidget.AnyWidget):
         self._update_actions()
         self._seq += 1
         self._last_snapshot = self._throttle.clock()
-        self.snapshot_json = self._table.to_json(self._seq, time.time())
+        self.snapshot_json = self._table.to_json(self._seq, time.time(),
+                                                 self._folding.infos(self._table.nodes))
 
     def get_state(self, key: Any = None, drop_defaults: bool = False) -> dict[str, Any]:
         """The state synced to the front end; in full (a view attached after a page
@@ -370,7 +392,8 @@ class DagWidget(anywidget.AnyWidget):
         if key is None and table is not None and "snapshot_json" in state:
             with self._lock:
                 self._seq += 1
-                state["snapshot_json"] = table.to_json(self._seq, time.time())
+                state["snapshot_json"] = table.to_json(self._seq, time.time(),
+                                                       self._folding.infos(table.nodes))
         return state
 
     @property
@@ -385,6 +408,9 @@ class DagWidget(anywidget.AnyWidget):
 
     def _on_message(self, widget: Any, content: Any, buffers: Any) -> None:
         if not isinstance(content, dict):
+            return
+        if content.get("action") == "ping":  # the view asks whether a kernel is behind it
+            self.send({"pong": content.get("id")})
             return
         try:
             self.act(str(content.get("action")), content.get("task"))
@@ -401,7 +427,19 @@ class DagWidget(anywidget.AnyWidget):
         followed run's tasks again, its failed tasks and what depends on them forced,
         the rest from the cache). Runs start through the widget's runner, and the
         widget follows them. :attr:`available` says which of them apply now.
+        ``collapse`` and ``expand`` (the unit ``task`` names, see :meth:`collapse`),
+        ``collapse_all`` (every unit of kind ``task``: "group", "chain", or None for
+        both) and ``expand_all`` change only the drawing.
         """
+        if action in ("collapse", "expand") and task is not None:
+            self._fold([task], action == "collapse")
+            return None
+        if action == "collapse_all":
+            self._fold([i for i, u in self.collapsible.items() if task in (None, u.kind)], True)
+            return None
+        if action == "expand_all":
+            self._fold(list(self.collapsible), False)
+            return None
         run = self._run
         if action == "cancel":
             if run is not None:
@@ -419,6 +457,40 @@ class DagWidget(anywidget.AnyWidget):
         if action == "rerun_failed":
             return self._rerun_failed()
         raise ValueError(f"unknown widget action {action!r} (task {task!r})")
+
+    # -- collapsing groups and chains -------------------------------------------------------------
+
+    @property
+    def collapsible(self) -> dict[str, Fold]:
+        """Every group and long chain that can be drawn as one node, by unit id
+        (``group/<name>``, ``chain/<first task>``)."""
+        with self._lock:
+            return dict(self._folding.units)
+
+    @property
+    def collapsed(self) -> list[str]:
+        """The ids of the units drawn collapsed."""
+        with self._lock:
+            return sorted(self._folding.collapsed)
+
+    def collapse(self, *units: str) -> None:
+        """Draw each of ``units`` as one node (none given: every group and chain).
+
+        A unit is named by its id (``group/cleaning``, ``chain/load``), a group's
+        name, or any of its tasks. The node shows its members' aggregate state and
+        how many of them ended. An unknown name raises ``ValueError`` listing the units.
+        """
+        self._fold(units or list(self.collapsible), True)
+
+    def expand(self, *units: str) -> None:
+        """Draw the tasks of each of ``units`` again (none given: every unit)."""
+        self._fold(units or list(self.collapsible), False)
+
+    def _fold(self, units: Sequence[str], on: bool) -> None:
+        with self._lock:
+            shown = self._folding.collapse(units, on)
+            self._send_snapshot()  # the collapsed nodes' infos, before their layout
+            self._draw(shown)
 
     def _rerun_failed(self) -> Run:
         run = self._followed()
@@ -484,8 +556,8 @@ class DagWidget(anywidget.AnyWidget):
         nodes = self._static_nodes()
         if timeout:
             self.wait_layout(timeout)
-        assert self._structure is not None
-        return picture_svg(self._service, self._structure, self._layout_key, nodes)
+        assert self._shown is not None
+        return picture_svg(self._service, self._shown, self._layout_key, nodes)
 
     def static_png(self, timeout: float | None = 30) -> str | None:
         """The current state as a PNG, base64-encoded as Jupyter stores images.
@@ -494,20 +566,20 @@ class DagWidget(anywidget.AnyWidget):
         of its own). None if it fails or takes longer than ``timeout`` seconds.
         """
         nodes = self._static_nodes()
-        if self._structure is None:
+        if self._shown is None:
             return None
-        return png_of(start_png(self._service, self._structure, nodes), timeout)
+        return png_of(start_png(self._service, self._shown, nodes), timeout)
 
     def static_pictures(self, wait: float | None = None) -> dict[str, str]:
         """The DAG's pictures as a MIME bundle (SVG, and PNG when drawn in time), in
         the current (for an ended run, final) states; see :mod:`nbflow.widget.static`."""
         nodes = self._static_nodes()  # first: it applies a run's final states
-        assert self._structure is not None
-        return pictures(self._service, self._structure, self._layout_key, nodes,
+        assert self._shown is not None
+        return pictures(self._service, self._shown, self._layout_key, nodes,
                         self.wait_layout, self.static_wait if wait is None else wait)
 
     def _static_nodes(self) -> dict[str, dict[str, Any]]:
-        """Every node's info, final once the followed run ended.
+        """Every node's info (collapsed ones too), final once the followed run ended.
 
         A run is done once its events were handed to observers, but an observer
         removed or slow might not have flushed the final ones: flush them here, so a
@@ -517,7 +589,7 @@ class DagWidget(anywidget.AnyWidget):
         if run is not None and run.done and self._ended is None:
             self.flush(final=True)
         with self._lock:
-            return dict(self._table.nodes)
+            return {**self._table.nodes, **self._folding.infos(self._table.nodes)}
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The widget view, plus the DAG as SVG and as PNG (untrusted notebooks show no

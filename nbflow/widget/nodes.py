@@ -15,6 +15,8 @@ names because a 2,000-node snapshot travels as one JSON string:
        shown first; ``why`` why it was skipped; ``stale`` why its result is stale
 ``res`` a result preview (``{"html": ...}`` or ``{"text": ...}``)
 ``out`` / ``stderr``: what it printed
+``g``  only on a collapsed group or chain (its kind): ``d``/``n``/``c`` then
+       count its member tasks (:mod:`nbflow.widget.collapse`)
 ====== ==========================================================================
 
 The details (``err``, ``exc``, ``why``, ``res``, ``out``, ``stderr``) are built once, when
@@ -355,14 +357,18 @@ class NodeTable:
         """Nodes per state, in legend order (see :func:`counts`)."""
         return counts(self.nodes)
 
-    def to_json(self, seq: int, time: float) -> str:
+    def to_json(self, seq: int, time: float,
+                extra: Mapping[str, Mapping[str, Any]] | None = None) -> str:
         """The snapshot message: ``{"seq", "time", "nodes"}`` as JSON text.
 
+        ``extra`` adds nodes that are no tasks: the collapsed groups and chains
+        (:meth:`nbflow.widget.collapse.Folding.infos`).
         Text rather than a dict trait: ipywidgets walks a dict value in Python looking
         for binary buffers, which for a 2,000-node snapshot stalled the caller for
         ~20 ms; ``json.dumps`` runs in C.
         """
-        return json.dumps({"seq": seq, "time": time, "nodes": self.nodes}, default=str)
+        nodes = {**self.nodes, **extra} if extra else self.nodes
+        return json.dumps({"seq": seq, "time": time, "nodes": nodes}, default=str)
 
 
 def remembered_state(flow: Flow, name: str) -> str | None:

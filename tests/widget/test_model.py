@@ -372,3 +372,16 @@ def test_the_front_end_gets_the_states_from_python(demo_flow):
     source = source.replace('layout === "pending"', "").replace('layout !== "ready"', "")
     for state in (*TASK_STATES, "stale"):  # (those two are layout statuses)
         assert f'"{state}"' not in source, state
+
+
+def test_the_kernel_answers_a_views_ping():
+    """A view pings on render; the answer tells it a kernel is behind it (a view drawn
+    from saved widget state gets none, and says so: see test_browser.py)."""
+    flow = nf.Flow("ping")
+    flow.task(name="a")(lambda: 1)
+    widget = flow.widget()
+    sent: list[Any] = []
+    widget.send = sent.append  # type: ignore[method-assign]
+    widget._on_message(widget, {"action": "ping"}, [])
+    assert sent == [{"pong": None}]
+    assert widget.run is None  # and nothing else happened
