@@ -20,3 +20,7 @@ pip_install() {
 echo "==> installing nbflow[$1] into .venv"
 pip_install --upgrade pip
 pip_install -e ".[$1]"
+# An editable install leaves out the data files a wheel installs: the config that
+# enables nbflow's Jupyter server extension (DAG pictures once a kernel is gone).
+mkdir -p .venv/etc/jupyter/jupyter_server_config.d
+cp jupyter-config/jupyter_server_config.d/nbflow.json .venv/etc/jupyter/jupyter_server_config.d/

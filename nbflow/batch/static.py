@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,12 @@ IMAGES = ("image/png", "image/svg+xml")
 _REF = re.compile(r"IPY_MODEL_([0-9a-zA-Z_-]+)")
 
 
-def prefer_static_images(nb: dict[str, Any]) -> int:
+def prefer_static_images(nb: dict[str, Any],
+                         where: Callable[[dict[str, Any]], bool] | None = None) -> int:
     """Drop the widget views that carry a static image, in place; return how many.
 
-    ``nb`` is a notebook as a JSON dict (or an ``nbformat.NotebookNode``).
+    ``nb`` is a notebook as a JSON dict (or an ``nbformat.NotebookNode``). ``where``
+    (an output -> bool) limits it to some outputs: the others are left as they are.
     """
     removed: set[str] = set()
     shown: set[str] = set()
@@ -41,7 +44,7 @@ def prefer_static_images(nb: dict[str, Any]) -> int:
             data = out.get("data")
             if not isinstance(data, dict) or WIDGET_VIEW not in data:
                 continue
-            if any(data.get(mime) for mime in IMAGES):
+            if any(data.get(mime) for mime in IMAGES) and (where is None or where(out)):
                 view = data.pop(WIDGET_VIEW)
                 dropped += 1
                 if isinstance(view, dict) and view.get("model_id"):

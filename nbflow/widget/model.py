@@ -48,7 +48,7 @@ from .layout import STATES, STYLES, Fold, Structure, state_rules, structure_of, 
 from .nodes import PREVIEW_CHARS, NodeTable, available_actions, moving, preview, \
     result_preview, shown_status, status_line as line_of_run
 from .service import LayoutService, get_service
-from .static import picture_svg, pictures, png_of, start_png
+from .static import output_metadata, picture_svg, pictures, png_of, start_png
 from .throttle import Throttle
 
 if TYPE_CHECKING:
@@ -593,13 +593,14 @@ class DagWidget(anywidget.AnyWidget):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The widget view, plus the DAG as SVG and as PNG (untrusted notebooks show no
-        SVG; nbconvert's HTML and GitHub show either), in the same (final) states."""
+        SVG; nbconvert's HTML and GitHub show either), in the same (final) states; the
+        metadata names the kernel that drew it (:func:`.static.output_metadata`)."""
         images = self.static_pictures()
-        data = super()._repr_mimebundle_(**kwargs)
-        bundle = data[0] if isinstance(data, tuple) else data
-        assert isinstance(bundle, dict)
-        bundle.update(images)
-        return data
+        shown = super()._repr_mimebundle_(**kwargs)
+        data, metadata = shown if isinstance(shown, tuple) else (shown, {})
+        assert isinstance(data, dict)
+        data.update(images)
+        return data, {**(metadata or {}), **output_metadata()}
 
     def __repr__(self) -> str:
         counts = self.counts()

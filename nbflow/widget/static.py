@@ -13,6 +13,8 @@ show the nodes in the states given, the final ones for a run that ended.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -21,11 +23,21 @@ from typing import Any
 from .layout import Structure, colour_svg, placeholder_svg, static_graph
 from .service import LayoutService
 
-__all__ = ("picture_svg", "pictures", "png_of", "start_png")
+__all__ = ("output_metadata", "picture_svg", "pictures", "png_of", "start_png")
 
 logger = logging.getLogger(__name__)
 
 Nodes = Mapping[str, Mapping[str, Any]]
+
+
+def output_metadata() -> dict[str, Any]:
+    """The metadata of a widget output: the kernel process that drew it.
+
+    ``{"nbflow": {"kernel": {"pid", "host"}}}``. Once that process is gone, nbflow's
+    Jupyter server extension (:mod:`nbflow.notebook.server`) shows the pictures of
+    the output instead of its widget view, which would only say "model not found".
+    """
+    return {"nbflow": {"kernel": {"pid": os.getpid(), "host": socket.gethostname()}}}
 
 
 def picture_svg(service: LayoutService, structure: Structure, layout_key: str,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import unquote
 from typing import Any
 
 import pytest
@@ -119,16 +120,16 @@ def test_reload_mid_run_shows_live_state_and_true_running_time(server: str, brow
     page.locator(".nbf-root").nth(2).screenshot(path=str(SCREENS / "reload-running-time.png"))
 
 
-@pytest.mark.parametrize("server", ["lab"], indirect=True)
-def test_after_kernel_restart(server: str, browser, tmp_path: Path) -> None:  # noqa: F811
-    """What JupyterLab shows of a widget output once the kernel restarted.
+@pytest.mark.parametrize("server", ["lab", "lab-save-state"], indirect=True)
+def test_after_kernel_restart_the_picture_shows(server: str, browser, tmp_path: Path,  # noqa: F811
+                                                request: pytest.FixtureRequest) -> None:
+    """Once the kernel that drew the widgets is gone, the reloaded notebook shows their
+    pictures, not "Error displaying widget: model not found".
 
-    The output holds the widget view and, beside it, the picture (image/svg+xml and
-    image/png). JupyterLab renders the widget view whenever the widget extension is
-    installed, and does not fall back to the picture when the model is gone: it writes
-    "Error displaying widget: model not found" (jupyterlab_widgets' WidgetRenderer). This
-    test records that, and that the picture is in the saved notebook (nbconvert, GitHub
-    and a JupyterLab without the widget extension show it).
+    Each widget output names its kernel process; nbflow's server extension
+    (nbflow.notebook.server) drops the widget view of outputs whose kernel is gone when
+    it hands the notebook to the page, so JupyterLab shows the SVG beside it. With
+    JupyterLab's "save widget state" on as well ("lab-save-state"), the same.
     """
     url = server.replace("dag.ipynb", "reload.ipynb")
     context = browser.contexts[0] if browser.contexts else browser.new_context()
@@ -136,24 +137,34 @@ def test_after_kernel_restart(server: str, browser, tmp_path: Path) -> None:  # 
     open_and_run(page, url)
 
     saved = json.loads((tmp_path / "root" / "reload.ipynb").read_text())
-    bundles = [out["data"] for cell in saved["cells"] for out in cell.get("outputs", [])
+    outputs = [out for cell in saved["cells"] for out in cell.get("outputs", [])
                if "data" in out]
-    assert any({"application/vnd.jupyter.widget-view+json", "image/svg+xml", "image/png"}
-               <= bundle.keys() for bundle in bundles), [list(b) for b in bundles]
+    dags = [out for out in outputs if out.get("metadata", {}).get("nbflow", {}).get("kernel")]
+    assert len(dags) == 3, [list(out["data"]) for out in outputs]
+    assert all({"application/vnd.jupyter.widget-view+json", "image/svg+xml", "image/png"}
+               <= out["data"].keys() for out in dags)
 
     page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
                   ".kernel.restart()")
     page.wait_for_function(KERNEL_READY, timeout=60_000)
     reload_page(page)
-    shown = page.locator(".jp-OutputArea-output", has_text="Error displaying widget")
-    shown.first.wait_for(timeout=60_000)
-    # all three widget outputs say so; none shows the widget or the picture beside it
-    assert shown.count() == 3
-    assert all("model not found" in text for text in shown.all_inner_texts())
+    # JupyterLab draws an SVG output as an <img> of it
+    pictures = page.locator(".jp-OutputArea-output.jp-RenderedSVG img")
+    pictures.first.wait_for(timeout=60_000)
+    assert pictures.count() == 3
+    body = page.locator("body").inner_text()
+    assert "Error displaying widget" not in body and "Loading widget" not in body
     assert page.locator(".nbf-root").count() == 0
-    assert page.locator(".jp-OutputArea-output img, .jp-OutputArea-output svg").count() == 0
+    # each is the DAG it replaces, in the states it was drawn in
+    sources = [unquote(src) for src in pictures.evaluate_all("(imgs) => imgs.map((i) => i.src)")]
+    for source, names in zip(sources, (["quick", "also_quick", "slow"], ["first", "long"],
+                                       ["first", "long"])):
+        for name in names:
+            assert f"<title>{name}</title>" in source
+        assert 'data-state="' in source
     SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENS / "kernel-restart-model-not-found.png"))
+    variant = request.node.callspec.params["server"]
+    page.screenshot(path=str(SCREENS / f"kernel-restart-picture-{variant}.png"))
 
 
 def test_full_state_carries_a_fresh_snapshot() -> None:
@@ -236,25 +247,3 @@ def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F8
     traceback.wait_for(timeout=10_000)
     assert "ValueError: slowly: gave up" in traceback.inner_text()
     page.screenshot(path=str(SCREENS / "blocking-reload-after-run.png"))
-
-
-@pytest.mark.parametrize("server", ["lab-save-state"], indirect=True)
-def test_after_kernel_restart_with_saved_widget_state(server: str, browser) -> None:  # noqa: F811
-    """With the widget extension's "saveState" setting, the notebook stores the widget
-    state: after a kernel restart and a reload the widget is drawn from it (no "model
-    not found"), in the states the page last had."""
-    url = server.replace("dag.ipynb", "reload.ipynb")
-    context = browser.contexts[0] if browser.contexts else browser.new_context()
-    page = context.new_page()
-    open_and_run(page, url)
-    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
-                  ".kernel.restart()")
-    page.wait_for_function(KERNEL_READY, timeout=60_000)
-    reload_page(page)
-    page.locator(".nbf-root svg g.node").first.wait_for(timeout=60_000)
-    assert page.locator(".nbf-root").count() == 3
-    assert "Error displaying widget" not in page.locator("body").inner_text()
-    # (what it shows is the state the page held when it saved, not the picture: see
-    # docs/widget.md, "After a page reload or a kernel restart")
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENS / "kernel-restart-saved-state.png"))
