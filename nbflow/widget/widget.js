@@ -10,8 +10,22 @@
 // one is drawn as, the initial state, the states a task can still be cancelled in,
 // and how each state's status line reads. Which buttons show ("available") and the
 // run's part of the status line ("status_line") come from the kernel too.
+//
+// Large graphs: the first view (and "fit") never scales labels below READABLE_PX;
+// what does not fit is reached by dragging or through the minimap. The search box
+// highlights matching tasks and centres one match at a time. Groups and long chains
+// collapse into one node: the view asks the kernel ("collapse"/"expand" messages),
+// which sends the new layout and the collapsed nodes' infos (nbflow.widget.collapse).
+// On render the view sends "ping": a view drawn from saved widget state with no
+// kernel behind it (or a kernel busy in a cell) gets no answer, and says so.
 
 const NS = "http://www.w3.org/2000/svg";
+// the smallest size, in screen pixels, that fitting shrinks a task name to
+const READABLE_PX = 10;
+// milliseconds without any word from the kernel before the view says so
+const PING_WAIT = 3000;
+// the minimap's largest size, in pixels
+const MINI_W = 260, MINI_H = 140;
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -45,6 +59,12 @@ function render({ model, el }) {
     selected: null,
     scale: 1, tx: 0, ty: 0,
     paints: 0,
+    pos: null,        // name -> {x, y, w, h}: where each node is, at scale 1 (lazily)
+    matches: [], match: -1,  // search results (node names in reading order), the current one
+    focus: null,      // the node to centre and select once the next layout is drawn
+    placed: false,    // the layout drawn was fitted (or centred) in a stage with a size
+    sized: false,     // the stage's height was chosen for the first layout
+    live: false,      // the kernel answered (or sent anything) since the view was drawn
   };
   el.classList.add("nbf-root");
 
@@ -83,16 +103,37 @@ function render({ model, el }) {
     rerunFailed.hidden = !can("rerun_failed");
     el.dataset.available = (model.get("available") || []).join(" ");
   }
+  const search = h("input", { class: "nbf-search", type: "search", placeholder: "search tasks",
+                              title: "highlight the tasks whose name contains this text; Enter: centre the next match, Shift+Enter: the previous one" });
+  const searchCount = h("span", { class: "nbf-search-count" });
+  const send = (action, task) => model.send(task === undefined ? { action } : { action, task });
+  const foldGroups = h("button", { class: "nbf-collapse-groups", hidden: "",
+                                   title: "draw each group of tasks (group=...) as one node",
+                                   onclick: () => send("collapse_all", "group") }, "⊟ groups");
+  const foldChains = h("button", { class: "nbf-collapse-chains", hidden: "",
+                                   title: "draw each long chain of tasks as one node",
+                                   onclick: () => send("collapse_all", "chain") }, "⊟ chains");
+  const unfoldAll = h("button", { class: "nbf-expand-all", hidden: "",
+                                  title: "draw every task again",
+                                  onclick: () => send("expand_all") }, "⊞ expand all");
   const toolbar = h("div", { class: "nbf-toolbar" }, cancelRun, rerunFailed,
     h("button", { title: "zoom in", onclick: () => zoom(1.25) }, "+"),
     h("button", { title: "zoom out", onclick: () => zoom(0.8) }, "−"),
-    h("button", { title: "fit to view", onclick: () => fit() }, "fit"),
-    filter, status, dashboard);
+    h("button", { class: "nbf-fit", title: "fit to view, down to a readable size (the minimap shows the rest)",
+                  onclick: () => fit() }, "fit"),
+    filter, search, searchCount, foldGroups, foldChains, unfoldAll, status, dashboard);
   const legend = h("div", { class: "nbf-legend" });
+  const offline = h("div", { class: "nbf-offline", hidden: "",
+                             title: "This view was drawn from the widget state saved in the notebook, and no kernel has answered it: the kernel is busy running a cell, or it is gone (restarted or shut down; run the cell again)." });
   const canvas = h("div", { class: "nbf-canvas" });
-  const stage = h("div", { class: "nbf-stage" }, canvas);
+  const miniCanvas = h("canvas", { class: "nbf-minimap-map" });
+  const miniView = h("div", { class: "nbf-minimap-view" });
+  const mini = h("div", { class: "nbf-minimap", hidden: "",
+                          title: "the whole graph: the box is what the view shows; click or drag to move it" },
+    miniCanvas, miniView);
+  const stage = h("div", { class: "nbf-stage" }, canvas, mini);
   const panel = h("div", { class: "nbf-panel", hidden: "" });
-  el.append(toolbar, legend, h("div", { class: "nbf-body" }, stage, panel));
+  el.append(toolbar, legend, offline, h("div", { class: "nbf-body" }, stage, panel));
 
   function drawLegend() {
     legend.replaceChildren();
@@ -115,11 +156,14 @@ function render({ model, el }) {
     const text = model.get("svg");
     view.byName.clear();
     view.edges = [];
+    view.pos = null;
     if (!text) { canvas.replaceChildren(h("div", { class: "nbf-placeholder" }, "laying out…")); return; }
     canvas.innerHTML = text;
     const svg = canvas.querySelector("svg");
     if (!svg) return;
     svg.classList.add("nbf-svg");
+    const graph = model.get("graph") || {};
+    const folded = graph.folded || {};
     const names = new Map();
     for (const g of svg.querySelectorAll("g.node")) {
       const title = g.querySelector("title");
@@ -131,11 +175,24 @@ function render({ model, el }) {
                       name: texts.length > 0 ? texts[0] : null, fullName: texts.length > 0 ? texts[0].textContent : "" };
       if (entry.name) entry.name.classList.add("nbf-name");
       if (entry.status) entry.status.classList.add("nbf-state-text");
+      if (folded[name]) g.dataset.fold = folded[name].kind;
       g.dataset.name = name;
       view.byName.set(name, entry);
       names.set(name, true);
     }
-    const graph = model.get("graph") || {};
+    // an expanded group's box: clicking its label collapses the group
+    for (const c of svg.querySelectorAll("g.cluster")) {
+      const t = c.querySelector("title");
+      const m = t && /^cluster_(\d+)$/.exec(t.textContent);
+      const group = m && (graph.groups || [])[Number(m[1])];
+      const label = c.querySelector("text");
+      if (!group || !label) continue;
+      c.dataset.unit = `group/${group[0]}`;
+      label.classList.add("nbf-cluster-label");
+      const tip = document.createElementNS(NS, "title");
+      tip.textContent = `group ${group[0]} (${group[1].length} tasks): click to collapse it into one node`;
+      label.append(tip);
+    }
     const gn = graph.names || [];
     const key = new Map();
     for (const [u, v] of graph.edges || []) key.set(`${gn[u]}->${gn[v]}`, [gn[u], gn[v]]);
@@ -147,8 +204,34 @@ function render({ model, el }) {
     for (const name of view.byName.keys()) paint(name);
     for (const entry of view.byName.values()) fitText(entry.name, entry.fullName, entry);
     applyFilter();
-    fit();
+    if (view.selected && !view.byName.has(view.selected) && !view.byName.has(view.focus)) select(null);
+    view.placed = false;
+    place();
     el.dataset.nodes = String(view.byName.size);
+  }
+
+  // The first view of a layout: fitted, or centred on the node an action asked for. A
+  // view drawn before it is attached (or while hidden) has no size: then once it has.
+  function place() {
+    const svg = canvas.querySelector("svg");
+    if (!svg || view.placed || !stage.getBoundingClientRect().width) return;
+    view.placed = true;
+    if (!view.sized) sizeStage(svg);
+    fit();
+    const focus = view.focus;
+    view.focus = null;
+    if (focus && view.byName.has(focus)) { centreOn(focus); select(focus); }
+    runSearch(false);
+  }
+
+  // A graph taller than the stage at a readable size gets a taller stage, once per view
+  // (the user may resize it after).
+  function sizeStage(svg) {
+    const r = stage.getBoundingClientRect();
+    if (!r.height) return;  // hidden: try with the next layout
+    view.sized = true;
+    const want = Math.min(640, (svg.height.baseVal.value || 0) * readableScale() + 8);
+    if (want > r.height) stage.style.height = `${Math.round(want)}px`;
   }
 
   // -- labels that fit their nodes -----------------------------------------------
@@ -189,7 +272,8 @@ function render({ model, el }) {
   }
   // a widget drawn while hidden (another tab, a collapsed output) measures nothing: refit
   // once it has a size
-  new ResizeObserver(() => fitLabels()).observe(stage);
+  const resized = new ResizeObserver(() => { fitLabels(); place(); scheduleMini(); });
+  resized.observe(stage);
 
   // -- painting nodes -----------------------------------------------------------
   function statusLine(info) {
@@ -254,6 +338,7 @@ function render({ model, el }) {
     }
     view.paints += 1;
     el.dataset.paints = String(view.paints);
+    scheduleMini();
     if (view.selected && nodes[view.selected]) showPanel(view.selected);
     updateStatus();
   }
@@ -277,6 +362,7 @@ function render({ model, el }) {
   function updateStatus() {
     const counts = {};
     for (const info of Object.values(view.nodes)) {
+      if (info.g) continue;  // a collapsed group or chain: its tasks are counted
       const s = drawnAs(info.s);
       counts[s] = (counts[s] || 0) + 1;
     }
@@ -290,6 +376,7 @@ function render({ model, el }) {
     else if (layout !== "ready") text += ` · layout failed: ${layout}`;
     status.textContent = text;
     el.dataset.runStatus = run;
+    el.dataset.flow = model.get("flow_name");
   }
 
   // Running nodes show elapsed time: repaint them twice a second.
@@ -302,7 +389,46 @@ function render({ model, el }) {
     return value === "" || value == null ? null : h("tr", {}, h("th", {}, label), h("td", {}, String(value)));
   }
 
+  // the group or chain (expanded) that task `name` is in, if any
+  function unitOf(name) {
+    const units = (model.get("graph") || {}).units || {};
+    for (const [id, unit] of Object.entries(units))
+      if (!unit.collapsed && unit.members.includes(name)) return { id, ...unit };
+    return null;
+  }
+
+  function showFoldPanel(name, fold) {
+    const info = view.nodes[name] || { s: rules().initial };
+    const ended = info.c ? Object.entries(info.c).map(([k, v]) => `${v} ${k}`).join(", ") : "";
+    const rows = [
+      row("state", info.s),
+      row(fold.kind, fold.kind === "group" ? fold.label : `${fold.members[0]} → ${fold.members[fold.members.length - 1]}`),
+      row("tasks ended", `${info.d || 0}/${info.n ?? fold.members.length}` + (ended ? ` (${ended})` : "")),
+      row("started", fmtTime(info.t0)),
+      row("ended", fmtTime(info.t1)),
+      row("duration", info.t0 && info.t1 ? fmtSeconds(info.t1 - info.t0) : ""),
+    ].filter(Boolean);
+    const members = fold.members.map((m) => {
+      const s = (view.nodes[m] || {}).s || rules().initial;
+      const open = h("a", { href: "#", class: "nbf-member", title: "expand and show this task",
+                            onclick: (ev) => { ev.preventDefault(); view.focus = m; send("expand", name); } }, m);
+      return h("tr", { "data-state": drawnAs(s) }, h("td", {}, open), h("td", {}, s));
+    });
+    panel.replaceChildren(
+      h("div", { class: "nbf-panel-head" }, h("b", {}, `${fold.kind} ${fold.label}`),
+        h("button", { class: "nbf-close", title: "close", onclick: () => select(null) }, "×")),
+      h("table", { class: "nbf-facts" }, ...rows),
+      h("div", { class: "nbf-actions" },
+        h("button", { class: "nbf-act-expand", title: "draw these tasks again",
+                      onclick: () => { view.focus = fold.members[0]; send("expand", name); } }, "⊞ expand")),
+      h("h4", {}, `${fold.members.length} tasks`),
+      h("table", { class: "nbf-members" }, ...members));
+    panel.hidden = false;
+  }
+
   function showPanel(name) {
+    const fold = ((model.get("graph") || {}).folded || {})[name];
+    if (fold) return showFoldPanel(name, fold);
     const info = view.nodes[name] || { s: rules().initial };
     const rows = [
       row("state", info.s),
@@ -333,6 +459,11 @@ function render({ model, el }) {
     if (can("cancel_task") && (rules().open || []).includes(info.s))
       buttons.push(h("button", { class: "nbf-act-cancel", title: "cancel this task: what depends on it is skipped, the rest of the run goes on",
                                  onclick: () => model.send({ action: "cancel_task", task: name }) }, "cancel task"));
+    const unit = unitOf(name);
+    if (unit)
+      buttons.push(h("button", { class: "nbf-act-collapse", title: `draw the ${unit.members.length} tasks of this ${unit.kind} as one node`,
+                                 onclick: () => { view.focus = unit.id; send("collapse", unit.id); } },
+        unit.kind === "group" ? `⊟ collapse group ${unit.label}` : `⊟ collapse chain (${unit.members.length} tasks)`));
     parts.push(h("div", { class: "nbf-actions" }, ...buttons));
     if (info.err) parts.push(h("h4", {}, "traceback"), h("pre", { class: "nbf-traceback" }, info.err));
     if (info.res) {
@@ -384,6 +515,19 @@ function render({ model, el }) {
   // -- zoom and pan -------------------------------------------------------------------
   function transform() {
     canvas.style.transform = `translate(${view.tx}px, ${view.ty}px) scale(${view.scale})`;
+    el.dataset.scale = view.scale.toFixed(3);
+    scheduleMini();
+  }
+  // the scale at which a task name is READABLE_PX tall on screen (Graphviz sizes text
+  // in points, and the SVG maps its viewBox onto its width)
+  function readableScale() {
+    const svg = canvas.querySelector("svg");
+    const text = svg && svg.querySelector("g.node text");
+    if (!text) return 1;
+    const box = svg.viewBox.baseVal;
+    const unit = box && box.width ? svg.width.baseVal.value / box.width : 1;
+    const size = parseFloat(text.getAttribute("font-size")) || 11;
+    return Math.min(1, READABLE_PX / (size * unit));
   }
   function zoom(factor, cx, cy) {
     const r = stage.getBoundingClientRect();
@@ -398,11 +542,135 @@ function render({ model, el }) {
     const r = stage.getBoundingClientRect();
     if (!svg || !r.width) { view.scale = 1; view.tx = view.ty = 0; transform(); return; }
     const w = svg.width.baseVal.value || 1, hgt = svg.height.baseVal.value || 1;
-    view.scale = Math.min(1.5, r.width / w, Math.max(r.height, 200) / hgt);
-    view.tx = Math.max(0, (r.width - w * view.scale) / 2);
+    // the whole graph, unless its labels would be too small to read: then the top of
+    // it, centred, and the minimap
+    const whole = Math.min(1.5, r.width / w, Math.max(r.height, 200) / hgt);
+    const readable = readableScale();
+    view.scale = Math.max(whole, readable);
+    view.tx = (r.width - w * view.scale) / 2;
     view.ty = 0;
+    el.dataset.readable = readable.toFixed(3);
     transform();
   }
+  // where each node is drawn at scale 1, relative to the canvas (measured once per layout)
+  function positions() {
+    if (view.pos) return view.pos;
+    const c = canvas.getBoundingClientRect();
+    if (!c.width) return {};
+    view.pos = {};
+    for (const [name, e] of view.byName) {
+      const r = e.g.getBoundingClientRect();
+      view.pos[name] = { x: (r.left - c.left) / view.scale, y: (r.top - c.top) / view.scale,
+                         w: r.width / view.scale, h: r.height / view.scale };
+    }
+    return view.pos;
+  }
+  // node `name` in the middle of the stage, at a readable scale at least
+  function centreOn(name) {
+    const p = positions()[name];
+    const r = stage.getBoundingClientRect();
+    if (!p || !r.width) return;
+    view.scale = Math.max(view.scale, readableScale());
+    view.tx = r.width / 2 - (p.x + p.w / 2) * view.scale;
+    view.ty = r.height / 2 - (p.y + p.h / 2) * view.scale;
+    transform();
+  }
+
+  // -- search ---------------------------------------------------------------------------
+  // Matches are the drawn nodes whose name (or, for a collapsed node, its label or one
+  // of its tasks) contains the text, in reading order (top to bottom, left to right).
+  function runSearch(centre) {
+    const q = search.value.trim().toLowerCase();
+    const folded = (model.get("graph") || {}).folded || {};
+    const hit = (name) => [name, ...(folded[name] ? [folded[name].label, ...folded[name].members] : [])]
+      .some((text) => text.toLowerCase().includes(q));
+    const pos = positions();
+    const at = (n) => pos[n] ? [Math.round(pos[n].y + pos[n].h / 2), pos[n].x] : [0, 0];
+    view.matches = q ? [...view.byName.keys()].filter(hit) : [];
+    view.matches.sort((a, b) => at(a)[0] - at(b)[0] || at(a)[1] - at(b)[1]);
+    view.match = view.matches.length ? 0 : -1;
+    el.classList.toggle("nbf-searching", q !== "");
+    markMatches(centre);
+  }
+  function step(by) {
+    const n = view.matches.length;
+    if (!n) return;
+    view.match = (view.match + by + n) % n;
+    markMatches(true);
+  }
+  function markMatches(centre) {
+    const found = new Set(view.matches);
+    const current = view.matches[view.match];
+    for (const [n, e] of view.byName) {
+      e.g.classList.toggle("nbf-match", found.has(n));
+      e.g.classList.toggle("nbf-current", n === current);
+    }
+    searchCount.textContent = !search.value.trim() ? "" :
+      view.matches.length ? `${view.match + 1}/${view.matches.length}` : "no match";
+    el.dataset.matches = String(view.matches.length);
+    if (current) el.dataset.match = current; else delete el.dataset.match;
+    if (current && centre) centreOn(current);
+    scheduleMini();
+  }
+  search.addEventListener("input", () => runSearch(true));
+  search.addEventListener("keydown", (ev) => {
+    ev.stopPropagation();  // keys typed here are not notebook shortcuts (Shift+Enter runs a cell)
+    if (ev.key === "Enter") { ev.preventDefault(); step(ev.shiftKey ? -1 : 1); }
+    else if (ev.key === "Escape") { search.value = ""; runSearch(false); }
+  });
+
+  // -- minimap --------------------------------------------------------------------------
+  // Shown while the graph does not fit the stage: every node as a dot in its state's
+  // outline colour (search matches in amber), and a box where the view is.
+  let miniFrame = 0;
+  function scheduleMini() {
+    if (!miniFrame) miniFrame = requestAnimationFrame(() => { miniFrame = 0; drawMinimap(); });
+  }
+  function drawMinimap() {
+    const svg = canvas.querySelector("svg");
+    const r = stage.getBoundingClientRect();
+    const w = svg ? svg.width.baseVal.value : 0, hgt = svg ? svg.height.baseVal.value : 0;
+    const fits = !w || !hgt || !r.width || (w * view.scale <= r.width + 1 && hgt * view.scale <= r.height + 1);
+    mini.hidden = fits;
+    el.dataset.minimap = fits ? "hidden" : "shown";
+    if (fits) return;
+    const k = view.miniK = Math.min(MINI_W / w, MINI_H / hgt);
+    const cw = Math.max(1, Math.round(w * k)), ch = Math.max(1, Math.round(hgt * k));
+    if (miniCanvas.width !== cw) miniCanvas.width = cw;
+    if (miniCanvas.height !== ch) miniCanvas.height = ch;
+    const ctx = miniCanvas.getContext("2d");
+    ctx.clearRect(0, 0, cw, ch);
+    const pos = positions();
+    const found = new Set(view.matches);
+    for (const name of view.byName.keys()) {
+      const p = pos[name];
+      if (!p) continue;
+      const hit = found.has(name), pad = hit ? 1.5 : 0;
+      ctx.fillStyle = hit ? "#f0a800" : styleOf(drawnAs((view.nodes[name] || {}).s)).stroke;
+      ctx.fillRect(p.x * k - pad, p.y * k - pad, Math.max(1.5, p.w * k) + 2 * pad, Math.max(1.5, p.h * k) + 2 * pad);
+    }
+    Object.assign(miniView.style, {
+      left: `${-view.tx / view.scale * k}px`, top: `${-view.ty / view.scale * k}px`,
+      width: `${r.width / view.scale * k}px`, height: `${r.height / view.scale * k}px` });
+  }
+  let miniDrag = false;
+  function miniMove(ev) {
+    const b = miniCanvas.getBoundingClientRect();
+    const r = stage.getBoundingClientRect();
+    if (!view.miniK) return;
+    view.tx = r.width / 2 - (ev.clientX - b.left) / view.miniK * view.scale;
+    view.ty = r.height / 2 - (ev.clientY - b.top) / view.miniK * view.scale;
+    transform();
+  }
+  mini.addEventListener("pointerdown", (ev) => {
+    ev.stopPropagation();
+    miniDrag = true;
+    if (mini.setPointerCapture) mini.setPointerCapture(ev.pointerId);
+    miniMove(ev);
+  });
+  mini.addEventListener("pointermove", (ev) => { if (miniDrag) { ev.stopPropagation(); miniMove(ev); } });
+  mini.addEventListener("pointerup", (ev) => { ev.stopPropagation(); miniDrag = false; });
+  mini.addEventListener("click", (ev) => ev.stopPropagation());
   stage.addEventListener("wheel", (ev) => {
     if (!ev.ctrlKey && !ev.metaKey && !ev.altKey) return; // plain wheel scrolls the notebook
     ev.preventDefault();
@@ -422,23 +690,61 @@ function render({ model, el }) {
   stage.addEventListener("pointerup", () => { setTimeout(() => { drag = null; }, 0); });
   stage.addEventListener("click", (ev) => {
     if (drag && drag.moved) return;
+    const label = ev.target.closest && ev.target.closest("text.nbf-cluster-label");
+    const unit = label && label.closest("g.cluster").dataset.unit;
+    if (unit) { view.focus = unit; send("collapse", unit); return; }
     const g = ev.target.closest && ev.target.closest("g.node");
     select(g ? g.dataset.name : null);
   });
 
+  // -- is a kernel behind this view? ----------------------------------------------------
+  // A view drawn from widget state saved in the notebook, after the kernel restarted,
+  // has no model in any kernel: its ping goes unanswered. A kernel busy running a cell
+  // answers once the cell ends (deltas of a run still arrive meanwhile).
+  function heard() {
+    if (view.live) return;
+    view.live = true;
+    offline.hidden = true;
+    el.dataset.live = "yes";
+  }
+  function stateTime() {
+    let t = 0;
+    try { t = JSON.parse(model.get("snapshot_json") || "{}").time || 0; } catch (e) { t = 0; }
+    return Math.max(t, (model.get("delta") || {}).time || 0);
+  }
+  const pad2 = (n) => String(n).padStart(2, "0");
+  const pingTimer = setTimeout(() => {
+    if (view.live) return;
+    const t = stateTime(), d = new Date(t * 1000);
+    const at = t ? ` of ${pad2(d.getHours())}:${pad2(d.getMinutes())}` : "";
+    offline.textContent = `no answer from the kernel (showing the saved state${at})`;
+    offline.hidden = false;
+    el.dataset.live = "no";
+  }, PING_WAIT);
+  try { model.send({ action: "ping" }); } catch (e) { /* no comm: the note says so */ }
+  const fromKernel = (fn) => (...args) => { heard(); return fn(...args); };
+
   model.on("msg:custom", (msg) => {
+    heard();
     if (msg && msg.error) status.textContent = `nbflow: ${msg.error}`;
   });
-  model.on("change:svg", () => { drawSvg(); updateStatus(); });
-  model.on("change:graph", applyFilter);
-  model.on("change:snapshot_json", onSnapshot);
-  model.on("change:delta", onDelta);
+  model.on("change:svg", fromKernel(() => { drawSvg(); updateStatus(); }));
+  model.on("change:graph", fromKernel(() => { applyFilter(); showFoldButtons(); }));
+  model.on("change:snapshot_json", fromKernel(onSnapshot));
+  model.on("change:delta", fromKernel(onDelta));
   function showDashboard() {
     const link = model.get("dashboard");
     if (link) { dashboard.href = link; dashboard.hidden = false; } else dashboard.hidden = true;
   }
 
-  model.on("change:run_status", updateStatus);
+  function showFoldButtons() {
+    const units = Object.values((model.get("graph") || {}).units || {});
+    foldGroups.hidden = !units.some((u) => u.kind === "group" && !u.collapsed);
+    foldChains.hidden = !units.some((u) => u.kind === "chain" && !u.collapsed);
+    unfoldAll.hidden = !units.some((u) => u.collapsed);
+  }
+
+  model.on("change:run_status", fromKernel(updateStatus));
   model.on("change:status_line", updateStatus);
   model.on("change:available", () => {
     showButtons();
@@ -453,11 +759,12 @@ function render({ model, el }) {
 
   drawLegend();
   showButtons();
+  showFoldButtons();
   showDashboard();
   drawSvg();
   onSnapshot();
   updateStatus();
-  return () => clearInterval(ticker);
+  return () => { clearInterval(ticker); clearTimeout(pingTimer); resized.disconnect(); };
 }
 
 export default { render };
