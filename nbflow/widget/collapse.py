@@ -53,7 +53,8 @@ def chains(structure: Structure, chain_min: int = CHAIN_MIN) -> list[list[int]]:
 
     A link ``u -> v`` is one-to-one when ``v`` is ``u``'s only downstream task and
     ``u`` is ``v``'s only upstream task; a chain is a maximal path of such links
-    (so its inner tasks have one upstream and one downstream task each).
+    (so its inner tasks have one upstream and one downstream task each). A chain of
+    every task is left out: collapsing it would draw the whole flow as one node.
     """
     n = len(structure.names)
     grouped = {i for _, members in structure.groups for i in members}
@@ -82,7 +83,7 @@ def chains(structure: Structure, chain_min: int = CHAIN_MIN) -> list[list[int]]:
         while nxt is not None and nxt != start:
             chain.append(nxt)
             nxt = next_of(nxt)
-        if len(chain) >= chain_min:
+        if chain_min <= len(chain) < n:  # (a flow that is one chain stays as it is)
             out.append(chain)
     return out
 

@@ -631,7 +631,7 @@ function render({ model, el }) {
     const r = stage.getBoundingClientRect();
     const w = svg ? svg.width.baseVal.value : 0, hgt = svg ? svg.height.baseVal.value : 0;
     const fits = !w || !hgt || !r.width || (w * view.scale <= r.width + 1 && hgt * view.scale <= r.height + 1);
-    mini.hidden = fits;
+    if (mini.hidden !== fits) { mini.hidden = fits; showFoldButtons(); }
     el.dataset.minimap = fits ? "hidden" : "shown";
     if (fits) return;
     const k = view.miniK = Math.min(MINI_W / w, MINI_H / hgt);
@@ -740,7 +740,8 @@ function render({ model, el }) {
   function showFoldButtons() {
     const units = Object.values((model.get("graph") || {}).units || {});
     foldGroups.hidden = !units.some((u) => u.kind === "group" && !u.collapsed);
-    foldChains.hidden = !units.some((u) => u.kind === "chain" && !u.collapsed);
+    // (chains only when the graph is too large to see whole: a panel collapses one anyway)
+    foldChains.hidden = !units.some((u) => u.kind === "chain" && !u.collapsed) || mini.hidden;
     unfoldAll.hidden = !units.some((u) => u.collapsed);
   }
 

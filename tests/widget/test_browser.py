@@ -2,14 +2,16 @@
 
 Starts the server on 127.0.0.1 with a token, opens tests/widget/notebooks/dag.ipynb,
 waits until its kernel is connected, runs all cells, and checks the DOM: one SVG node per
-task, final succeeded/failed styles, and the failed node's traceback in the details panel.
-A screenshot goes to build/test-artifacts/. Server and browser are stopped by pid.
+task, final succeeded/failed styles, and the failed node's traceback in the details panel;
+and that a view drawn from saved widget state with no kernel behind it says so.
+Screenshots go to build/test-artifacts/. Server and browser are stopped by pid.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -60,9 +62,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A Jupyter server (``lab`` or ``notebook``) on 127.0.0.1; yields the notebook URL."""
-    app = request.param  # "lab", "notebook", or "lab-save-state" (widget state saved)
+    # "lab", "notebook", "lab-save-state" (widget state saved), and "...-no-extension":
+    # without nbflow's server extension, as a Jupyter server of another environment
+    app = request.param
+    bare = app.endswith("-no-extension")
+    app = app.removesuffix("-no-extension")
     save_state = app.endswith("-save-state")
     app = app.removesuffix("-save-state")
+    if bare:
+        (tmp_path / "config").mkdir()
+        (tmp_path / "config" / "jupyter_server_config.json").write_text(json.dumps(
+            {"ServerApp": {"jpserver_extensions": {"nbflow.notebook.server": False}}}))
     root = tmp_path / "root"
     root.mkdir()
     for notebook in (HERE / "notebooks").glob("*.ipynb"):  # dag.ipynb, reload.ipynb
@@ -190,3 +200,43 @@ def test_live_widget_in_the_browser(server: str, browser, request) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"widget-{app}.png"), full_page=True)
     assert not [e for e in errors if "nbf" in e or "widget.js" in e], errors
+
+
+@pytest.mark.parametrize("server", ["lab-save-state-no-extension"], indirect=True)
+def test_a_view_from_saved_state_says_no_kernel_answers(server: str, browser) -> None:
+    """With JupyterLab's "save widget state" on, a notebook reopened after a kernel restart
+    draws its widgets from the saved state (where nbflow's server extension does not run:
+    it would show the pictures instead); each view pinged the kernel on render, got no
+    answer, and says it shows the saved state of a given time (see widget.js, "ping")."""
+    context = browser.contexts[0] if browser.contexts else browser.new_context()
+    page = context.new_page()
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(server)
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    page.wait_for_function("""() => { const r = [...document.querySelectorAll('.nbf-root')];
+        return r.length === 2 && r[1].dataset.runStatus === 'failed'
+          && r.every((v) => v.dataset.live === 'yes'); }""", timeout=120_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty",
+                           timeout=30_000)
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
+                  ".kernel.restart()")
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    page.reload()
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    roots = page.locator(".nbf-root")
+    roots.first.locator("svg g.node").first.wait_for(timeout=60_000)
+    page.wait_for_function("""() => { const r = [...document.querySelectorAll('.nbf-root')];
+        return r.length === 2 && r.every((v) => v.dataset.live === 'no'); }""", timeout=60_000)
+    notes = page.locator(".nbf-root .nbf-offline").all_inner_texts()
+    assert len(notes) == 2
+    for note in notes:
+        assert re.fullmatch(r"no answer from the kernel \(showing the saved state of \d\d:\d\d\)",
+                            note), note
+    # the saved picture itself: the final states of the run
+    last = roots.last
+    assert last.locator("g.node[data-name='explode']").get_attribute("data-state") == "failed"
+    (ARTIFACTS / "screens").mkdir(parents=True, exist_ok=True)
+    last.screenshot(path=str(ARTIFACTS / "screens" / "saved-state-not-live.png"))

@@ -48,6 +48,7 @@ def test_to_graphviz_returns_a_customisable_digraph(demo_flow):
 
 def test_large_graphs_get_fast_layout_attributes():
     assert "nslimit" not in layout.graph_attributes(20)
+    assert "nslimit" not in layout.graph_attributes(200)  # a 200-task flow stays polished
     fast = layout.graph_attributes(2000)
     assert fast["splines"] == "line" and float(fast["nslimit"]) < 1
 
