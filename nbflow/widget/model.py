@@ -15,12 +15,9 @@ What travels to the front end (``widget.js``):
 - ``styles``, ``legend`` and ``state_rules``: the states and how to draw them, from
   :mod:`nbflow.states` and :mod:`nbflow.widget.layout` (the front end names none).
 
-Groups and long chains can be drawn collapsed (:meth:`DagWidget.collapse`, or the
-front end's buttons): :mod:`nbflow.widget.collapse` turns the flow's structure into
-the one drawn and each collapsed node's info (its members' aggregate state), which
-travels in the snapshots and deltas beside the tasks'. The front end asks with a
-message and draws what comes back; the kernel answers its ``ping`` message, so a
-view drawn from saved widget state with no kernel behind it can say so.
+Collapsed groups and chains (:meth:`DagWidget.collapse`, the front end's buttons) are
+drawn from :mod:`nbflow.widget.collapse`; their nodes' infos travel with the tasks'. The
+kernel answers a view's ``ping``: a view drawn from saved state gets no answer.
 
 The widget is an observer of run events: it runs on the event dispatcher thread,
 never blocks the scheduler's loop or the kernel's, and reads only the task views
@@ -427,9 +424,8 @@ class DagWidget(anywidget.AnyWidget):
         followed run's tasks again, its failed tasks and what depends on them forced,
         the rest from the cache). Runs start through the widget's runner, and the
         widget follows them. :attr:`available` says which of them apply now.
-        ``collapse`` and ``expand`` (the unit ``task`` names, see :meth:`collapse`),
-        ``collapse_all`` (every unit of kind ``task``: "group", "chain", or None for
-        both) and ``expand_all`` change only the drawing.
+        ``collapse``/``expand`` (unit ``task``), ``collapse_all`` (units of kind ``task``,
+        "group" or "chain", None: all) and ``expand_all`` change only the drawing.
         """
         if action in ("collapse", "expand") and task is not None:
             self._fold([task], action == "collapse")
@@ -462,10 +458,8 @@ class DagWidget(anywidget.AnyWidget):
 
     @property
     def collapsible(self) -> dict[str, Fold]:
-        """Every group and long chain that can be drawn as one node, by unit id
-        (``group/<name>``, ``chain/<first task>``)."""
-        with self._lock:
-            return dict(self._folding.units)
+        """The groups and long chains, by id (``group/<name>``, ``chain/<first task>``)."""
+        return dict(self._folding.units)
 
     @property
     def collapsed(self) -> list[str]:
