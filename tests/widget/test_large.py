@@ -179,8 +179,10 @@ def test_a_large_graph_stays_readable(server: str, browser, tmp_path: Path) -> N
     centred(page, "chain2_1")
     assert root.locator(".nbf-search-count").inner_text() == "2/10"
     shot(page, "large-search", root)
-    search.press("Shift+Enter")  # back, and no cell ran
+    prompts = page.locator(".jp-InputPrompt").all_inner_texts()
+    search.press("Shift+Enter")  # back to the previous match; no cell runs
     page.wait_for_function(f"document.querySelector(\"{LARGE}\").dataset.match === 'chain2_0'")
+    assert page.locator(".jp-InputPrompt").all_inner_texts() == prompts
 
     # -- collapse a group from a member's panel ------------------------------------------------
     search.fill("region3_0")
