@@ -26,7 +26,6 @@ from .display import (
     live_widget,
     show_run,
     show_task_output,
-    update_when_done,
 )
 from .history import explain
 from .parser import EXECUTOR_CHOICES, build_parser, task_options
@@ -189,12 +188,7 @@ class NbflowMagics(Magics):
         if args.background:
             widget = make_widget()
             if widget is not None:
-                from IPython.display import display
-
-                # the saved output (its static picture) is redrawn once the run ended
-                handle = display(widget, display_id=True)  # type: ignore[no-untyped-call]
-                if handle is not None:
-                    update_when_done(run, lambda: handle.update(widget))
+                widget.show()  # its output gets the final picture once the run ended
             return run
         self._follow(run, make_widget)
         return None

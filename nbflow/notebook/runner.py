@@ -137,12 +137,9 @@ class Follower:
         self.widget = self.make_widget() if self.make_widget is not None else None
         return self.widget
 
-    def show_widget(self, bundle: tuple[dict[str, Any], dict[str, Any]]) -> None:
-        """Display the widget's formatted ``(data, metadata)`` under the cell."""
-        from IPython.display import DisplayHandle
-
-        self.handle = DisplayHandle()  # type: ignore[no-untyped-call]
-        self.handle.display(bundle[0], metadata=bundle[1], raw=True)
+    def show_widget(self) -> None:
+        """Display the widget under the cell (it redraws that output when the run ends)."""
+        self.handle = self.widget.show()
 
     def step(self, finished: bool) -> None:
         """Show what changed since the last step: task outputs, the progress line."""
@@ -166,12 +163,12 @@ class Follower:
                 self.handle.update({"text/plain": text}, raw=True)
             self.shown_text = text
 
-    def show_final(self, bundle: tuple[dict[str, Any], dict[str, Any]] | None) -> None:
-        """Replace the cell's widget output by ``bundle``: its final picture is what the
-        saved notebook keeps."""
+    def show_final(self) -> None:
+        """The last task outputs, and the widget's final picture in the cell's output
+        before the cell ends (what a saved notebook keeps)."""
         self.shower.poll()
-        if self.handle is not None and bundle is not None:
-            self.handle.update(bundle[0], metadata=bundle[1], raw=True)
+        if self.widget is not None:
+            self.widget.redraw()
 
     def end(self) -> None:
         """The summary line, then the run's failure if a task failed."""
@@ -188,16 +185,6 @@ class Follower:
         return interrupted()
 
 
-def formatted(widget: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The widget's ``(data, metadata)`` as IPython would display it (widget view and
-    pictures); computing the pictures can wait for the layout process."""
-    from IPython.core.getipython import get_ipython
-
-    shell: Any = get_ipython()
-    data, metadata = shell.display_formatter.format(widget)
-    return dict(data), dict(metadata)
-
-
 def follow(run: Run, flow: NotebookFlow,
            make_widget: Callable[[], Any] | None = None) -> None:
     """Block until ``run`` ends, as a blocking ``%nbflow run`` does (see :class:`Follower`).
@@ -210,7 +197,7 @@ def follow(run: Run, flow: NotebookFlow,
     follower = Follower(run, flow, make_widget)
     try:
         if follower.build_widget() is not None:
-            follower.show_widget(formatted(follower.widget))
+            follower.show_widget()
         finished = False
         while not finished:
             try:
@@ -219,8 +206,7 @@ def follow(run: Run, flow: NotebookFlow,
             except TimeoutError:
                 pass
             follower.step(finished)
-        # store the final DAG (its static pictures) as the cell's output
-        follower.show_final(formatted(follower.widget) if follower.widget is not None else None)
+        follower.show_final()
     except KeyboardInterrupt:
         run.cancel()
         try:
@@ -228,7 +214,7 @@ def follow(run: Run, flow: NotebookFlow,
         except (TimeoutError, KeyboardInterrupt):
             pass
         follower.step(True)
-        follower.show_final(formatted(follower.widget) if follower.widget is not None else None)
+        follower.show_final()
         raise follower.cancelled() from None
     follower.end()
 
@@ -244,29 +230,23 @@ async def follow_async(run: Run, flow: NotebookFlow,
     cancellation of an awaiting cell) cancels the run, as in :func:`follow`.
     """
     __tracebackhide__ = True
-    loop = asyncio.get_running_loop()
     follower = Follower(run, flow, make_widget)
     ended = asyncio.ensure_future(run.wait_async())
-
-    async def final_bundle() -> tuple[dict[str, Any], dict[str, Any]] | None:
-        if follower.widget is None:
-            return None
-        return await loop.run_in_executor(None, formatted, follower.widget)
-
     try:
-        if await loop.run_in_executor(None, follower.build_widget) is not None:
-            follower.show_widget(await loop.run_in_executor(None, formatted, follower.widget))
+        # on threads that carry the cell's context (its outputs go under the cell)
+        if await asyncio.to_thread(follower.build_widget) is not None:
+            await asyncio.to_thread(follower.show_widget)
         finished = False
         while not finished:
             done, _ = await asyncio.wait([ended], timeout=0.2)
             finished = bool(done)
             follower.step(finished)
-        follower.show_final(await final_bundle())
+        await asyncio.to_thread(follower.show_final)
     except (KeyboardInterrupt, asyncio.CancelledError):
         run.cancel()
         await asyncio.wait([ended], timeout=10)
         follower.step(True)
-        follower.show_final(await final_bundle())
+        await asyncio.to_thread(follower.show_final)
         raise follower.cancelled() from None
     finally:
         if ended.done() and not ended.cancelled():

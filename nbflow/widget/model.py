@@ -39,13 +39,13 @@ import traitlets
 
 from ..events import Event, RunEvent, TaskEvent
 from ..states import FINAL
-from .actions import Runner, default_runner, rerun_failed, rerun_task
+from .actions import Runner, WidgetActions, default_runner
 from .collapse import CHAIN_MIN, Folding
-from .layout import STATES, STYLES, Fold, Structure, state_rules, structure_of, to_graphviz
-from .nodes import PREVIEW_CHARS, NodeTable, available_actions, moving, preview, \
-    result_preview, shown_status, status_line as line_of_run
+from .layout import STATES, STYLES, Structure, state_rules, structure_of, to_graphviz
+from .nodes import PREVIEW_CHARS, NodeTable, moving, preview, \
+    result_preview, shown_status
 from .service import LayoutService, get_service
-from .static import output_metadata, picture_svg, pictures, png_of, start_png
+from .static import WidgetPictures
 from .throttle import Throttle
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
 
-class DagWidget(anywidget.AnyWidget):
+class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
     """The live DAG of a flow (``flow.widget()``) or of one run (``run.widget()``).
 
     Parameters
@@ -116,8 +116,6 @@ class DagWidget(anywidget.AnyWidget):
     wants_branch_events = False
     #: seconds between two full snapshots during a run
     snapshot_every = 2.0
-    #: seconds ``_repr_mimebundle_`` waits for a layout that is still being computed
-    static_wait = 5.0
     #: the shortest chain of tasks that can be collapsed into one node
     chain_min = CHAIN_MIN
 
@@ -160,6 +158,9 @@ class DagWidget(anywidget.AnyWidget):
         self._last_snapshot = float("-inf")
         #: number of deltas sent (for tests and benchmarks)
         self.deltas_sent = 0
+        #: the outputs show() made: [display handle, version of its picture]
+        self._displays: list[list[Any]] = []
+        self._redraw_lock = threading.Lock()
         self.actions = runner is not None
         self.on_msg(self._on_message)
         if run is not None:
@@ -362,6 +363,8 @@ class DagWidget(anywidget.AnyWidget):
             self._throttle.sent()
             if self._moving and self._ended is None:
                 self._throttle.request()  # their branches move without events
+        if final:
+            self._redraw_later()  # the outputs it displayed get the final picture
 
     def _status(self, run: Run) -> str:
         return self._ended if self._ended is not None else shown_status(run)
@@ -401,200 +404,10 @@ class DagWidget(anywidget.AnyWidget):
         data: dict[str, Any] = json.loads(self.snapshot_json)
         return data
 
-    # -- actions from the front end ---------------------------------------------------------------
-
-    def _on_message(self, widget: Any, content: Any, buffers: Any) -> None:
-        if not isinstance(content, dict):
-            return
-        if content.get("action") == "ping":  # the view asks whether a kernel is behind it
-            self.send({"pong": content.get("id")})
-            return
-        try:
-            self.act(str(content.get("action")), content.get("task"))
-        except Exception as exc:
-            logger.warning("nbflow widget action %r failed: %s", content, exc)
-            self.send({"error": f"{content.get('action')}: {exc}"})
-
-    def act(self, action: str, task: str | None = None) -> Run | None:
-        """Carry out a front-end action; returns the run it started, if any.
-
-        ``rerun`` (the task and what depends on it, recomputed), ``needs`` (what the task
-        needs, from the cache where possible), ``cancel`` (the run the widget follows),
-        ``cancel_task`` (that task of the run; the rest goes on), ``rerun_failed`` (the
-        followed run's tasks again, its failed tasks and what depends on them forced,
-        the rest from the cache). Runs start through the widget's runner, and the
-        widget follows them. :attr:`available` says which of them apply now.
-        ``collapse``/``expand`` (unit ``task``), ``collapse_all`` (units of kind ``task``,
-        "group" or "chain", None: all) and ``expand_all`` change only the drawing.
-        """
-        if action in ("collapse", "expand") and task is not None:
-            self._fold([task], action == "collapse")
-            return None
-        if action == "collapse_all":
-            self._fold([i for i, u in self.collapsible.items() if task in (None, u.kind)], True)
-            return None
-        if action == "expand_all":
-            self._fold(list(self.collapsible), False)
-            return None
-        run = self._run
-        if action == "cancel":
-            if run is not None:
-                run.cancel()
-            return None
-        if action == "cancel_task" and task is not None:
-            if run is not None:
-                run.cancel(task)
-            return None
-        if action == "rerun" and task is not None:
-            targets = rerun_task(self._structure, task)
-            return self._start(targets, targets)
-        if action == "needs" and task is not None:
-            return self._start([task], ())
-        if action == "rerun_failed":
-            return self._rerun_failed()
-        raise ValueError(f"unknown widget action {action!r} (task {task!r})")
-
-    # -- collapsing groups and chains -------------------------------------------------------------
-
-    @property
-    def collapsible(self) -> dict[str, Fold]:
-        """The groups and long chains, by id (``group/<name>``, ``chain/<first task>``)."""
-        return dict(self._folding.units)
-
-    @property
-    def collapsed(self) -> list[str]:
-        """The ids of the units drawn collapsed."""
-        with self._lock:
-            return sorted(self._folding.collapsed)
-
-    def collapse(self, *units: str) -> None:
-        """Draw each of ``units`` as one node (none given: every group and chain).
-
-        A unit is named by its id (``group/cleaning``, ``chain/load``), a group's
-        name, or any of its tasks. The node shows its members' aggregate state and
-        how many of them ended. An unknown name raises ``ValueError`` listing the units.
-        """
-        self._fold(units or list(self.collapsible), True)
-
-    def expand(self, *units: str) -> None:
-        """Draw the tasks of each of ``units`` again (none given: every unit)."""
-        self._fold(units or list(self.collapsible), False)
-
-    def _fold(self, units: Sequence[str], on: bool) -> None:
-        with self._lock:
-            shown = self._folding.collapse(units, on)
-            self._send_snapshot()  # the collapsed nodes' infos, before their layout
-            self._draw(shown)
-
-    def _rerun_failed(self) -> Run:
-        run = self._followed()
-        if run is None:
-            raise ValueError("there is no run whose failed tasks could be re-run")
-        targets, force = rerun_failed(run, run.tasks, self._structure)
-        return self._start(targets, force)
-
-    def _start(self, targets: Sequence[str] | None, force: Sequence[str]) -> Run:
-        if self._runner is None:
-            raise ValueError("this widget shows a run without its flow; it cannot start runs")
-        new = self._runner(targets, force)
-        self._attach(new, observing=self._runner_observes)
-        with self._lock:
-            if self._run is new and self._snapshot_of is not new:
-                # until its snapshot: no button that starts a second run meanwhile
-                self.available = available_actions("pending", 0, True)
-        return new
-
-    def _followed(self) -> Run | None:
-        """The run whose states the nodes show: the attached one, else the flow's last
-        run when the nodes show it (a flow widget shown after that run ended)."""
-        run = self._run
-        if run is not None and run.id == self._table.run_id:
-            return run
-        last = self._flow.last_run if self._flow is not None else None
-        if last is not None and last.id == self._table.run_id:
-            return last
-        return run
-
-    def _update_actions(self) -> None:
-        """The status line and the available actions, from the followed run (lock held).
-
-        The status is the run's final one once known (its final event), and the failed
-        count what the nodes show, so the two never disagree.
-        """
-        run = self._followed()
-        if run is None:
-            status = ""
-        elif run is self._run and self.run_status:
-            status = self.run_status
-        else:
-            status = shown_status(run)
-        failed = len(self._table.failed())
-        shown = self._table.counts().get("failed", 0)
-        with self.hold_sync():
-            self.status_line = line_of_run(status, failed, shown)
-            self.available = available_actions(status, failed, self._runner is not None)
-
-    # -- display ------------------------------------------------------------------------------------
-
     def counts(self) -> dict[str, int]:
         """Tasks per state, in legend order."""
         with self._lock:
             return self._table.counts()
-
-    def static_svg(self, timeout: float | None = 0) -> str:
-        """The current state as a standalone SVG (legend included).
-
-        Waits up to ``timeout`` seconds for a layout still being computed; without one,
-        a small placeholder SVG says so. A run that ended is shown in its final states.
-        """
-        nodes = self._static_nodes()
-        if timeout:
-            self.wait_layout(timeout)
-        assert self._shown is not None
-        return picture_svg(self._service, self._shown, self._layout_key, nodes)
-
-    def static_png(self, timeout: float | None = 30) -> str | None:
-        """The current state as a PNG, base64-encoded as Jupyter stores images.
-
-        The same picture as :meth:`static_svg`, drawn by the layout process (a layout
-        of its own). None if it fails or takes longer than ``timeout`` seconds.
-        """
-        nodes = self._static_nodes()
-        if self._shown is None:
-            return None
-        return png_of(start_png(self._service, self._shown, nodes), timeout)
-
-    def static_pictures(self, wait: float | None = None) -> dict[str, str]:
-        """The DAG's pictures as a MIME bundle (SVG, and PNG when drawn in time), in
-        the current (for an ended run, final) states; see :mod:`nbflow.widget.static`."""
-        nodes = self._static_nodes()  # first: it applies a run's final states
-        assert self._shown is not None
-        return pictures(self._service, self._shown, self._layout_key, nodes,
-                        self.wait_layout, self.static_wait if wait is None else wait)
-
-    def _static_nodes(self) -> dict[str, dict[str, Any]]:
-        """Every node's info (collapsed ones too), final once the followed run ended.
-
-        A run is done once its events were handed to observers, but an observer
-        removed or slow might not have flushed the final ones: flush them here, so a
-        displayed widget of an ended run never stores a mid-run picture.
-        """
-        run = self._run
-        if run is not None and run.done and self._ended is None:
-            self.flush(final=True)
-        with self._lock:
-            return {**self._table.nodes, **self._folding.infos(self._table.nodes)}
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """The widget view, plus the DAG as SVG and as PNG (untrusted notebooks show no
-        SVG; nbconvert's HTML and GitHub show either), in the same (final) states; the
-        metadata names the kernel that drew it (:func:`.static.output_metadata`)."""
-        images = self.static_pictures()
-        shown = super()._repr_mimebundle_(**kwargs)
-        data, metadata = shown if isinstance(shown, tuple) else (shown, {})
-        assert isinstance(data, dict)
-        data.update(images)
-        return data, {**(metadata or {}), **output_metadata()}
 
     def __repr__(self) -> str:
         counts = self.counts()

@@ -137,28 +137,35 @@ def test_usage_error_is_a_cell_error(k):
     assert "'nosuchtask', which is not a task" in text(cell, "stderr")
 
 
+#: a cell's code that waits for the threads that redraw outputs once a run ended
+JOIN_REDRAWS = ("import threading\nfor t in threading.enumerate():\n"
+                "    if t.name in ('nbflow-display-update', 'nbflow-widget-redraw'):\n"
+                "        t.join(60)\n")
+
+RECORD_UPDATES = ("import json\n_updates = []\n_pub = get_ipython().display_pub\n"
+                  "_publish = _pub.publish\n"
+                  "def _record(data, *args, **kwargs):\n"
+                  "    if kwargs.get('update'):\n"
+                  "        _updates.append({'text': data.get('text/plain', ''),\n"
+                  "                         'succeeded_fill': '#b9e4d3' in data.get('image/svg+xml', ''),\n"
+                  "                         'png': 'image/png' in data})\n"
+                  "    return _publish(data, *args, **kwargs)\n"
+                  "_pub.publish = _record")
+
+
 def test_a_background_runs_outputs_end_with_the_final_state(k, tmp_path):
     """The saved outputs of `%nbflow run --background` do not say "running" forever: once
     the run ended, the kernel publishes an update of each by its display id (the front end
     applies it to the cell that showed it; nbclient keeps only messages of the cell it is
     running, so the test records what the kernel publishes)."""
-    k("import json\n_updates = []\n_pub = get_ipython().display_pub\n_publish = _pub.publish\n"
-      "def _record(data, *args, **kwargs):\n"
-      "    if kwargs.get('update'):\n"
-      "        _updates.append({'text': data.get('text/plain', ''),\n"
-      "                         'succeeded_fill': '#b9e4d3' in data.get('image/svg+xml', ''),\n"
-      "                         'png': 'image/png' in data})\n"
-      "    return _publish(data, *args, **kwargs)\n"
-      "_pub.publish = _record")
+    k(RECORD_UPDATES)
     k("%%nbflow task slow\nimport time\ntime.sleep(0.3)\nslow = 1")
     started = k("%nbflow run --background")
     assert any(o.get("data", {}).get("text/plain", "").startswith("DagWidget(")
                for o in started.outputs)  # shown at once, while the run goes on
     k("%nbflow wait")
     # the redraw runs on a thread of its own: wait for it, then read what it published
-    updates = k("import threading\nfor t in threading.enumerate():\n"
-                "    if t.name == 'nbflow-display-update':\n        t.join(60)\n"
-                "print(json.dumps(_updates))")
+    updates = k(JOIN_REDRAWS + "print(json.dumps(_updates))")
     published = json.loads(text(updates))
     # the Run's output: as first shown (drawing the widget may take longer than the run),
     # then updated if it was still running
@@ -166,10 +173,37 @@ def test_a_background_runs_outputs_end_with_the_final_state(k, tmp_path):
             if o.get("data", {}).get("text/plain", "").startswith("Run(")]
     runs += [u["text"] for u in published if u["text"].startswith("Run(")]
     assert runs[-1] == "Run('notebook', succeeded, 1 tasks: 1 succeeded)"
-    [widget] = [u for u in published if u["text"].startswith("DagWidget")]
-    assert widget == {"text": "DagWidget(1 tasks: 1 succeeded)", "succeeded_fill": True,
-                      "png": True}
+    # the widget's output: as first shown, then redrawn if the run had not ended by then
+    widgets = [{"text": o["data"]["text/plain"],
+                "succeeded_fill": "#b9e4d3" in o["data"].get("image/svg+xml", ""),
+                "png": "image/png" in o["data"]} for o in started.outputs
+               if o.get("data", {}).get("text/plain", "").startswith("DagWidget(")]
+    widgets += [u for u in published if u["text"].startswith("DagWidget")]
+    assert widgets[-1] == {"text": "DagWidget(1 tasks: 1 succeeded)", "succeeded_fill": True,
+                           "png": True}
     # a run a cell evaluates to is shown the same way
     shown = k("import nbflow as nf\nnf.notebook_flow().last_run")
     assert [o["data"]["text/plain"] for o in shown.outputs] == [
         "Run('notebook', succeeded, 1 tasks: 1 succeeded)"]
+
+
+def test_a_widget_shown_during_its_run_is_redrawn_when_the_run_ends(k, tmp_path):
+    """A widget a cell evaluates to while its run goes on: its output (the picture a saved
+    notebook keeps) is redrawn in the final states once the run ended."""
+    go = tmp_path / "go"
+    k(RECORD_UPDATES)
+    k("import os, threading\nimport nbflow as nf\nflow = nf.Flow('shown')\n"
+      "@flow.task\ndef waits():\n"
+      f"    while not os.path.exists({str(go)!r}):\n"
+      "        threading.Event().wait(0.02)\n"
+      "    return 1\n"
+      "run = flow.run(background=True)")
+    shown = k("run.widget(flow)")
+    [first] = [o for o in shown.outputs if o.get("output_type") == "display_data"]
+    assert first["data"]["text/plain"] != "DagWidget(1 tasks: 1 succeeded)"
+    assert first["metadata"]["nbflow"]["kernel"]["pid"] > 0  # names the kernel that drew it
+    go.touch()
+    k("run.wait(60)")
+    published = json.loads(text(k(JOIN_REDRAWS + "print(json.dumps(_updates))")))
+    assert published[-1] == {"text": "DagWidget(1 tasks: 1 succeeded)", "succeeded_fill": True,
+                             "png": True}
