@@ -10,8 +10,8 @@ What travels to the front end (``widget.js``):
 - ``delta``: the nodes that changed since the last delta, at most one delta every
   ``interval`` seconds (about 10 per second; :mod:`nbflow.widget.throttle`).
   Details that the panel shows (error traceback, result preview, captured output)
-  travel with the delta of the state change that produced them, because the front
-  end's messages are not handled while a cell runs.
+  travel with the delta of the state change that produced them: the kernel does not
+  handle the front end's messages while a synchronous cell runs.
 - ``styles``, ``legend`` and ``state_rules``: the states and how to draw them, from
   :mod:`nbflow.states` and :mod:`nbflow.widget.layout` (the front end names none).
 

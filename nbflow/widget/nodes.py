@@ -20,8 +20,9 @@ names because a 2,000-node snapshot travels as one JSON string:
 ====== ==========================================================================
 
 The details (``err``, ``exc``, ``why``, ``res``, ``out``, ``stderr``) are built once, when
-the task ends, and travel with the state change that produced them: the front
-end's messages are not handled while a cell runs, so the panel cannot ask later.
+the task ends, and travel with the state change that produced them: the kernel does
+not handle the front end's messages while a synchronous cell runs, so the panel
+cannot count on asking later.
 
 Which buttons the front end shows (:func:`available_actions`) and its status line
 (:func:`status_line`) are decided here too, so the front end shows what Python says.
