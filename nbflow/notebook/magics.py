@@ -105,6 +105,8 @@ class NbflowMagics(Magics):
         """``%nbflow line``, with a blocking run followed on the kernel's event loop
         (:func:`.runner.follow_async`); what top-level ``%nbflow run`` lines become
         in a kernel (see :mod:`.awaiting`)."""
+        # as run_line_magic does: {name} and $name from the cell (the frame awaiting this)
+        line = self.ip.var_expand(line, 1)
         self._awaiting, self._to_await = True, None
         try:
             result = self._dispatch(line, None)

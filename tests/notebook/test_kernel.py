@@ -121,6 +121,14 @@ def test_a_blocking_run_leaves_the_kernel_answering_the_front_end(k, tmp_path):
     assert text(k("print(waits)")) == "answered\n"
 
 
+def test_an_awaited_run_line_expands_variables_like_any_magic(k):
+    k("%%nbflow task one\n1")
+    k("%%nbflow task two\n2")
+    cell = k("target = 'two'\n%nbflow run {target}")
+    assert not errors(cell), errors(cell)
+    assert "1 computed (two)" in text(cell)
+
+
 def test_processes_executor_and_notebook_helpers(k):
     k("def inc(v):\n    return v + 1")
     k("%%nbflow task base\n[1, 2]")
