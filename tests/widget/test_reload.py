@@ -231,8 +231,9 @@ def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F8
     page.reload()
     # (the kernel stays busy: its cell runs until the run ended)
     page.wait_for_function(KERNEL_CONNECTED, timeout=60_000)
-    # the live state while the run goes on (the task sleeps 15 s): not "Loading widget..."
-    page.locator(f"{slowly}[data-state='running']").wait_for(timeout=10_000)
+    # the live state while the run goes on (the task sleeps 25 s): not "Loading widget..."
+    # (JupyterLab first waits up to 3 s for the busy kernel's info, then asks for widgets)
+    page.locator(f"{slowly}[data-state='running']").wait_for(timeout=15_000)
     root = page.locator(".nbf-root")
     assert root.locator("g.node[data-name='fast']").get_attribute("data-state") == "succeeded"
     assert "Loading widget" not in page.locator("body").inner_text()
