@@ -20,6 +20,7 @@
     ├── LayoutError                 Graphviz could not lay out a flow (the widget's layout process)
     ├── RegistryError               no registered task of that name (or its package is broken)
     ├── SpecError                   a workflow spec file is invalid (file, key path, line)
+    ├── CacheKeyError               the disk cache's signing key is missing, too short or unsafe
     ├── ExportError                 a notebook cannot be exported as a module or spec
     └── BatchInputError             bad input for a batch job: notebook, parameter, grid file
 
@@ -250,6 +251,11 @@ class SpecError(NbflowError):
         if self.path:
             where += " at " + ".".join(str(p) for p in self.path)
         super().__init__(f"{where}: {problem}")
+
+
+class CacheKeyError(NbflowError):
+    """The disk cache's signing key cannot be used: ``NBFLOW_CACHE_KEY`` is too short, or the
+    key file cannot be read or created, or other users could write it (or everyone read it)."""
 
 
 class BatchInputError(NbflowError):
