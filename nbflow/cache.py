@@ -1,16 +1,21 @@
-"""Cache keys and result stores.
+"""Result stores: where task results are kept between runs, by cache key.
 
-A task's key is a hash of its code, its parameter values and its upstream
-keys, so a re-run reuses exactly the results whose inputs did not change.
-A task with ``cache=False`` (or one whose parameters cannot be hashed) has no
-key: it always runs, and so does everything downstream of it, because nbflow
-cannot tell whether its new result equals the old one.
+A task's key (:mod:`nbflow.cache_keys`) is a hash of its code, its parameter
+values and its upstream keys, so a re-run reuses exactly the results whose
+inputs did not change. A task with ``cache=False`` (or one whose parameters
+cannot be hashed) has no key: it always runs, and so does everything
+downstream of it, because nbflow cannot tell whether its new result equals the
+old one.
+
+A stored result is never shared with whoever uses it: the memory store keeps a
+snapshot and hands out a new copy on every hit (:mod:`nbflow.isolation`), and
+the disk store loads a new object from its file. A disk entry is loaded only
+when its MAC matches (:mod:`nbflow.cache_auth`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import pickle
@@ -18,44 +23,22 @@ import queue
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
+from . import cache_auth
+from .cache_auth import SigningKey
+from .cache_keys import hash_bytes, hash_value, task_key
+from .isolation import Snapshot, private_copy
+
+__all__ = [
+    "DiskStore", "MemoryStore", "ResultStore", "default_store", "entry_files", "hash_bytes",
+    "hash_value", "remove_entries", "task_key",
+]
+
 logger = logging.getLogger(__name__)
-
-
-def hash_bytes(*parts: str | bytes) -> str:
-    """blake2b (128 bit) of the parts, as hex; parts are separated, not concatenated."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(part.encode() if isinstance(part, str) else part)
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def hash_value(value: Any) -> str:
-    """A stable hash of a value's pickle; raises ``ValueError`` if it cannot be pickled.
-
-    Equal values of plain types (numbers, strings, lists, dicts, numpy arrays,
-    dataframes) give equal hashes within a process and across processes.
-    """
-    try:
-        data = pickle.dumps(value, protocol=5)
-    except Exception:
-        try:
-            data = cloudpickle.dumps(value, protocol=5)
-        except Exception as exc:
-            msg = f"cannot hash {type(value).__name__} value for the cache: {exc}"
-            raise ValueError(msg) from exc
-    return hash_bytes(data)
-
-
-def task_key(code_key: str, params_key: str, extra: str, upstream_keys: Iterable[str]) -> str:
-    """The cache key of a (non-mapped) task or the base key of a mapped one."""
-    return hash_bytes(code_key, params_key, extra, *upstream_keys)
 
 
 class ResultStore(ABC):
@@ -85,21 +68,28 @@ class ResultStore(ABC):
 
 
 class MemoryStore(ResultStore):
-    """Results in a dict, for the life of the process (the default for a Flow)."""
+    """Results in a dict, for the life of the process (the default for a Flow).
+
+    Each result is kept as a :class:`~nbflow.isolation.Snapshot` taken when it is
+    stored, and every hit gets a new copy: a task or a notebook cell that changes
+    the value it got cannot change what the next run takes from the cache.
+    """
 
     def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
+        self._data: dict[str, Snapshot] = {}
         self._lock = threading.Lock()
 
     def get(self, key: str) -> tuple[bool, Any]:
         try:
-            return True, self._data[key]
+            snapshot = self._data[key]
         except KeyError:
             return False, None
+        return True, snapshot.value()
 
     def put(self, key: str, value: Any) -> None:
+        snapshot = Snapshot(value)
         with self._lock:
-            self._data[key] = value
+            self._data[key] = snapshot
 
     def clear(self) -> None:
         with self._lock:
@@ -115,17 +105,20 @@ class MemoryStore(ResultStore):
 class DiskStore(ResultStore):
     """Results as files in a directory, so a later run (another process) can reuse them.
 
-    Each result is one file, ``DIR/<key[:2]>/<key>.nbr``: a header line with
-    a checksum of the payload, then the payload (a cloudpickle). Writes go to
-    a temporary file in the same directory, which is then renamed over the
-    target (``os.replace`` is atomic), so a reader never sees half a file. A
-    file whose checksum does not match (truncated, corrupt) is reported,
-    deleted and treated as missing: the task is recomputed, never loaded.
+    Each result is one file, ``DIR/<key[:2]>/<key>.nbr``: a header line with the
+    MAC of the payload, then the payload (a cloudpickle). The MAC is keyed with
+    the signing key (``NBFLOW_CACHE_KEY``, else the per-user key file; see
+    :mod:`nbflow.cache_auth`), so an entry that anyone else wrote or changed
+    (forged, damaged, signed with another key, or written by an older nbflow)
+    is refused before it is unpickled: the task is recomputed and its new
+    result replaces the file. Writes go to a temporary file in the same
+    directory, which is then renamed over the target (``os.replace`` is
+    atomic), so a reader never sees half a file.
 
     ``put`` hands the pickling and writing to a background thread, so the
     scheduler's loop does not wait for the disk; ``get`` answers from the
-    values still being written first, and the scheduler calls it in a worker
-    thread (:attr:`slow_get`). The writer thread is not a daemon: the
+    values still being written first (with a copy), and the scheduler calls it
+    in a worker thread (:attr:`slow_get`). The writer thread is not a daemon: the
     interpreter waits for pending writes before it exits. ``flush()`` waits
     for them explicitly.
 
@@ -133,14 +126,22 @@ class DiskStore(ResultStore):
     ----------
     path
         The cache directory (created when missing).
+    signing_key
+        The key that signs and checks entries; by default read from
+        ``NBFLOW_CACHE_KEY`` or the key file when the store is made (a problem
+        with it raises :class:`~nbflow.errors.CacheKeyError` then).
     """
 
-    #: the first bytes of every result file; a file without them is not a result
-    MAGIC = b"nbflow-result 1 "
+    #: the first bytes of every result file this version writes
+    MAGIC = cache_auth.MAGIC + b"%d " % cache_auth.VERSION
     slow_get = True
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *,
+                 signing_key: SigningKey | None = None) -> None:
         self.path = Path(path).expanduser().resolve()
+        key = signing_key or cache_auth.load_key()
+        assert key is not None  # load_key creates the key file when it is missing
+        self.signing_key = key
         self.path.mkdir(parents=True, exist_ok=True)
         self._pending: dict[str, Any] = {}
         self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -154,18 +155,18 @@ class DiskStore(ResultStore):
     def get(self, key: str) -> tuple[bool, Any]:
         with self._lock:
             if key in self._pending:
-                return True, self._pending[key]
+                return True, private_copy(self._pending[key])
         path = self.file(key)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return False, None
-        payload = _check_payload(data)
-        if payload is None:
-            logger.warning("nbflow cache: %s is truncated or corrupt (checksum mismatch); "
-                           "deleting it, the task will be recomputed", path)
-            with contextlib.suppress(OSError):
-                path.unlink()
+        try:
+            payload = cache_auth.open_entry(self.signing_key, key, data)
+        except cache_auth.Refused as why:
+            logger.warning("nbflow cache: refused %s (cache key %s): %s. It is not loaded; "
+                           "the task with this key is recomputed and its result replaces "
+                           "the file", path, key, why)
             return False, None
         try:
             return True, pickle.loads(payload)
@@ -218,11 +219,11 @@ class DiskStore(ResultStore):
         payload = cloudpickle.dumps(value, protocol=5)
         target = self.file(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        header = self.MAGIC + hash_bytes(payload).encode() + b" " + str(len(payload)).encode()
+        header = cache_auth.seal(self.signing_key, key, payload)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".nbr")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(header + b"\n")
+                f.write(header)
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
@@ -233,21 +234,17 @@ class DiskStore(ResultStore):
             raise
 
     def files(self) -> list[Path]:
-        """Every result file in the directory (not the temporary ones)."""
-        return sorted(p for p in self.path.glob("??/*.nbr") if not p.name.startswith("."))
+        """Every result file in the directory: nbflow entries only, not the temporary ones."""
+        return entry_files(self.path)
 
     def size(self) -> int:
         """Bytes used by the result files."""
         return sum(p.stat().st_size for p in self.files())
 
     def clear(self) -> None:
+        """Delete every nbflow entry (and leftover temporary entry); nothing else."""
         self.flush()
-        for p in self.path.glob("??/*.nbr"):  # temporary files too
-            with contextlib.suppress(OSError):
-                p.unlink()
-        for d in self.path.glob("??"):
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only when empty
+        remove_entries(self.path)
 
     def __len__(self) -> int:
         with self._lock:
@@ -258,20 +255,42 @@ class DiskStore(ResultStore):
         return f"DiskStore({str(self.path)!r})"
 
 
-def _check_payload(data: bytes) -> bytes | None:
-    """The payload of a result file, or None when the header or checksum is wrong."""
-    header, sep, payload = data.partition(b"\n")
-    if not sep or not header.startswith(DiskStore.MAGIC):
-        return None
-    try:
-        digest, length = header[len(DiskStore.MAGIC):].split(b" ")
-        if int(length) != len(payload):
-            return None
-    except ValueError:
-        return None
-    if hash_bytes(payload).encode() != digest:
-        return None
-    return payload
+def entry_files(path: Path, temporary: bool = False) -> list[Path]:
+    """The nbflow entries in cache directory ``path``, recognised by their name
+    (``<key[:2]>/<key>.nbr``) and their header; ``temporary``: those of unfinished writes.
+
+    A file that merely has an entry's name is not one: a mistyped ``--cache-dir``
+    must not make nbflow count or delete someone else's files.
+    """
+    found = []
+    for p in path.glob("??/*.nbr"):
+        hidden = p.name.startswith(".tmp-")
+        if hidden != temporary or (not hidden and not p.stem.startswith(p.parent.name)):
+            continue
+        try:
+            with p.open("rb") as f:
+                head = f.read(cache_auth.HEADER_MAX)
+        except OSError:
+            continue
+        if cache_auth.parse_header(head) is not None and p.is_file():
+            found.append(p)
+    return sorted(found)
+
+
+def remove_entries(path: Path) -> list[Path]:
+    """Delete the nbflow entries in ``path`` (and temporary ones), then the sub-directories
+    left empty; returns the entries deleted. Other files and directories are kept."""
+    removed = []
+    for p in entry_files(path) + entry_files(path, temporary=True):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(p)
+    for d in path.glob("??"):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only when empty
+    return removed
 
 
 def default_store() -> ResultStore:
