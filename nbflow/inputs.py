@@ -13,6 +13,7 @@ from typing import Any
 from .cache import hash_bytes, task_key
 from .chaining import sent_ahead
 from .executors.base import ResultOf, ResultsOf
+from .isolation import private_arguments
 from .records import SENT_AHEAD, TaskRecord
 from .states import FINAL, OK
 from .values import Skipped
@@ -44,7 +45,7 @@ def arguments(records: list[TaskRecord], t: int, b: int | None) -> dict[str, Any
             kwargs[name] = ResultOf(((d, None), up.items[0].attempt))  # chained
         else:
             kwargs[name] = Skipped(up.name, up.skip_reason or up.state)
-    return kwargs
+    return private_arguments(kwargs)  # a private copy each: no task changes another's input
 
 
 def key_of_task(records: list[TaskRecord], rec: TaskRecord) -> str | None:
