@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Inspect or empty the disk cache that --cache-dir / NBFLOW_CACHE_DIR points at."))
     cache_sub = cache.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     for action, text in (("info", "how many results and bytes the cache holds"),
-                         ("clear", "delete every cached result")):
+                         ("clear", "delete every cached result (only nbflow's own entries)")):
         p = cache_sub.add_parser(action, help=text, description=text.capitalize() + ".")
         p.add_argument("--cache-dir", metavar="DIR", default=None,
                        help="the cache directory (default: $NBFLOW_CACHE_DIR)")
@@ -277,24 +277,50 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from .cache import DiskStore
+    from .cache import entry_files, remove_entries
 
     path = _cache_dir(args.cache_dir)
     if path is None:
         raise BatchInputError("no cache directory: pass --cache-dir DIR or set NBFLOW_CACHE_DIR")
-    if args.action == "clear" and not Path(path).is_dir():
-        print(f"nbflow cache: {path} does not exist; nothing to clear")
-        return EXIT_OK
-    store = DiskStore(path)
+    where = Path(path).expanduser().resolve()
+    if not where.is_dir():  # a mistyped path: say so, and create nothing
+        if args.action == "clear" and not where.exists():
+            print(f"nbflow cache: {where} does not exist; nothing to clear")
+            return EXIT_OK
+        what = "is not a directory" if where.exists() else "does not exist"
+        raise BatchInputError(f"no cache directory at {where}: it {what} (check --cache-dir "
+                              "or NBFLOW_CACHE_DIR)")
+    files = entry_files(where)
+    size = sum(f.stat().st_size for f in files)
     if args.action == "info":
-        files = store.files()
-        size = sum(f.stat().st_size for f in files)
-        print(f"nbflow cache {store.path}: {len(files)} results, {_bytes(size)}")
+        print(f"nbflow cache {where}: {len(files)} results, {_bytes(size)}{_foreign(files)}")
     else:
-        n, size = len(store.files()), store.size()
-        store.clear()
-        print(f"nbflow cache {store.path}: deleted {n} results ({_bytes(size)})")
+        remove_entries(where)
+        print(f"nbflow cache {where}: deleted {len(files)} results ({_bytes(size)})")
     return EXIT_OK
+
+
+def _foreign(files: list[Path]) -> str:
+    """``"; N of them signed with another key ..."``: the entries a run would refuse."""
+    from .cache_auth import HEADER_MAX, load_key, parse_header
+    from .errors import CacheKeyError
+
+    try:
+        key = load_key(create=False)
+    except CacheKeyError as exc:
+        return f"; the signing key cannot be used: {exc}"
+    n = 0
+    for f in files:
+        try:
+            with f.open("rb") as fh:
+                header = parse_header(fh.read(HEADER_MAX))
+        except OSError:  # deleted meanwhile
+            continue
+        n += key is None or header is None or header.key_id != key.id
+    if not n:
+        return ""
+    return (f"; {n} of them signed with another key or by an older nbflow (refused and "
+            "recomputed when a run needs them)")
 
 
 def _bytes(n: float) -> str:
