@@ -54,6 +54,16 @@ def _fresh_loop_thread() -> Iterator[None]:
     loop.reset()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Disk caches sign with a key file of the test session (inherited by subprocesses and
+    kernels), never the user's own (``nbflow.cache_auth``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NBFLOW_CACHE_KEY_FILE", str(tmp_path_factory.mktemp("key") / "cache-key"))
+        mp.delenv("NBFLOW_CACHE_KEY", raising=False)
+        yield
+
+
 @pytest.fixture(params=["inline", "threads", "processes"])
 def executor(request: pytest.FixtureRequest) -> str:
     """Every local executor, by name."""
