@@ -9,27 +9,21 @@ Screenshots go to build/test-artifacts/. Server and browser are stopped by pid.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .jupyter import CHROMIUM, TOKEN, chromium, jupyter_server
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
-CHROMIUM = "/usr/bin/chromium"
 HERE = Path(__file__).parent
 ARTIFACTS = HERE.parent.parent / "build" / "test-artifacts"
-TOKEN = "nbflow-test"
 KERNEL_READY = """() => {
   const w = window.jupyterapp?.shell.currentWidget; const sc = w?.sessionContext;
   const k = sc?.session?.kernel;
@@ -42,23 +36,6 @@ if not os.path.exists(CHROMIUM):
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process we started (and its children) by its pid's process group."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A Jupyter server (``lab`` or ``notebook``) on 127.0.0.1; yields the notebook URL."""
@@ -69,82 +46,23 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     app = app.removesuffix("-no-extension")
     save_state = app.endswith("-save-state")
     app = app.removesuffix("-save-state")
-    if bare:
-        (tmp_path / "config").mkdir()
-        (tmp_path / "config" / "jupyter_server_config.json").write_text(json.dumps(
-            {"ServerApp": {"jpserver_extensions": {"nbflow.notebook.server": False}}}))
     root = tmp_path / "root"
     root.mkdir()
     for notebook in (HERE / "notebooks").glob("*.ipynb"):  # dag.ipynb, reload.ipynb
         shutil.copy(notebook, root / notebook.name)
-    # The test's own settings dir: overrides.json removes the "news" toast from screenshots.
-    settings = tmp_path / "settings"
-    settings.mkdir()
-    (settings / "overrides.json").write_text(json.dumps({
-        "@jupyterlab/apputils-extension:notification": {"fetchNews": "false",
-                                                         "checkForUpdates": False},
-        "@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": save_state}}))
-    env = dict(os.environ)
-    env.pop("PYTEST_CURRENT_TEST", None)
-    env.update(JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
-               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "user-settings"))
-    port = free_port()
-    app_class = "LabApp" if app == "lab" else "JupyterNotebookApp"
-    cmd = [sys.executable, "-m", "jupyter", app, "--no-browser", "--allow-root",
-           "--ip", "127.0.0.1", f"--port={port}", f"--IdentityProvider.token={TOKEN}",
-           f"--ServerApp.root_dir={root}", f"--{app_class}.expose_app_in_browser=True",
-           f"--{app_class}.app_settings_dir={settings}", "--ServerApp.port_retries=0"]
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail("the Jupyter server did not start:\n"
-                                + (tmp_path / "server.log").read_text()[-3000:])
-                time.sleep(0.2)
+    settings = {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": save_state}}
+    config = {"ServerApp": {"jpserver_extensions": {"nbflow.notebook.server": False}}} \
+        if bare else None
+    with jupyter_server(app, root, tmp_path, settings, config) as base:
         path = "lab/tree" if app == "lab" else "notebooks"
         yield f"{base}/{path}/dag.ipynb?token={TOKEN}"
-    finally:
-        stop(proc)
-        log.close()
 
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[object]:
     """Debian's headless Chromium, started by us (so we hold its pid), driven over CDP."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless=new", f"--remote-debugging-port={port}",
-         "--remote-debugging-address=127.0.0.1", f"--user-data-dir={tmp_path / 'chromium'}",
-         "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,1000", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        with sync_api.sync_playwright() as p:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    browser = p.chromium.connect_over_cdp(f"http://127.0.0.1:{port}")
-                    break
-                except Exception:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-            yield browser
-            browser.close()
-    finally:
-        stop(proc)
+    with chromium(tmp_path) as started:
+        yield started
 
 
 @pytest.mark.parametrize("server", ["lab", "notebook"], indirect=True)
