@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import keyword
+import math
 import textwrap
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +52,28 @@ OPTION_NAMES: tuple[str, ...] = tuple(TaskOptions.__dataclass_fields__)
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (not a bool): ``nan`` and ``inf`` are no amount of anything."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_executor(value: object) -> bool:
+    """True for what ``executor=`` takes: None, an executor's name, an Executor object."""
+    if value is None:
+        return True
+    from .executors import EXECUTORS, Executor  # local: executors/ sits above this module
+
+    return isinstance(value, Executor) or (isinstance(value, str) and value in EXECUTORS)
+
+
+def check_name(name: object) -> str | None:
+    """Why ``name`` cannot name a task, or None: a task's name is how other tasks (and
+    notebook cells) refer to it, so it must be a usable variable name."""
+    if not isinstance(name, str) or not name.isidentifier():
+        return "must be a Python identifier (it is how others refer to it)"
+    if keyword.iskeyword(name):
+        return (f"is a Python keyword: no parameter or variable can be named {name!r}, so no "
+                f"task could use its result; name it {name + '_'!r} or another word")
+    return None
 
 
 #: TaskOptions already built, by their options' (name, type, value): tasks often share
@@ -116,22 +139,29 @@ def _check_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     if values.get("retries", 0) < 0:
         raise bad("retries", "0 or more")
     if "retry_delay" in values and (not _is_number(values["retry_delay"]) or values["retry_delay"] < 0):
-        raise bad("retry_delay", "a number of seconds >= 0")
+        raise bad("retry_delay", "a finite number of seconds >= 0")
     if values.get("timeout") is not None and (not _is_number(values["timeout"]) or values["timeout"] <= 0):
-        raise bad("timeout", "a number of seconds > 0, or None")
+        raise bad("timeout", "a finite number of seconds > 0, or None (no timeout)")
     mp = values.get("max_parallel")
     if mp is not None and (not isinstance(mp, int) or isinstance(mp, bool) or mp < 1):
         raise bad("max_parallel", "an int >= 1, or None")
     res = values.get("resources")
     if res is not None:
         if not isinstance(res, Mapping) or not all(
-            isinstance(k, str) and _is_number(v) for k, v in res.items()
+            isinstance(k, str) and k and _is_number(v) and v >= 0 for k, v in res.items()
         ):
-            raise bad("resources", "a mapping of resource name to amount, like {'GPU': 1}")
+            raise bad("resources", "a mapping of resource name to a finite amount >= 0, "
+                      "like {'GPU': 1}")
         values["resources"] = dict(res)
     for name in ("cache", "export"):
         if name in values and not isinstance(values[name], bool):
             raise bad(name, "True or False")
+    if not _check_executor(values.get("executor")):
+        from .executors import EXECUTORS
+
+        names = ", ".join(repr(n) for n in sorted(EXECUTORS))
+        raise bad("executor", f"one of {names}, an Executor object (like nf.DaskExecutor(...)), "
+                  "or None (the run's executor)")
     group = values.get("group")
     if group is not None and (not isinstance(group, str) or not group.strip()):
         raise bad("group", "a non-empty string naming the group, like 'cleaning' (or None)")
@@ -212,10 +242,9 @@ class Task:
         if not callable(fn):
             raise InvalidOptionError(str(name), "fn", f"must be callable, got {fn!r}")
         task_name = name or getattr(fn, "__name__", None)
-        if not task_name or not isinstance(task_name, str) or not task_name.isidentifier():
-            raise InvalidOptionError(
-                str(task_name), "name", "must be a Python identifier (it is how others refer to it)"
-            )
+        problem = check_name(task_name)
+        if problem is not None or not isinstance(task_name, str):
+            raise InvalidOptionError(str(task_name), "name", problem or "must be a string")
         opts = make_options(task_name, options or {})
         inputs, defaults = _signature(task_name, fn)
         target = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn

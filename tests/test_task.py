@@ -58,6 +58,57 @@ def test_bad_options_name_task_and_option(options, fragment):
     assert fragment in message
 
 
+# Issue 20, item 8: these were accepted, and failed (or hung, or never retried) only at run time
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"timeout": float("nan")}, "finite number of seconds > 0"),
+        ({"timeout": float("inf")}, "finite number of seconds > 0"),
+        ({"retry_delay": float("inf")}, "finite number of seconds >= 0"),
+        ({"retry_delay": float("nan")}, "finite number of seconds >= 0"),
+        ({"retries": -3}, "0 or more"),
+        ({"executor": 5}, "an Executor object"),
+        ({"executor": "gpu"}, "'threads'"),
+        ({"executor": nf.ThreadExecutor}, "an Executor object"),  # the class, not an object
+        ({"resources": {"GPU": float("nan")}}, "finite amount >= 0"),
+        ({"resources": {"GPU": float("inf")}}, "finite amount >= 0"),
+        ({"resources": {"GPU": -1}}, "finite amount >= 0"),
+        ({"resources": {"": 1}}, "finite amount >= 0"),
+    ],
+)
+def test_option_values_are_checked(options, fragment):
+    flow = nf.Flow()
+
+    def f():
+        return 1
+
+    with pytest.raises(nf.InvalidOptionError) as info:
+        flow.task(**options)(f)
+    assert (info.value.task, info.value.option) == ("f", next(iter(options)))
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+    assert "f" not in flow  # nothing was declared
+
+
+def test_good_executor_options_are_kept():
+    ex = nf.ThreadExecutor()
+    for value in (None, "threads", "processes", "inline", "dask", ex):
+        assert Task.from_function(lambda: 1, name="t", options={"executor": value}).options.executor is value
+
+
+@pytest.mark.parametrize("name", ["class", "lambda", "None", "async"])
+def test_keyword_task_names_are_one_line_errors(name):
+    # Issue 20, item 7: @flow.task(name="class") was accepted; a task reading it could not exist
+    flow = nf.Flow()
+    with pytest.raises(nf.InvalidOptionError) as info:
+        flow.task(name=name)(lambda: 1)
+    assert (info.value.task, info.value.option) == (name, "name")
+    assert "is a Python keyword" in str(info.value) and f"'{name}_'" in str(info.value)
+    # soft keywords are names like any other
+    flow.task(name="match")(lambda: 1)
+    assert "match" in flow
+
+
 def test_var_args_are_rejected():
     def f(*args):
         return args
