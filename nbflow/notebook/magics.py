@@ -18,7 +18,8 @@ from IPython.utils.process import arg_split  # type: ignore[attr-defined]
 
 from ..errors import DeclarationError, ExecutorError, MissingParameterError, ValidationError, suggest
 from ..run import Run
-from . import awaiting, report, runner
+from ..task import check_name
+from . import awaiting, owners, report, runner
 from .cells import cell_label, current_count
 from .compiler import cell_task, parse_cell
 from .display import (
@@ -31,7 +32,7 @@ from .history import explain
 from .parser import EXECUTOR_CHOICES, build_parser, task_options
 from .report import graph_descendants
 from .runner import PROGRESS_AFTER
-from .state import NotebookFlow, notebook_flow
+from .state import NotebookFlow, builtin_problem, notebook_flow
 
 __all__ = ("EXECUTOR_CHOICES", "PROGRESS_AFTER", "NbflowMagics", "build_parser",
            "graph_descendants", "load")
@@ -131,6 +132,9 @@ class NbflowMagics(Magics):
         if not name.isidentifier():
             raise UsageError(f"%%nbflow task: {name!r} is not a valid task name (use a Python "
                              "identifier)")
+        problem = check_name(name) or builtin_problem(name)
+        if problem is not None:
+            raise UsageError(f"%%nbflow task: {name!r} {problem}")
         flow = self.flow
         ns = self.ip.user_ns
         count = current_count(self.ip)
@@ -148,9 +152,9 @@ class NbflowMagics(Magics):
         old = flow.tasks.get(name)
         try:
             task = cell_task(cell, flow, ns, task_options(args))
+            flow.add(task)  # and note the cell that declared it (see .owners)
         except DeclarationError as exc:
             raise UsageError(str(exc)) from None
-        flow.replace(task)
         flow.sync()
         print(report.declared_line(flow, name, old, flow.tasks[name], ns))
 
@@ -174,6 +178,8 @@ class NbflowMagics(Magics):
         if args.cluster is not None:
             from ..executors.dask import DaskExecutor
 
+            if args.cluster != "local":
+                self._connect(args.cluster, "run --cluster")  # a wrong address: one line now
             executor = DaskExecutor(None if args.cluster == "local" else args.cluster)
         elif executor is None:
             executor = self._cluster
@@ -298,15 +304,23 @@ class NbflowMagics(Magics):
         else:
             raise UsageError(f"%nbflow cluster: expected local, close or a scheduler address "
                              f"like tcp://host:8786, got {target!r}")
-        try:
-            conn = get_loop_thread().run_sync(dask_cluster.connect(address))
-        except ExecutorError as exc:
-            raise UsageError(str(exc)) from None
+        conn = self._connect(address, "cluster")
         self._cluster = executor
         workers = len(conn.client.scheduler_info().get("workers", {}))
         link = dask_cluster.dashboard_link(conn) or "none"
         print(f"nbflow: dask cluster at {address} ({workers} workers); dashboard: {link}; "
               "%nbflow run uses it")
+
+    def _connect(self, address: str, command: str) -> Any:
+        """The connection to the dask scheduler at ``address`` (made now, on the scheduler
+        loop, where runs find it); a usage error saying why when there is none."""
+        from ..executors import dask_cluster
+        from ..loop import get_loop_thread
+
+        try:
+            return get_loop_thread().run_sync(dask_cluster.connect(address))
+        except ExecutorError as exc:
+            raise UsageError(f"%nbflow {command}: {exc}") from None
 
     def _known(self, name: str, command: str) -> None:
         if name not in self.flow:
@@ -325,6 +339,7 @@ def load(shell: Any) -> NbflowMagics:
         flow.namespace = shell.user_ns
     install_display_capture(shell)
     awaiting.install(shell)
+    owners.install(shell)
     # a Run a cell evaluates to is shown as its repr, updated when the run ends
     shell.display_formatter.ipython_display_formatter.for_type(Run, show_run)
     magics = NbflowMagics(shell)

@@ -6,14 +6,17 @@ namespace of a running shell is looked up only when IPython is already loaded.
 
 from __future__ import annotations
 
+import builtins
 import sys
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..errors import InvalidOptionError
 from ..flow import Flow
 from ..plan import Plan
 from ..task import Task
+from . import owners
 
 _lock = threading.Lock()
 _default: NotebookFlow | None = None
@@ -26,6 +29,9 @@ class NotebookFlow(Flow):
 
     - declaring a task that exists redeclares it (re-running a cell must work),
       so ``@flow.task`` code cells and ``%%nbflow task`` cells can be re-run;
+    - a task may not be named like a Python builtin (:func:`builtin_problem`);
+    - it knows which cell declared each task, and drops a task that its cell no
+      longer declares (see :mod:`.owners`);
     - before planning, task cells re-derive which names they read are tasks and
       which are notebook variables (tasks may be declared in any order);
     - it keeps a :class:`~nbflow.notebook.history.History` of what each task
@@ -38,10 +44,20 @@ class NotebookFlow(Flow):
         from .history import History
 
         self.history = History()
+        #: which cell declared each task (see :mod:`.owners`)
+        self.owners = owners.CellOwners()
 
     def add(self, task: Task) -> Task:
-        """Add or redeclare ``task`` (a notebook cell may run many times)."""
+        """Add or redeclare ``task`` (a notebook cell may run many times).
+
+        Raises :class:`~nbflow.errors.InvalidOptionError` for a name that would hide
+        a Python builtin (:func:`builtin_problem`).
+        """
+        problem = builtin_problem(task.name)
+        if problem is not None:
+            raise InvalidOptionError(task.name, "name", problem)
         self.replace(task)
+        owners.record(self, task.name)
         return task
 
     def stale(self, name: str) -> str | None:
@@ -75,6 +91,21 @@ class NotebookFlow(Flow):
 
     def __repr__(self) -> str:
         return f"NotebookFlow({self.name!r}, {len(self)} tasks)"
+
+
+def builtin_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a notebook task, or None.
+
+    The notebook binds each task's result under the task's name, and a cell that
+    reads the name becomes a downstream of the task: a task named like a builtin
+    (``print``, ``sum``, IPython's ``display``) would hide it from every cell, and
+    dropping the task would not bring it back. So such names are refused.
+    """
+    if name not in vars(builtins):
+        return None
+    return (f"is a Python builtin: the notebook binds a task's result under the task's "
+            f"name, which would hide the builtin {name!r} from every cell; name it {name + '_'!r} "
+            "or another word")
 
 
 def _shell_namespace() -> dict[str, Any] | None:

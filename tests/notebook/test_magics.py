@@ -258,6 +258,13 @@ def test_failing_task_is_the_cell_error_with_the_cell_line(ip, capsys):
     ("%%nbflow task bad --bogus 3\n1", "%%nbflow task: unrecognized arguments: --bogus 3"),
     ("%%nbflow task bad --retries many\n1", "argument --retries: invalid int value"),
     ("%%nbflow task 1bad\n1", "is not a valid task name"),
+    # issue 20, item 7: a SyntaxError traceback from the compiled function
+    ("%%nbflow task class\n1", "%%nbflow task: 'class' is a Python keyword: no parameter or "
+     "variable can be named 'class', so no task could use its result; name it 'class_' or "
+     "another word"),
+    ("%%nbflow task print\n1", "%%nbflow task: 'print' is a Python builtin"),
+    ("%%nbflow task slow --timeout nan\n1", "Task 'slow': option 'timeout' must be a finite "
+     "number of seconds > 0, or None (no timeout), got nan (float)"),
     ("%nbflow task bad", "must be the first line of a cell"),
     ("%nbflow", "missing a subcommand"),
     ("%nbflow frobnicate", "invalid choice: 'frobnicate'"),
@@ -274,6 +281,31 @@ def test_usage_mistakes_are_one_line_usage_errors(ip, capsys, source, message):
     assert isinstance(result.error_in_exec, UsageError)
     assert message in str(result.error_in_exec)
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_task_may_not_hide_a_builtin(ip, capsys):
+    # Issue 20, item 8: `%%nbflow task print` was declared, the run bound its result over
+    # print() in the notebook, and `%nbflow drop print` did not bring print() back
+    result = ip("%%nbflow task print\n'shadow'", ok=False)
+    assert str(result.error_in_exec) == (
+        "%%nbflow task: 'print' is a Python builtin: the notebook binds a task's result under "
+        "the task's name, which would hide the builtin 'print' from every cell; name it "
+        "'print_' or another word")
+    assert "print" not in ip.flow
+    ip("%%nbflow task hello\nprint('hi')\n1")
+    assert ip.flow.upstreams("hello") == ()  # print is the builtin, not a task
+    ip("%nbflow run")
+    assert "print" not in ip.ns and ip.ns["hello"] == 1
+    assert "hi" in capsys.readouterr().out
+    # the same name from Python, declared into the notebook's flow
+    result = ip("import nbflow as nf\n@nf.notebook_flow().task\ndef sum(n=3):\n    return n",
+                ok=False)
+    assert isinstance(result.error_in_exec, nf.InvalidOptionError)
+    assert str(result.error_in_exec).startswith("Task 'sum': option 'name' is a Python builtin")
+    assert "sum" not in ip.flow
+    # a plain flow binds nothing into the notebook: there the name is fine
+    ip("plain = nf.Flow('plain')\n@plain.task\ndef max():\n    return 1")
+    assert "max" in ip.ns["plain"]
 
 
 def test_syntax_error_reports_the_cell_line_and_declares_nothing(ip):
