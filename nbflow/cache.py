@@ -63,8 +63,13 @@ class ResultStore(ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
+    def has(self, key: str, task: str | None = None) -> bool:
+        """True when ``key`` is stored and would load (checked without loading the value
+        where the store can); ``task`` (``name`` or ``name[branch]``) names it in warnings."""
+        return self.get(key)[0]
+
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key)[0]
+        return isinstance(key, str) and self.has(key)
 
 
 class MemoryStore(ResultStore):
@@ -85,6 +90,9 @@ class MemoryStore(ResultStore):
         except KeyError:
             return False, None
         return True, snapshot.value()
+
+    def has(self, key: str, task: str | None = None) -> bool:
+        return key in self._data
 
     def put(self, key: str, value: Any) -> None:
         snapshot = Snapshot(value)
@@ -154,8 +162,10 @@ class DiskStore(ResultStore):
 
     def get(self, key: str) -> tuple[bool, Any]:
         with self._lock:
-            if key in self._pending:
-                return True, private_copy(self._pending[key])
+            pending = key in self._pending
+            value = self._pending.get(key)
+        if pending:  # still being written: a copy, as a file would give
+            return True, private_copy(value)
         path = self.file(key)
         try:
             data = path.read_bytes()
@@ -164,9 +174,7 @@ class DiskStore(ResultStore):
         try:
             payload = cache_auth.open_entry(self.signing_key, key, data)
         except cache_auth.Refused as why:
-            logger.warning("nbflow cache: refused %s (cache key %s): %s. It is not loaded; "
-                           "the task with this key is recomputed and its result replaces "
-                           "the file", path, key, why)
+            _refused(path, key, why)
             return False, None
         try:
             return True, pickle.loads(payload)
@@ -174,6 +182,44 @@ class DiskStore(ResultStore):
             logger.warning("nbflow cache: %s cannot be unpickled here; recomputing", path,
                            exc_info=True)
             return False, None
+
+    def __contains__(self, key: object) -> bool:
+        """True when ``key`` has an entry this store accepts (its MAC checks), found without
+        unpickling it: a run asks this first and reads a value only when it needs it."""
+        if not isinstance(key, str):
+            return False
+        with self._lock:
+            if key in self._pending:
+                return True
+        path = self.file(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return False
+        try:
+            cache_auth.open_entry(self.signing_key, key, data)
+        except cache_auth.Refused as why:
+            logger.warning("nbflow cache: refused %s (cache key %s): %s. It is not loaded; "
+                           "the task with this key is recomputed and its result replaces "
+                           "the file", path, key, why)
+            return False
+        return True
+
+    def has(self, key: str, task: str | None = None) -> bool:
+        """True when ``key`` is being written, or its file is an entry signed with this
+        store's key (its MAC is checked, the value is not unpickled)."""
+        with self._lock:
+            if key in self._pending:
+                return True
+        path = self.file(key)
+        try:
+            cache_auth.check_file(self.signing_key, key, path)
+        except FileNotFoundError:
+            return False
+        except cache_auth.Refused as why:
+            _refused(path, key, why, task)
+            return False
+        return True
 
     def put(self, key: str, value: Any) -> None:
         with self._lock:
@@ -253,6 +299,12 @@ class DiskStore(ResultStore):
 
     def __repr__(self) -> str:
         return f"DiskStore({str(self.path)!r})"
+
+
+def _refused(path: Path, key: str, why: Exception, task: str | None = None) -> None:
+    of = f"task {task!r}, " if task else ""
+    logger.warning("nbflow cache: refused %s (%scache key %s): %s. It is not loaded; the task "
+                   "is recomputed and its result replaces the file", path, of, key, why)
 
 
 def entry_files(path: Path, temporary: bool = False) -> list[Path]:

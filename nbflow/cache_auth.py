@@ -43,8 +43,8 @@ from pathlib import Path
 from .errors import CacheKeyError
 
 __all__ = [
-    "KEY_ENV", "KEY_FILE_ENV", "MAGIC", "Header", "Refused", "SigningKey", "default_key_file",
-    "key_file", "load_key", "open_entry", "parse_header", "seal",
+    "KEY_ENV", "KEY_FILE_ENV", "MAGIC", "Header", "Refused", "SigningKey", "check_file",
+    "default_key_file", "key_file", "load_key", "open_entry", "parse_header", "seal",
 ]
 
 KEY_ENV = "NBFLOW_CACHE_KEY"
@@ -83,10 +83,15 @@ class SigningKey:
 
     def mac(self, name: str, payload: bytes | memoryview) -> str:
         """The MAC of entry ``name`` (its cache key) with this payload, as hex."""
-        h = hashlib.blake2b(key=self.secret, digest_size=32, person=b"nbflow-entry")
-        h.update(f"{VERSION} {name} {len(payload)}\0".encode())
+        h = self.hasher(name, len(payload))
         h.update(payload)
         return h.hexdigest()
+
+    def hasher(self, name: str, length: int) -> hashlib.blake2b:
+        """A MAC in the making, for a payload of ``length`` bytes fed in with ``update``."""
+        h = hashlib.blake2b(key=self.secret, digest_size=32, person=b"nbflow-entry")
+        h.update(f"{VERSION} {name} {length}\0".encode())
+        return h
 
 
 def default_key_file() -> Path:
@@ -216,19 +221,40 @@ def parse_header(data: bytes | memoryview) -> Header | None:
 
 def open_entry(key: SigningKey, name: str, data: bytes) -> memoryview:
     """The payload of entry ``name``, after checking its MAC; raises :class:`Refused`."""
-    header = parse_header(data)
+    header = _checked_header(key, parse_header(data), len(data))
+    payload = memoryview(data)[header.size:]
+    _check_mac(key.mac(name, payload), header)
+    return payload
+
+
+def check_file(key: SigningKey, name: str, path: Path) -> None:
+    """Check entry file ``path`` of ``name`` without loading it: the header, then the MAC
+    of the payload read in chunks. Raises :class:`Refused` (or ``OSError``)."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        header = _checked_header(key, parse_header(f.read(HEADER_MAX)), size)
+        f.seek(header.size)
+        h = key.hasher(name, header.length)
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    _check_mac(h.hexdigest(), header)
+
+
+def _checked_header(key: SigningKey, header: Header | None, file_size: int) -> Header:
     if header is None:
         raise Refused("it is not an nbflow cache entry (no nbflow-result header)")
     if header.version == 1:
         raise Refused("it was written by an older nbflow, without a MAC")
-    payload = memoryview(data)[header.size:]
-    if len(payload) != header.length:
-        raise Refused(f"it is truncated or padded ({len(payload)} bytes of payload, "
-                      f"{header.length} expected)")
+    if file_size - header.size != header.length:
+        raise Refused(f"it is truncated or padded ({file_size - header.size} bytes of "
+                      f"payload, {header.length} expected)")
     if header.key_id != key.id:
         raise Refused(f"it was signed with another key (key id {header.key_id}; this process "
                       f"uses {key.id} from {key.source})")
-    if not hmac.compare_digest(key.mac(name, payload), header.digest):
+    return header
+
+
+def _check_mac(mac: str, header: Header) -> None:
+    if not hmac.compare_digest(mac, header.digest):
         raise Refused("its MAC does not match: it was changed after it was written (forged or "
                       "damaged), or belongs to another cache key")
-    return payload

@@ -26,6 +26,7 @@ depth. ``benchmarks/isolation.py`` measures what the copies cost.
 from __future__ import annotations
 
 import copy
+import copyreg
 import datetime
 import decimal
 import fractions
@@ -34,6 +35,8 @@ import itertools
 import logging
 import pathlib
 import pickle
+import sys
+import threading
 import types
 from typing import Any
 
@@ -98,43 +101,56 @@ def private_copy(value: Any) -> Any:
         return value
 
 
-# Objects kept as they are during one round trip, by token; each round trip removes its own.
+# Objects kept as they are during a round trip, by token; each round trip removes its own.
 _kept: dict[int, Any] = {}
 _tokens = itertools.count()
+_local = threading.local()
 
 
 def _kept_object(token: int) -> Any:
     return _kept[token]
 
 
-class _Copier(pickle.Pickler):
-    """A pickler that leaves futures and nbflow's values out of the copy (by token).
+def _keep(obj: Any) -> tuple[Any, ...]:
+    """Pickle ``obj`` as a token, so the copy gets the object itself."""
+    token = next(_tokens)
+    _kept[token] = obj
+    _local.tokens.append(token)
+    return _kept_object, (token,)
 
-    ``reducer_override`` is not called for plain ints, strs, lists, dicts and the like,
-    so it costs nothing for plain data.
+
+_tables: dict[Any, dict[Any, Any]] = {}
+
+
+def _dispatch_table() -> dict[Any, Any]:
+    """copyreg's reducers, plus :func:`_keep` for futures and nbflow's own values.
+
+    A pickler's ``dispatch_table`` is looked up in C by exact type, so it costs
+    nothing for plain data (a ``reducer_override`` method costs a Python call per object).
     """
-
-    def __init__(self, file: io.BytesIO) -> None:
-        super().__init__(file, protocol=5)
-        self.tokens: list[int] = []
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, _KEPT) or is_future(obj):
-            token = next(_tokens)
-            _kept[token] = obj
-            self.tokens.append(token)
-            return _kept_object, (token,)
-        return NotImplemented
+    distributed = sys.modules.get("distributed")  # a future exists only if it is imported
+    future = getattr(distributed, "Future", None)
+    table = _tables.get(future)
+    if table is None:
+        table = dict(copyreg.dispatch_table)
+        for t in (*_KEPT, future):
+            if t is not None:
+                table[t] = _keep
+        _tables[future] = table
+    return table
 
 
 def _round_trip(value: Any) -> Any:
     buffer = io.BytesIO()
-    pickler = _Copier(buffer)
+    pickler = pickle.Pickler(buffer, protocol=5)
+    pickler.dispatch_table = _dispatch_table()
+    tokens: list[int] = []
+    _local.tokens = tokens
     try:
         pickler.dump(value)
         return pickle.loads(buffer.getbuffer())
     finally:
-        for token in pickler.tokens:
+        for token in tokens:
             _kept.pop(token, None)
 
 

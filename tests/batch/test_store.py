@@ -1,4 +1,4 @@
-"""DiskStore (atomic, checksummed files) and EventLog (JSON lines), without kernels."""
+"""DiskStore (atomic, signed files) and EventLog (JSON lines), without kernels."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_a_closure_result_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
-def test_a_damaged_file_is_detected_deleted_and_never_loaded(tmp_path, caplog, damage):
+def test_a_damaged_file_is_refused_never_loaded_and_replaced_when_recomputed(tmp_path, caplog,
+                                                                               damage):
     store = DiskStore(tmp_path)
     store.put("beef", list(range(1000)))
     store.flush(10)
@@ -55,8 +56,10 @@ def test_a_damaged_file_is_detected_deleted_and_never_loaded(tmp_path, caplog, d
         path.write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="nbflow.cache"):
         assert DiskStore(tmp_path).get("beef") == (False, None)
-    assert "truncated or corrupt" in caplog.text
-    assert not path.exists()
+    assert f"refused {path} (cache key beef)" in caplog.text
+    store.put("beef", [1])
+    store.flush(10)
+    assert DiskStore(tmp_path).get("beef") == (True, [1])
 
 
 def test_clear_and_size(tmp_path):
