@@ -26,6 +26,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import CancelledError
 from itertools import count
 from typing import Any
 
@@ -34,7 +35,8 @@ from . import dask_worker, pickling
 from .base import Executor, ResultOf, ResultsOf, WorkItem
 from .dask_cluster import Connection, connect, dashboard_link, local_cluster
 from .dask_outcomes import SWEEP_INTERVAL, OutcomeTracker
-from .dask_refs import client_of, has_future, is_data_ref, is_future, unpick
+from .dask_resources import ResourceWatch
+from .dask_refs import client_of, has_future, is_data_ref, is_future, unavailable, unpick
 
 __all__ = ["SWEEP_INTERVAL", "DaskExecutor"]
 
@@ -60,6 +62,10 @@ class DaskExecutor(Executor):
         For the local cluster nbflow starts (ignored for an address).
     connect_timeout
         Seconds to wait for the scheduler before the run fails with a clear error.
+    resource_wait
+        Seconds a task that asks for ``resources=`` no worker has waits for such a
+        worker to join before it fails (a warning names the resources at once);
+        None waits as long as it takes. See :mod:`.dask_resources`.
     cache_limit
         Results up to this many bytes (their serialized size, measured on the
         worker) are gathered into the flow's result cache when they finish;
@@ -81,6 +87,7 @@ class DaskExecutor(Executor):
         processes: bool | None = None,
         connect_timeout: float = 10.0,
         cache_limit: int = 1_000_000,
+        resource_wait: float | None = 60.0,
     ) -> None:
         super().__init__()
         self.address = address
@@ -90,6 +97,11 @@ class DaskExecutor(Executor):
         self.processes = processes
         self.connect_timeout = connect_timeout
         self.cache_limit = cache_limit
+        if resource_wait is not None and not (
+                isinstance(resource_wait, (int, float)) and 0 <= resource_wait < float("inf")):
+            msg = f"DaskExecutor(resource_wait=...) takes seconds >= 0 or None, got {resource_wait!r}"
+            raise ExecutorError(msg)
+        self.resource_wait = resource_wait
         self._reset()
 
     def _reset(self) -> None:
@@ -98,6 +110,8 @@ class DaskExecutor(Executor):
         self._counter = count()
         #: follows submitted items until their outcomes reach the scheduler (made at start)
         self._tracker: OutcomeTracker | None = None
+        #: tasks sent with resources that no worker may have (made at start)
+        self._resources: ResourceWatch | None = None
         #: id(function) -> (function, its Packed bytes): each function pickled once a run
         self._packed: dict[int, tuple[Any, dask_worker.Packed]] = {}
         self._client: Any = None
@@ -111,7 +125,9 @@ class DaskExecutor(Executor):
         self._client = self._conn.client
         self._dashboard = dashboard_link(self._conn)
         assert self._loop is not None and self._on_done is not None
-        self._tracker = OutcomeTracker(self._loop, self._conn, self._on_done)
+        tracker = self._tracker = OutcomeTracker(self._loop, self._conn, self._on_done)
+        self._resources = ResourceWatch(self._client, address, self.resource_wait,
+                                        tracker.running.__contains__, tracker.fail_unstarted)
 
     async def _scheduler_address(self) -> tuple[str, Any]:
         """The scheduler's address and the credentials for it, from :attr:`address`.
@@ -139,6 +155,8 @@ class DaskExecutor(Executor):
 
     async def _close(self) -> None:
         # Results (finished futures) stay referenced by the run; only unfinished work stops.
+        if self._resources is not None:
+            self._resources.close()
         if self._tracker is not None:
             await self._tracker.close()
 
@@ -203,6 +221,8 @@ class DaskExecutor(Executor):
             self._refused(items, exc)
             return
         tracker.track(items, keys, futures)
+        if first.resources and self._resources is not None:
+            self._resources.watch(first.task, first.resources, keys)
 
     def _pack(self, fn: Callable[..., Any]) -> dask_worker.Packed | None:
         """``fn`` pickled (once per run and function); None when it cannot be."""
@@ -286,7 +306,14 @@ class DaskExecutor(Executor):
         if not any(has_future(r) for r in refs):
             return [dask_worker.pick(r) if dask_worker.is_pick(r) else r for r in refs]
         client = self._client or client_of(refs)
-        values = await client.gather(refs, errors="raise")
+        try:
+            values = await client.gather(refs, errors="raise")
+        except CancelledError as exc:  # dask dropped them, or lost its scheduler
+            raise unavailable(refs, client, exc) from exc
+        except OSError as exc:  # the scheduler went away while they were gathered
+            if str(getattr(client, "status", "")) == "running":
+                raise
+            raise unavailable(refs, client, exc) from exc
         return [unpick(v) for v in values]
 
     async def split(self, ref: Any) -> list[Any]:

@@ -227,30 +227,77 @@ async def connect(address: str, security: Any = None, timeout: float = 10.0) -> 
 
 async def _open(address: str, security: Any, timeout: float) -> Connection:
     distributed = _import_distributed()
+    _check_address(address)
     if address.startswith("tls://") and security is None:
         msg = (f"the dask scheduler at {address} speaks TLS: pass its credentials, "
                "nf.DaskExecutor(address, security=distributed.security.Security(tls_ca_file=..., "
                "tls_client_cert=..., tls_client_key=..., require_encryption=True))")
         raise ExecutorError(msg)
+    client = distributed.Client(address, asynchronous=True, security=security, timeout=timeout,
+                                set_as_default=False)
     try:
-        client = await asyncio.wait_for(
-            distributed.Client(address, asynchronous=True, security=security, timeout=timeout,
-                               set_as_default=False),
-            timeout + 5,
-        )
-    except (OSError, asyncio.TimeoutError, TimeoutError) as exc:
-        msg = (f"cannot reach the dask scheduler at {address} within {timeout:g}s "
-               f"({type(exc).__name__}: {exc}). Check that it runs and that the address "
-               "and port are right (dask scheduler prints them), or use "
-               "nf.DaskExecutor() for a local cluster.")
-        raise ExecutorError(msg) from exc
-    except Exception as exc:  # refused credentials, a malformed address, ...
-        msg = f"cannot connect to the dask scheduler at {address}: {type(exc).__name__}: {exc}"
-        raise ExecutorError(msg) from exc
+        await asyncio.wait_for(client, timeout + 5)
+    except BaseException as exc:
+        # A client that did not start must be closed here, on its loop: left to the
+        # garbage collector, Client.__del__ closes it synchronously from whichever
+        # thread collects it, and at interpreter exit that prints a TimeoutError
+        # traceback ("Exception ignored in: Client.__del__").
+        await _discard(client)
+        if not isinstance(exc, Exception):
+            raise  # a cancel or an interrupt: not a connection problem
+        raise _connect_error(address, timeout, exc) from exc
     _quicken(client)
     conn = Connection(client, address, security)
     client.subscribe_topic(conn.topic, conn.on_event)
     return conn
+
+
+def _check_address(address: str) -> None:
+    """Refuse an address dask cannot parse (no port, an unknown scheme) in one line."""
+    from distributed.comm.addressing import get_address_host_port, parse_address
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, _ = parse_address(address)
+        get_backend(scheme)  # an unknown scheme
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            get_address_host_port(address)
+    except ValueError as exc:
+        msg = (f"{address!r} is not a dask scheduler address ({exc}); write it as "
+               "tcp://host:port, the address `dask scheduler` prints")
+        raise ExecutorError(msg) from None
+
+
+def _connect_error(address: str, timeout: float, exc: BaseException) -> ExecutorError:
+    """What went wrong while connecting to ``address``, in one line."""
+    if isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError)):
+        return ExecutorError(
+            f"cannot reach the dask scheduler at {address} within {timeout:g}s "
+            f"({type(exc).__name__}: {exc}). Check that it runs, that the address and port are "
+            "right (dask scheduler prints them) and that they are the scheduler's, or use "
+            "nf.DaskExecutor() for a local cluster.")
+    if isinstance(exc, (MemoryError, ValueError, TypeError, KeyError)) or \
+            type(exc).__module__.startswith("msgpack"):
+        # what dask's protocol reader makes of bytes that are not dask messages
+        # (an HTTP server's answer reads as a frame of exabytes: a MemoryError)
+        return ExecutorError(
+            f"{address} answered, but not as a dask scheduler ({type(exc).__name__}). Check "
+            "the port: it must be the scheduler's (dask scheduler prints 'Scheduler at: "
+            "tcp://host:port'), not its dashboard's or another server's.")
+    return ExecutorError(
+        f"cannot connect to the dask scheduler at {address}: {type(exc).__name__}: {exc}")
+
+
+async def _discard(client: Any) -> None:
+    """Close a client that failed to start, so that nothing is left to close at exit."""
+    try:
+        await asyncio.wait_for(client.close(), 10)
+    except Exception:  # it never got far: nothing to close there
+        logger.debug("closing a client that did not start failed", exc_info=True)
+    if str(getattr(client, "status", "closed")) != "closed":
+        # Client.__del__ does nothing for a closed client; a half-started one that
+        # could not close cleanly has nothing left worth closing synchronously at exit.
+        client.status = "closed"
 
 
 #: seconds between two batches of messages from nbflow's client to the scheduler

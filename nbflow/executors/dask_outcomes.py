@@ -119,6 +119,24 @@ class OutcomeTracker:
         failure = Failed.from_exception(item.task, error, item.branch, item.attempt)
         self._queue(Outcome(item.id, False, failure, now, now, "kernel (not sent)"))
 
+    def fail_unstarted(self, keys: list[str], error: Exception) -> None:
+        """Fail items that were sent but cannot start (no worker has the resources they
+        ask for): their futures are cancelled on the cluster."""
+        now = time.time()
+        futures = []
+        for key in keys:
+            entry = self.running.get(key)
+            if entry is None or key in self._failing:
+                continue
+            item, fut = entry
+            self._forget(item, key)
+            futures.append(fut)
+            failure = Failed.from_exception(item.task, error, item.branch, item.attempt)
+            self._queue(Outcome(item.id, False, failure, now, now, "dask (not started)"))
+        if futures:
+            task = self._loop.create_task(self._client.cancel(futures, force=True))
+            task.add_done_callback(_log_failure)
+
     # -- reports ------------------------------------------------------------------------------
 
     def on_report(self, report: dict[str, Any]) -> None:

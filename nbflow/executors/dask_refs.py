@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ExecutorError
+from ..errors import ExecutorError, ResultUnavailableError
 from ..values import Failed, Skipped
 from . import dask_worker
 from .base import ResultOf, ResultsOf
 
-__all__ = ["client_of", "has_future", "is_data_ref", "is_future", "unpick"]
+__all__ = ["client_of", "has_future", "is_data_ref", "is_future", "unavailable", "unpick"]
 
 
 def is_future(value: Any) -> bool:
@@ -68,3 +68,35 @@ def client_of(refs: list[Any]) -> Any:
         if type(v) in (list, tuple):
             stack.extend(v)
     raise ExecutorError("no dask future to fetch")  # pragma: no cover
+
+
+def unavailable(refs: list[Any], client: Any, exc: BaseException) -> ResultUnavailableError:
+    """The error for results whose futures dask cancelled while they were fetched.
+
+    dask cancels every future of a client whose scheduler went away (and a future
+    whose data it lost for good). The task succeeded, so its state says nothing
+    about the loss: the message says why, and that a new run computes it again.
+    """
+    key = str(getattr(exc, "key", "") or _first_key(refs))
+    task = key.rsplit("-", 1)[0] if "-" in key else key or "?"  # keys: task-<run><n>
+    status = str(getattr(client, "status", ""))
+    if status != "running":
+        address = getattr(getattr(client, "scheduler", None), "address", None) or "?"
+        why = f"its value was on the dask cluster at {address}, which is gone (client {status})"
+    else:
+        why = f"dask dropped its value ({exc})"
+    error = ResultUnavailableError(task, "lost")
+    error.args = (f"Task {task!r} has no result: {why}. Run the flow again to compute it.",)
+    return error
+
+
+def _first_key(refs: list[Any]) -> str:
+    """The key of the first future in ``refs`` (inside lists and branch inputs too)."""
+    stack = list(reversed(refs))
+    while stack:
+        v = stack.pop()
+        if is_future(v):
+            return str(v.key)
+        if type(v) in (list, tuple):
+            stack.extend(reversed(v))
+    return ""

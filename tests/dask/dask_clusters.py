@@ -5,7 +5,8 @@ This folder has no ``__init__.py`` and no ``conftest.py`` on purpose: a package 
 
 - ``local``: nbflow's process-wide LocalCluster (processes=False), shared by a module;
 - ``cli_cluster``: a ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1
-  (dashboards too), one worker with a ``special=1`` resource; stopped by pid;
+  (dashboards too), one worker with a ``special=1`` resource; stopped by pid
+  (:func:`start_cli_cluster` starts such a cluster for a test that needs its own);
 - ``tls_cluster``: a ``dask scheduler`` and one ``dask worker`` that speak TLS only
   (``tls://127.0.0.1``), with throwaway certificates; stopped by pid.
 
@@ -24,7 +25,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import conftest
 import psutil
@@ -64,6 +65,23 @@ class CliCluster:
     scheduler: subprocess.Popen[bytes]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    #: where the processes' logs go (None: nowhere)
+    tmp: Any = None
+
+    def add_worker(self, extra: list[str], wait: bool = True) -> None:
+        """Start one more ``dask worker`` (with ``extra`` arguments, like ``--resources``);
+        with ``wait``, return once it joined."""
+        i = len(self.workers)
+        log_path = os.devnull if self.tmp is None else self.tmp / f"worker{i}.log"
+        with open(log_path, "wb") as log:
+            self.workers.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", "worker", self.address, "--nworkers", "1",
+                 "--nthreads", "2", "--host", "127.0.0.1", "--dashboard-address",
+                 "127.0.0.1:0", "--death-timeout", "30", "--name", f"w{i}", *extra],
+                stdout=subprocess.DEVNULL, stderr=log, env=_cluster_env()))
+        if wait:
+            wait_until(lambda: _workers_up(self.address, len(self.workers)), 60,
+                       f"{len(self.workers)} workers at {self.address}", 0.5)
 
     def worker_processes(self) -> list[psutil.Process]:
         """The processes the ``dask worker`` nannies started (they run the tasks)."""
@@ -74,6 +92,18 @@ class CliCluster:
             except psutil.NoSuchProcess:
                 continue
         return out
+
+    def stop_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop one worker (and the process its nanny started), by pid."""
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        _kill(children)
+        self.workers.remove(proc)
 
     def stop(self) -> None:
         """SIGTERM to the workers, then the scheduler; SIGKILL to what is left, by pid."""
@@ -116,29 +146,41 @@ def _workers_up(address: str, n: int, security: object = None) -> bool:
     return True
 
 
-@pytest.fixture(scope="module", name="cli_cluster")
-def cli_cluster_fixture(tmp_path_factory):
-    """``dask scheduler`` + two ``dask worker`` processes, every listener on 127.0.0.1."""
-    tmp = tmp_path_factory.mktemp("dask-cli")
+def start_cli_cluster(tmp, workers: list[list[str]]) -> CliCluster:
+    """A ``dask scheduler`` and one ``dask worker`` process per entry of ``workers`` (its
+    extra arguments), every listener on 127.0.0.1, once every worker joined. The
+    caller stops it (:meth:`CliCluster.stop` or :meth:`CliCluster.kill`)."""
     port, dash = free_port(), free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "inf",
-           "PYTHONPATH": os.getcwd()}
+    env = _cluster_env()
     with open(tmp / "scheduler.log", "wb") as log:
         scheduler = subprocess.Popen(
             [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
              "--dashboard-address", f"127.0.0.1:{dash}"],
             stdout=subprocess.DEVNULL, stderr=log, env=env)
-    cluster = CliCluster(address, f"http://127.0.0.1:{dash}/status", scheduler)
+    cluster = CliCluster(address, f"http://127.0.0.1:{dash}/status", scheduler, tmp=tmp)
     try:
-        for i, extra in enumerate((["--resources", "special=1"], [])):
-            with open(tmp / f"worker{i}.log", "wb") as log:
-                cluster.workers.append(subprocess.Popen(
-                    [sys.executable, "-m", "dask", "worker", address, "--nworkers", "1",
-                     "--nthreads", "2", "--host", "127.0.0.1", "--dashboard-address",
-                     "127.0.0.1:0", "--death-timeout", "30", "--name", f"w{i}", *extra],
-                    stdout=subprocess.DEVNULL, stderr=log, env=env))
-        wait_until(lambda: _workers_up(address, 2), 60, f"two workers at {address}", 0.5)
+        for extra in workers:
+            cluster.add_worker(extra, wait=False)
+        wait_until(lambda: _workers_up(address, len(workers)), 60,
+                   f"{len(workers)} workers at {address}", 0.5)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _cluster_env() -> dict[str, str]:
+    return {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "inf",
+            "PYTHONPATH": os.getcwd()}
+
+
+@pytest.fixture(scope="module", name="cli_cluster")
+def cli_cluster_fixture(tmp_path_factory):
+    """``dask scheduler`` + two ``dask worker`` processes, every listener on 127.0.0.1."""
+    cluster = start_cli_cluster(tmp_path_factory.mktemp("dask-cli"),
+                                [["--resources", "special=1"], []])
+    try:
         yield cluster
     finally:
         dask_cluster.reset()
