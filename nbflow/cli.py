@@ -9,7 +9,6 @@ died; 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from types import FrameType
 from typing import NoReturn
 
 from .errors import BatchInputError
+from .jsonvalues import dumps
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run a notebook once per parameter set", description=(
         "Run NOTEBOOK once per parameter set of GRID (a cartesian product under 'grid:', or a "
         "list under 'jobs:'; shared values under 'params:'), PARALLEL at a time or on a dask "
-        "cluster. Writes one output notebook per job and DIR/summary.csv and DIR/summary.json. "
+        "cluster. Writes one output notebook per job, and DIR/summary.csv and DIR/summary.json "
+        "as jobs finish. Run again into the same DIR (after a kill, say), it reuses the jobs "
+        "that succeeded there with the same notebook and parameters, and runs the others. "
         "Exit code 0 when every job succeeded, 1 otherwise, 2 for bad input."))
     sweep.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the workflow notebook")
     sweep.add_argument("--grid", required=True, metavar="GRID.yaml",
@@ -84,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--cache-dir", metavar="DIR", default=None,
                        help="a disk cache shared by the jobs (re-running the sweep recomputes "
                        "only unfinished tasks)")
+    sweep.add_argument("--rerun", action="store_true",
+                       help="run every job, also those that an earlier sweep into DIR finished "
+                       "successfully with the same notebook and parameters (by default they "
+                       "are reused)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     params = sub.add_parser("params", help="the notebook's parameters as JSON Schema or YAML",
@@ -161,6 +167,24 @@ def _cache_dir(value: str | None) -> str | None:
     return value or os.environ.get("NBFLOW_CACHE_DIR") or None
 
 
+def _log_file(value: str | None) -> str | None:
+    """The ``--log-events`` file, checked before anything runs: not a directory, writable."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise BatchInputError(f"--log-events {value!r} is a directory; give a file, such as "
+                              f"{str(path / 'events.jsonl')!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise BatchInputError(f"--log-events {value!r}: cannot write it: "
+                              f"{exc.strerror or exc}") from None
+    return str(path)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .batch import params as P
     from .batch.spec_job import is_spec
@@ -175,11 +199,13 @@ def _run(args: argparse.Namespace) -> int:
     if Path(output).resolve() == Path(args.notebook).resolve():
         raise BatchInputError(f"-o {output!r} would overwrite the input notebook; choose "
                               "another output path")
+    if Path(output).is_dir():
+        raise BatchInputError(f"-o {output!r} is a directory; give the output notebook's path")
 
     from .batch.execute import format_summary, run_notebook
 
     result = run_notebook(args.notebook, output, values, cache_dir=_cache_dir(args.cache_dir),
-                          events_log=args.log_events, cluster=args.cluster,
+                          events_log=_log_file(args.log_events), cluster=args.cluster,
                           progress=args.progress)
     if not args.quiet or not result.ok:
         print(format_summary(result), file=sys.stdout if result.ok else sys.stderr)
@@ -191,15 +217,24 @@ def _run(args: argparse.Namespace) -> int:
 def _run_spec(args: argparse.Namespace) -> int:
     from .batch.spec_job import run_spec
 
+    if args.output and Path(args.output).is_dir():
+        raise BatchInputError(f"-o {args.output!r} is a directory; give the summary's path "
+                              "(a .json file)")
     result = run_spec(args.notebook, [tuple(p) for p in args.param], args.params_file,
-                      cache_dir=_cache_dir(args.cache_dir), events_log=args.log_events,
+                      cache_dir=_cache_dir(args.cache_dir), events_log=_log_file(args.log_events),
                       cluster=args.cluster)
-    if args.output:
-        Path(args.output).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     if not args.quiet or not result.ok:
         print(result.summary, file=sys.stdout if result.ok else sys.stderr)
     if not result.ok:
         print(f"nbflow run: {args.notebook}: {result.status}", file=sys.stderr)
+    if args.output:
+        try:  # after the summary is printed, so a failed write loses nothing
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            print(f"nbflow run: cannot write -o {args.output!r}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return EXIT_FAILED
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -243,16 +278,17 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .batch.sweep import plan_jobs, run_sweep, summary_text
+    from .batch.sweep import plan_jobs, run_sweep
+    from .batch.sweep_summary import summary_text
 
     if args.parallel < 1:
         raise BatchInputError(f"--parallel must be at least 1, got {args.parallel}")
     jobs = plan_jobs(args.notebook, args.grid, args.out_dir,
                      cache_dir=_cache_dir(args.cache_dir), cluster=None)
     results = run_sweep(jobs, args.out_dir, parallel=args.parallel, cluster=args.cluster,
-                        progress=not args.no_progress)
-    print(summary_text(results, Path(args.out_dir)))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+                        progress=not args.no_progress, rerun=args.rerun)
+    print(summary_text(results, Path(args.out_dir), len(jobs)))
+    return EXIT_OK if all(r.ok for r in results.values()) else EXIT_FAILED
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -266,7 +302,7 @@ def _params(args: argparse.Namespace) -> int:
     if cell is None:
         raise BatchInputError(f"{args.notebook} has no cell tagged 'parameters'")
     if args.format == "json":
-        text = json.dumps(P.to_schema(cell), indent=2) + "\n"
+        text = dumps(P.to_schema(cell), indent=2) + "\n"
     else:
         text = P.to_yaml_form(cell, "spec" if is_spec(args.notebook) else "notebook")
     if args.output:

@@ -16,7 +16,9 @@ Lines (every one has ``event``, ``run_id`` and ``time``, a Unix timestamp)::
 A failed task's line has ``"error": {"type": ..., "message": ...}``. An
 ``export`` line follows the final state of each task declared with
 ``export=True`` (``%%nbflow task NAME --export``): its result as JSON (a
-``repr`` string when it is not JSON-serialisable).
+``repr`` string when it is not JSON-serialisable; NaN and infinities as the
+strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``, see :mod:`nbflow.jsonvalues`).
+Every line is valid JSON.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .events import Event, RunEvent, TaskEvent
+from .jsonvalues import dumps
 from .states import OK
 
 if TYPE_CHECKING:
@@ -77,7 +80,7 @@ class EventLog:
                 export = self._export(event)
                 if export is not None:
                     lines.append(export)
-        text = "".join(json.dumps(line, default=_jsonable) + "\n" for line in lines)
+        text = "".join(dumps(line) + "\n" for line in lines)
         with self._lock, open(self.path, "a", encoding="utf-8") as f:
             f.write(text)
 
@@ -115,20 +118,6 @@ class EventLog:
 
     def __repr__(self) -> str:
         return f"EventLog({str(self.path)!r})"
-
-
-def _jsonable(value: Any) -> Any:
-    """JSON for what ``json`` cannot encode: numpy scalars/arrays, sets, else ``repr``."""
-    for attr in ("tolist", "item"):  # numpy arrays and scalars, pandas objects
-        method = getattr(value, attr, None)
-        if callable(method):
-            try:
-                return method()
-            except Exception:
-                pass
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return repr(value)
 
 
 def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

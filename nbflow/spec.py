@@ -18,19 +18,25 @@
 An argument is a literal, ``{$param: NAME}`` (a flow parameter),
 ``{$task: NAME}`` (another task's result) or ``{$value: ...}`` (a literal that
 would otherwise look like a reference). Every task option of the Python API is
-a key of the task. Files are read with safe loaders only and never evaluated;
-every problem is reported with the file, the key path and the line.
+a key of the task. Every problem is reported with the file, the key path and
+the line.
+
+A spec is code, like a script: it runs the functions it names. The file itself
+is read with YAML's safe loader (it builds no Python objects, and aliases are
+bounded: :mod:`nbflow.yaml_safe`), but loading a spec imports the modules it
+names and running it calls their functions (:mod:`nbflow.spec_calls`).
+:func:`flow_to_spec` and :func:`dump_spec` (:mod:`nbflow.spec_write`) go the
+other way.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.resources
 import inspect
 import json
+import keyword
 import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -38,10 +44,20 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .cache import hash_bytes, hash_value
+from . import yaml_safe
 from .errors import NbflowError, SpecError, suggest
-from .registry import registry
-from .task import OPTION_NAMES, Task, TaskOptions, code_hash
+from .spec_calls import (
+    AsyncSpecCall,
+    SpecCall,
+    SpecCondition,
+    importable_name,
+    imported_modules,
+    looks_like_ref,
+    nested_ref,
+    resolve_function,
+)
+from .spec_write import dump_spec, flow_to_spec
+from .task import OPTION_NAMES, Task
 
 if TYPE_CHECKING:
     from .flow import Flow
@@ -51,8 +67,11 @@ PARAM_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
     "list": (list,), "object": (dict,), "any": (object,),
 }
-_REFS = ("$task", "$param", "$value")
-_DEFAULT_OPTIONS = TaskOptions()
+__all__ = [
+    "AsyncSpecCall", "Spec", "SpecCall", "SpecCondition", "dump_spec", "flow_from_spec",
+    "flow_to_spec", "importable_name", "imported_modules", "load_spec", "parse_spec",
+    "resolve_function", "schema",
+]
 
 
 @lru_cache(maxsize=1)
@@ -81,7 +100,8 @@ class Spec:
             line = self.lines.get(tuple(path[:end]))
             if line is not None:
                 break
-        return SpecError(problem, self.file, path, line)
+        shown = tuple(yaml_safe.short(p, 80) if isinstance(p, str) else p for p in path)
+        return SpecError(yaml_safe.short(problem, 1000), self.file, shown, line)
 
     @property
     def name(self) -> str:
@@ -94,6 +114,18 @@ class Spec:
     @property
     def tasks(self) -> dict[str, dict[str, Any]]:
         return dict(self.data["tasks"])
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The spec's directory, where modules it names may sit (None for a mapping)."""
+        return Path(self.file).parent if self.file else None
+
+    @property
+    def uses(self) -> list[str]:
+        """Every function the spec names (``use:`` and ``run_if:``), in order, once each."""
+        names = [n for entry in self.tasks.values()
+                 for n in (entry.get("use"), entry.get("run_if")) if isinstance(n, str)]
+        return list(dict.fromkeys(names))
 
 
 def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> Spec:
@@ -112,14 +144,11 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> Spec:
 
 
 def parse_spec(text: str, file: str | None = None) -> Spec:
-    """Parse YAML or JSON text (JSON is YAML) with the safe loader, keeping line numbers."""
+    """Parse YAML or JSON text (JSON is YAML) with the bounded safe loader, keeping line numbers."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = yaml_safe.load_with_nodes(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem, line = yaml_safe.describe(exc)
         raise SpecError(f"not valid YAML/JSON: {problem}", file, (), line) from None
     if not isinstance(data, dict):
         raise SpecError("a spec must be a mapping with 'name' and 'tasks'", file, (), 1)
@@ -170,143 +199,6 @@ def _task_keys() -> list[str]:
     return list(schema()["$defs"]["task"]["properties"])
 
 
-# -- functions ----------------------------------------------------------------------------
-
-
-def resolve_function(name: str, base_dir: Path | None = None) -> Callable[..., Any]:
-    """A registered task (``namespace.function``) or an importable ``package.module:function``.
-
-    ``base_dir`` (the spec's directory) goes on ``sys.path``, so a spec can name
-    functions of a module that sits next to it.
-    """
-    if ":" not in name:
-        return registry.get(name).fn
-    if base_dir is not None and str(base_dir.resolve()) not in sys.path:
-        sys.path.insert(0, str(base_dir.resolve()))
-    module_name, _, attr = name.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        msg = f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
-        raise SpecError(msg) from exc
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            known = [n for n in dir(target) if not n.startswith("_")]
-            msg = f"{module_name!r} has no attribute {part!r}." + suggest(part, known)
-            raise SpecError(msg)
-        target = getattr(target, part)
-    if not callable(target):
-        raise SpecError(f"{name!r} is not callable")
-    return target  # type: ignore[no-any-return]
-
-
-def importable_name(fn: Callable[..., Any]) -> str | None:
-    """``module:qualname`` when ``fn`` can be imported back by that name, else None."""
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", None)
-    if not module or not qualname or module == "__main__" or "<" in qualname:
-        return None
-    try:
-        found: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError):
-        return None
-    return f"{module}:{qualname}" if found is fn else None
-
-
-class SpecCall:
-    """The function of a spec task: binds references and literals to the target's arguments.
-
-    Its signature lists the task's inputs (referenced tasks and parameters), so
-    nbflow derives dependencies from it exactly as from a hand-written task.
-    """
-
-    def __init__(self, use: str, fn: Callable[..., Any], refs: dict[str, tuple[str, str]],
-                 literals: dict[str, Any], defaults: dict[str, Any]) -> None:
-        self.use = use
-        self.fn = fn
-        #: target argument -> ("task" | "param", input name)
-        self.refs = refs
-        #: target argument -> literal value
-        self.literals = literals
-        inputs = list(dict.fromkeys(name for _, name in refs.values()))
-        self.__signature__ = inspect.Signature([
-            inspect.Parameter(i, inspect.Parameter.KEYWORD_ONLY,
-                              default=defaults.get(i, inspect.Parameter.empty))
-            for i in inputs
-        ])
-
-    def __call__(self, **inputs: Any) -> Any:
-        kwargs = dict(self.literals)
-        for arg, (_, name) in self.refs.items():
-            kwargs[arg] = inputs[name]
-        return self.fn(**kwargs)
-
-    def args_spec(self) -> dict[str, Any]:
-        """The ``args`` mapping this call was built from."""
-        out: dict[str, Any] = {}
-        for arg, value in self.literals.items():
-            out[arg] = {"$value": value} if _looks_like_ref(value) else value
-        for arg, (kind, name) in self.refs.items():
-            out[arg] = {f"${kind}": name}
-        return out
-
-    def code_key(self) -> str:
-        try:
-            literals = hash_value(self.literals)
-        except ValueError:
-            literals = repr(self.literals)
-        return hash_bytes(self.use, code_hash(self.fn), literals, repr(sorted(self.refs.items())))
-
-    def __repr__(self) -> str:
-        return f"SpecCall({self.use!r})"
-
-
-class SpecCondition:
-    """A spec task's ``run_if``: the predicate gets the task's arguments by their names.
-
-    ``run_if: testtasks.is_big`` on a task with ``args: {value: {$task: total}}``
-    calls ``is_big(value=<total's result>)``.
-    """
-
-    def __init__(self, use: str, predicate: Callable[..., Any], call: SpecCall) -> None:
-        self.use = use
-        self.predicate = predicate
-        self.call = call
-        self.__signature__ = call.__signature__
-        params = inspect.signature(predicate).parameters.values()
-        self._names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-    def __call__(self, **inputs: Any) -> Any:
-        args = dict(self.call.literals)
-        for arg, (_, name) in self.call.refs.items():
-            args[arg] = inputs[name]
-        return self.predicate(**{n: args[n] for n in self._names if n in args})
-
-    def __repr__(self) -> str:
-        return f"SpecCondition({self.use!r})"
-
-
-class AsyncSpecCall(SpecCall):
-    """A :class:`SpecCall` of an ``async def`` function."""
-
-    async def __call__(self, **inputs: Any) -> Any:
-        return await super().__call__(**inputs)
-
-
-def _looks_like_ref(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _REFS
-
-
-def _nested_ref(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(k in _REFS or _nested_ref(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_nested_ref(v) for v in value)
-    return False
-
-
 # -- spec -> flow ---------------------------------------------------------------------------
 
 
@@ -319,6 +211,13 @@ def flow_from_spec(source: str | os.PathLike[str] | Mapping[str, Any] | Spec) ->
     for pname, pinfo in params.items():
         _check_default(spec, pname, pinfo)
     task_names = list(spec.tasks)
+    for section, names in (("parameters", params), ("tasks", task_names)):
+        for name in names:
+            if keyword.iskeyword(name):
+                what = "task" if section == "tasks" else "parameter"
+                raise spec.error(f"{name!r} is a Python keyword, so it cannot name a {what} "
+                                 f"(it becomes a Python argument name); rename it, e.g. "
+                                 f"{name + '_'!r}", (section, name))
     clash = sorted(set(params) & set(task_names))
     if clash:
         raise spec.error(f"{clash[0]!r} is both a parameter and a task; rename one",
@@ -347,7 +246,7 @@ def _check_default(spec: Spec, name: str, info: Mapping[str, Any]) -> None:
     kind = info.get("type", "any")
     if "default" in info and not _type_ok(kind, info["default"]):
         raise spec.error(
-            f"default {info['default']!r} is not of type {kind!r}",
+            f"default {yaml_safe.short(repr(info['default']))} is not of type {kind!r}",
             ("parameters", name, "default"),
         )
 
@@ -363,7 +262,7 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
     base: KeyPath = ("tasks", name)
     use = entry["use"]
     try:
-        fn = resolve_function(use, Path(spec.file).parent if spec.file else None)
+        fn = resolve_function(use, spec.base_dir)
     except SpecError as exc:
         raise spec.error(exc.problem, (*base, "use")) from None
     except NbflowError as exc:
@@ -382,7 +281,7 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
         where = (*base, "args", arg)
         if arg not in accepted and not takes_kwargs:
             raise spec.error(f"{use} takes no argument {arg!r}." + suggest(arg, accepted), where)
-        if _looks_like_ref(value):
+        if looks_like_ref(value):
             (kind, target), = value.items()
             if kind == "$value":
                 literals[arg] = target
@@ -396,7 +295,7 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
                     raise spec.error(f"{target!r} is not a parameter of this spec."
                                      + suggest(str(target), params), (*where, "$param"))
                 refs[arg] = ("param", target)
-        elif _nested_ref(value):
+        elif nested_ref(value):
             raise spec.error("a $task/$param reference must be the whole argument value, "
                              "not nested in a list or mapping", where)
         else:
@@ -410,6 +309,15 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
 
     options: dict[str, Any] = {k: v for k, v in entry.items()
                                if k not in ("use", "args", "doc") and k in OPTION_NAMES}
+    executor = options.get("executor")
+    if executor is not None:
+        from .executors import EXECUTORS
+
+        if executor not in EXECUTORS:
+            raise spec.error(f"executor {yaml_safe.short(executor)!r} is not an executor."
+                             + suggest(executor, EXECUTORS)
+                             + f" Executors: {', '.join(sorted(EXECUTORS))}.",
+                             (*base, "executor"))
     if "map" in options:
         upstreams = [t for kind, t in refs.values() if kind == "task"]
         if options["map"] not in upstreams:
@@ -419,8 +327,7 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
     predicate = None
     if "run_if" in options:
         try:
-            predicate = resolve_function(options.pop("run_if"),
-                                         Path(spec.file).parent if spec.file else None)
+            predicate = resolve_function(options.pop("run_if"), spec.base_dir)
         except NbflowError as exc:
             problem = exc.problem if isinstance(exc, SpecError) else str(exc)
             raise spec.error(problem, (*base, "run_if")) from None
@@ -442,78 +349,3 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
     if cls is AsyncSpecCall:
         task = replace(task, is_async=True)
     return task
-
-
-# -- flow -> spec -------------------------------------------------------------------------------
-
-
-def flow_to_spec(flow: Flow) -> dict[str, Any]:
-    """The spec of a flow whose task functions can be imported by name (or came from a spec)."""
-    tasks: dict[str, Any] = {}
-    for name, task in flow.tasks.items():
-        fn = task.fn
-        if isinstance(fn, SpecCall):
-            entry: dict[str, Any] = {"use": fn.use}
-            args = fn.args_spec()
-        else:
-            use = importable_name(fn)
-            if use is None:
-                msg = (f"task {name!r}: its function cannot be named in a spec (it is defined in "
-                       "__main__, a notebook, a closure or a lambda); move it to a module")
-                raise SpecError(msg)
-            entry = {"use": use}
-            args = {i: ({"$task": i} if i in flow else {"$param": i}) for i in task.inputs}
-        if args:
-            entry["args"] = args
-        entry.update(_options_spec(name, task.options))
-        tasks[name] = entry
-    data: dict[str, Any] = {"nbflow": 1, "name": flow.name}
-    description = getattr(flow, "description", "")
-    if description:
-        data["description"] = description
-    info = getattr(flow, "parameter_info", {}) or {}
-    parameters: dict[str, Any] = {}
-    for pname, default in flow.parameters().items():
-        entry = dict(info.get(pname, {}))
-        if default is not ... and "default" not in entry:
-            entry["default"] = default
-        parameters[pname] = entry
-    if parameters:
-        data["parameters"] = parameters
-    data["tasks"] = tasks
-    return data
-
-
-def _options_spec(task: str, options: TaskOptions) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in OPTION_NAMES:
-        value = getattr(options, key)
-        if value == getattr(_DEFAULT_OPTIONS, key):
-            continue
-        if key == "after":
-            value = list(value)
-        elif key == "run_if":
-            value = value.use if isinstance(value, SpecCondition) else importable_name(value)
-            if value is None:
-                raise SpecError(f"task {task!r}: its run_if cannot be named in a spec; "
-                                "use a function defined in a module")
-        elif key == "executor" and not isinstance(value, str):
-            raise SpecError(f"task {task!r}: executor objects cannot be written to a spec")
-        elif key == "resources":
-            value = dict(value)
-        out[key] = value
-    return out
-
-
-def dump_spec(data: Mapping[str, Any], path: str | os.PathLike[str] | None = None,
-              fmt: str | None = None) -> str:
-    """Spec text as YAML (default) or JSON (``fmt="json"`` or a ``.json`` path); written if a path is given."""
-    if fmt is None:
-        fmt = "json" if path is not None and str(path).endswith(".json") else "yaml"
-    if fmt == "json":
-        text = json.dumps(data, indent=2) + "\n"
-    else:
-        text = yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True)
-    if path is not None:
-        Path(path).write_text(text)
-    return text

@@ -54,6 +54,10 @@ class JobResult:
     exports: dict[str, Any] = field(default_factory=dict)
     #: one line saying what went wrong (None on success)
     error: str | None = None
+    #: False when the run stopped before papermill wrote the output notebook
+    written: bool = True
+    #: True for a sweep job whose result a previous sweep recorded (it did not run again)
+    reused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -134,13 +138,17 @@ def run_notebook(
         env["NBFLOW_EXECUTOR"] = "dask"
         env["NBFLOW_CLUSTER"] = cluster
 
+    before = _stamp(output)
     started = time.monotonic()
     status, error = "succeeded", None
     try:
+        # language: the kernel is this Python whatever the notebook's kernelspec says, and a
+        # notebook without a kernelspec (nbformat.v4.new_notebook()) must still get its
+        # parameters injected as Python
         papermill.execute_notebook(
             str(notebook), str(output), parameters=params, kernel_name="python3",
-            progress_bar=progress, cwd=str(notebook.parent), start_timeout=start_timeout,
-            kernel_manager_class=kernel_manager_class(env),
+            language="python", progress_bar=progress, cwd=str(notebook.parent),
+            start_timeout=start_timeout, kernel_manager_class=kernel_manager_class(env),
         )
     except KeyboardInterrupt:
         _static_images(output)
@@ -168,7 +176,17 @@ def run_notebook(
         status = "failed"
         error = "task(s) failed: " + ", ".join(failed)
     return JobResult(notebook=str(notebook), output=str(output), params=params, status=status,
-                     duration=duration, tasks=tasks, exports=exports, error=error)
+                     duration=duration, tasks=tasks, exports=exports, error=error,
+                     written=_stamp(output) not in (None, before))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time, size) of a file, or None when there is none."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _static_images(output: Path) -> None:
@@ -245,8 +263,9 @@ def summarize_events(
 
 def format_summary(result: JobResult) -> str:
     """The text ``nbflow run`` prints at the end: one line for the job, a row per task."""
-    head = (f"nbflow: {Path(result.notebook).name} {result.status} in {result.duration:.1f}s; "
-            f"output notebook: {result.output}")
+    where = (f"output notebook: {result.output}" if result.written
+             else "no output notebook was written")
+    head = f"nbflow: {Path(result.notebook).name} {result.status} in {result.duration:.1f}s; {where}"
     lines = [head]
     if result.error:
         lines.append(f"  {result.error}")

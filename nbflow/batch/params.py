@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ast
 import io
-import json
+import math
 import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +25,10 @@ from typing import Any
 
 import yaml
 
+from .. import yaml_safe
 from ..errors import BatchInputError, suggest
+from ..jsonvalues import dumps
+from ..yaml_safe import short
 
 #: Python type -> JSON Schema type
 _TYPES: dict[type, str] = {
@@ -230,36 +233,57 @@ def _article(kind: str | None) -> str:
 def parse_text(p: Parameter, text: str) -> Any:
     """The value of ``-p NAME TEXT`` for parameter ``p``; BatchInputError if it does not parse."""
     kind = p.type
+    shown = repr(short(text))
+    problem = f"-p {p.name} {shown}: {_describe(p)}, and {shown} is not {_article(kind)}"
+    value: Any
     try:
         if kind == "string":
             return text
         if kind == "integer":
             return int(text.replace("_", ""))
         if kind == "number":
-            return float(text)
-        if kind == "boolean":
+            value = float(text)
+        elif kind == "boolean":
             return _BOOL_TEXT[text.strip().lower()]
-        value = yaml.safe_load(text) if text.strip() else ""
+        else:
+            value = yaml_safe.load(text) if text.strip() else ""
     except (ValueError, KeyError, yaml.YAMLError):
-        msg = f"-p {p.name} {text!r}: {_describe(p)}, and {text!r} is not {_article(kind)}"
-        raise BatchInputError(msg) from None
-    if kind is not None and _TYPES.get(type(value)) != kind:
-        msg = f"-p {p.name} {text!r}: {_describe(p)}, and {text!r} is not {_article(kind)}"
-        raise BatchInputError(msg)
+        raise BatchInputError(problem) from None
+    if kind is not None and not (kind == "number" and isinstance(value, float)) \
+            and _TYPES.get(type(value)) != kind:
+        raise BatchInputError(problem)
+    _check_finite(value, f"-p {p.name} {shown}")
     return value
 
 
 def check_value(p: Parameter, value: Any, where: str) -> Any:
     """A value read from YAML/JSON for parameter ``p``, converted (int -> float for numbers)."""
+    _check_finite(value, where)
     kind = p.type
     got = _TYPES.get(type(value))
     if kind is None or got == kind:
         return list(value) if isinstance(value, tuple) else value
     if kind == "number" and got == "integer":
         return float(value)
-    shown = json.dumps(value, default=repr)
+    shown = short(dumps(value))
     msg = f"{where}: {_describe(p)}, and {shown} is {_article(got)}"
     raise BatchInputError(msg)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """Refuse NaN and infinities anywhere in a parameter value: JSON cannot hold them."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            msg = (f"{where}: {item} is not a finite number; parameters are written as JSON "
+                   "(in the output notebook and the sweep summaries), which has no NaN or "
+                   "infinity, so they are refused")
+            raise BatchInputError(msg)
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def check_name(cell: ParametersCell, name: str, where: str) -> Parameter:
@@ -267,7 +291,7 @@ def check_name(cell: ParametersCell, name: str, where: str) -> Parameter:
     p = cell.parameters.get(name)
     if p is None:
         known = ", ".join(cell.parameters) or "none"
-        msg = (f"{where}: {cell.notebook} has no parameter {name!r}."
+        msg = (f"{where}: {cell.notebook} has no parameter {short(name)!r}."
                + suggest(name, cell.parameters) + f" Its parameters: {known}.")
         raise BatchInputError(msg)
     return p
@@ -281,9 +305,11 @@ def read_yaml_file(path: str | Path, what: str) -> Any:
         msg = f"cannot read {what} {str(path)!r}: {exc.strerror or exc}"
         raise BatchInputError(msg) from None
     try:
-        return yaml.safe_load(text)
+        return yaml_safe.load(text)
     except yaml.YAMLError as exc:
-        msg = f"{what} {str(path)!r} is not valid YAML/JSON: {' '.join(str(exc).split())}"
+        problem, line = yaml_safe.describe(exc)
+        at = f" (line {line})" if line is not None else ""
+        msg = f"{what} {str(path)!r} is not valid YAML/JSON{at}: {problem}"
         raise BatchInputError(msg) from None
 
 
@@ -326,6 +352,6 @@ def resolve(
         p = check_name(cell, str(name), where or "parameters")
         out[p.name] = check_value(p, value, f"{where or 'parameters'}: {p.name}")
     for name, text in pairs:
-        p = check_name(cell, name, f"-p {name}")
+        p = check_name(cell, name, f"-p {short(name)}")
         out[p.name] = parse_text(p, text)
     return out

@@ -8,7 +8,6 @@ with notebooks.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from typing import Any
 
 from .. import config
 from ..errors import BatchInputError, NbflowError
-from ..spec import Spec, flow_from_spec, load_spec
+from ..jsonvalues import jsonable
+from ..spec import Spec, flow_from_spec, imported_modules, load_spec
 from .params import Parameter, ParametersCell, resolve
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -66,7 +66,7 @@ class SpecResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec, "status": self.status, "duration": self.duration,
-                "tasks": self.rows, "exports": {k: _jsonable(v) for k, v in self.exports.items()}}
+                "tasks": self.rows, "exports": jsonable(self.exports)}
 
 
 def load(path: str | Path) -> Spec:
@@ -78,16 +78,26 @@ def load(path: str | Path) -> Spec:
 
 
 def validate(path: str | Path) -> str:
-    """Load, resolve every function and check the graph; returns a one-line description."""
+    """Load, resolve every function and check the graph; returns what ``nbflow validate`` prints.
+
+    The first line says the spec is valid; then one line per module the spec
+    imports (where it comes from and the names used from it), since running a
+    spec runs those modules' functions, as a script would.
+    """
     spec = load(path)
     try:
         flow = flow_from_spec(spec)
+        modules = imported_modules(spec.uses, spec.base_dir)
     except NbflowError as exc:
         raise BatchInputError(str(exc)) from None
     required = [p for p, i in spec.parameters.items() if "default" not in i]
     need = f"; required parameters: {', '.join(required)}" if required else ""
-    return (f"{path}: valid workflow {flow.name!r}: {len(flow)} tasks, "
-            f"{len(spec.parameters)} parameters{need}")
+    lines = [f"{path}: valid workflow {flow.name!r}: {len(flow)} tasks, "
+             f"{len(spec.parameters)} parameters{need}",
+             f"it imports {len(modules)} module(s) and runs their functions when it runs:"]
+    width = max((len(m.module) for m in modules), default=0)
+    lines += ["  " + m.line(width) for m in modules]
+    return "\n".join(lines)
 
 
 def run_spec(
@@ -119,7 +129,10 @@ def run_spec(
             flow = flow_from_spec(spec)
         except NbflowError as exc:
             raise BatchInputError(str(exc)) from None
-        run = flow.run(params=values, raise_on_failure=False)
+        try:
+            run = flow.run(params=values, raise_on_failure=False)
+        except NbflowError as exc:  # a setting that cannot work (NBFLOW_EXECUTOR=nonsense)
+            raise BatchInputError(str(exc).splitlines()[0]) from None
     exports = {}
     for name, task in flow.tasks.items():
         if task.options.export and name in run.results:
@@ -137,11 +150,3 @@ def run_spec(
 def _short(value: Any, limit: int = 400) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)

@@ -18,11 +18,15 @@ thread or an event loop), either on this machine (``parallel`` at a time) or
 inside a dask task on the workers of a cluster (which must see the notebook
 and the output directory: a shared file system). A failed job does not stop
 the others.
+
+The summary is rewritten as each job finishes, and a sweep into a directory
+that holds the records of an earlier one skips the jobs that succeeded there
+with the same notebook and parameters (:mod:`nbflow.batch.sweep_summary`), so
+a killed sweep resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import os
@@ -30,15 +34,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import BatchInputError
+from ..yaml_safe import short
 from . import params as P
 from .execute import JobResult, summarize_events
+from .sweep_summary import notebook_digest, previous_result, write_record, write_summary
 
 #: exit code of ``nbflow run`` -> job status
 _STATUS = {0: "succeeded", 1: "failed", 2: "error", 3: "kernel died"}
@@ -54,6 +60,10 @@ class Job:
     output: str
     events: str
     params_file: str
+    #: the job's outcome, recorded when it finishes (see :mod:`.sweep_summary`)
+    record: str = ""
+    #: SHA-256 of the notebook file when the sweep was planned
+    notebook_sha256: str = ""
     cache_dir: str | None = None
     cluster: str | None = None
 
@@ -76,7 +86,8 @@ def load_grid(path: str | Path) -> list[dict[str, Any]]:
         raise BatchInputError(msg)
     extra = set(data) - {"grid", "jobs", "params"}
     if extra:
-        msg = f"{where}: unknown key(s) {sorted(extra)}; use grid:, jobs: and params:"
+        unknown = short(", ".join(sorted(repr(k) for k in extra)))
+        msg = f"{where}: unknown key(s) {unknown}; use grid:, jobs: and params:"
         raise BatchInputError(msg)
     if "grid" in data and "jobs" in data:
         msg = f"{where}: give either 'grid:' or 'jobs:', not both"
@@ -90,7 +101,7 @@ def load_grid(path: str | Path) -> list[dict[str, Any]]:
             raise BatchInputError(f"{where}: 'grid:' must be a non-empty mapping of name: [values]")
         for name, values in grid.items():
             if not isinstance(values, list) or not values:
-                msg = (f"{where}: grid.{name} must be a non-empty list of values "
+                msg = (f"{where}: grid.{short(str(name))} must be a non-empty list of values "
                        f"(put a fixed value under 'params:')")
                 raise BatchInputError(msg)
         names = list(grid)
@@ -123,6 +134,7 @@ def plan_jobs(
     sets = load_grid(grid_file)
     cell = P.parameters_cell(nb, str(notebook))
     out = Path(out_dir).resolve()
+    digest = notebook_digest(nb_path)
     jobs = []
     width = max(3, len(str(len(sets) - 1)))
     for i, values in enumerate(sets):
@@ -132,6 +144,7 @@ def plan_jobs(
             index=i, params=checked, notebook=str(nb_path.resolve()),
             output=str(out / f"{stem}.ipynb"), events=str(out / f"{stem}.events.jsonl"),
             params_file=str(out / f"{stem}.params.json"),
+            record=str(out / f"{stem}.result.json"), notebook_sha256=digest,
             cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None, cluster=cluster,
         ))
     return jobs
@@ -144,7 +157,7 @@ def run_job(job: Job) -> JobResult:
     """
     from ..eventlog import read_events
 
-    Path(job.params_file).write_text(json.dumps(job.params, indent=1) + "\n")
+    Path(job.params_file).write_text(json.dumps(job.params, indent=1, allow_nan=False) + "\n")
     started = time.monotonic()
     env = dict(os.environ)
     env.pop("PYTEST_CURRENT_TEST", None)
@@ -191,34 +204,48 @@ def run_sweep(
     parallel: int = 2,
     cluster: str | None = None,
     progress: bool = True,
-) -> list[JobResult]:
-    """Run every job; write ``out_dir/summary.csv`` and ``summary.json``; results in job order."""
+    rerun: bool = False,
+) -> dict[int, JobResult]:
+    """Run every job; results by job index, in job order.
+
+    ``out_dir/summary.csv`` and ``summary.json`` are rewritten as each job
+    finishes. A job that an earlier sweep into ``out_dir`` recorded as
+    succeeded, with the same notebook and parameters, is reused instead of run
+    again, unless ``rerun``.
+    """
     from tqdm import tqdm
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[int, JobResult] = {}
-    bar = tqdm(total=len(jobs), desc="nbflow sweep", unit="job", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    if not rerun:
+        for job in jobs:
+            previous = previous_result(job)
+            if previous is not None:
+                results[job.index] = previous
+    todo = [j for j in jobs if j.index not in results]
+    write_summary(results, out)
+    bar = tqdm(total=len(jobs), initial=len(results), desc="nbflow sweep", unit="job",
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
     failed = 0
 
     def done(job: Job, result: JobResult) -> None:
         nonlocal failed
         results[job.index] = result
+        write_record(job, result)
+        write_summary(results, out)
         failed += not result.ok
         bar.set_postfix(failed=failed, refresh=False)
         bar.update(1)
 
     try:
-        if cluster:
-            _run_on_cluster(jobs, cluster, done)
-        else:
-            _run_locally(jobs, parallel, done)
+        if todo and cluster:
+            _run_on_cluster(todo, cluster, done)
+        elif todo:
+            _run_locally(todo, parallel, done)
     finally:
         bar.close()
-    ordered = [results[j.index] for j in jobs if j.index in results]
-    write_summary(ordered, out)
-    return ordered
+    return {j.index: results[j.index] for j in jobs if j.index in results}
 
 
 def _run_locally(jobs: list[Job], parallel: int,
@@ -261,63 +288,3 @@ def _run_on_cluster(jobs: list[Job], address: str,
             done(job, result)
     finally:
         client.close()  # type: ignore[no-untyped-call]
-
-
-def rows(results: list[JobResult]) -> Iterator[dict[str, Any]]:
-    """One flat row per job: parameters, status, duration, output, exported values."""
-    for i, r in enumerate(results):
-        row: dict[str, Any] = {"job": i}
-        row.update({f"param.{k}": v for k, v in r.params.items()})
-        row.update(status=r.status, duration=round(r.duration, 3), output=r.output,
-                   error=r.error or "")
-        row.update({f"export.{k}": v for k, v in r.exports.items()})
-        yield row
-
-
-def write_summary(results: list[JobResult], out_dir: Path) -> None:
-    """``summary.json`` (a list of job objects) and ``summary.csv`` (one row per job)."""
-    data = [
-        {"job": i, "params": r.params, "status": r.status, "duration": round(r.duration, 3),
-         "output": r.output, "error": r.error, "exports": r.exports,
-         "tasks": {t.task: t.state for t in r.tasks}}
-        for i, r in enumerate(results)
-    ]
-    (out_dir / "summary.json").write_text(json.dumps(data, indent=1, default=repr) + "\n")
-    table = list(rows(results))
-    columns: list[str] = []
-    for row in table:
-        columns += [c for c in row if c not in columns]
-    with open(out_dir / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in table:
-            writer.writerow({k: _cell(v) for k, v in row.items()})
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=repr)
-    return value
-
-
-def summary_text(results: list[JobResult], out_dir: Path) -> str:
-    """What ``nbflow sweep`` prints at the end."""
-    ok = sum(r.ok for r in results)
-    lines = [f"nbflow sweep: {ok} of {len(results)} jobs succeeded; summary: "
-             f"{out_dir / 'summary.csv'}, {out_dir / 'summary.json'}"]
-    for i, r in enumerate(results):
-        params = ", ".join(f"{k}={v!r}" for k, v in r.params.items())
-        exports = ", ".join(f"{k}={_short(v)}" for k, v in r.exports.items())
-        line = f"  job {i}: {r.status:<9} {r.duration:5.1f}s  {params}"
-        if exports:
-            line += f"  -> {exports}"
-        if r.error:
-            line += f"  ({r.error})"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def _short(value: Any) -> str:
-    text = f"{value:.4g}" if isinstance(value, float) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-

@@ -121,11 +121,21 @@ def _no_params_notebook(path: Path) -> Path:
     (["params", "missing.ipynb"], "nbflow params: notebook 'missing.ipynb' does not exist"),
     (["run", EXAMPLE, "--bogus"], "error: unrecognized arguments: --bogus (see nbflow --help)"),
     (["cache", "info"], "nbflow cache: no cache directory"),
+    # issue 20
+    (["run", EXAMPLE, "--log-events", "logs"],
+     "nbflow run: --log-events 'logs' is a directory; give a file, such as 'logs/events.jsonl'"),
+    (["run", EXAMPLE, "-o", "logs"], "nbflow run: -o 'logs' is a directory"),
+    (["run", EXAMPLE, "-p", "noise", "nan"], "nbflow run: -p noise 'nan': nan is not a finite"),
+    (["run", EXAMPLE, "-p", "noise", "inf"], "-p noise 'inf': inf is not a finite number"),
+    (["sweep", EXAMPLE, "--grid", "nan.yaml", "--out-dir", "o"],
+     "nan.yaml job 1: noise: nan is not a finite number"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_kernel(tmp_path, args, message):
     _no_params_notebook(tmp_path / "plain.ipynb")
     (tmp_path / "bad.yaml").write_text("grid: {noise: [1, 2}\n")
     (tmp_path / "typo.yaml").write_text("grid: {noize: [1, 2]}\n")
+    (tmp_path / "nan.yaml").write_text("grid: {noise: [1.0, .nan]}\n")
+    (tmp_path / "logs").mkdir()
     proc = nbflow(*args, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()

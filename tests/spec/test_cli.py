@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -81,6 +82,69 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0], (args, result.stderr)
+
+
+def test_specs_that_crashed_now_fail_in_one_line(tmp_path):
+    """Issue 20: each of these validated (or not) and then printed a traceback."""
+    nonsense = tmp_path / "nonsense.yaml"
+    nonsense.write_text("name: t\ntasks:\n  a:\n    use: testtasks.numbers\n"
+                        "    executor: nonsense\n")
+    keyword = tmp_path / "keyword.yaml"
+    keyword.write_text("name: t\ntasks:\n  class:\n    use: testtasks.numbers\n  b:\n"
+                       "    use: testtasks.total\n    args: {values: {$task: class}}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("name: t\nparameters:\n  x: {type: number, default: 1}\ntasks:\n"
+                    "  a:\n    use: testtasks.square\n    args: {x: {$param: x}}\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "inf.yaml").write_text("x: .inf\n")
+    cases = [
+        (("validate", nonsense), f"{nonsense}:5 at tasks.a.executor: executor 'nonsense' is not"),
+        (("run", nonsense), f"{nonsense}:5 at tasks.a.executor"),
+        (("validate", keyword), f"{keyword}:3 at tasks.class: 'class' is a Python keyword"),
+        (("run", keyword), "'class' is a Python keyword"),
+        (("run", good, "--log-events", tmp_path / "logs"), "--log-events"),
+        (("run", good, "-p", "x", "nan"), "-p x 'nan': nan is not a finite number"),
+        (("run", good, "-f", tmp_path / "inf.yaml"), "x: inf is not a finite number"),
+    ]
+    for args, fragment in cases:
+        result = nbflow(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], (args, result.stderr)
+    assert "is a directory; give a file, such as" in nbflow(*cases[4][0]).stderr
+    env = {**os.environ, "NBFLOW_EXECUTOR": "nonsense"}
+    result = subprocess.run([sys.executable, "-m", "nbflow", "run", str(good)], env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("nbflow run: executor='nonsense' is not an executor. "
+                                     "Choose one of dask, inline, processes, threads, or pass "
+                                     "an Executor object.")
+
+
+def strict_json(text: str):
+    def refuse(constant: str):
+        raise AssertionError(f"invalid JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_and_infinite_results_are_written_as_valid_json(tmp_path):
+    spec = tmp_path / "nan.yaml"
+    spec.write_text(textwrap.dedent("""\
+        name: nans
+        tasks:
+          values:
+            use: "json:loads"
+            args: {s: "[NaN, Infinity, -Infinity, 1.5]"}
+            export: true
+        """))
+    result = nbflow("run", spec, "-o", tmp_path / "out.json", "--log-events", tmp_path / "ev.jsonl")
+    assert result.returncode == 0, result.stderr
+    summary = strict_json((tmp_path / "out.json").read_text())
+    assert summary["exports"] == {"values": ["NaN", "Infinity", "-Infinity", 1.5]}
+    lines = [strict_json(line) for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
+    [export] = [e for e in lines if e["event"] == "export"]
+    assert export["value"] == ["NaN", "Infinity", "-Infinity", 1.5]
 
 
 def test_validate_and_params(tmp_path):

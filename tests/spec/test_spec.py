@@ -173,6 +173,23 @@ BAD = [
      "''", "tasks.a.group", 5),
     ("name: x\ntasks:\n  a:\n    use: testtasks.numbers\n    group: ' '\n",
      "'group' must be a non-empty string", "tasks.a", 3),
+    # issue 20: these validated, then crashed with a traceback
+    ("name: x\ntasks:\n  a:\n    use: testtasks.numbers\n    executor: nonsense\n",
+     "executor 'nonsense' is not an executor. Executors: dask, inline, processes, threads.",
+     "tasks.a.executor", 5),
+    ("name: x\ntasks:\n  a:\n    use: testtasks.numbers\n    executor: thread\n",
+     "Did you mean 'threads'?", "tasks.a.executor", 5),
+    ("name: x\ntasks:\n  class:\n    use: testtasks.numbers\n  b:\n    use: testtasks.square\n"
+     "    args: {x: {$task: class}}\n",
+     "'class' is a Python keyword, so it cannot name a task", "tasks.class", 3),
+    ("name: x\ntasks:\n  def:\n    use: testtasks.numbers\n",
+     "'def' is a Python keyword, so it cannot name a task", "tasks.def", 3),
+    ("name: x\nparameters:\n  lambda: {type: integer, default: 2}\ntasks:\n  a:\n"
+     "    use: testtasks.numbers\n    args: {n: {$param: lambda}}\n",
+     "'lambda' is a Python keyword, so it cannot name a parameter", "parameters.lambda", 3),
+    ("name: x\nparameters:\n  n: {type: integer, default: [" + ", ".join(["7"] * 400) + "]}\n"
+     "tasks:\n  a:\n    use: testtasks.numbers\n    args: {n: {$param: n}}\n",
+     "... (1,200 characters) is not of type 'integer'", "parameters.n.default", 3),
 ]
 
 
@@ -190,7 +207,7 @@ def test_bad_specs_point_at_file_key_and_line(tmp_path, text, message, path, lin
         assert f"{file}:{line}" in str(err)
 
 
-def test_specs_are_never_evaluated(tmp_path):
+def test_spec_files_build_no_python_objects(tmp_path):
     text = "name: x\ntasks: !!python/object/apply:os.system ['echo hacked']\n"
     with pytest.raises(nf.SpecError, match="not valid YAML"):
         load_spec(write(tmp_path, text))
