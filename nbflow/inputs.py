@@ -45,7 +45,7 @@ def arguments(records: list[TaskRecord], t: int, b: int | None) -> dict[str, Any
             kwargs[name] = ResultOf(((d, None), up.items[0].attempt))  # chained
         else:
             kwargs[name] = Skipped(up.name, up.skip_reason or up.state)
-    return private_arguments(kwargs)  # a private copy each: no task changes another's input
+    return private_arguments(kwargs, pt.params)  # private copies of upstream results
 
 
 def key_of_task(records: list[TaskRecord], rec: TaskRecord) -> str | None:
