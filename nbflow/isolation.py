@@ -5,9 +5,10 @@ the memory store keeps results across runs. A task that changes its input in
 place (``a.append(99)``) would change it under its siblings (racily, on threads)
 and under every later run that takes it from the cache. So:
 
-- every task call gets private copies of its arguments
-  (:func:`private_arguments`, called where the state machine builds them,
-  ``inputs.arguments``), as it would in another process;
+- every task call gets private copies of its upstream results
+  (:func:`private_arguments`, called where the state machine builds the
+  arguments, ``inputs.arguments``), as it would in another process; flow
+  parameters are the caller's objects and are passed as they are;
 - the memory store keeps a :class:`Snapshot` of each result, taken when it is
   stored, and hands out a new copy on every hit.
 
@@ -38,6 +39,7 @@ import pickle
 import sys
 import threading
 import types
+from collections.abc import Mapping
 from typing import Any
 
 from .executors.base import ResultOf, ResultsOf
@@ -72,10 +74,13 @@ def is_immutable(value: Any, depth: int = 3) -> bool:
     return False
 
 
-def private_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Replace, in place, each value of a fresh ``kwargs`` dict by a private copy; returns it."""
+def private_arguments(kwargs: dict[str, Any],
+                      params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Replace, in place, the upstream results in a fresh ``kwargs`` dict by private copies;
+    returns it. Parameters (the names in ``params``) are the caller's own objects, handed
+    over as they are, as in a plain call."""
     for name, value in kwargs.items():
-        if type(value) not in _IMMUTABLE:
+        if type(value) not in _IMMUTABLE and (params is None or name not in params):
             kwargs[name] = private_copy(value)
     return kwargs
 

@@ -144,9 +144,12 @@ def test_what_is_copied_and_what_is_kept(monkeypatch):
     resource = Resource()
     assert private_copy(resource) is resource  # a resource, not data: handed over
     assert Snapshot(resource).value() is resource
-    kwargs = {"n": 3, "xs": [1], "s": "t"}
+    param = [0]
+    kwargs = {"n": 3, "xs": [1], "s": "t", "param": param}
     xs = kwargs["xs"]
-    assert private_arguments(kwargs) is kwargs and kwargs["xs"] == xs and kwargs["xs"] is not xs
+    assert private_arguments(kwargs, {"param": param}) is kwargs
+    assert kwargs["xs"] == xs and kwargs["xs"] is not xs  # an upstream result: copied
+    assert kwargs["param"] is param  # a parameter: the caller's own object
 
 
 def test_numpy_arrays_are_copied_by_their_own_deepcopy():
