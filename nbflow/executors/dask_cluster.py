@@ -6,7 +6,11 @@
   outlives runs and scheduler-loop restarts.
 - :func:`connect` returns an asynchronous ``Client`` on the running (scheduler)
   loop for an address, one per loop and address, reused by every run. nbflow
-  never closes a remote scheduler; it only drops its connection.
+  never closes a remote scheduler; it only drops its connection. A malformed
+  address, a scheduler that does not answer and a server that answers but is
+  no dask scheduler are each one :class:`~nbflow.errors.ExecutorError`, and the
+  client that failed is closed at once (left to ``Client.__del__``, it printed
+  a traceback at interpreter exit).
 - :func:`reset` (for tests) drops every connection and closes the local cluster.
 
 Settings of the local cluster, chosen for workflow runs (many small tasks,

@@ -31,6 +31,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UnknownTaskError
+
 if TYPE_CHECKING:
     from .state import NotebookFlow
 
@@ -120,11 +122,14 @@ def post_run_cell(result: Any) -> None:
     for flow in list(_flows):
         names = {name for f, name in cell.declared if f is flow}
         gone = [n for n in flow.owners.cell_ran(cell.cell_id, names, complete) if n in flow]
+        now = f"now declares {', '.join(repr(n) for n in sorted(names))}" if names \
+            else "no longer declares it"
         for name in gone:
-            flow.drop(name)
+            try:
+                flow.drop(name)
+            except UnknownTaskError:  # dropped meanwhile (another thread)
+                continue
             flow.history.drop(name)
-            now = f"now declares {', '.join(repr(n) for n in sorted(names))}" if names \
-                else "no longer declares it"
             print(f"nbflow: dropped task {name!r}: its cell {now}")
         if gone:
             flow.sync()
