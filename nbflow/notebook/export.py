@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExportError
+from ..errors import DeclarationError, ExportError
+from ..task import check_name, make_options
 from .compiler import CellBody, parse_cell
 from .parser import CommandParser, build_parser, task_options
+from .state import builtin_problem
 
 
 @dataclass
@@ -85,6 +87,13 @@ def read_workflow_notebook(path: str | Path) -> Notebook:
                                   "remove it to export the task")
             if args.command != "task":
                 continue
+            problem = _name_problem(args.name)
+            if problem is not None:
+                raise ExportError(f"{label}: {header.strip()}: {args.name!r} {problem}")
+            try:
+                make_options(args.name, task_options(args))
+            except DeclarationError as exc:  # an option value the magic refuses (nan, inf)
+                raise ExportError(f"{label}: {header.strip()}: {exc}") from None
             try:
                 parsed = parse_cell(args.name, body, label=label, header=header)
             except SyntaxError as exc:
@@ -105,6 +114,13 @@ def read_workflow_notebook(path: str | Path) -> Notebook:
             seen_run = True
         (nb.main if seen_run else nb.setup).append(code)
     return nb
+
+
+def _name_problem(name: str) -> str | None:
+    """Why the magic refuses ``name`` as a task cell's name, or None."""
+    if not name.isidentifier():
+        return "is not a valid task name (use a Python identifier)"
+    return check_name(name) or builtin_problem(name)
 
 
 def _translate(source: str, parser: CommandParser) -> tuple[str, bool]:

@@ -86,6 +86,22 @@ def test_export_errors(tmp_path):
     assert json.loads(QUICKSTART.read_text())  # untouched
 
 
+@pytest.mark.parametrize(("header", "message"), [
+    ("%%nbflow task class", "'class' is a Python keyword"),
+    ("%%nbflow task print", "'print' is a Python builtin"),
+    ("%%nbflow task slow --timeout nan", "option 'timeout' must be a finite number"),
+])
+def test_export_refuses_headers_the_magic_refuses(tmp_path, header, message):
+    # issue 20: these exported as code that does not compile (def class():) or misbehaves
+    notebook = tmp_path / "names.ipynb"
+    cells = [nbformat.v4.new_code_cell(f"{header}\n1")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), notebook)
+    with pytest.raises(ExportError, match=r"names\.ipynb cell 1: ") as info:
+        export_notebook(notebook, tmp_path / "out.py")
+    assert message in str(info.value)
+    assert not (tmp_path / "out.py").exists()
+
+
 def test_export_needs_no_ipython(tmp_path):
     """`nbflow export` reads task headers and run lines with the magics' parser, without IPython."""
     cells = [
