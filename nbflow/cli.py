@@ -105,9 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a workflow spec without running it",
                               description=(
-        "Load SPEC with safe loaders, check it against the spec schema, resolve every task "
-        "function and check the graph. Problems are printed with the file, key path and line; "
-        "exit code 2."))
+        "Load SPEC with the safe YAML loader, check it against the spec schema, resolve every "
+        "task function and check the graph, calling no task function. A spec is code: it runs "
+        "the functions it names, like a script, so validate prints one line per module the spec "
+        "imports (and imports them, as loading the spec does). Problems are printed with the "
+        "file, key path and line; exit code 2."))
     validate.add_argument("spec", metavar="SPEC.yaml", help="the workflow spec (YAML or JSON)")
 
     sub.add_parser("tasks", help="the tasks that installed packages register", description=(
