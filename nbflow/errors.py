@@ -15,6 +15,7 @@
     ├── FlowFailed                  a run ended with failed tasks
     ├── TaskTimeoutError            a task ran longer than its ``timeout=``
     ├── ResultUnavailableError      a result was asked for a task that has none (also a KeyError)
+    ├── IterationError              a result cannot be read item by item (also a TypeError)
     ├── ExecutorError               an executor was misused or could not start
     ├── LoopThreadError             a blocking call was made from the scheduler's own thread
     ├── LayoutError                 Graphviz could not lay out a flow (the widget's layout process)
@@ -218,6 +219,12 @@ class ResultUnavailableError(NbflowError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class IterationError(NbflowError, TypeError):
+    """A task's result cannot be read item by item: to map over it, or to keep the items of
+    a generator it returned. It is a string or not iterable, or its iteration raised (the
+    message names the task and the index of the item; the original error is the cause)."""
 
 
 class ExecutorError(NbflowError):
