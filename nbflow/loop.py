@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -25,6 +26,8 @@ from typing import Any, TypeVar
 from .errors import LoopThreadError
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 class LoopThread:
@@ -53,7 +56,7 @@ class LoopThread:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
             try:
-                loop.run_forever()
+                _run_forever(loop)
             finally:
                 _cancel_all(loop)
                 loop.close()
@@ -110,6 +113,21 @@ class LoopThread:
             loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join(timeout)
+
+
+def _run_forever(loop: asyncio.AbstractEventLoop) -> None:
+    """``loop.run_forever()``, resumed when a callback lets ``KeyboardInterrupt`` or
+    ``SystemExit`` out (asyncio re-raises those two out of the loop; any other exception
+    it logs and goes on). Task bodies cannot raise them here (the executors catch every
+    exception of a task), so one that gets here is a bug, not a reason to stop every run
+    of the process: log it and keep the loop alive."""
+    while True:
+        try:
+            loop.run_forever()
+            return  # stopped on purpose (LoopThread.stop)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            logger.error("%s escaped a callback on the scheduler thread; the scheduler goes on",
+                         type(exc).__name__, exc_info=True)
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

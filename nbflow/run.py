@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from .cache import ResultStore
-from .errors import FlowFailed, LoopThreadError, ResultUnavailableError
+from .errors import FlowFailed, LoopThreadError, ResultUnavailableError, UnknownTaskError
 from .events import EventBus, Observer, RunStatus
 from .executors.base import Executor
 from .loop import get_loop_thread
@@ -142,9 +142,15 @@ class Run:
 
         With ``task``, cancel only that task (every branch of a mapped one): what
         depends on it is skipped, everything else goes on, and the run ends
-        ``cancelled`` (``failed`` if a task failed).
+        ``cancelled`` (``failed`` if a task failed). An unknown ``task`` raises
+        :class:`~nbflow.UnknownTaskError`, with the closest names.
         """
-        index = None if task is None else self._index(task)
+        index = None
+        if task is not None:
+            pt = self.plan.by_name.get(task) if isinstance(task, str) else None
+            if pt is None:
+                raise UnknownTaskError(self.flow, str(task), "run.cancel()", self.plan.by_name)
+            index = pt.index
         if self._future is None or self._done.is_set():
             return
         if index is None:
@@ -259,7 +265,7 @@ class Run:
         state = self._sm.view(index).state
         if state not in OK:
             raise ResultUnavailableError(name, state)
-        value = self._sm.result(index)
+        value = self._scheduler.cached.value(self._sm.result(index))  # read from the cache now
         executor = self._scheduler.executor_of(index)
         if executor.remote:
             return self._loop_thread.run_sync(executor.fetch(value))

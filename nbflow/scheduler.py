@@ -25,8 +25,8 @@ from . import cancellation
 from .cache import ResultStore
 from .cancellation import CancelBoard
 from .capture import capturing
-from .errors import TaskTimeoutError
-from .executors.base import Executor, Outcome, WorkItem, split_value
+from .errors import IterationError, ResultUnavailableError, TaskTimeoutError
+from .executors.base import Executor, Outcome, WorkItem, is_one_shot, settle, split_value
 from .messages import (
     CacheAnswer,
     Cancel,
@@ -50,6 +50,7 @@ from .messages import (
     TimedOut,
 )
 from .lanes import assign_lanes, crossing_inputs
+from .loading import CachedValues, Stored
 from .transitions import Transitions
 from .values import Failed
 
@@ -68,6 +69,8 @@ class Scheduler:
         self.sm = sm
         self.executor = executor
         self.store = store
+        #: cached results read only when something needs them (``loading.py``)
+        self.cached = CachedValues(store)
         #: the run's executors; lane i of the state machine runs on executors[i]
         self.executors, self._lane_of = assign_lanes(sm.plan.tasks, executor)
         if len(self.executors) > 1:
@@ -184,7 +187,7 @@ class Scheduler:
     def _handle(self, ins: Instruction) -> None:
         sm = self.sm
         if isinstance(ins, LookupCache):
-            if self.store.slow_get:  # a disk: answered from a worker thread, in batches
+            if self.cached.lazy:  # a disk: answered from a worker thread, in batches
                 self._lookups.append(ins)
                 if not self._looking_up:
                     self._looking_up = True
@@ -235,8 +238,22 @@ class Scheduler:
             logger.warning("cache lookup failed for %s; recomputing", key, exc_info=True)
             return False, None
 
-    def _get_many(self, keys: list[str]) -> list[tuple[bool, Any]]:
-        return [self._get(key) for key in keys]
+    def _probe_many(self, lookups: list[LookupCache]) -> list[tuple[bool, Any]]:
+        """Answers for a slow store's lookups (in a worker thread): :class:`Stored` markers,
+        read later if something needs them (see ``loading.py``)."""
+        answers = []
+        for ins in lookups:
+            try:
+                answers.append(self.cached.probe(ins.key, self._label(ins.item)))
+            except Exception:
+                logger.warning("cache lookup failed for %s; recomputing", ins.key, exc_info=True)
+                answers.append((False, None))
+        return answers
+
+    def _label(self, item: Item) -> str:
+        t, b = item
+        name = self.sm.plan.tasks[t].name
+        return name if b is None else f"{name}[{b}]"
 
     async def _lookup_batches(self) -> None:
         """Answer the queued lookups of a slow store, a batch per worker-thread call."""
@@ -244,8 +261,7 @@ class Scheduler:
         try:
             while self._lookups:
                 batch, self._lookups = self._lookups, []
-                answers = await self._loop.run_in_executor(
-                    None, self._get_many, [ins.key for ins in batch])
+                answers = await self._loop.run_in_executor(None, self._probe_many, batch)
                 for ins, (hit, value) in zip(batch, answers):
                     self._pending.extend(self.sm.handle(CacheAnswer(ins.item, hit, value)))
                 self._process(())
@@ -296,13 +312,21 @@ class Scheduler:
                 batch = sm.handle(take)
                 if not batch:
                     continue
-                if self._crossing:
-                    crossing = [e for e in batch if e.item[0] in self._crossing]
-                    if crossing:
-                        batch = [e for e in batch if e.item[0] not in self._crossing]
-                        self._submit_after_fetch(executor, [self._work_item(e) for e in crossing])
+                if self._crossing or self.cached.handed_out:
+                    keep: list[Execute] = []
+                    fetch: list[Execute] = []
+                    for e in batch:
+                        (fetch if self._must_fetch(e.item[0], e.kwargs) else keep).append(e)
+                    if fetch:
+                        batch = keep
+                        self._submit_after_fetch(executor, [self._work_item(e) for e in fetch])
                 if batch:
                     executor.submit([self._work_item(e) for e in batch])
+
+    def _must_fetch(self, t: int, kwargs: dict[str, Any]) -> bool:
+        """True when an input of task ``t`` must be fetched from another executor or read
+        from the cache before it can run."""
+        return t in self._crossing or self.cached.needs(kwargs)
 
     def _submit_after_fetch(self, executor: Executor, items: list[WorkItem]) -> None:
         """Fetch the inputs that cross from another executor, then submit (in a task)."""
@@ -311,22 +335,28 @@ class Scheduler:
         self._background(self._fetch_and_submit(executor, items))
 
     async def _fetch_and_submit(self, executor: Executor, items: list[WorkItem]) -> None:
+        problems: list[Exception | None] = [None] * len(items)
+        if self.cached.handed_out:  # cached inputs not read yet: each item's own problem
+            problems = await self.cached.resolve([it.kwargs for it in items])
         try:
-            await self._fetch_crossing([(it.id[0][0], it.kwargs) for it in items])
+            await self._fetch_crossing([(it.id[0][0], it.kwargs)
+                                        for it, p in zip(items, problems) if p is None])
         except Exception as exc:
+            problems = [p or exc for p in problems]
+        if any(problems):
             now = time.time()
             outcomes = []
-            for it in items:
-                if it.id in self._resolving:
+            for it, problem in zip(items, problems):
+                if problem is not None and it.id in self._resolving:
                     self._resolving.discard(it.id)
-                    error = RuntimeError(f"the inputs of task {it.label!r} could not be fetched "
-                                         f"from where they were computed: {exc}")
-                    error.__cause__ = exc
+                    error = RuntimeError(f"the inputs of task {it.label!r} could not be "
+                                         f"fetched: {problem}")
+                    error.__cause__ = problem
                     failure = Failed.from_exception(it.task, error, it.branch, it.attempt)
                     outcomes.append(Outcome(it.id, False, failure, now, now, "kernel"))
             if outcomes:
                 self._on_outcomes(outcomes)
-            return
+            items = [it for it, problem in zip(items, problems) if problem is None]
         ready = [it for it in items if it.id in self._resolving]
         for it in ready:
             self._resolving.discard(it.id)
@@ -334,7 +364,12 @@ class Scheduler:
             executor.submit(ready)
 
     async def _fetch_crossing(self, calls: list[tuple[int, dict[str, Any]]]) -> None:
-        """Replace, in place, the kwargs that cross lanes by their values (one fetch per lane)."""
+        """Replace, in place, the kwargs that cross lanes by their values (one fetch per lane),
+        and cached results not read yet by theirs."""
+        if self.cached.handed_out:
+            for problem in await self.cached.resolve([kwargs for _, kwargs in calls]):
+                if problem is not None:
+                    raise problem
         wanted: dict[int, list[tuple[dict[str, Any], str]]] = {}
         for t, kwargs in calls:
             for name, lane in self._crossing.get(t, ()):
@@ -401,18 +436,25 @@ class Scheduler:
         cancellation.current.set((self.board, (ex.item, ex.attempt)))
         output_cm = capturing()
         output = output_cm.__enter__()
+        label = pt.name if b is None else f"{pt.name}[{b}]"
         try:
+            if self.cached.needs(ex.kwargs):
+                await self._fetch_crossing([(t, ex.kwargs)])
             value = await asyncio.wait_for(pt.task.fn(**ex.kwargs), timeout)
+            if is_one_shot(value):
+                value = settle(value, label)
             ok = True
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # nbflow cancelled it (the run or the task was cancelled)
+            value, ok = Failed.from_exception(pt.name, exc, b, ex.attempt), False
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            label = pt.name if b is None else f"{pt.name}[{b}]"
-            error: Exception = exc
+            error: BaseException = exc
             if timeout is not None and time.time() - started >= timeout * 0.99:
                 error = TaskTimeoutError(label, timeout)
             value, ok = Failed.from_exception(pt.name, error, b, ex.attempt), False
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the task's, not ours
             value, ok = Failed.from_exception(pt.name, exc, b, ex.attempt), False
         finally:
             output_cm.__exit__(None, None, None)
@@ -431,7 +473,7 @@ class Scheduler:
         names, takes_all = self._predicate_params(t, predicate)
         kwargs = ins.kwargs if takes_all else {k: v for k, v in ins.kwargs.items() if k in names}
         executor = self.executor_of(t)
-        if executor.remote or t in self._crossing:
+        if executor.remote or self._must_fetch(t, kwargs):
             self._background(self._check_remote(ins.item, predicate, kwargs, executor))
             return
         self._pending.extend(self.sm.handle(ConditionAnswer(ins.item, _call_predicate(
@@ -447,7 +489,9 @@ class Scheduler:
         try:
             await self._fetch_crossing([(t, kwargs)])
             answer = bool(await executor.apply(predicate, kwargs))
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
             answer = _predicate_failure(name, b, exc)
         self._process(self.sm.handle(ConditionAnswer(item, answer)))
 
@@ -462,13 +506,13 @@ class Scheduler:
 
     def _split(self, ins: SplitResult) -> None:
         name = self.sm.plan.tasks[ins.source].name
-        if self.executor_of(ins.source).remote:
+        if self.executor_of(ins.source).remote or type(ins.value) is Stored:
             self._background(self._split_remote(ins))
             return
         try:
-            items: list[Any] | Failed = split_value(ins.value)
-        except Exception as exc:  # not iterable, or its iteration raised
-            items = Failed.from_exception(name, _map_error(name, exc))
+            items: list[Any] | Failed = split_value(ins.value, name)
+        except BaseException as exc:  # IterationError: not iterable, or its iteration raised
+            items = Failed.from_exception(name, exc)
         self._pending.extend(self.sm.handle(SplitAnswer(ins.source, items)))
 
     async def _split_remote(self, ins: SplitResult) -> None:
@@ -479,11 +523,19 @@ class Scheduler:
         local = any(self.executor_of(c) is not executor for c in ins.consumers)
         try:
             items: list[Any] | Failed
-            if local:
-                items = split_value(await executor.fetch(ins.value))
+            if type(ins.value) is Stored:  # a cached result, read only now
+                assert self._loop is not None
+                value = await self._loop.run_in_executor(None, self.cached.load, ins.value)
+                items = split_value(value, name)
+            elif local:
+                items = split_value(await executor.fetch(ins.value), name)
             else:
                 items = await executor.split(ins.value)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except (IterationError, ResultUnavailableError) as exc:
+            items = Failed.from_exception(name, exc)
+        except BaseException as exc:
             items = Failed.from_exception(name, _map_error(name, exc))
         self._process(self.sm.handle(SplitAnswer(ins.source, items)))
 
@@ -492,17 +544,17 @@ def _call_predicate(task: str, branch: int | None, predicate: Callable[..., Any]
                     kwargs: dict[str, Any]) -> bool | Failed:
     try:
         return bool(predicate(**kwargs))
-    except Exception as exc:
+    except BaseException as exc:  # it runs on the scheduler thread: nothing may escape
         return _predicate_failure(task, branch, exc)
 
 
-def _predicate_failure(task: str, branch: int | None, exc: Exception) -> Failed:
+def _predicate_failure(task: str, branch: int | None, exc: BaseException) -> Failed:
     error = RuntimeError(f"run_if of task {task!r} raised {type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return Failed.from_exception(task, error, branch)
 
 
 def _map_error(task: str, exc: BaseException) -> Exception:
-    error = TypeError(f"tasks that map over {task!r}: {exc}")
+    error = IterationError(f"cannot map over the result of task {task!r}: {exc}")
     error.__cause__ = exc
     return error

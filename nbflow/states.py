@@ -2,8 +2,8 @@
 event log, the magics and the widget (which gets them from Python).
 
 A task moves ``pending -> ready -> running`` and ends in one of :data:`FINAL`;
-``retrying`` sits between two attempts. A mapped task's state is the aggregate
-of its branches (see :func:`aggregate`).
+``retrying`` sits between two attempts. A mapped task's state sums up its
+branches (see :func:`mapped_state`); :func:`aggregate` sums up a group of tasks.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ FINAL_ORDER: tuple[TaskState, ...] = ("succeeded", "cached", "failed", "skipped"
 
 
 def aggregate(counts: Mapping[str, int], total: int) -> TaskState:
-    """The state of a mapped task whose ``total`` branches all ended, from their ``counts``."""
+    """The state of a group of ``total`` ended tasks (a folded group in the widget), from
+    their ``counts``: failed, cancelled, all cached, all skipped, else succeeded."""
     if counts.get("failed"):
         return "failed"
     if counts.get("cancelled"):
@@ -41,6 +42,28 @@ def aggregate(counts: Mapping[str, int], total: int) -> TaskState:
         return "cached"
     if counts.get("skipped") == total:
         return "skipped"
+    return "succeeded"
+
+
+def mapped_state(counts: Mapping[str, int], total: int) -> TaskState:
+    """The state of a mapped task whose ``total`` branches all ended, from their ``counts``.
+
+    Its result is the list of its branch results, so it has one (``succeeded`` or
+    ``cached``) only when every branch has: ``failed`` if a branch failed, else
+    ``cancelled`` if one was cancelled, else ``skipped`` if one was skipped (by its
+    ``run_if``, or because its upstream branch failed). What depends on it with the
+    default ``run_on="success"`` is then skipped too; a ``run_on="always"`` task gets
+    the list, with a :class:`~nbflow.Failed` or :class:`~nbflow.Skipped` in place of
+    each missing branch result.
+    """
+    if counts.get("failed"):
+        return "failed"
+    if counts.get("cancelled"):
+        return "cancelled"
+    if counts.get("skipped"):
+        return "skipped"
+    if counts.get("cached") == total:
+        return "cached"
     return "succeeded"
 
 

@@ -45,7 +45,7 @@ from .records import (
     CHECKING, LOOKING, LOOKING_AHEAD, QUEUED_AHEAD, SENT_AHEAD, STORY_BRANCH_LIMIT, WAITING,
     ItemRecord, RunRecords, TaskRecord
 )
-from .states import FINAL, OK, TaskState, aggregate, ended_verb, run_status
+from .states import FINAL, OK, TaskState, ended_verb, mapped_state, run_status
 from .values import Failed, Skipped
 
 # -- the machine at a glance ----------------------------------------------------------------
@@ -570,7 +570,10 @@ class Transitions(RunRecords):
             if crec.activated and crec.items is not None:
                 self._consider(crec, i, out)
         if last:
-            self._end_task(rec, aggregate(rec.counts, rec.done), out)
+            state = mapped_state(rec.counts, rec.done)
+            if state == "skipped":
+                rec.skip_reason = _skipped_branches(rec)
+            self._end_task(rec, state, out)
 
     def _end_task(self, rec: TaskRecord, state: TaskState, out: list[Instruction]) -> None:
         """The task is final: tell the tasks that wait for it, maybe end the run."""
@@ -611,3 +614,13 @@ class Transitions(RunRecords):
     def _an_upstream_failed(self, rec: TaskRecord) -> bool:
         return any(self.records[d].state == "failed" for d in rec.dep_idx)
 
+
+def _skipped_branches(rec: TaskRecord) -> str:
+    """Why a mapped task is skipped: how many branches were, and why the first one was."""
+    skipped = [it.value for it in rec.items or () if isinstance(it.value, Skipped)]
+    n = rec.n or 0
+    if not skipped:
+        return f"{rec.counts.get('skipped', 0)} of {n} branches skipped"
+    first = skipped[0]
+    where = first.task if first.branch is None else f"{first.task}[{first.branch}]"
+    return f"{len(skipped)} of {n} branches skipped ({where}: {first.reason})"

@@ -37,8 +37,17 @@ class Failed:
     def from_exception(
         cls, task: str, error: BaseException, branch: int | None = None, attempt: int = 1
     ) -> Failed:
-        """Capture ``error`` with its formatted traceback (from the task's own code on)."""
+        """Capture ``error`` with its formatted traceback (from the task's own code on).
+
+        ``error`` may be any :class:`BaseException` a task raised (``SystemExit`` from
+        ``sys.exit()`` or argparse, ``KeyboardInterrupt``): the text then says that
+        it failed the task only.
+        """
         text = "".join(_tb.format_exception(type(error), error, _user_frames(error)))
+        if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, ...
+            label = task if branch is None else f"{task}[{branch}]"
+            text += (f"({type(error).__name__} raised by task {label!r} fails the task; it does "
+                     "not exit, or interrupt, the run or the process.)\n")
         return cls(task=task, error=error.with_traceback(None), traceback=text,
                    branch=branch, attempt=attempt)
 

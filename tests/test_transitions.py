@@ -375,9 +375,30 @@ def test_elementwise_failure_skips_only_that_branch():
     for ex in gs:
         finish(sm, ex, ex.kwargs["f"])
     assert branch_states(sm, 2) == ["succeeded", "skipped", "succeeded"]
-    assert state(sm, "f") == "failed" and state(sm, "g") == "succeeded"
-    assert isinstance(sm.result(2)[1], Skipped)
+    # g has no complete result: it is not "succeeded" (issue 20), and says why
+    assert state(sm, "f") == "failed" and state(sm, "g") == "skipped"
+    assert sm.view(2).skip_reason == "1 of 3 branches skipped (g[1]: upstream f[1] failed)"
+    assert sm.result(2) is None
+    assert isinstance(sm.records[2].result[1], Skipped)
     assert sm.status == "failed"
+
+
+def test_a_fan_in_never_gets_a_skipped_branch_as_data():
+    sm = machine(map_chain(fan_in=True))
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2, 3])
+    sm.handle(SplitAnswer(0, [1, 2, 3]))
+    f0, f1, f2 = sm.handle(Take(10))
+    fail(sm, f1)
+    finish(sm, f0, 1)
+    finish(sm, f2, 3)
+    g0, g2 = sm.handle(Take(10))
+    finish(sm, g0, 1)
+    out = finish(sm, g2, 3)
+    assert out == [RunFinished("failed")]  # total never ran
+    assert [state(sm, n) for n in ("f", "g", "total")] == ["failed", "skipped", "skipped"]
+    assert sm.view(3).skip_reason == "upstream 'g' was skipped"
+    sm.validate_state()
 
 
 def test_map_over_empty_list():

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
 import threading
 import time
+import types
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,7 @@ from .. import cancellation
 from ..cancellation import CancelBoard
 from ..capture import Capture
 from ..capture import _target as _capture_target
-from ..errors import ExecutorError
+from ..errors import ExecutorError, IterationError
 from ..messages import Finished, ItemId
 from ..values import Failed
 
@@ -83,7 +85,13 @@ Outcome = Finished
 
 
 def call_item(item: WorkItem, where: str) -> Outcome:
-    """Run ``item`` here and now, turning an exception into a failed outcome."""
+    """Run ``item`` here and now, turning whatever it raises into a failed outcome.
+
+    Any :class:`BaseException` counts: ``sys.exit()``, an argparse error or a
+    ``KeyboardInterrupt`` raised by the body fails the item and goes no further, so
+    the thread calling it (a worker, or the scheduler's own on ``inline``) goes on.
+    A one-shot iterator it returns is read into a list here (:func:`settle`).
+    """
     started = time.time()
     # What capture.capturing() does, without a generator-based context manager: that
     # costs about 1 µs, as much as the rest of running a no-op item here.
@@ -93,8 +101,10 @@ def call_item(item: WorkItem, where: str) -> Outcome:
     asked = None if board is None else cancellation.current.set((board, item.id))
     try:
         value = item.fn(**item.kwargs)
+        if type(value) not in _PLAIN and is_one_shot(value):
+            value = settle(value, item.label)
         ok = True
-    except Exception as exc:  # the task's own error: recorded, never raised here
+    except BaseException as exc:  # the task's own error: recorded, never raised here
         value = Failed.from_exception(item.task, exc, item.branch, item.attempt)
         ok = False
     finally:
@@ -102,6 +112,40 @@ def call_item(item: WorkItem, where: str) -> Outcome:
         if asked is not None:
             cancellation.current.reset(asked)
     return Outcome(item.id, ok, value, started, time.time(), where, output or None)
+
+
+#: result types that are certainly not one-shot iterators (checked first: it is faster)
+_PLAIN = frozenset({type(None), int, float, str, bytes, bool, list, tuple, dict, set})
+
+
+def is_one_shot(value: Any) -> bool:
+    """True for an iterator that can be read only once (a generator, ``map(...)``, ``zip(...)``).
+
+    An open file is an iterator too, but it is handed on as it is: reading its lines
+    into a list is not what returning a file means.
+    """
+    return isinstance(value, Iterator) and not isinstance(value, io.IOBase)
+
+
+def settle(value: Iterator[Any], label: str) -> list[Any]:
+    """The items of a one-shot iterator a task returned, as a list.
+
+    An iterator can be read once: kept in the cache or handed to two consumers, all
+    but the first reader would get nothing (a mapped task would map over no items and
+    succeed). So a task that returns one gets the list of its items as its result,
+    read where the task ran. Raises :class:`~nbflow.errors.IterationError` naming the
+    item whose reading raised.
+    """
+    items: list[Any] = []
+    try:
+        for part in value:
+            items.append(part)
+    except BaseException as exc:
+        kind = "generator" if isinstance(value, types.GeneratorType) else type(value).__name__
+        msg = (f"task {label!r} returned a {kind} that raised {type(exc).__name__} at item "
+               f"{len(items)} while its items were read: {exc}")
+        raise IterationError(msg) from exc
+    return items
 
 
 class Executor(ABC):
@@ -225,16 +269,38 @@ class Executor(ABC):
         return f"{type(self).__name__}()"
 
 
-def split_value(value: Any) -> list[Any]:
-    """``list(value)``, refusing strings and bytes (mapping over characters is a bug)."""
-    if isinstance(value, (str, bytes)):
-        msg = f"cannot map over a {type(value).__name__}; return a list of items to map over"
-        raise TypeError(msg)
-    try:
+def split_value(value: Any, source: str = "") -> list[Any]:
+    """The items of ``value`` (the result of task ``source``), for mapping.
+
+    Raises :class:`~nbflow.errors.IterationError` for a string or bytes (mapping over
+    characters is a bug), a value that is not iterable, and one whose iteration raises
+    (naming the index of the item it was reading).
+    """
+    whose = f"the result of task {source!r}" if source else "a result"
+    kind = type(value).__name__
+    if type(value) is list or type(value) is tuple:
         return list(value)
+    if isinstance(value, (str, bytes)):
+        msg = f"cannot map over {whose}: it is a {kind}; return a list of the items to map over"
+        raise IterationError(msg)
+    items: list[Any] = []
+    try:
+        iterator = iter(value)
     except TypeError as exc:
-        msg = f"cannot map over a {type(value).__name__}: it is not iterable; return a list"
-        raise TypeError(msg) from exc
+        msg = f"cannot map over {whose}: a {kind} is not iterable; return a list"
+        raise IterationError(msg) from exc
+    except BaseException as exc:
+        msg = (f"cannot map over {whose}: iter() of the {kind} raised "
+               f"{type(exc).__name__}: {exc}")
+        raise IterationError(msg) from exc
+    try:
+        for part in iterator:
+            items.append(part)
+    except BaseException as exc:
+        msg = (f"cannot map over {whose}: reading item {len(items)} of the {kind} raised "
+               f"{type(exc).__name__}: {exc}")
+        raise IterationError(msg) from exc
+    return items
 
 
 class Outbox:

@@ -18,7 +18,10 @@ import atexit
 import concurrent.futures
 import functools
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -28,7 +31,7 @@ from .. import config
 from ..capture import capturing, install
 from ..values import Failed
 from . import pickling
-from .base import Executor, Outbox, Outcome, WorkItem
+from .base import Executor, Outbox, Outcome, WorkItem, is_one_shot, settle
 
 
 class _Pools:
@@ -107,33 +110,54 @@ def pool_pids() -> set[int]:
 
 def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | None,
                  attempt: int) -> bytes:
-    """Worker side: unpickle, call, pickle the outcome (errors included)."""
+    """Worker side: unpickle, call, pickle the outcome (errors included, whatever they are).
+
+    Every :class:`BaseException` of the task is its outcome: one that escaped here would
+    reach the pool as a broken call, or (``SystemExit``) end the worker.
+    """
     started = time.time()
     install()
+    label = task if branch is None else f"{task}[{branch}]"
     with capturing() as captured:
         try:
             fn = pickling.loads(fn_bytes)
             kwargs = pickling.loads(kwargs_bytes)
             value: Any = fn(**kwargs)
+            if is_one_shot(value):
+                value = settle(value, label)
             ok = True
-        except Exception as exc:
+        except BaseException as exc:
             value = Failed.from_exception(task, exc, branch, attempt)
             ok = False
     ended = time.time()
     where = f"pid {os.getpid()}"
     output = captured or None
+    if not ok:
+        value = _sendable_failure(value)
     try:
         data: bytes = pickling.dumps((ok, value, started, ended, where, output))
         return data
-    except Exception as exc:  # the result (or the exception) cannot travel back
-        err = RuntimeError(f"the result of task {task!r} cannot be pickled: {exc}")
-        if not ok:
-            err = RuntimeError(f"{type(value.error).__name__}: {value.error}")
-            failure = Failed(task, err, value.traceback, branch, attempt)
-        else:
-            failure = Failed.from_exception(task, err, branch, attempt)
+    except Exception as exc:  # the result cannot travel back
+        err = RuntimeError(f"the result of task {label!r} cannot be pickled: {exc}")
+        failure = Failed.from_exception(task, err, branch, attempt)
         data = pickling.dumps((False, failure, started, ended, where, output))
         return data
+
+
+def _sendable_failure(failure: Failed) -> Failed:
+    """``failure``, or a stand-in with the same type name, message and traceback text when
+    its exception would not survive the trip back (it does not pickle, or its class
+    cannot be rebuilt from what it pickles, like one whose ``__init__`` takes two
+    arguments but passes one message to ``Exception``)."""
+    try:
+        pickling.loads(pickling.dumps(failure))
+        return failure
+    except Exception as exc:
+        error = failure.error
+        kind = f"{type(error).__module__}.{type(error).__qualname__}"
+        stand_in = RuntimeError(f"{kind}: {error} (the exception itself could not be sent back "
+                                f"from the worker process: {type(exc).__name__}: {exc})")
+        return Failed(failure.task, stand_in, failure.traceback, failure.branch, failure.attempt)
 
 
 class ProcessExecutor(Executor):
@@ -154,6 +178,8 @@ class ProcessExecutor(Executor):
         self._size = 0
         self._abandoned = 0
         self._broken = False
+        #: an outcome came back from the pool in this run (so its workers could start)
+        self._served = False
 
     async def _start(self) -> None:
         assert self._loop is not None
@@ -188,29 +214,42 @@ class ProcessExecutor(Executor):
                 _run_pickled, fn_bytes, kwargs_bytes, item.task, item.branch, item.attempt
             )
             self._futures[item.id] = future
-            future.add_done_callback(functools.partial(self._done, item))
+            future.add_done_callback(functools.partial(self._done, self._pool, item))
 
-    def _done(self, item: WorkItem, future: concurrent.futures.Future[bytes]) -> None:
+    def _done(self, pool: concurrent.futures.ProcessPoolExecutor, item: WorkItem,
+              future: concurrent.futures.Future[bytes]) -> None:
+        """Called in the pool's thread when an item's future ends: report its outcome."""
         assert self._outbox is not None
         if future.cancelled():
             return
         try:
             ok, value, started, ended, where, output = pickling.loads(future.result())
-        except Exception as exc:  # a worker died (BrokenProcessPool) or the payload broke
+            self._served = True
+        except BaseException as exc:  # a worker died (BrokenProcessPool) or the payload broke
             now = time.time()
-            msg = f"the worker process failed: {type(exc).__name__}: {exc}"
-            if isinstance(exc, concurrent.futures.process.BrokenProcessPool):
-                self._broken = True
-                msg += (
-                    ". If this is a script, put the code that runs the flow under "
-                    "`if __name__ == '__main__':` (worker processes are spawned and import "
-                    "the main module); if a task crashed the interpreter, it shows above."
-                )
-            error = RuntimeError(msg)
+            error = RuntimeError(self._lost(pool, item, exc))
+            error.__cause__ = exc
             failure = Failed.from_exception(item.task, error, item.branch, item.attempt)
             ok, value, started, ended, where = False, failure, now, now, "process pool"
             output = None
         self._outbox.put(Outcome(item.id, ok, value, started, ended, where, output))
+
+    def _lost(self, pool: concurrent.futures.ProcessPoolExecutor, item: WorkItem,
+              exc: BaseException) -> str:
+        """Why ``item``'s outcome did not come back from its worker, as a one-line message."""
+        if not isinstance(exc, concurrent.futures.process.BrokenProcessPool):
+            return (f"the outcome of task {item.label!r} could not be read back from its worker "
+                    f"process: {type(exc).__name__}: {exc}")
+        self._broken = True
+        codes = _exit_codes(pool)
+        died = ", ".join(_describe_exit(code) for code in codes) or "ended abruptly"
+        msg = (f"a worker process of the pool died while task {item.label!r} ran or waited "
+               f"({died}); the pool is replaced for the next run")
+        if not self._served and (not codes or codes == [1]) and _main_is_script():
+            msg += (". If this is a script, put the code that runs the flow under "
+                    "`if __name__ == '__main__':` (worker processes are spawned and import "
+                    "the main module)")
+        return msg
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         kept = [o for o in outcomes if self._futures.pop(o.id, None) is not None]
@@ -232,6 +271,40 @@ class ProcessExecutor(Executor):
         # Work left running (cancelled or timed out) cannot be stopped on its own: retire
         # the pool, so its processes are terminated once no other run uses it.
         _pools.release(pool, retire=bool(self._abandoned) or self._broken)
+
+
+def _exit_codes(pool: concurrent.futures.ProcessPoolExecutor) -> list[int]:
+    """The exit codes of the pool's processes that ended on their own (not terminated yet).
+
+    concurrent.futures keeps its processes in a private attribute (see :func:`_stop`); the
+    pool calls back about a dead worker before it terminates the others.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    codes = []
+    for process in processes:
+        # Its sentinel is ready once it ended, maybe a moment before it can be reaped.
+        if process.exitcode is None and multiprocessing.connection.wait([process.sentinel], 0):
+            process.join(1)
+        code = process.exitcode
+        if code is not None and code not in (0, -signal.SIGTERM):
+            codes.append(code)
+    return codes
+
+
+def _describe_exit(code: int) -> str:
+    """``killed by signal SIGSEGV`` or ``exit code 3``."""
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _main_is_script() -> bool:
+    """True when the main module is a file that spawned workers import (not a notebook)."""
+    main = sys.modules.get("__main__")
+    return bool(getattr(main, "__file__", None))
 
 
 def _unsendable(item: WorkItem, exc: Exception) -> str:

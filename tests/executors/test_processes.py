@@ -91,3 +91,53 @@ def test_a_task_that_cannot_travel_names_the_culprit():
     message = str(failure.error)
     assert "task 'guarded' cannot be sent to a process" in message
     assert "global 'lock' used by its code is a _thread.lock" in message
+
+
+class TwoArgumentError(Exception):
+    """Pickles (its args are one message) but cannot be rebuilt from what it pickles."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what} failed: {why}")
+
+
+def test_an_exception_that_cannot_come_back_keeps_its_type_message_and_traceback():
+    flow = nf.Flow("unpicklable-error")
+
+    @flow.task(cache=False)
+    def picky():
+        raise TwoArgumentError("parsing", "bad header")
+
+    run = flow.run(executor="processes", raise_on_failure=False)
+    (failure,) = run.failures
+    message = str(failure.error)
+    assert message.startswith(f"{__name__}.TwoArgumentError: parsing failed: bad header ")
+    assert "could not be sent back from the worker process" in message
+    assert 'raise TwoArgumentError("parsing", "bad header")' in failure.traceback
+    assert failure.traceback.rstrip().endswith("TwoArgumentError: parsing failed: bad header")
+
+
+def test_a_worker_that_dies_is_reported_with_its_exit_code_or_signal():
+    flow = nf.Flow("dying")
+
+    @flow.task(cache=False)
+    def exits():
+        import os as _os
+
+        _os._exit(7)
+
+    @flow.task(cache=False)
+    def crashes():
+        import os as _os
+        import signal as _signal
+
+        _os.kill(_os.getpid(), _signal.SIGSEGV)
+
+    for name, how in (("exits", "exit code 7"), ("crashes", "killed by signal SIGSEGV")):
+        run = flow.run(executor=nf.ProcessExecutor(max_workers=1), targets=[name],
+                       raise_on_failure=False)
+        (failure,) = run.failures
+        message = str(failure.error)
+        assert f"a worker process of the pool died while task {name!r} ran or waited ({how})" \
+            in message
+        assert "__main__" not in message  # no advice about scripts that does not apply
+    shutdown_pools()
