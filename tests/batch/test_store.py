@@ -153,11 +153,18 @@ class SlowDisk(DiskStore):
         self.until: threading.Event | None = None
         self.log: list[str] = []
 
-    def get(self, key):
+    def _slow(self):
         if self.until is not None:
             self.log.append("read starts")
             self.until.wait(10)
             self.log.append("read ends")
+
+    def __contains__(self, key):  # a run's lookup (it reads the value later, if needed)
+        self._slow()
+        return super().__contains__(key)
+
+    def get(self, key):
+        self._slow()
         return super().get(key)
 
 
@@ -195,9 +202,13 @@ def test_lookups_of_a_slow_store_run_off_the_scheduler_thread(tmp_path):
     calls = []
 
     class CountingDisk(DiskStore):
-        def get(self, key):
+        def __contains__(self, key):  # a run's lookup
             calls.append(threading.current_thread().name)
             time.sleep(0.05)
+            return super().__contains__(key)
+
+        def get(self, key):  # a read (here: of items, to split it)
+            calls.append(threading.current_thread().name)
             return super().get(key)
 
     store = CountingDisk(tmp_path)
@@ -209,4 +220,4 @@ def test_lookups_of_a_slow_store_run_off_the_scheduler_thread(tmp_path):
     calls.clear()
     run = flow.run()
     assert set(run.states.values()) == {"cached"}
-    assert len(calls) == 21 and "nbflow-scheduler" not in calls
+    assert len(calls) == 22 and "nbflow-scheduler" not in calls  # 21 lookups, 1 read
