@@ -252,3 +252,30 @@ def test_an_open_file_is_handed_on_as_it_is(tmp_path):
             return opened.readline()
 
     assert flow.run(executor="inline").results["first_line"] == "a\n"
+
+
+@pytest.mark.logs_nbflow_errors
+def test_the_scheduler_loop_survives_a_callback_that_lets_keyboard_interrupt_out():
+    """The last line of defence: asyncio lets KeyboardInterrupt and SystemExit out of its
+    loop; nbflow's loop thread logs them and goes on, so later runs still run."""
+    import threading
+
+    from nbflow.loop import get_loop_thread
+
+    loop = get_loop_thread().loop
+    resumed = threading.Event()
+
+    def escapes() -> None:
+        raise KeyboardInterrupt
+
+    loop.call_soon_threadsafe(escapes)
+    loop.call_soon_threadsafe(resumed.set)
+    assert resumed.wait(10), "the scheduler loop did not go on"
+    assert get_loop_thread().loop is loop
+    flow = nf.Flow("after")
+
+    @flow.task
+    def one():
+        return 1
+
+    assert flow.run(executor="inline").results["one"] == 1
