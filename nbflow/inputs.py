@@ -13,7 +13,6 @@ from typing import Any
 from .cache import hash_bytes, task_key
 from .chaining import sent_ahead
 from .executors.base import ResultOf, ResultsOf
-from .isolation import private_arguments
 from .records import SENT_AHEAD, TaskRecord
 from .states import FINAL, OK
 from .values import Skipped
@@ -21,6 +20,9 @@ from .values import Skipped
 
 def arguments(records: list[TaskRecord], t: int, b: int | None) -> dict[str, Any]:
     """The keyword arguments of item ``(t, b)``: parameters and upstream results.
+
+    Upstream results are shared: the body gets private copies of them where it is
+    called (:func:`upstream_names`, :func:`nbflow.isolation.private_arguments`).
 
     A failed upstream arrives as its :class:`~nbflow.Failed`, one that did not run
     as a :class:`~nbflow.Skipped` (for ``run_on="failure"``/``"always"`` tasks); an
@@ -45,7 +47,14 @@ def arguments(records: list[TaskRecord], t: int, b: int | None) -> dict[str, Any
             kwargs[name] = ResultOf(((d, None), up.items[0].attempt))  # chained
         else:
             kwargs[name] = Skipped(up.name, up.skip_reason or up.state)
-    return private_arguments(kwargs, pt.params)  # private copies of upstream results
+    return kwargs
+
+
+def upstream_names(kwargs: dict[str, Any], params: Any) -> tuple[str, ...]:
+    """The names in ``kwargs`` that hold upstream results (not parameters)."""
+    if not params:
+        return tuple(kwargs)
+    return tuple(name for name in kwargs if name not in params)
 
 
 def key_of_task(records: list[TaskRecord], rec: TaskRecord) -> str | None:

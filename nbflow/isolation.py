@@ -39,7 +39,7 @@ import pickle
 import sys
 import threading
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from .executors.base import ResultOf, ResultsOf
@@ -74,15 +74,16 @@ def is_immutable(value: Any, depth: int = 3) -> bool:
     return False
 
 
-def private_arguments(kwargs: dict[str, Any],
-                      params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Replace, in place, the upstream results in a fresh ``kwargs`` dict by private copies;
-    returns it. Parameters (the names in ``params``) are the caller's own objects, handed
-    over as they are, as in a plain call."""
-    for name, value in kwargs.items():
-        if type(value) not in _IMMUTABLE and (params is None or name not in params):
-            kwargs[name] = private_copy(value)
-    return kwargs
+def private_arguments(kwargs: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """A new kwargs dict in which the values of ``names`` (upstream results) are private
+    copies; the others (parameters: the caller's own objects) are handed over as they
+    are, as in a plain call."""
+    out = dict(kwargs)
+    for name in names:
+        value = out[name]
+        if type(value) not in _IMMUTABLE:
+            out[name] = private_copy(value)
+    return out
 
 
 def private_copy(value: Any) -> Any:

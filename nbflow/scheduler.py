@@ -27,6 +27,8 @@ from .cancellation import CancelBoard
 from .capture import capturing
 from .errors import IterationError, ResultUnavailableError, TaskTimeoutError
 from .executors.base import Executor, Outcome, WorkItem, is_one_shot, settle, split_value
+from .inputs import upstream_names
+from .isolation import private_arguments
 from .messages import (
     CacheAnswer,
     Cancel,
@@ -418,6 +420,7 @@ class Scheduler:
         return WorkItem(
             (ex.item, ex.attempt), pt.name, b, ex.attempt, pt.task.fn, ex.kwargs,
             options.timeout, options.priority, options.resources, self.board,
+            upstream_names(ex.kwargs, pt.params),
         )
 
     # -- async task bodies ---------------------------------------------------------------------
@@ -440,7 +443,8 @@ class Scheduler:
         try:
             if self.cached.needs(ex.kwargs):
                 await self._fetch_crossing([(t, ex.kwargs)])
-            value = await asyncio.wait_for(pt.task.fn(**ex.kwargs), timeout)
+            kwargs = private_arguments(ex.kwargs, upstream_names(ex.kwargs, pt.params))
+            value = await asyncio.wait_for(pt.task.fn(**kwargs), timeout)
             if is_one_shot(value):
                 value = settle(value, label)
             ok = True
@@ -476,6 +480,7 @@ class Scheduler:
         if executor.remote or self._must_fetch(t, kwargs):
             self._background(self._check_remote(ins.item, predicate, kwargs, executor))
             return
+        kwargs = private_arguments(kwargs, upstream_names(kwargs, pt.params))
         self._pending.extend(self.sm.handle(ConditionAnswer(ins.item, _call_predicate(
             pt.name, b, predicate, kwargs))))
 

@@ -147,9 +147,10 @@ def test_what_is_copied_and_what_is_kept(monkeypatch):
     param = [0]
     kwargs = {"n": 3, "xs": [1], "s": "t", "param": param}
     xs = kwargs["xs"]
-    assert private_arguments(kwargs, {"param": param}) is kwargs
-    assert kwargs["xs"] == xs and kwargs["xs"] is not xs  # an upstream result: copied
-    assert kwargs["param"] is param  # a parameter: the caller's own object
+    out = private_arguments(kwargs, ["n", "xs", "s"])  # the upstream results' names
+    assert out["xs"] == xs and out["xs"] is not xs  # an upstream result: copied
+    assert kwargs["xs"] is xs  # the shared kwargs are left as they are
+    assert out["param"] is param  # a parameter: the caller's own object
 
 
 def test_numpy_arrays_are_copied_by_their_own_deepcopy():

@@ -50,6 +50,9 @@ class WorkItem:
     resources: Mapping[str, float] | None = None
     #: where the scheduler marks this attempt when it stops it (see ``cancellation.py``)
     board: CancelBoard | None = None
+    #: the arguments holding upstream results: :func:`call_item` hands the body private
+    #: copies of them (an executor that sends items elsewhere copies them by sending)
+    private: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -100,7 +103,12 @@ def call_item(item: WorkItem, where: str) -> Outcome:
     board = item.board
     asked = None if board is None else cancellation.current.set((board, item.id))
     try:
-        value = item.fn(**item.kwargs)
+        if item.private:
+            from ..isolation import private_arguments  # (it imports this module)
+
+            value = item.fn(**private_arguments(item.kwargs, item.private))
+        else:
+            value = item.fn(**item.kwargs)
         if type(value) not in _PLAIN and is_one_shot(value):
             value = settle(value, item.label)
         ok = True
