@@ -9,8 +9,11 @@ from __future__ import annotations
 from . import config
 from .cache import DiskStore, MemoryStore, ResultStore
 from .cancellation import cancel_event, cancelled
+from .commands import CommandResult
 from .errors import (
     BatchInputError,
+    CommandFailed,
+    CommandOutputError,
     CycleError,
     DeclarationError,
     DuplicateTaskError,
@@ -36,6 +39,7 @@ from .eventlog import EventLog
 from .events import RunEvent, TaskEvent
 from .executors import DaskExecutor, Executor, InlineExecutor, ProcessExecutor, ThreadExecutor
 from .flow import Flow
+from .jobdir import job_dir
 from .registry import registry
 from .run import Run, Summary
 from .states import RunStatus, TaskState
@@ -65,6 +69,9 @@ def load_ipython_extension(ipython: object) -> None:
 
 __all__ = (
     "BatchInputError",
+    "CommandFailed",
+    "CommandOutputError",
+    "CommandResult",
     "CycleError",
     "DaskExecutor",
     "DeclarationError",
@@ -109,6 +116,7 @@ __all__ = (
     "cancel_event",
     "cancelled",
     "config",
+    "job_dir",
     "notebook_flow",
     "registry",
 )

@@ -35,6 +35,10 @@ DEFAULTS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "events_log": ("", str),
     # dask scheduler address for executor="dask" ("" = a local cluster started on demand)
     "cluster": ("", str),
+    # directory under which each run makes its job directory ("" = <temp dir>/nbflow-jobs)
+    "job_dir_base": ("", str),
+    # after a run, keep its job directory: "always", "failure" (only if it failed), "never"
+    "keep_job_dir": ("always", str),
 }
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -14,6 +14,9 @@
     │   └── UnknownParameterError   params= names something no task takes
     ├── FlowFailed                  a run ended with failed tasks
     ├── TaskTimeoutError            a task ran longer than its ``timeout=``
+    ├── CommandFailed               a command task exited with a non-zero code
+    ├── CommandOutputError          a command's declared output file is missing, or its
+    │                               output is not valid text
     ├── ResultUnavailableError      a result was asked for a task that has none (also a KeyError)
     ├── IterationError              a result cannot be read item by item (also a TypeError)
     ├── ExecutorError               an executor was misused or could not start
@@ -203,6 +206,36 @@ class TaskTimeoutError(NbflowError, TimeoutError):
         self.timeout = timeout
         msg = f"Task {label} did not finish within timeout={timeout:g}s and was stopped."
         super().__init__(msg)
+
+
+class CommandFailed(NbflowError):
+    """A command task exited with a non-zero code (127: the command was not found)."""
+
+    def __init__(self, task: str, command: str, returncode: int, stderr_tail: str) -> None:
+        self.task = task
+        self.command = command
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        if returncode == 127:
+            what = "exited with code 127: the command was not found (is it installed and on PATH?)"
+        elif returncode < 0:
+            what = f"was killed by signal {-returncode}"
+        else:
+            what = f"exited with code {returncode}"
+        msg = f"Command task {task!r} {what}.\n  command: {command}"
+        if stderr_tail.strip():
+            msg += "\n  last lines of stderr:\n" + "\n".join(
+                "    " + line for line in stderr_tail.rstrip("\n").splitlines())
+        super().__init__(msg)
+
+
+class CommandOutputError(NbflowError):
+    """A command task succeeded but a declared output file is missing, or its output is
+    not valid text when ``text=True``."""
+
+    def __init__(self, task: str, problem: str) -> None:
+        self.task = task
+        super().__init__(f"Command task {task!r}: {problem}")
 
 
 class ResultUnavailableError(NbflowError, KeyError):

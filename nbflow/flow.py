@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from . import capture
+from . import capture, jobdir
 from .cache import ResultStore, default_store, hash_value
 from .errors import (
     DuplicateTaskError,
@@ -124,6 +124,34 @@ class Flow:
                 raise InvalidOptionError(str(name), "fn", msg)
             return declare(fn)
         return declare
+
+    def command(
+        self,
+        name: str,
+        command: str | Sequence[str],
+        *,
+        outputs: Mapping[str, str] | None = None,
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+        text: bool = True,
+        **options: Any,
+    ) -> Task:
+        """Declare a command task (see ``docs/commands.md``) and return it.
+
+        ``command`` is a string run by ``sh -c`` (placeholder values are shell-quoted)
+        or a list of arguments run without a shell. Its ``{name}`` placeholders, and
+        those of ``env`` values, are upstream tasks or flow parameters, as a Python
+        task's parameters are; ``{job_dir}`` is the run's job directory. ``outputs``
+        maps names to files the command writes in the job directory; ``stdin`` names
+        the input fed to its standard input; ``text=False`` keeps stdout as bytes.
+        The options are those of :meth:`task`. The task's value is a
+        :class:`~nbflow.CommandResult`; a non-zero exit fails it with
+        :class:`~nbflow.CommandFailed`.
+        """
+        from .commands import command_task
+
+        return self.add(command_task(name, command, outputs=outputs, stdin=stdin, env=env,
+                                     text=text, options=options))
 
     def add(self, task: Task) -> Task:
         """Add a task; a second task with the same name is an error."""
@@ -366,6 +394,9 @@ class Flow:
         if log is not None:
             observers.append(log)
         run = Run(plan, resolve_executor(executor), self.cache, observers=observers)
+        board = run._scheduler.board  # the run's tasks find their job directory through it
+        jobdir.register(board, jobdir.JobDir(self.name, run.id))
+        run.bus.add(jobdir.Releaser(board))
         for observer in observers:
             if isinstance(observer, EventLog):  # it reports exported results of this run
                 observer.bind(run)

@@ -1,0 +1,321 @@
+"""Command tasks: a shell command or an argument list run as a task of a flow.
+
+``flow.command(name, command, ...)`` declares one (see ``docs/commands.md``). The
+``{name}`` placeholders of the command, of ``env`` values and ``stdin`` are the
+task's inputs (upstream tasks or flow parameters), plus ``{job_dir}``. A string
+command runs with ``sh -c`` and gets every value shell-quoted; a list runs
+without a shell and gets each value as whole arguments.
+
+The command runs in its own process group, in the run's job directory
+(``jobdir.py``); a cancel, a timeout or an interrupt kills the group (SIGTERM,
+then SIGKILL). stdout and stderr stream into the task's captured output while it
+runs; the task's value is a :class:`CommandResult`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import inspect
+import os
+import shlex
+import signal
+import string
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from . import capture, cancellation, jobdir
+from .errors import CommandFailed, CommandOutputError, InvalidOptionError, TaskTimeoutError
+from .task import Task
+
+__all__ = ["CommandResult", "command_task"]
+
+#: the placeholder that is not an input: the run's job directory
+JOB_DIR = "job_dir"
+#: lines of stderr kept in a result and shown in a failure
+TAIL_LINES = 20
+#: seconds a process group gets between SIGTERM and SIGKILL
+KILL_GRACE = 2.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command task returns: exit code, stdout, stderr's tail and output files."""
+
+    returncode: int
+    #: the whole stdout: text when the task has ``text=True`` (the default), else bytes
+    stdout: str | bytes
+    #: the last lines of stderr
+    stderr_tail: str
+    #: the declared output files, by name, as paths in the job directory
+    outputs: Mapping[str, Path] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        """The declared output file ``name``."""
+        try:
+            return self.outputs[name]
+        except KeyError:
+            raise KeyError(f"no output named {name!r}; outputs: {sorted(self.outputs)}") from None
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    command: str | tuple[str, ...]
+    outputs: Mapping[str, str]
+    stdin: str | None
+    env: Mapping[str, str]
+    text: bool
+    timeout: float | None
+
+
+def command_task(
+    name: str,
+    command: str | Sequence[str],
+    *,
+    outputs: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    text: bool = True,
+    options: Mapping[str, Any] | None = None,
+) -> Task:
+    """Build the :class:`~nbflow.Task` of a command (``Flow.command`` adds it to a flow)."""
+    if isinstance(command, str):
+        cmd: str | tuple[str, ...] = command
+    elif isinstance(command, Sequence) and command and all(isinstance(a, str) for a in command):
+        cmd = tuple(command)
+    else:
+        raise InvalidOptionError(name, "command", "must be a string (run by sh) or a non-empty "
+                                 f"list of strings (run without a shell), got {command!r}")
+    outs = dict(outputs or {})
+    for key, rel in outs.items():
+        if not isinstance(key, str) or not key.isidentifier() or not isinstance(rel, str) or not rel:
+            raise InvalidOptionError(name, "outputs", "must map names to file paths relative to "
+                                     f"the job directory, like {{'tif': 'warped.tif'}}; got {outs!r}")
+    if stdin is not None and (not isinstance(stdin, str) or not stdin.isidentifier()):
+        raise InvalidOptionError(name, "stdin", f"must name an upstream task or flow parameter, got {stdin!r}")
+    envs = dict(env or {})
+    for key, value in envs.items():
+        if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
+            raise InvalidOptionError(name, "env", "must map variable names to strings, which may "
+                                     f"hold {{placeholders}}, like {{'RES': '{{res}}'}}; got {envs!r}")
+    if not isinstance(text, bool):
+        raise InvalidOptionError(name, "text", f"must be True or False, got {text!r}")
+    templates = [cmd] if isinstance(cmd, str) else list(cmd)
+    names: list[str] = []
+    for template in [*templates, *envs.values()]:
+        for field_name in _fields(name, template):
+            if field_name != JOB_DIR and field_name not in names:
+                names.append(field_name)
+    if stdin is not None and stdin not in names:
+        names.append(stdin)
+    opts = dict(options or {})
+    spec = _Spec(name, cmd, outs, stdin, envs, text, opts.get("timeout"))
+    fn = _body(spec)
+    fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
+    key = hashlib.blake2b(repr(("command", cmd, sorted(outs.items()), stdin, sorted(envs.items()),
+                                text)).encode(), digest_size=16).hexdigest()
+    return Task.from_function(fn, name=name, options=opts, code_key=key, source=None)
+
+
+def _fields(task: str, template: str) -> list[str]:
+    """The input names of a template's ``{placeholders}`` (``{a.b}`` is input ``a``)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InvalidOptionError(task, "command", f"has a malformed placeholder in {template!r} "
+                                 f"({exc}); write a literal brace as '{{{{' or '}}}}'") from None
+    out: list[str] = []
+    for _, field_name, spec, conv in parsed:
+        if field_name is None:
+            continue
+        head, _, rest = field_name.partition(".")
+        if not head.isidentifier() or (rest and not rest.isidentifier()) or spec or conv:
+            raise InvalidOptionError(
+                task, "command", f"has placeholder {{{field_name}}} in {template!r}: a placeholder "
+                "is {name} (an upstream task or flow parameter), {name.output} (an output file "
+                "of an upstream command) or {job_dir}")
+        out.append(head)
+    return out
+
+
+def _text_of(value: Any, attr: str, where: str) -> str | list[str]:
+    """A value as placeholder text (a list or tuple: several words)."""
+    if attr:
+        if not isinstance(value, CommandResult):
+            raise TypeError(f"{{{where}}}: {type(value).__name__} has no output files")
+        return str(value.path(attr))
+    if isinstance(value, CommandResult):
+        out = value.stdout.decode() if isinstance(value.stdout, bytes) else value.stdout
+        return out.strip()
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return str(value)
+
+
+def _render(template: str, values: Mapping[str, Any], quote: Callable[[str], str]) -> str:
+    parts: list[str] = []
+    for literal, field_name, _, _ in string.Formatter().parse(template):
+        parts.append(literal)
+        if field_name is None:
+            continue
+        head, _, attr = field_name.partition(".")
+        text = _text_of(values[head], attr, field_name)
+        parts.append(" ".join(map(quote, text)) if isinstance(text, list) else quote(text))
+    return "".join(parts)
+
+
+def _argv(cmd: str | tuple[str, ...], values: Mapping[str, Any]) -> tuple[list[str], str]:
+    """The argument list to run and the command line to show."""
+    if isinstance(cmd, str):
+        line = _render(cmd, values, shlex.quote)
+        return ["/bin/sh", "-c", line], line
+    argv: list[str] = []
+    for arg in cmd:
+        parsed = list(string.Formatter().parse(arg))
+        if len(parsed) == 1 and parsed[0][0] == "" and parsed[0][1] is not None:
+            head, _, attr = parsed[0][1].partition(".")
+            text = _text_of(values[head], attr, parsed[0][1])
+            argv.extend(text if isinstance(text, list) else [text])
+        else:
+            argv.append(_render(arg, values, lambda s: s))
+    return argv, shlex.join(argv)
+
+
+def _body(spec: _Spec) -> Callable[..., CommandResult]:
+    def run_command(**kwargs: Any) -> CommandResult:
+        return _run(spec, kwargs)
+
+    run_command.__name__ = spec.name
+    run_command.__qualname__ = spec.name
+    return run_command
+
+
+def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
+    job = jobdir.current_job()
+    if job is None:
+        raise RuntimeError(f"command task {spec.name!r} must run on the inline or threads "
+                           "executor: process and dask workers do not get the job directory yet")
+    where = job.path()
+    values = {**kwargs, JOB_DIR: str(where)}
+    argv, line = _argv(spec.command, values)
+    env = dict(os.environ)
+    env["NBFLOW_JOB_DIR"] = str(where)
+    env.update({k: _render(v, values, lambda s: s) for k, v in spec.env.items()})
+    data: bytes | None = None
+    if spec.stdin is not None:
+        given = kwargs[spec.stdin]
+        if isinstance(given, CommandResult):
+            given = given.stdout
+        data = given if isinstance(given, bytes) else str(given).encode()
+    out = capture.current()
+    stdout: list[bytes] = []
+    stderr: list[bytes] = []
+    proc = subprocess.Popen(
+        argv, cwd=where, env=env, start_new_session=True,
+        stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [_reader(proc.stdout, stdout, out, "stdout"), _reader(proc.stderr, stderr, out, "stderr")]
+    if data is not None:
+        threading.Thread(target=_feed, args=(proc, data), daemon=True,
+                         name=f"nbflow-stdin-{spec.name}").start()
+    try:
+        _wait(proc, spec)
+    finally:
+        _kill_group(proc)
+        for reader in readers:
+            reader.join()
+    err_tail = "\n".join(b"".join(stderr).decode(errors="replace").splitlines()[-TAIL_LINES:])
+    if proc.returncode != 0:
+        raise CommandFailed(spec.name, line, proc.returncode, err_tail)
+    raw = b"".join(stdout)
+    result_out: str | bytes = raw
+    if spec.text:
+        try:
+            result_out = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise CommandOutputError(spec.name, f"stdout is not valid UTF-8 text ({exc}); "
+                                     "declare the task with text=False to get bytes") from None
+    paths = {k: where / rel for k, rel in spec.outputs.items()}
+    for key, path in paths.items():
+        if not path.exists():
+            raise CommandOutputError(spec.name, f"declared output {key!r} ({path}) does not "
+                                     f"exist after the command ended.\n  command: {line}")
+    return CommandResult(proc.returncode, result_out, err_tail, paths)
+
+
+def _wait(proc: subprocess.Popen[bytes], spec: _Spec) -> None:
+    """Wait for the command; stop it on a cancel or at its timeout."""
+    here = cancellation.current.get()
+    stop = None if here is None else here[0].event(here[1])
+    deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
+    while True:
+        try:
+            proc.wait(timeout=0.05)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        if stop is not None and stop.is_set():
+            raise cancellation_error(spec.name)
+        if deadline is not None and time.monotonic() > deadline:
+            raise TaskTimeoutError(spec.name, float(spec.timeout or 0))
+
+
+def cancellation_error(task: str) -> InterruptedError:
+    return InterruptedError(f"command task {task!r} was cancelled; its processes were stopped")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """End the command's process group: SIGTERM, then SIGKILL after a grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        proc.wait()
+        return
+    try:
+        proc.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + KILL_GRACE
+    while time.monotonic() < deadline:  # members other than the leader may linger
+        try:
+            os.killpg(proc.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            break
+        time.sleep(0.01)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def _reader(pipe: IO[bytes], sink: list[bytes], out: capture.Capture | None, stream: str) -> threading.Thread:
+    def read() -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        target: list[str] | None = None if out is None else getattr(out, stream)
+        while chunk := os.read(pipe.fileno(), 65536):
+            sink.append(chunk)
+            if target is not None:
+                target.append(decoder.decode(chunk))
+        pipe.close()
+
+    thread = threading.Thread(target=read, daemon=True, name=f"nbflow-{stream}-reader")
+    thread.start()
+    return thread
