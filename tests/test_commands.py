@@ -237,3 +237,10 @@ def test_keep_job_dir_never_removes_it_after_the_run(tmp_path: Path):
         run = flow.run()
     assert run.status == "succeeded"
     until(lambda: not any((tmp_path / "jobs").iterdir()))
+
+
+def test_on_processes_a_command_task_fails_with_a_clear_error():
+    flow = nf.Flow("cmd")
+    flow.command("echo", "echo hi")
+    run = flow.run(executor="processes", raise_on_failure=False)
+    assert "inline or threads executor" in str(failure(run, "echo"))
