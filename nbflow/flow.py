@@ -136,17 +136,12 @@ class Flow:
         text: bool = True,
         **options: Any,
     ) -> Task:
-        """Declare a command task (see ``docs/commands.md``) and return it.
+        """Declare a command task and return it (see ``docs/commands.md``).
 
-        ``command`` is a string run by ``sh -c`` (placeholder values are shell-quoted)
-        or a list of arguments run without a shell. Its ``{name}`` placeholders, and
-        those of ``env`` values, are upstream tasks or flow parameters, as a Python
-        task's parameters are; ``{job_dir}`` is the run's job directory. ``outputs``
-        maps names to files the command writes in the job directory; ``stdin`` names
-        the input fed to its standard input; ``text=False`` keeps stdout as bytes.
-        The options are those of :meth:`task`. The task's value is a
-        :class:`~nbflow.CommandResult`; a non-zero exit fails it with
-        :class:`~nbflow.CommandFailed`.
+        ``command`` is a string run by ``sh -c`` (values shell-quoted) or an argument
+        list run without a shell; its ``{name}`` placeholders (and those of ``env``
+        values) are its inputs, ``{job_dir}`` the run's job directory. The options
+        are those of :meth:`task`; the value is a :class:`~nbflow.CommandResult`.
         """
         from .commands import command_task
 
