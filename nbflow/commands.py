@@ -83,6 +83,7 @@ def command_task(
     env: Mapping[str, str] | None = None,
     text: bool = True,
     options: Mapping[str, Any] | None = None,
+    source: str | None = None,
 ) -> Task:
     """Build the :class:`~nbflow.Task` of a command (``Flow.command`` adds it to a flow)."""
     if isinstance(command, str):
@@ -121,7 +122,7 @@ def command_task(
         [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
     key = hashlib.blake2b(repr(("command", cmd, sorted(outs.items()), stdin, sorted(envs.items()),
                                 text)).encode(), digest_size=16).hexdigest()
-    return Task.from_function(fn, name=name, options=opts, code_key=key, source=None)
+    return Task.from_function(fn, name=name, options=opts, code_key=key, source=source)
 
 
 def _fields(task: str, template: str) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
@@ -145,8 +146,10 @@ class Flow:
         """
         from .commands import command_task
 
+        caller = sys._getframe(1)  # where it was declared, for messages
         return self.add(command_task(name, command, outputs=outputs, stdin=stdin, env=env,
-                                     text=text, options=options))
+                                     text=text, options=options,
+                                     source=f"{caller.f_code.co_filename}:{caller.f_lineno}"))
 
     def add(self, task: Task) -> Task:
         """Add a task; a second task with the same name is an error."""

@@ -244,3 +244,11 @@ def test_on_processes_a_command_task_fails_with_a_clear_error():
     flow.command("echo", "echo hi")
     run = flow.run(executor="processes", raise_on_failure=False)
     assert "inline or threads executor" in str(failure(run, "echo"))
+
+
+def test_retries_run_the_command_again():
+    flow = nf.Flow("cmd")
+    task = flow.command("flaky", "if [ -e tried ]; then echo ok; else touch tried; exit 1; fi",
+                        retries=1)
+    assert task.source is not None and task.source.startswith(f"{__file__}:")
+    assert flow.run().results["flaky"].stdout == "ok\n"
