@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable, Iterable
 from contextvars import ContextVar
+from typing import Any
 
 __all__ = ["CancelBoard", "cancel_event", "cancelled"]
 
@@ -34,9 +35,12 @@ __all__ = ["CancelBoard", "cancel_event", "cancelled"]
 class CancelBoard:
     """The attempts of one run that were told to stop, and the events tasks wait on."""
 
-    __slots__ = ("_abandoned", "_events", "_ids", "_lock")
+    __slots__ = ("_abandoned", "_events", "_ids", "_lock", "job")
 
     def __init__(self) -> None:
+        #: the run's job directory (a :class:`nbflow.jobdir.JobDir`): the board is what a
+        #: task's thread knows of its run, so ``nf.job_dir()`` finds the directory here
+        self.job: Any = None
         self._ids: set[Hashable] = set()
         #: stopped attempts whose bodies an executor could not stop (a thread's)
         self._abandoned: set[Hashable] = set()

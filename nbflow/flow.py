@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from . import capture, jobdir
+from . import capture
 from .cache import ResultStore, default_store, hash_value
 from .errors import (
     DuplicateTaskError,
@@ -392,9 +392,6 @@ class Flow:
         if log is not None:
             observers.append(log)
         run = Run(plan, resolve_executor(executor), self.cache, observers=observers)
-        board = run._scheduler.board  # the run's tasks find their job directory through it
-        jobdir.register(board, jobdir.JobDir(self.name, run.id))
-        run.bus.add(jobdir.Releaser(board))
         for observer in observers:
             if isinstance(observer, EventLog):  # it reports exported results of this run
                 observer.bind(run)

@@ -8,20 +8,19 @@ on first use, under the ``job_dir_base`` setting (``NBFLOW_JOB_DIR_BASE``; defau
 command results hold paths into it), ``"failure"`` (kept only when the run did not
 succeed) or ``"never"``.
 
-A task finds its run through the cancel board its executor hands it (see
-``cancellation.py``), so ``job_dir()`` works on the inline and threads executors
+The run owns its :class:`JobDir` (``run.job``) and finishes it when it ends. A task
+finds it through the cancel board its executor hands it (see ``cancellation.py``),
+so ``job_dir()`` works on the inline and threads executors
 and in ``async def`` tasks; process and dask workers do not get it yet.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any
 
 from . import cancellation, config
 from .errors import InvalidOptionError
@@ -70,32 +69,6 @@ class JobDir:
         shutil.rmtree(path, ignore_errors=True)
 
 
-#: the job directory of each running run, by the run's cancel board
-_runs: dict[int, tuple[cancellation.CancelBoard, JobDir]] = {}
-_runs_lock = threading.Lock()
-
-
-def register(board: cancellation.CancelBoard, jobdir: JobDir) -> None:
-    """Tie ``jobdir`` to the run whose attempts are marked on ``board``."""
-    with _runs_lock:
-        _runs[id(board)] = (board, jobdir)
-
-
-def release(board: cancellation.CancelBoard, status: str) -> None:
-    """The run of ``board`` ended: forget its job directory (and remove it if asked)."""
-    with _runs_lock:
-        entry = _runs.pop(id(board), None)
-    if entry is not None:
-        entry[1].finish(status)
-
-
-def lookup(board: cancellation.CancelBoard) -> JobDir | None:
-    """The job directory registered for ``board``, if any."""
-    with _runs_lock:
-        entry = _runs.get(id(board))
-    return entry[1] if entry is not None and entry[0] is board else None
-
-
 def job_dir() -> Path:
     """The job directory of the run of the calling task (made on first call).
 
@@ -113,19 +86,5 @@ def job_dir() -> Path:
 def current_job() -> JobDir | None:
     """The :class:`JobDir` of the calling task's run, or None."""
     here: tuple[cancellation.CancelBoard, Hashable] | None = cancellation.current.get()
-    return None if here is None else lookup(here[0])
-
-
-class Releaser:
-    """An observer that releases a run's job directory when the run ends."""
-
-    def __init__(self, board: cancellation.CancelBoard) -> None:
-        self._board = board
-
-    def __call__(self, events: Sequence[Any]) -> None:
-        from .events import RunEvent
-
-        for event in events:
-            if isinstance(event, RunEvent) and event.status in ("succeeded", "failed", "cancelled"):
-                with contextlib.suppress(OSError):
-                    release(self._board, event.status)
+    job: JobDir | None = None if here is None else here[0].job
+    return job

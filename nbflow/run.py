@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import concurrent.futures
 import threading
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from .cache import ResultStore
+from .jobdir import JobDir
 from .errors import FlowFailed, LoopThreadError, ResultUnavailableError, UnknownTaskError
 from .events import EventBus, Observer, RunStatus
 from .executors.base import Executor
@@ -50,6 +52,9 @@ class Run:
         self.bus = EventBus(observers, interval=float(config.get("event_interval")))
         self._sm = Transitions(plan, self.id, self.bus)
         self._scheduler = Scheduler(self._sm, executor, store)
+        #: the run's job directory, shared by its tasks (``nf.job_dir()``), made on first use
+        self.job = JobDir(plan.flow, self.id)
+        self._scheduler.board.job = self.job
         self._loop_thread = get_loop_thread()
         self._future: concurrent.futures.Future[str] | None = None
         self._done = threading.Event()
@@ -84,6 +89,8 @@ class Run:
 
     def _finish(self) -> None:
         self.bus.wait_closed(timeout=30)
+        with contextlib.suppress(OSError):
+            self.job.finish(self.status)
         with self._waiters_lock:
             self._done.set()
             waiters, self._waiters = self._waiters, []
