@@ -167,8 +167,11 @@ def test_a_background_runs_outputs_end_with_the_final_state(k, tmp_path):
     applies it to the cell that showed it; nbclient keeps only messages of the cell it is
     running, so the test records what the kernel publishes)."""
     k(RECORD_UPDATES)
-    k("%%nbflow task slow\nimport time\ntime.sleep(0.3)\nslow = 1")
+    go = tmp_path / "go"
+    k(f"%%nbflow task slow\nimport os, threading\nwhile not os.path.exists({str(go)!r}):\n"
+      "    threading.Event().wait(0.02)\nslow = 1")
     started = k("%nbflow run --background")
+    go.touch()  # the run ends after its widget was shown
     assert any(o.get("data", {}).get("text/plain", "").startswith("DagWidget(")
                for o in started.outputs)  # shown at once, while the run goes on
     k("%nbflow wait")

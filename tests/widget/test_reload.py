@@ -2,7 +2,7 @@
 
 JupyterLab + Debian's Chromium + Playwright, as in test_browser.py (whose server and
 browser fixtures these tests use). tests/widget/notebooks/reload.ipynb starts a
-background run whose last task sleeps for a minute, so the kernel is idle while it runs.
+background run whose last task waits for a file the test never creates, so the kernel is idle while it runs.
 
 Screenshots go to build/test-artifacts/screens/, one per problem.
 """
@@ -208,7 +208,7 @@ def test_full_state_carries_a_fresh_snapshot() -> None:
 
 
 @pytest.mark.parametrize("server", ["lab"], indirect=True)
-def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F811
+def test_reload_during_a_blocking_run(server: str, browser, tmp_path: Path) -> None:  # noqa: F811
     """A reload while a blocking ``%nbflow run`` goes on shows the live widget.
 
     The blocking cell awaits the run on the kernel's event loop (nbflow.notebook.awaiting),
@@ -231,7 +231,8 @@ def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F8
     page.reload()
     # (the kernel stays busy: its cell runs until the run ended)
     page.wait_for_function(KERNEL_CONNECTED, timeout=60_000)
-    # the live state while the run goes on (the task sleeps 25 s): not "Loading widget..."
+    # the live state while the run goes on (the task waits for the file "release"): not
+    # "Loading widget..."
     # (JupyterLab first waits up to 3 s for the busy kernel's info, then asks for widgets)
     page.locator(f"{slowly}[data-state='running']").wait_for(timeout=15_000)
     root = page.locator(".nbf-root")
@@ -240,6 +241,7 @@ def test_reload_during_a_blocking_run(server: str, browser) -> None:  # noqa: F8
     assert "running" in root.locator(".nbf-status").inner_text()
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENS / "blocking-reload-live.png"))
+    (tmp_path / "root" / "release").touch()  # the task may end now
     # the run's end reaches the reloaded widget: the status line, and the error
     root.locator("g.node[data-name='slowly'][data-state='failed']").wait_for(timeout=60_000)
     assert "run failed (1 failed task)" in root.locator(".nbf-status").inner_text()
