@@ -20,6 +20,7 @@ import inspect
 import os
 import shlex
 import signal
+import socket
 import string
 import subprocess
 import threading
@@ -54,6 +55,12 @@ class CommandResult:
     stderr_tail: str
     #: the declared output files, by name, as paths in the job directory
     outputs: Mapping[str, Path] = field(default_factory=dict)
+    #: the command line that ran (placeholders filled in)
+    command: str = ""
+    #: the host it ran on
+    host: str = ""
+    #: the container image it ran in, if any
+    image: str | None = None
 
     def path(self, name: str) -> Path:
         """The declared output file ``name``."""
@@ -72,6 +79,7 @@ class _Spec:
     env: Mapping[str, str]
     text: bool
     timeout: float | None
+    image: str | None
 
 
 def command_task(
@@ -116,13 +124,15 @@ def command_task(
     if stdin is not None and stdin not in names:
         names.append(stdin)
     opts = dict(options or {})
-    spec = _Spec(name, cmd, outs, stdin, envs, text, opts.get("timeout"))
+    spec = _Spec(name, cmd, outs, stdin, envs, text, opts.get("timeout"), opts.get("image"))
     fn = _body(spec)
     fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
     key = hashlib.blake2b(repr(("command", cmd, sorted(outs.items()), stdin, sorted(envs.items()),
-                                text)).encode(), digest_size=16).hexdigest()
-    return Task.from_function(fn, name=name, options=opts, code_key=key, source=source)
+                                text, spec.image)).encode(), digest_size=16).hexdigest()
+    shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
+    return Task.from_function(fn, name=name, options=opts, code_key=key, source=source,
+                              command=shown)
 
 
 def _fields(task: str, template: str) -> list[str]:
@@ -249,7 +259,8 @@ def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
         if not path.exists():
             raise CommandOutputError(spec.name, f"declared output {key!r} ({path}) does not "
                                      f"exist after the command ended.\n  command: {line}")
-    return CommandResult(proc.returncode, result_out, err_tail, paths)
+    return CommandResult(proc.returncode, result_out, err_tail, paths, line, socket.gethostname(),
+                         spec.image)
 
 
 def _wait(proc: subprocess.Popen[bytes], spec: _Spec) -> None:

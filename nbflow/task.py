@@ -46,6 +46,9 @@ class TaskOptions:
     #: a label shared by related tasks; the widget draws a group as a box it can
     #: collapse into one node (no effect on running)
     group: str | None = None
+    #: a container image: the task runs in it (a command with its engine, a Python
+    #: function with the image's own Python; see ``containers.py``)
+    image: str | None = None
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(TaskOptions.__dataclass_fields__)
@@ -165,6 +168,9 @@ def _check_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     group = values.get("group")
     if group is not None and (not isinstance(group, str) or not group.strip()):
         raise bad("group", "a non-empty string naming the group, like 'cleaning' (or None)")
+    image = values.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip() or image != image.strip()):
+        raise bad("image", "a container image name, like 'localhost/tools:1.2' (or None)")
     return TaskOptions(**values)
 
 
@@ -229,6 +235,9 @@ class Task:
     given_code_key: str | None = None
     key_extra: Callable[[], str] | None = None
     source: str | None = None  # where it was declared, for messages ("cell 3", "file.py:12")
+    #: a command task's command as declared (a string, or an argument list joined for
+    #: display); None for a Python function
+    command: str | None = None
 
     @classmethod
     def from_function(
