@@ -25,7 +25,7 @@ be stoppable whatever it does should use ``executor="processes"``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -92,13 +92,23 @@ current: ContextVar[tuple[CancelBoard, Hashable] | None] = ContextVar(
     "nbflow_cancel", default=None)
 
 
+#: on a dask worker: a function that says whether the running item is still wanted
+#: (a worker cannot be told to stop a task, so it asks)
+still_wanted: ContextVar[Callable[[], bool] | None] = ContextVar(
+    "nbflow_still_wanted", default=None)
+
+
 def cancelled() -> bool:
     """True when the task attempt calling it was cancelled or ran past its timeout.
 
-    False outside a task, and in a process or dask worker (those are stopped, not asked).
+    False outside a task and in a process worker (process workers are stopped, not
+    asked). On a dask worker it is True once the run no longer wants the result.
     """
     here = current.get()
-    return here is not None and here[0].is_cancelled(here[1])
+    if here is not None:
+        return here[0].is_cancelled(here[1])
+    wanted = still_wanted.get()
+    return wanted is not None and not wanted()
 
 
 def cancel_event() -> threading.Event:

@@ -14,34 +14,25 @@ runs; the task's value is a :class:`CommandResult`.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import inspect
 import os
 import shlex
-import signal
 import socket
 import string
-import subprocess
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from . import capture, cancellation, jobdir
-from .errors import CommandFailed, CommandOutputError, InvalidOptionError, TaskTimeoutError
+from . import childproc, containers, jobdir
+from .errors import CommandFailed, CommandOutputError, InvalidOptionError
 from .task import Task
 
 __all__ = ["CommandResult", "command_task"]
 
 #: the placeholder that is not an input: the run's job directory
 JOB_DIR = "job_dir"
-#: lines of stderr kept in a result and shown in a failure
-TAIL_LINES = 20
-#: seconds a process group gets between SIGTERM and SIGKILL
-KILL_GRACE = 2.0
 
 
 @dataclass(frozen=True)
@@ -211,46 +202,31 @@ def _body(spec: _Spec) -> Callable[..., CommandResult]:
 def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
     job = jobdir.current_job()
     if job is None:
-        raise RuntimeError(f"command task {spec.name!r} must run on the inline or threads "
-                           "executor: process and dask workers do not get the job directory yet")
+        raise RuntimeError(f"command task {spec.name!r} runs only as a task of a running flow")
     where = job.path()
     values = {**kwargs, JOB_DIR: str(where)}
     argv, line = _argv(spec.command, values)
-    env = dict(os.environ)
-    env["NBFLOW_JOB_DIR"] = str(where)
-    env.update({k: _render(v, values, lambda s: s) for k, v in spec.env.items()})
+    extra = {k: _render(v, values, lambda s: s) for k, v in spec.env.items()}
+    extra["NBFLOW_JOB_DIR"] = str(where)
     data: bytes | None = None
     if spec.stdin is not None:
         given = kwargs[spec.stdin]
         if isinstance(given, CommandResult):
             given = given.stdout
         data = given if isinstance(given, bytes) else str(given).encode()
-    out = capture.current()
-    stdout: list[bytes] = []
-    stderr: list[bytes] = []
-    proc = subprocess.Popen(
-        argv, cwd=where, env=env, start_new_session=True,
-        stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [_reader(proc.stdout, stdout, out, "stdout"), _reader(proc.stderr, stderr, out, "stderr")]
-    if data is not None:
-        threading.Thread(target=_feed, args=(proc, data), daemon=True,
-                         name=f"nbflow-stdin-{spec.name}").start()
-    try:
-        _wait(proc, spec)
-    finally:
-        _kill_group(proc)
-        for reader in readers:
-            reader.join()
-    err_tail = "\n".join(b"".join(stderr).decode(errors="replace").splitlines()[-TAIL_LINES:])
-    if proc.returncode != 0:
-        raise CommandFailed(spec.name, line, proc.returncode, err_tail)
-    raw = b"".join(stdout)
-    result_out: str | bytes = raw
+    if spec.image is None:
+        ended = childproc.run_child(spec.name, argv, cwd=where, env={**os.environ, **extra},
+                                    stdin=data, timeout=spec.timeout)
+    else:
+        box = containers.Container(spec.name, spec.image, job)
+        ended = box.run(argv, env=extra, mounts=containers.input_paths(kwargs), stdin=data,
+                        timeout=spec.timeout)
+    if ended.returncode != 0:
+        raise CommandFailed(spec.name, line, ended.returncode, ended.stderr_tail, spec.image)
+    result_out: str | bytes = ended.stdout
     if spec.text:
         try:
-            result_out = raw.decode()
+            result_out = ended.stdout.decode()
         except UnicodeDecodeError as exc:
             raise CommandOutputError(spec.name, f"stdout is not valid UTF-8 text ({exc}); "
                                      "declare the task with text=False to get bytes") from None
@@ -259,75 +235,5 @@ def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
         if not path.exists():
             raise CommandOutputError(spec.name, f"declared output {key!r} ({path}) does not "
                                      f"exist after the command ended.\n  command: {line}")
-    return CommandResult(proc.returncode, result_out, err_tail, paths, line, socket.gethostname(),
-                         spec.image)
-
-
-def _wait(proc: subprocess.Popen[bytes], spec: _Spec) -> None:
-    """Wait for the command; stop it on a cancel or at its timeout."""
-    here = cancellation.current.get()
-    stop = None if here is None else here[0].event(here[1])
-    deadline = None if spec.timeout is None else time.monotonic() + spec.timeout
-    while True:
-        try:
-            proc.wait(timeout=0.05)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-        if stop is not None and stop.is_set():
-            raise cancellation_error(spec.name)
-        if deadline is not None and time.monotonic() > deadline:
-            raise TaskTimeoutError(spec.name, float(spec.timeout or 0))
-
-
-def cancellation_error(task: str) -> InterruptedError:
-    return InterruptedError(f"command task {task!r} was cancelled; its processes were stopped")
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """End the command's process group: SIGTERM, then SIGKILL after a grace period."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        proc.wait()
-        return
-    try:
-        proc.wait(timeout=KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + KILL_GRACE
-    while time.monotonic() < deadline:  # members other than the leader may linger
-        try:
-            os.killpg(proc.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            break
-        time.sleep(0.01)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
-def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(data)
-        proc.stdin.close()
-    except (BrokenPipeError, OSError):
-        pass
-
-
-def _reader(pipe: IO[bytes], sink: list[bytes], out: capture.Capture | None, stream: str) -> threading.Thread:
-    def read() -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        target: list[str] | None = None if out is None else getattr(out, stream)
-        while chunk := os.read(pipe.fileno(), 65536):
-            sink.append(chunk)
-            if target is not None:
-                target.append(decoder.decode(chunk))
-        pipe.close()
-
-    thread = threading.Thread(target=read, daemon=True, name=f"nbflow-{stream}-reader")
-    thread.start()
-    return thread
+    return CommandResult(ended.returncode, result_out, ended.stderr_tail, paths, line,
+                         socket.gethostname(), spec.image)

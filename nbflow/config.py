@@ -39,6 +39,8 @@ DEFAULTS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "job_dir_base": ("", str),
     # after a run, keep its job directory: "always", "failure" (only if it failed), "never"
     "keep_job_dir": ("always", str),
+    # container engine for tasks with image=: "auto" (podman, else docker), or a name or path
+    "container_engine": ("auto", str),
 }
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -17,6 +17,8 @@
     ├── CommandFailed               a command task exited with a non-zero code
     ├── CommandOutputError          a command's declared output file is missing, or its
     │                               output is not valid text
+    ├── ContainerError              a task with ``image=`` cannot run: no engine, no such
+    │                               image, or an image without Python and nbflow
     ├── ResultUnavailableError      a result was asked for a task that has none (also a KeyError)
     ├── IterationError              a result cannot be read item by item (also a TypeError)
     ├── ExecutorError               an executor was misused or could not start
@@ -211,22 +213,41 @@ class TaskTimeoutError(NbflowError, TimeoutError):
 class CommandFailed(NbflowError):
     """A command task exited with a non-zero code (127: the command was not found)."""
 
-    def __init__(self, task: str, command: str, returncode: int, stderr_tail: str) -> None:
+    def __init__(self, task: str, command: str, returncode: int, stderr_tail: str,
+                 image: str | None = None) -> None:
         self.task = task
         self.command = command
         self.returncode = returncode
         self.stderr_tail = stderr_tail
+        #: the container image it ran in, if any
+        self.image = image
+        place = "" if image is None else f" in image {image!r}"
         if returncode == 127:
-            what = "exited with code 127: the command was not found (is it installed and on PATH?)"
+            what = (f"exited with code 127: the command was not found{place} (is it installed "
+                    "and on PATH?)")
+        elif returncode == 125 and image is not None:
+            what = "could not be started: the container engine failed (exit code 125)"
         elif returncode < 0:
             what = f"was killed by signal {-returncode}"
         else:
             what = f"exited with code {returncode}"
         msg = f"Command task {task!r} {what}.\n  command: {command}"
+        if image is not None:
+            msg += f"\n  image: {image}"
         if stderr_tail.strip():
             msg += "\n  last lines of stderr:\n" + "\n".join(
                 "    " + line for line in stderr_tail.rstrip("\n").splitlines())
         super().__init__(msg)
+
+
+class ContainerError(NbflowError):
+    """A task with ``image=`` cannot run: no container engine works here, the image does
+    not exist and cannot be pulled, or (a Python task) the image lacks Python or nbflow."""
+
+    def __init__(self, task: str, problem: str) -> None:
+        self.task = task
+        self.problem = problem
+        super().__init__(f"Task {task!r} cannot run in its container: {problem}")
 
 
 class CommandOutputError(NbflowError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -239,11 +240,32 @@ def test_keep_job_dir_never_removes_it_after_the_run(tmp_path: Path):
     until(lambda: not any((tmp_path / "jobs").iterdir()))
 
 
-def test_on_processes_a_command_task_fails_with_a_clear_error():
+def test_on_processes_commands_and_python_tasks_share_the_job_directory():
     flow = nf.Flow("cmd")
-    flow.command("echo", "echo hi")
-    run = flow.run(executor="processes", raise_on_failure=False)
-    assert "inline or threads executor" in str(failure(run, "echo"))
+    flow.command("write", "echo from-command > note.txt", outputs={"note": "note.txt"})
+
+    @flow.task
+    def read(write):
+        here = nf.job_dir()
+        return here == write.path("note").parent, (here / "note.txt").read_text(), os.getpid()
+
+    run = flow.run(executor="processes")
+    same_dir, text, pid = run.results["read"]
+    assert same_dir and text == "from-command\n" and pid != os.getpid()
+    assert run.job.made == run.results["write"].path("note").parent
+
+
+def test_terminating_a_process_worker_stops_its_command(tmp_path: Path):
+    """A cancel on processes terminates the worker; the worker stops its command first."""
+    flow = nf.Flow("cmd")
+    flow.command("slow", "echo $$ > {marker}; exec sleep 600")
+    run = flow.run(executor="processes", params={"marker": str(tmp_path / "pid")},
+                   background=True, raise_on_failure=False)
+    until(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip() != "")
+    pid = int((tmp_path / "pid").read_text())
+    run.cancel()
+    run.wait(30)
+    until(lambda: gone(pid))
 
 
 def test_retries_run_the_command_again():

@@ -374,5 +374,6 @@ def _flat_inputs(items: list[WorkItem]) -> tuple[list[dask_worker.Call], list[li
                 picks.append((position, value[2]))
                 value = value[1]
             columns[position].append(value)
-        specs.append(dask_worker.Call(item.task, item.branch, names, tuple(picks)))
+        job = None if item.board is None or item.board.job is None else item.board.job.for_worker()
+        specs.append(dask_worker.Call(item.task, item.branch, names, tuple(picks), job))
     return specs, columns

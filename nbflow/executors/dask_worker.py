@@ -20,6 +20,7 @@ from typing import Any
 
 import cloudpickle
 
+from .. import cancellation, jobdir
 from ..capture import Capture, install
 from ..capture import _target as _capture_target
 from . import pickling
@@ -213,14 +214,26 @@ class Call:
     the containers in every task's arguments, and this has nothing to find.
     """
 
-    __slots__ = ("task", "branch", "names", "picks")
+    __slots__ = ("task", "branch", "names", "picks", "job")
 
     def __init__(self, task: str, branch: int | None, names: tuple[str, ...],
-                 picks: tuple[tuple[int, int], ...]) -> None:
+                 picks: tuple[tuple[int, int], ...], job: jobdir.WorkerJob | None = None) -> None:
         self.task, self.branch, self.names, self.picks = task, branch, names, picks
+        #: the run's job directory (on storage the workers share)
+        self.job = job
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return Call, (self.task, self.branch, self.names, self.picks)
+        return Call, (self.task, self.branch, self.names, self.picks, self.job)
+
+
+def _still_wanted(worker: Any, key: str) -> Callable[[], bool]:
+    """Whether the client still wants ``key``: dask cannot stop a running task, but it
+    marks one whose future was released as cancelled (``nf.cancelled()`` asks this)."""
+    def ask() -> bool:
+        state = worker.state.tasks.get(key)
+        return state is not None and state.state not in ("cancelled", "released", "forgotten")
+
+    return ask
 
 
 def run_item(fn: Callable[..., Any], call: Call, topic: str, key: str, *values: Any) -> Any:
@@ -240,6 +253,8 @@ def run_item(fn: Callable[..., Any], call: Call, topic: str, key: str, *values: 
     started = time.time()
     output = Capture()
     token = _capture_target.set(output)
+    job = jobdir.on_worker.set(call.job)
+    asked = cancellation.still_wanted.set(_still_wanted(get_worker(), key))
     error: BaseException | None = None
     value: Any = None
     nbytes = -1
@@ -250,6 +265,8 @@ def run_item(fn: Callable[..., Any], call: Call, topic: str, key: str, *values: 
         error = exc
     finally:
         _capture_target.reset(token)
+        jobdir.on_worker.reset(job)
+        cancellation.still_wanted.reset(asked)
     report: dict[str, Any] = {"key": key, "started": started, "ended": time.time(),
                               "ok": error is None}
     if output:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from .. import config
+from .. import config, jobdir
 from ..capture import capturing, install
 from ..values import Failed
 from . import pickling
@@ -109,15 +109,18 @@ def pool_pids() -> set[int]:
 
 
 def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | None,
-                 attempt: int) -> bytes:
+                 attempt: int, job: jobdir.WorkerJob | None = None) -> bytes:
     """Worker side: unpickle, call, pickle the outcome (errors included, whatever they are).
 
     Every :class:`BaseException` of the task is its outcome: one that escaped here would
-    reach the pool as a broken call, or (``SystemExit``) end the worker.
+    reach the pool as a broken call, or (``SystemExit``) end the worker. ``job`` is the
+    run's job directory.
     """
     started = time.time()
     install()
+    _stop_commands_on_terminate()
     label = task if branch is None else f"{task}[{branch}]"
+    jobdir.on_worker.set(job)
     with capturing() as captured:
         try:
             fn = pickling.loads(fn_bytes)
@@ -142,6 +145,22 @@ def _run_pickled(fn_bytes: bytes, kwargs_bytes: bytes, task: str, branch: int | 
         failure = Failed.from_exception(task, err, branch, attempt)
         data = pickling.dumps((False, failure, started, ended, where, output))
         return data
+
+
+def _stop_commands_on_terminate() -> None:
+    """Make SIGTERM (how a pool is stopped) stop this worker's commands and containers
+    first: they run in process groups of their own, which the worker's end would leave."""
+    if signal.getsignal(signal.SIGTERM) is _terminated:
+        return
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    from ..childproc import stop_all
+
+    stop_all()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _sendable_failure(failure: Failed) -> Failed:
@@ -210,8 +229,9 @@ class ProcessExecutor(Executor):
                 self._outbox.put(Outcome(item.id, False, failure, now, now, "parent"))
                 self._futures[item.id] = concurrent.futures.Future()
                 continue
+            job = None if item.board is None or item.board.job is None else item.board.job.for_worker()
             future = self._pool.submit(
-                _run_pickled, fn_bytes, kwargs_bytes, item.task, item.branch, item.attempt
+                _run_pickled, fn_bytes, kwargs_bytes, item.task, item.branch, item.attempt, job
             )
             self._futures[item.id] = future
             future.add_done_callback(functools.partial(self._done, self._pool, item))
