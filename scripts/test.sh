@@ -13,6 +13,8 @@ if [ ! -x /usr/bin/chromium ]; then
         echo "==> /usr/bin/chromium is missing and this is not root: the browser test will be skipped" >&2
     fi
 fi
+# Podman and the container tests' two local images (no registry): a failure is an error on CI
+bash scripts/containers.sh ${CI:+--require}
 export PYTHONDONTWRITEBYTECODE=1
 echo "==> ruff, mypy"
 .venv/bin/ruff check nbflow tests benchmarks extensions
