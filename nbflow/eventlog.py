@@ -13,6 +13,12 @@ Lines (every one has ``event``, ``run_id`` and ``time``, a Unix timestamp)::
      "state": "succeeded", "attempt": 1, "time": ..., "where": "thread nbflow-worker-1"}
     {"event": "export", "run_id": "...", "flow": "notebook", "task": "score", "value": 0.93, ...}
 
+A command task's lines (``running`` and its final state) add ``"command"`` (the
+command line as declared, then as it ran), ``"host"`` (where it ran, once it ended)
+and ``"image"`` (its container image, also on any task declared with ``image=``).
+The final ``run`` line has ``"job_dir"`` and ``"job_dir_kept"`` when a task made the
+run's job directory.
+
 A failed task's line has ``"error": {"type": ..., "message": ...}``. An
 ``export`` line follows the final state of each task declared with
 ``export=True`` (``%%nbflow task NAME --export``): its result as JSON (a
@@ -33,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .events import Event, RunEvent, TaskEvent
 from .jsonvalues import dumps
-from .states import OK
+from .states import FINAL, OK
 
 if TYPE_CHECKING:
     from .run import Run
@@ -86,8 +92,13 @@ class EventLog:
 
     def _line(self, event: Event) -> dict[str, Any]:
         if isinstance(event, RunEvent):
-            return {"event": "run", "run_id": event.run_id, "flow": event.flow,
-                    "status": event.status, "time": event.time}
+            run_line: dict[str, Any] = {"event": "run", "run_id": event.run_id,
+                                        "flow": event.flow, "status": event.status,
+                                        "time": event.time}
+            if event.job_dir is not None:
+                run_line["job_dir"] = event.job_dir
+                run_line["job_dir_kept"] = event.job_dir_kept
+            return run_line
         line: dict[str, Any] = {
             "event": "task", "run_id": event.run_id, "flow": self._flow(), "task": event.task,
             "branch": event.branch, "state": event.state, "attempt": event.attempt,
@@ -95,6 +106,12 @@ class EventLog:
         }
         if event.branches is not None:
             line["branches"] = event.branches
+        view = event.view
+        if view is not None and (event.state == "running" or event.state in FINAL):
+            for key in ("command", "host", "image"):
+                value = getattr(view, key)
+                if value is not None:
+                    line[key] = value
         if event.error is not None:
             err = event.error.error
             line["error"] = {"type": type(err).__name__, "message": str(err)}

@@ -57,6 +57,10 @@ class RunEvent:
     flow: str
     status: RunStatus
     time: float
+    #: the run's job directory, on its final event when a task made one
+    job_dir: str | None = None
+    #: whether that directory is kept after the run (the ``keep_job_dir`` setting)
+    job_dir_kept: bool | None = None
 
 
 Event = Union[TaskEvent, RunEvent]  # noqa: UP007 - a runtime alias on Python 3.10

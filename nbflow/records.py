@@ -20,7 +20,10 @@ from types import MappingProxyType
 from typing import Any
 
 from .capture import Capture
+from .commands import CommandResult
+from .errors import CommandFailed
 from .events import EventBus, RunEvent, TaskEvent
+from .jobdir import JobDir
 from .messages import Finished
 from .plan import Plan, PlannedTask
 from .states import FINAL, OK, RunStatus, TaskState
@@ -159,8 +162,31 @@ class TaskRecord:
             MappingProxyType(dict(self.counts)) if self.mapped else _NO_COUNTS,
             self.error, self.skip_reason,
             MappingProxyType(dict(self.output)) if output else _NO_OUTPUT,
-            self.pt.forced, self.key,
+            self.pt.forced, self.key, False, *command_facts(self),
         )
+
+
+def command_facts(rec: TaskRecord) -> tuple[str | None, str | None, str | None]:
+    """A task's command, host and image (see :class:`~nbflow.views.TaskView`): as declared
+    until it ended, then from its :class:`~nbflow.CommandResult` or
+    :class:`~nbflow.CommandFailed`."""
+    task = rec.pt.task
+    command, image = task.command, task.options.image
+    if (command is None and image is None) or rec.state not in FINAL or rec.items is None:
+        return command, None, image
+    host: str | None = None
+    if rec.mapped:
+        hosts = sorted({it.value.host for it in rec.items
+                        if isinstance(it.value, CommandResult) and it.value.host})
+        host = ", ".join(hosts) or None
+    elif isinstance(value := rec.items[0].value, CommandResult):
+        command, host, image = value.command or command, value.host or None, value.image or image
+    elif rec.error is not None and isinstance(rec.error.error, CommandFailed):
+        failure = rec.error.error
+        command = failure.command or command
+        host = getattr(failure, "host", None) or None
+        image = getattr(failure, "image", None) or image
+    return command, host, image
 
 
 _NO_COUNTS: MappingProxyType[str, int] = MappingProxyType({})
@@ -207,6 +233,8 @@ class RunRecords:
         self._cause = ""
         #: when the stimulus being handled arrived: the time of every change it causes
         self.now = 0.0
+        #: the run's job directory (its path goes into the final run event)
+        self.job: JobDir | None = None
         for rec in self.records:
             pt = rec.pt
             ew_source = pt.map_source if pt.elementwise else None
@@ -325,4 +353,13 @@ class RunRecords:
 
     def _emit_run(self, status: RunStatus) -> None:
         if self.bus.active:
-            self.bus.emit(RunEvent(self.run_id, self.plan.flow, status, self.now))
+            job = self.job
+            made = None if job is None or status not in FINAL else job.made
+            self.bus.emit(RunEvent(self.run_id, self.plan.flow, status, self.now,
+                                   None if made is None else str(made),
+                                   None if made is None else job_dir_kept(job.keep, status)))  # type: ignore[union-attr]
+
+
+def job_dir_kept(keep: str, status: str) -> bool:
+    """Whether a run that ended ``status`` keeps its job directory (``keep_job_dir``)."""
+    return keep == "always" or (keep == "failure" and status != "succeeded")

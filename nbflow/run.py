@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import config
@@ -21,6 +22,7 @@ from .events import EventBus, Observer, RunStatus
 from .executors.base import Executor
 from .loop import get_loop_thread
 from .plan import Plan
+from .records import job_dir_kept
 from .scheduler import Scheduler
 from .states import OK
 from .transitions import Transitions
@@ -55,6 +57,7 @@ class Run:
         #: the run's job directory, shared by its tasks (``nf.job_dir()``), made on first use
         self.job = JobDir(plan.flow, self.id)
         self._scheduler.board.job = self.job
+        self._sm.job = self.job  # its path goes into the final run event
         self._loop_thread = get_loop_thread()
         self._future: concurrent.futures.Future[str] | None = None
         self._done = threading.Event()
@@ -63,6 +66,7 @@ class Run:
         self._waiters_lock = threading.Lock()
         self.started: float | None = None
         self.ended: float | None = None
+        self._job_made: Path | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -89,6 +93,7 @@ class Run:
 
     def _finish(self) -> None:
         self.bus.wait_closed(timeout=30)
+        self._job_made = self.job.made  # for the summary, also once it is removed
         with contextlib.suppress(OSError):
             self.job.finish(self.status)
         with self._waiters_lock:
@@ -259,13 +264,16 @@ class Run:
         return self.task(name)
 
     def summary(self) -> Summary:
-        """A table: task, state, branches, attempts, duration."""
+        """A table: task, state, branches, attempts, duration; then the command tasks
+        (command line, host, image) and where the job directory is."""
         rows = []
         for view in self._views():
             branches = (view.done, view.branches) if view.mapped else None
             rows.append(SummaryRow(view.name, view.state_text, branches, view.attempts,
-                                   view.duration))
-        return Summary(self.flow, self.id, self.status, rows, self.dashboard_link)
+                                   view.duration, view.command, view.host, view.image))
+        made = self.job.made or self._job_made
+        return Summary(self.flow, self.id, self.status, rows, self.dashboard_link,
+                       None if made is None else str(made), self.job.keep)
 
     def _result(self, name: str) -> Any:
         index = self._index(name)
@@ -330,6 +338,12 @@ class SummaryRow:
     branches: tuple[int, int | None] | None
     attempts: int
     duration: float | None
+    #: a command task's command line (as declared until it ran); None for a Python task
+    command: str | None = None
+    #: the host a command task ran on (once it ended)
+    host: str | None = None
+    #: the container image the task ran in, if any
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -342,6 +356,10 @@ class Summary:
     rows: list[SummaryRow]
     #: the dask dashboard's URL, for a run on a cluster that has one
     dashboard: str | None = None
+    #: the run's job directory, when a task made one
+    job_dir: str | None = None
+    #: the ``keep_job_dir`` setting of the run: "always", "failure" or "never"
+    keep_job_dir: str = "always"
 
     def __str__(self) -> str:
         header = ("task", "state", "branches", "attempts", "duration")
@@ -354,9 +372,18 @@ class Summary:
         text = [f"Run {self.run_id} of flow {self.flow!r}: {self.status}"]
         for row in lines:
             text.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        text.extend(commands_text(self.rows))
+        if self.job_dir:
+            text.append(f"job directory: {self.job_dir} ({self._job_dir_fate()})")
         if self.dashboard:
             text.append(f"dask dashboard: {self.dashboard}")
         return "\n".join(text)
+
+    def _job_dir_fate(self) -> str:
+        setting = f"keep_job_dir={self.keep_job_dir!r}"
+        if self.status in ("pending", "running"):
+            return setting
+        return f"{'kept' if job_dir_kept(self.keep_job_dir, self.status) else 'removed'}: {setting}"
 
     def __repr__(self) -> str:
         return str(self)
@@ -364,3 +391,31 @@ class Summary:
     def to_dicts(self) -> list[dict[str, Any]]:
         """The rows as dicts (for JSON, pandas)."""
         return [r.__dict__.copy() for r in self.rows]
+
+
+#: characters of a command line shown in the summary's text (``to_dicts`` has it whole)
+COMMAND_CHARS = 80
+
+
+def commands_text(rows: list[SummaryRow]) -> list[str]:
+    """The summary's lines about command tasks and tasks with an image: the command
+    (cut to one line of :data:`COMMAND_CHARS`), the host it ran on and the image."""
+    shown = [r for r in rows if r.command is not None or r.image is not None]
+    if not shown:
+        return []
+    width = max(len(r.task) for r in shown)
+    lines = ["commands:" if all(r.command is not None for r in shown) else "commands and images:"]
+    for r in shown:
+        what = "(python)" if r.command is None else "$ " + short_command(r.command)
+        facts = [f"on {r.host}"] if r.host else []
+        if r.image:
+            facts.append(f"image {r.image}")
+        lines.append(f"  {r.task.ljust(width)}  {what}" + (f"  [{', '.join(facts)}]" if facts else ""))
+    return lines
+
+
+def short_command(command: str, limit: int = COMMAND_CHARS) -> str:
+    """``command`` on one line of at most ``limit`` characters (``…`` where it was cut)."""
+    lines = command.strip().splitlines() or [""]
+    text = lines[0].rstrip() + (" …" if len(lines) > 1 else "")
+    return text if len(text) <= limit else text[:limit - 1] + "…"

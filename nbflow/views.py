@@ -58,6 +58,13 @@ class TaskView:
     #: stopped (cancelled or timed out), but its body still runs in a thread, which
     #: cannot be killed; it ends when the body returns (see ``nf.cancelled()``)
     still_running: bool = False
+    #: a command task's command: the line that ran once its result or failure says so
+    #: (a mapped task's: as declared), else as declared; None for a Python task
+    command: str | None = None
+    #: the host a command task ran on, once it ended (a mapped task's: its hosts)
+    host: str | None = None
+    #: the container image the task runs in (``image=``), if any
+    image: str | None = None
 
     @property
     def ok(self) -> bool:
