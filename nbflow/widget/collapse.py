@@ -114,8 +114,9 @@ def fold(structure: Structure, folds: Iterable[Fold]) -> Structure:
     collapsed = {f.label for f in folds if f.kind == "group"}
     groups = tuple((label, tuple(at(i) for i in members))
                    for label, members in structure.groups if label not in collapsed)
+    commands = frozenset(at(i) for i in structure.commands if structure.names[i] not in node_of)
     return Structure(structure.flow, tuple(names), edges, mapped, groups,
-                     structure.folded + tuple(folds))
+                     structure.folded + tuple(folds), commands)
 
 
 def fold_state(states: Iterable[str]) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..states import FINAL, TASK_STATES
+from .badges import COMMAND_CLASS, LABEL_PREFIX, mark
 
 if TYPE_CHECKING:
     import graphviz
@@ -126,6 +127,8 @@ class Structure:
     groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
     #: nodes that stand for several tasks (their names are among ``names``)
     folded: tuple[Fold, ...] = ()
+    #: command tasks (``flow.command``): their nodes get a ``$`` badge (:mod:`.badges`)
+    commands: frozenset[int] = frozenset()
 
     @property
     def key(self) -> str:
@@ -156,7 +159,8 @@ def structure_of(source: Flow | Plan) -> Structure:
         edges = tuple((d, pt.index) for pt in source.tasks for d in pt.deps)
         mapped = frozenset(pt.index for pt in source.tasks if pt.mapped)
         labels = [pt.task.options.group for pt in source.tasks]
-        return Structure(source.flow, names, edges, mapped, _groups(labels))
+        commands = frozenset(pt.index for pt in source.tasks if pt.task.command is not None)
+        return Structure(source.flow, names, edges, mapped, _groups(labels), commands=commands)
     deps = source.dependencies()
     names = tuple(deps)
     index = {n: i for i, n in enumerate(names)}
@@ -164,7 +168,9 @@ def structure_of(source: Flow | Plan) -> Structure:
     tasks = source.tasks
     mapped = frozenset(index[n] for n in names if tasks[n].options.map is not None)
     labels = [tasks[n].options.group for n in names]
-    return Structure(source.name, names, tuple(edge_list), mapped, _groups(labels))
+    commands = frozenset(index[n] for n in names if tasks[n].command is not None)
+    return Structure(source.name, names, tuple(edge_list), mapped, _groups(labels),
+                     commands=commands)
 
 
 def _groups(labels: Sequence[str | None]) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -180,8 +186,11 @@ def _groups(labels: Sequence[str | None]) -> tuple[tuple[str, tuple[int, ...]], 
 def structure_key(structure: Structure) -> str:
     """A hash of the structure (names, edges, mapped, groups, collapsed nodes): equal
     keys share one layout."""
-    data = json.dumps([structure.names, structure.edges, sorted(structure.mapped),
-                       structure.groups, [f.to_json() for f in structure.folded]])
+    parts: list[Any] = [structure.names, structure.edges, sorted(structure.mapped),
+                        structure.groups, [f.to_json() for f in structure.folded]]
+    if structure.commands:  # (the keys of flows without commands stay as they were)
+        parts.append(sorted(structure.commands))
+    data = json.dumps(parts)
     return hashlib.sha256(data.encode()).hexdigest()[:20]
 
 
@@ -241,6 +250,8 @@ def to_graphviz(
             attrs["shape"] = "box3d"
             attrs["style"] = "filled"
             attrs["class"] = "nbf-task nbf-mapped"
+        if i in structure.commands:  # a "$" badge (badges.mark)
+            attrs["class"] += f" {COMMAND_CLASS}"
         if fold is not None:  # a double outline: it stands for several tasks
             attrs["peripheries"] = "2"
             attrs["class"] = f"nbf-task nbf-folded nbf-folded-{fold.kind}"
@@ -304,6 +315,7 @@ def colour_svg(svg: str, nodes: Mapping[str, Mapping[str, Any]], legend: bool = 
         if len(texts) >= 2:
             texts[1].text = status_text(info)
             texts[1].set("font-size", "9.00")
+    mark(root)
     if legend and seen:
         _add_legend(root, [s for s in STATES if s in seen])
     return ET.tostring(root, encoding="unicode")
@@ -377,7 +389,8 @@ def static_graph(structure: Structure, nodes: Mapping[str, Mapping[str, Any]],
             seen.append(state)
         attrs = _graphviz_style(STYLES.get(state, STYLES[INITIAL]), i in structure.mapped)
         # a second statement for the node: its attributes override the first one's
-        g.node(name, label=f"{_escape(name)}\\n{_escape(status_text(info))}", **attrs)
+        badge = LABEL_PREFIX if i in structure.commands else ""
+        g.node(name, label=f"{badge}{_escape(name)}\\n{_escape(status_text(info))}", **attrs)
     if legend and seen:
         cells = "".join(
             f'<td bgcolor="{STYLES[s]["fill"]}" color="{STYLES[s]["stroke"]}" border="1" '

@@ -40,6 +40,7 @@ import traitlets
 from ..events import Event, RunEvent, TaskEvent
 from ..states import FINAL
 from .actions import Runner, WidgetActions, default_runner
+from .badges import mark_svg
 from .collapse import CHAIN_MIN, Folding
 from .layout import STATES, STYLES, Structure, state_rules, structure_of, to_graphviz
 from .nodes import PREVIEW_CHARS, NodeTable, moving, preview, \
@@ -224,7 +225,7 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
     def _show_layout(self, graph: dict[str, Any], svg: str) -> None:
         with self.hold_sync():
             self.graph = graph
-            self.svg = svg
+            self.svg = mark_svg(svg)  # command tasks' "$" badges
             self.layout_status = "ready"
         self._layout_settled.set()
 

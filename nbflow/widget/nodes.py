@@ -17,6 +17,8 @@ names because a 2,000-node snapshot travels as one JSON string:
 ``out`` / ``stderr``: what it printed
 ``g``  only on a collapsed group or chain (its kind): ``d``/``n``/``c`` then
        count its member tasks (:mod:`nbflow.widget.collapse`)
+``cmd`` a command task's command (as declared, then the line that ran), ``host`` the
+       host it ran on, ``img`` the container image of a task with ``image=``
 ====== ==========================================================================
 
 The details (``err``, ``exc``, ``why``, ``res``, ``out``, ``stderr``) are built once, when
@@ -65,6 +67,8 @@ ResultPreview = Callable[[str], dict[str, str]]
 
 #: states of a mapped task whose branches are under way (their progress moves)
 MOVING: frozenset[str] = ACTIVE | {"ready"}
+#: characters of a command line in a node's info (it travels with every change of the task)
+COMMAND_CHARS = 2_000
 #: characters of the exception line shown above the traceback
 EXCEPTION_CHARS = 500
 
@@ -88,6 +92,12 @@ def node_info(view: TaskView) -> dict[str, Any]:
         info["d"] = view.done
         info["n"] = view.branches
         info["c"] = dict(view.counts)
+    if view.command is not None:
+        info["cmd"] = clip(view.command, COMMAND_CHARS)
+    if view.host:
+        info["host"] = view.host
+    if view.image:
+        info["img"] = view.image
     return info
 
 
@@ -159,11 +169,11 @@ def result_preview(run: Run | None) -> ResultPreview:
     return lambda name: preview(results[name])
 
 
-def clip(text: str) -> str:
-    """``text`` cut to :data:`PREVIEW_CHARS`, saying how much was left out."""
-    if len(text) <= PREVIEW_CHARS:
+def clip(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
         return text
-    return text[:PREVIEW_CHARS] + f"\n... ({len(text) - PREVIEW_CHARS} more characters)"
+    return text[:limit] + f"\n... ({len(text) - limit} more characters)"
 
 
 def exception_line(traceback: str) -> str:

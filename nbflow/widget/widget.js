@@ -52,7 +52,7 @@ function fmtSeconds(s) {
 
 function render({ model, el }) {
   const view = {
-    nodes: {},        // name -> info {s, a, t0, t1, w, d, n, c, err, res, out, stderr}
+    nodes: {},        // name -> info {s, a, t0, t1, w, d, n, c, err, res, out, stderr, cmd, host, img}
     seq: -1,
     byName: new Map(),// name -> {g, shape, status, bar, barBox}
     edges: [],        // [{g, u, v}]
@@ -172,7 +172,9 @@ function render({ model, el }) {
       const shape = g.querySelector("path, polygon, ellipse");
       const texts = g.querySelectorAll("text");
       const entry = { g, shape, status: texts.length > 1 ? texts[1] : null, bar: null,
-                      name: texts.length > 0 ? texts[0] : null, fullName: texts.length > 0 ? texts[0].textContent : "" };
+                      name: texts.length > 0 ? texts[0] : null, fullName: texts.length > 0 ? texts[0].textContent : "",
+                      // a command task's "$" badge (nbflow.widget.badges), in the layout already
+                      badge: g.querySelector("text.nbf-badge") };
       if (entry.name) entry.name.classList.add("nbf-name");
       if (entry.status) entry.status.classList.add("nbf-state-text");
       if (folded[name]) g.dataset.fold = folded[name].kind;
@@ -249,8 +251,9 @@ function render({ model, el }) {
   function fitText(text, full, entry) {
     if (!text) return;
     text.textContent = full;  // (drops an earlier <title>)
-    const room = roomOf(entry);
-    if (!room || !text.getComputedTextLength) return;  // not rendered yet: refit later
+    // a centred name keeps clear of a command's "$" badge in the top left corner
+    const room = roomOf(entry) - (entry.badge && text === entry.name ? 16 : 0);
+    if (room <= 0 || !text.getComputedTextLength) return;  // not rendered yet: refit later
     if (text.getComputedTextLength() <= room) return;
     let lo = 0, hi = full.length;
     while (lo < hi) {  // the longest prefix that fits with "…"
@@ -312,6 +315,10 @@ function render({ model, el }) {
       }
     }
     if (info.n != null) progress(entry, info);
+    if (entry.badge && info.cmd) {
+      const tip = entry.badge.querySelector("title");
+      if (tip) tip.textContent = `command task: $ ${info.cmd}`;
+    }
   }
 
   function progress(entry, info) {
@@ -437,6 +444,8 @@ function render({ model, el }) {
       row("duration", info.t0 && info.t1 ? fmtSeconds(info.t1 - info.t0) : ""),
       row("attempts", info.a),
       row("where", info.w),
+      row("host", info.host),
+      row("image", info.img),
       row("branches", info.n != null ? `${info.d || 0}/${info.n}` +
         (info.c ? " (" + Object.entries(info.c).map(([k, v]) => `${v} ${k}`).join(", ") + ")" : "") : ""),
       row("skipped because", info.why),
@@ -465,6 +474,7 @@ function render({ model, el }) {
                                  onclick: () => { view.focus = unit.id; send("collapse", unit.id); } },
         unit.kind === "group" ? `⊟ collapse group ${unit.label}` : `⊟ collapse chain (${unit.members.length} tasks)`));
     parts.push(h("div", { class: "nbf-actions" }, ...buttons));
+    if (info.cmd != null) parts.push(h("h4", {}, "command"), h("pre", { class: "nbf-command" }, `$ ${info.cmd}`));
     if (info.err) parts.push(h("h4", {}, "traceback"), h("pre", { class: "nbf-traceback" }, info.err));
     if (info.res) {
       parts.push(h("h4", {}, "result"));
