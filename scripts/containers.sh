@@ -57,11 +57,20 @@ fi
 host_minor="$("$hostpy" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo '?')"
 
 # -- 1. the packages ----------------------------------------------------------------------------
+export PATH="$PATH:/usr/sbin:/sbin"  # runc and debootstrap, for a non-login root shell
+# static_busybox: the image needs the static busybox (Debian's busybox package is not)
+static_busybox() {
+    if command -v dpkg-query >/dev/null; then
+        [ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ]
+    else
+        [ -x /bin/busybox ]
+    fi
+}
 packages=()
 command -v podman >/dev/null || packages+=(podman)
-command -v runc >/dev/null || [ -x /usr/sbin/runc ] || packages+=(runc)
-[ -x /bin/busybox ] || packages+=(busybox-static)
-command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || packages+=(debootstrap)
+command -v runc >/dev/null || packages+=(runc)
+static_busybox || packages+=(busybox-static)
+command -v debootstrap >/dev/null || packages+=(debootstrap)
 if [ ${#packages[@]} -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null; then
         say "installing ${packages[*]} (apt)"
@@ -81,7 +90,6 @@ if [ ${#packages[@]} -gt 0 ]; then
         warn "missing ${packages[*]} (not root, or no apt-get): going on with what there is"
     fi
 fi
-export PATH="$PATH:/usr/sbin:/sbin"  # runc and debootstrap, for a non-login root shell
 
 # -- 2. the engine's settings -------------------------------------------------------------------
 # runc: crun fails here with "cgroups in hybrid mode not supported". ulimits: Podman's default
@@ -191,7 +199,12 @@ trap cleanup EXIT
 
 if [ "$rebuild" = 1 ]; then
     say "--rebuild: removing the images and the cached tree"
-    podman rmi -f "$BUSYBOX_IMAGE" "$PYTHON_BASE_IMAGE" >/dev/null 2>&1 || true
+    for image in localhost/nbflow-python:test "$BUSYBOX_IMAGE" "$PYTHON_BASE_IMAGE"; do  # (the tests build the first on the second)
+        if podman image exists "$image" && ! out="$(podman rmi "$image" 2>&1)"; then
+            warn "cannot remove $image (containers, or images built on it, still use it): $out"
+            exit 1
+        fi
+    done
     rm -f "$CACHE"/python-base-*.tar
 fi
 
@@ -216,14 +229,20 @@ else
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
         >"$tree/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$tree/etc/group"
-    tar --numeric-owner -C "$tree" -cf "$tree.tar" .
+    tar --numeric-owner --owner=0 --group=0 -C "$tree" -cf "$tree.tar" .
     tmpdirs+=("$tree.tar")
-    podman import --quiet --change 'CMD ["sh"]' --change 'LABEL org.nbflow.image=busybox' \
-        "$tree.tar" "$BUSYBOX_IMAGE" >/dev/null
+    if ! out="$(podman import --quiet --change 'CMD ["sh"]' --change 'LABEL org.nbflow.image=busybox' \
+            "$tree.tar" "$BUSYBOX_IMAGE" 2>&1)"; then
+        unavailable "podman cannot import an image here: $out"
+    fi
 fi
 if ! out="$(podman run --rm --network=none "$BUSYBOX_IMAGE" sh -c 'echo ok' 2>&1)" || [ "$out" != ok ]; then
-    unavailable "podman cannot run a container here ($BUSYBOX_IMAGE sh -c 'echo ok'): $out" \
-        "(is /bin/busybox the static one, busybox-static? Do the engine's settings above apply?)"
+    case "$out" in
+        *rlimit*) hint="the engine's settings need default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]" ;;
+        *cgroups*) hint="the engine's settings need runtime = \"runc\"" ;;
+        *) hint="is /bin/busybox the static one (busybox-static)?" ;;
+    esac
+    unavailable "podman cannot run a container here ($BUSYBOX_IMAGE sh -c 'echo ok'): $out ($hint)"
 fi
 say "podman runs $BUSYBOX_IMAGE"
 
@@ -311,9 +330,11 @@ else
         say "tree built in $((SECONDS - start))s"
     fi
     old="$(podman image inspect --format '{{.Id}}' "$PYTHON_BASE_IMAGE" 2>/dev/null || true)"
-    podman import --quiet --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
-        --change "LABEL org.nbflow.deps=$deps_hash" --change "LABEL org.nbflow.python=$PYTHON_MINOR" \
-        "$tarball" "$PYTHON_BASE_IMAGE" >/dev/null
+    if ! out="$(podman import --quiet --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
+            --change "LABEL org.nbflow.deps=$deps_hash" --change "LABEL org.nbflow.python=$PYTHON_MINOR" \
+            "$tarball" "$PYTHON_BASE_IMAGE" 2>&1)"; then
+        unavailable "podman cannot import $tarball: $out"
+    fi
     if [ -n "$old" ]; then  # the image it replaces (unless a container still uses it)
         podman rmi "$old" >/dev/null 2>&1 || true
     fi
