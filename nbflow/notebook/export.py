@@ -85,6 +85,10 @@ def read_workflow_notebook(path: str | Path) -> Notebook:
             if args is None:
                 raise ExportError(f"{label}: {header.strip()}: --help in a task cell header; "
                                   "remove it to export the task")
+            if args.command == "command":
+                raise ExportError(f"{label}: {header.strip()}: %%nbflow command cells cannot be "
+                                  "exported yet; declare the command with flow.command(...) in "
+                                  "a code cell, or run the notebook itself")
             if args.command != "task":
                 continue
             problem = _name_problem(args.name)

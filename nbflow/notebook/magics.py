@@ -9,18 +9,27 @@ traceback). Every subcommand has ``--help``.
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import (
+    Magics,
+    line_cell_magic,
+    magics_class,
+    needs_local_scope,
+    no_var_expand,
+)
 from IPython.utils.process import arg_split  # type: ignore[attr-defined]
+from IPython.utils.text import DollarFormatter
 
 from ..errors import DeclarationError, ExecutorError, MissingParameterError, ValidationError, suggest
 from ..run import Run
 from ..task import check_name
 from . import awaiting, owners, report, runner
 from .cells import cell_label, current_count
+from .command_cells import CommandCellError, command_cell_task
 from .compiler import cell_task, parse_cell
 from .display import (
     install_display_capture,
@@ -74,23 +83,45 @@ class NbflowMagics(Magics):
             flow.namespace = self.ip.user_ns
         return flow
 
+    @no_var_expand  # the header of a command cell holds {placeholders}: see _expand
+    @needs_local_scope
     @line_cell_magic
-    def nbflow(self, line: str, cell: str | None = None) -> Any:
+    def nbflow(self, line: str, cell: str | None = None,
+               local_ns: dict[str, Any] | None = None) -> Any:
         """Declare and run nbflow tasks; ``%nbflow --help`` lists the subcommands."""
+        if not (cell is not None and line.split()[:1] == ["command"]):
+            line = self._expand(line, local_ns)
         return self._dispatch(line, cell)
+
+    def _expand(self, line: str, local_ns: dict[str, Any] | None) -> str:
+        """``{name}`` and ``$name`` of the line from the notebook, as IPython expands the
+        line of every magic (``InteractiveShell.var_expand``). Not in a command cell's
+        header, whose ``--env VAR={name}`` is a placeholder of the task, resolved at
+        each run, not the notebook's value when the cell runs."""
+        ns = dict(self.ip.user_ns)
+        ns.update(local_ns or {})
+        try:
+            return str(DollarFormatter().vformat(line, args=[], kwargs=ns))
+        except Exception:  # as IPython does: a line that cannot be expanded stays as it is
+            return line
 
     def _dispatch(self, line: str, cell: str | None) -> Any:
         try:
             argv = arg_split(line)
+            if argv[:1] == ["command"]:  # quotes are shell quotes, as in the cell's script
+                argv = shlex.split(line)
         except ValueError as exc:  # unbalanced quotes
             raise UsageError(f"%nbflow: {exc}") from None
         args = self.parser.parse_command(argv)
         if args is None:
             return None  # --help was printed
-        if args.command == "task":
+        if args.command in ("task", "command"):
             if cell is None:
-                raise UsageError("%nbflow task must be the first line of a cell: "
-                                 "%%nbflow task NAME, then the task's code")
+                what = "task's code" if args.command == "task" else "shell script"
+                raise UsageError(f"%nbflow {args.command} must be the first line of a cell: "
+                                 f"%%nbflow {args.command} NAME, then the {what}")
+            if args.command == "command":
+                return self._command(args, cell)
             return self._task(args, line, cell)
         if cell is not None:
             raise UsageError(f"%%nbflow {args.command} is a line magic: use %nbflow "
@@ -127,14 +158,31 @@ class NbflowMagics(Magics):
 
     # -- task ------------------------------------------------------------------------------
 
-    def _task(self, args: argparse.Namespace, line: str, body: str) -> None:
-        name = args.name
+    def _check_name(self, command: str, name: str) -> None:
         if not name.isidentifier():
-            raise UsageError(f"%%nbflow task: {name!r} is not a valid task name (use a Python "
-                             "identifier)")
+            raise UsageError(f"%%nbflow {command}: {name!r} is not a valid task name (use a "
+                             "Python identifier)")
         problem = check_name(name) or builtin_problem(name)
         if problem is not None:
-            raise UsageError(f"%%nbflow task: {name!r} {problem}")
+            raise UsageError(f"%%nbflow {command}: {name!r} {problem}")
+
+    def _command(self, args: argparse.Namespace, body: str) -> None:
+        """``%%nbflow command NAME``: declare the cell's shell script as a command task."""
+        name = args.name
+        self._check_name("command", name)
+        flow = self.flow
+        old = flow.tasks.get(name)
+        label = cell_label(current_count(self.ip))
+        try:
+            flow.add(command_cell_task(args, body, label=label, tasks=flow.tasks))
+        except (CommandCellError, DeclarationError) as exc:
+            raise UsageError(str(exc)) from None
+        flow.sync()
+        print(report.declared_line(flow, name, old, flow.tasks[name], self.ip.user_ns))
+
+    def _task(self, args: argparse.Namespace, line: str, body: str) -> None:
+        name = args.name
+        self._check_name("task", name)
         flow = self.flow
         ns = self.ip.user_ns
         count = current_count(self.ip)

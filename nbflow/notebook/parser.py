@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from textwrap import dedent
 from typing import Any
 
+from ..errors import suggest
 from ..task import RUN_ON_VALUES
 
 #: executors a task cell or a run can name
@@ -74,7 +75,20 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         prog = "%" + self.prog  # the formatter adds the % to usage lines the same way
-        raise self.make_error(f"{prog}: {message} (see {prog} --help)")
+        raise self.make_error(f"{prog}: {message}{self._close_options(message)} "
+                              f"(see {prog} --help)")
+
+    def _close_options(self, message: str) -> str:
+        """`` Did you mean '--retries'?`` for an unrecognized option, else ``""``."""
+        if not message.startswith("unrecognized arguments:"):
+            return ""
+        known = [o for action in self._actions for o in action.option_strings]
+        for word in message.removeprefix("unrecognized arguments:").split():
+            if word.startswith("--"):
+                hint = suggest(word.partition("=")[0], known)
+                if hint:
+                    return "." + hint
+        return ""
 
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
         if message:
@@ -136,6 +150,43 @@ def _add_task_command(sub: Any) -> None:
         "tasks are its upstreams; other names come from the notebook. Its result is the variable "
         "NAME if the body assigns it, else the last expression. Declares, does not run."))
     task.add_argument("name", help="the task name (a Python identifier)")
+    _add_task_options(task)
+
+
+def _add_command_command(sub: Any) -> None:
+    command = sub.add_parser("command", prog="%nbflow command",
+                             help="declare the cell body as a shell command task", description=(
+        "%%nbflow command NAME [options]: the cell body is a shell script, run with sh -c as "
+        "command task NAME (see docs/commands.md). Its {placeholders} are its inputs: upstream "
+        "tasks or notebook variables, inserted shell-quoted; {name.output} is an output file of "
+        "an upstream command, {job_dir} the run's job directory; a literal brace is {{ or }}. "
+        "The task's value is an nbflow.CommandResult. Declares, does not run."))
+    command.add_argument("name", help="the task name (a Python identifier)")
+    command.add_argument("--output", type=_pair, action="append", default=None,
+                         metavar="NAME=PATH", help="a file the command writes, relative to the "
+                         "job directory, like tif=warped.tif (repeatable)")
+    command.add_argument("--stdin", default=None, metavar="INPUT",
+                         help="an upstream task or notebook variable fed to standard input")
+    command.add_argument("--env", type=_pair, action="append", default=None,
+                         metavar="VAR=VALUE", help="an environment variable; VALUE may hold "
+                         "{placeholders}, inserted unquoted (repeatable)")
+    command.add_argument("--bytes", action="store_true",
+                         help="keep stdout as bytes (default: UTF-8 text)")
+    command.add_argument("--image", default=None, metavar="IMAGE",
+                         help="run the command in this container image")
+    _add_task_options(command)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--output`` and ``--env`` (VALUE kept as written)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _add_task_options(task: CommandParser) -> None:
+    """The options a task cell and a command cell share (the task options of ``flow.task``)."""
     task.add_argument("--retries", type=int, default=0, help="retry a failed run this many times")
     task.add_argument("--retry-delay", type=float, default=0.0, metavar="S",
                       help="seconds to wait before a retry")
@@ -233,6 +284,7 @@ def build_parser(error: ErrorFactory = ValueError) -> CommandParser:
     sub.add_parser("wait", prog="nbflow wait", help="wait for the last run, like a blocking run",
                    description="Block until the last run ends, show its output and summary; a "
                    "failed task is the cell's error.")
+    _add_command_command(sub)  # last: the subcommands are listed in this order
     parser.subcommands = dict(sub.choices)
     for command in parser.subcommands.values():
         command.make_error = error
@@ -268,4 +320,7 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
     executor = getattr(args, "executor", None)
     if isinstance(executor, str):
         options["executor"] = executor
+    image = getattr(args, "image", None)
+    if isinstance(image, str):
+        options["image"] = image
     return options

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import graph
 from ..errors import MissingParameterError, suggest
 from ..states import FINAL, OK
+from .command_cells import is_command_cell, placeholder_line
 from .compiler import cell_of
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def missing_message(flow: NotebookFlow, exc: MissingParameterError,
     the notebook or the flow.
     """
     known = [n for n in namespace if not n.startswith("_") and n not in ("In", "Out")]
-    known += list(flow.tasks)
+    known = list(dict.fromkeys([*known, *flow.tasks]))  # a run binds each task's result
     lines = []
     for name, users in sorted(exc.missing.items()):
         for user in users:
@@ -141,6 +142,11 @@ def missing_message(flow: NotebookFlow, exc: MissingParameterError,
             if cell is not None:
                 line = cell.reads.get(name, 0)
                 lines.append(f"Task {user!r} ({cell.label}, line {line}) reads {name!r}, "
+                             f"which is neither a task nor defined in the notebook."
+                             + suggest(name, known))
+            elif task is not None and is_command_cell(task):
+                line = placeholder_line(task, name)
+                lines.append(f"Command {user!r} ({task.source}, line {line}) uses {{{name}}}, "
                              f"which is neither a task nor defined in the notebook."
                              + suggest(name, known))
             else:

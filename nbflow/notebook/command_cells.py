@@ -1,0 +1,113 @@
+"""``%%nbflow command NAME [options]`` cells: the cell body is a shell script, declared as a command task.
+
+The body is declared with :func:`nbflow.commands.command_task` in its string
+form, so it runs with ``sh -c`` (POSIX sh, not bash) and its ``{placeholders}``
+get shell-quoted values. A first line ``#!/bin/sh`` (or ``#!/usr/bin/env sh``)
+is a comment to sh and allowed; a shebang naming another interpreter is
+refused, since it would be ignored. The header's ``--output``, ``--stdin``,
+``--env``, ``--bytes`` and ``--image`` are the arguments of ``flow.command``;
+the other options are those of a task cell (:func:`.parser.task_options`).
+
+As with a task cell, running the cell only declares (or redeclares) the task;
+the task's ``source`` is the cell (``cell In[3]``), so a placeholder that names
+nothing is reported at the run with the cell and the line
+(:func:`placeholder_line`).
+
+Nothing here imports IPython: mistakes raise :class:`CommandCellError` (a
+``ValueError``), which the magic turns into IPython's ``UsageError``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import string
+from collections.abc import Iterable
+
+from ..errors import DeclarationError, suggest
+from ..task import Task
+from .parser import task_options
+
+__all__ = ("CommandCellError", "command_cell_task", "is_command_cell", "placeholder_line")
+
+#: a shebang that sh itself would run: a comment to ``sh -c``, so it is allowed
+_SH_SHEBANG = re.compile(r"#!\s*(/usr)?/bin/(env\s+)?sh(\s.*)?$")
+
+
+class CommandCellError(ValueError):
+    """A ``%%nbflow command`` cell cannot be declared as written (one line, names the cell)."""
+
+
+def command_cell_task(args: argparse.Namespace, body: str, *, label: str,
+                      tasks: Iterable[str] = ()) -> Task:
+    """The command task a parsed ``%%nbflow command`` header and its cell body declare.
+
+    Parameters
+    ----------
+    args
+        The parsed header (``build_parser().parse_command``).
+    body
+        The cell's text after the header: the shell script.
+    label
+        The cell, for messages and as the task's ``source`` (``"cell In[3]"``).
+    tasks
+        The flow's task names, for suggestions when ``--map`` names no placeholder.
+    """
+    from ..commands import command_task  # the runtime of command tasks, loaded on first use
+
+    name = args.name
+    where = f"%%nbflow command {name} ({label})"
+    script = body.rstrip()
+    if not script.strip():
+        raise CommandCellError(f"{where}: the cell has no command; write the shell script "
+                               "below the %%nbflow command line")
+    first = script.lstrip().partition("\n")[0].strip()
+    if first.startswith("#!") and not _SH_SHEBANG.match(first):
+        raise CommandCellError(
+            f"{where}: the cell body runs with sh -c, so {first!r} would be ignored. Write "
+            "the script for POSIX sh (drop the line), or keep it in a file and run that "
+            "from the cell, like: bash /path/to/script.sh {input}")
+    outputs = dict(args.output or [])
+    env = dict(args.env or [])
+    try:
+        task = command_task(name, script, outputs=outputs, stdin=args.stdin, env=env,
+                            text=not args.bytes, options=task_options(args), source=label)
+    except DeclarationError as exc:
+        raise CommandCellError(f"{where}: {_header_words(str(exc))}") from None
+    target = args.map
+    if target is not None and target not in task.inputs:
+        uses = ", ".join(f"{{{i}}}" for i in task.inputs) or "none"
+        hint = suggest(target, [*task.inputs, *tasks])
+        raise CommandCellError(f"{where}: --map {target!r} must be an input of the command, "
+                               f"a placeholder {{{target}}} that stands for each item.{hint} "
+                               f"Placeholders: {uses}.")
+    return task
+
+
+def _header_words(message: str) -> str:
+    """An option error of ``flow.command`` in the header's words (``--output``, not outputs)."""
+    for option, flag in (("'outputs'", "--output"), ("'env'", "--env"), ("'stdin'", "--stdin"),
+                         ("'image'", "--image")):
+        message = message.replace(f"option {option}", flag, 1)
+    return message
+
+
+def is_command_cell(task: Task) -> bool:
+    """True for a task a ``%%nbflow command`` cell declared."""
+    return task.command is not None and (task.source or "").startswith("cell")
+
+
+def placeholder_line(task: Task, name: str) -> int:
+    """The cell line of the first ``{name}`` placeholder of a command cell's task.
+
+    Line 1 is the ``%%nbflow command`` header (``--env``, ``--stdin``), the
+    script starts on line 2.
+    """
+    for number, line in enumerate((task.command or "").splitlines(), start=2):
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(line) if f is not None]
+        except ValueError:
+            continue
+        if any(f.partition(".")[0] == name for f in fields):
+            return number
+    return 1
