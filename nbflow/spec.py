@@ -15,7 +15,8 @@
         args: {ds: {$task: ds}}
         retries: 2
 
-An argument is a literal, ``{$param: NAME}`` (a flow parameter),
+A task may run a command instead (``command:``, with ``outputs:``, ``stdin:``,
+``env:``, ``text:``; see :mod:`nbflow.spec_commands`). An argument is a literal, ``{$param: NAME}`` (a flow parameter),
 ``{$task: NAME}`` (another task's result) or ``{$value: ...}`` (a literal that
 would otherwise look like a reference). Every task option of the Python API is
 a key of the task. Every problem is reported with the file, the key path and
@@ -56,6 +57,7 @@ from .spec_calls import (
     nested_ref,
     resolve_function,
 )
+from .spec_commands import check_kinds, command_task_of
 from .spec_write import dump_spec, flow_to_spec
 from .task import OPTION_NAMES, Task
 
@@ -174,6 +176,7 @@ def _index_lines(node: Any, path: KeyPath, lines: dict[KeyPath, int]) -> None:
 def _check_schema(spec: Spec) -> None:
     import jsonschema
 
+    check_kinds(spec)  # use: or command:, said plainly (the schema's oneOf would not)
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(spec.data), key=lambda e: list(e.absolute_path))
     if not errors:
@@ -260,6 +263,10 @@ def _type_ok(kind: str, value: Any) -> bool:
 def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
                 params: Mapping[str, Mapping[str, Any]], task_names: list[str]) -> Task:
     base: KeyPath = ("tasks", name)
+    if "command" in entry:
+        command_options = {k: v for k, v in entry.items() if k in OPTION_NAMES}
+        _check_options(spec, base, command_options, task_names)
+        return command_task_of(spec, name, entry, command_options, params, task_names)
     use = entry["use"]
     try:
         fn = resolve_function(use, spec.base_dir)
@@ -309,15 +316,7 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
 
     options: dict[str, Any] = {k: v for k, v in entry.items()
                                if k not in ("use", "args", "doc") and k in OPTION_NAMES}
-    executor = options.get("executor")
-    if executor is not None:
-        from .executors import EXECUTORS
-
-        if executor not in EXECUTORS:
-            raise spec.error(f"executor {yaml_safe.short(executor)!r} is not an executor."
-                             + suggest(executor, EXECUTORS)
-                             + f" Executors: {', '.join(sorted(EXECUTORS))}.",
-                             (*base, "executor"))
+    _check_executor(spec, base, options)
     if "map" in options:
         upstreams = [t for kind, t in refs.values() if kind == "task"]
         if options["map"] not in upstreams:
@@ -331,10 +330,7 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
         except NbflowError as exc:
             problem = exc.problem if isinstance(exc, SpecError) else str(exc)
             raise spec.error(problem, (*base, "run_if")) from None
-    for a in options.get("after", ()):
-        if a not in task_names:
-            raise spec.error(f"after names {a!r}, which is not a task."
-                             + suggest(a, task_names), (*base, "after"))
+    _check_after(spec, base, options, task_names)
 
     defaults = {p: info["default"] for p, info in params.items() if "default" in info}
     cls = AsyncSpecCall if inspect.iscoroutinefunction(fn) else SpecCall
@@ -349,3 +345,29 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
     if cls is AsyncSpecCall:
         task = replace(task, is_async=True)
     return task
+
+
+def _check_options(spec: Spec, base: KeyPath, options: Mapping[str, Any],
+                   task_names: list[str]) -> None:
+    _check_executor(spec, base, options)
+    _check_after(spec, base, options, task_names)
+
+
+def _check_executor(spec: Spec, base: KeyPath, options: Mapping[str, Any]) -> None:
+    executor = options.get("executor")
+    if executor is not None:
+        from .executors import EXECUTORS
+
+        if executor not in EXECUTORS:
+            raise spec.error(f"executor {yaml_safe.short(executor)!r} is not an executor."
+                             + suggest(executor, EXECUTORS)
+                             + f" Executors: {', '.join(sorted(EXECUTORS))}.",
+                             (*base, "executor"))
+
+
+def _check_after(spec: Spec, base: KeyPath, options: Mapping[str, Any],
+                 task_names: list[str]) -> None:
+    for a in options.get("after", ()):
+        if a not in task_names:
+            raise spec.error(f"after names {a!r}, which is not a task."
+                             + suggest(a, task_names), (*base, "after"))
