@@ -31,7 +31,7 @@ from typing import Any
 from . import childproc
 from .errors import ContainerError
 
-__all__ = ["Container", "check_image", "engine", "forget_checks", "input_paths"]
+__all__ = ["Container", "check_image", "engine", "forget_checks", "input_paths", "preflight"]
 
 #: engines tried, in order, for ``container_engine = "auto"``
 AUTO_ENGINES = ("podman", "docker")
@@ -111,6 +111,25 @@ def check_image(task: str, engine_path: str, image: str) -> None:
                 f"`{Path(engine_path).name} images` lists the images there are.")
     with _checks.lock:
         _checks.images.add((engine_path, image))
+
+
+#: executors whose tasks run on this machine, where an image can be checked before a run
+LOCAL_EXECUTORS = ("inline", "threads", "processes")
+
+
+def preflight(tasks: Iterable[Any], run_executor: str, setting: str) -> None:
+    """Before a run: check the engine and the images of the tasks (each a ``Task``) that
+    will run on this machine, so a wrong image fails before anything runs. Tasks sent to
+    dask are checked where they run (the workers may have an engine this machine has not).
+    """
+    for task in tasks:
+        image = task.options.image
+        if image is None:
+            continue
+        chosen = task.options.executor
+        where = run_executor if chosen is None else getattr(chosen, "name", chosen)
+        if where in LOCAL_EXECUTORS:
+            check_image(task.name, engine(task.name, setting), image)
 
 
 def _run_quietly(argv: Sequence[str], timeout: float = PROBE_TIMEOUT) -> str | None:

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
-from . import capture
+from . import capture, config
 from .cache import ResultStore, default_store, hash_value
 from .errors import (
     DuplicateTaskError,
@@ -391,7 +391,13 @@ class Flow:
         log = EventLog.from_config()  # the events_log setting / NBFLOW_EVENTS_LOG
         if log is not None:
             observers.append(log)
-        run = Run(plan, resolve_executor(executor), self.cache, observers=observers)
+        chosen = resolve_executor(executor)
+        if any(pt.task.options.image is not None for pt in plan.tasks):
+            from .containers import preflight
+
+            preflight([pt.task for pt in plan.tasks], chosen.name,
+                      str(config.get("container_engine")))
+        run = Run(plan, chosen, self.cache, observers=observers)
         for observer in observers:
             if isinstance(observer, EventLog):  # it reports exported results of this run
                 observer.bind(run)

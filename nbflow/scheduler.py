@@ -25,6 +25,7 @@ from . import cancellation
 from .cache import ResultStore
 from .cancellation import CancelBoard
 from .capture import capturing
+from .container_python import InImage
 from .errors import IterationError, ResultUnavailableError, TaskTimeoutError
 from .executors.base import Executor, Outcome, WorkItem, is_one_shot, settle, split_value
 from .inputs import upstream_names
@@ -417,8 +418,11 @@ class Scheduler:
             self._timers[(ex.item, ex.attempt)] = self._loop.call_later(
                 options.timeout, self._on_timeout, ex.item, ex.attempt
             )
+        fn = pt.task.fn
+        if options.image is not None and pt.task.command is None:  # a Python task in a container
+            fn = InImage(pt.name, fn, options.image, options.timeout)
         return WorkItem(
-            (ex.item, ex.attempt), pt.name, b, ex.attempt, pt.task.fn, ex.kwargs,
+            (ex.item, ex.attempt), pt.name, b, ex.attempt, fn, ex.kwargs,
             options.timeout, options.priority, options.resources, self.board,
             upstream_names(ex.kwargs, pt.params),
         )

@@ -259,13 +259,17 @@ class Task:
         target = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
         if extra.get("source") is None:
             extra["source"] = _where(target)
+        is_async = _is_async(target)
+        if is_async and opts.image is not None:
+            raise InvalidOptionError(task_name, "image", "runs a function in a container, and an "
+                                     "async def task cannot run there: declare it with def")
         return cls(
             name=task_name,
             fn=fn,
             options=opts,
             inputs=inputs,
             defaults=defaults,
-            is_async=_is_async(target),
+            is_async=is_async,
             given_code_key=extra.pop("code_key", None) or None,
             **extra,
         )
@@ -278,8 +282,16 @@ class Task:
     # directly, which a frozen dataclass allows.
     @functools.cached_property
     def code_key(self) -> str:
-        """A hash of the task's code (see :func:`code_hash`), computed on first use."""
-        return self.given_code_key or code_hash(self.fn)
+        """A hash of the task's code (see :func:`code_hash`), computed on first use.
+
+        A Python task's ``image=`` is part of it: the same code in another image is
+        another computation (a command's key holds its image already).
+        """
+        key = self.given_code_key or code_hash(self.fn)
+        if self.options.image is not None and self.command is None:
+            key = hashlib.blake2b(f"{key}\0image={self.options.image}".encode(),
+                                  digest_size=16).hexdigest()
+        return key
 
     def with_options(self, **options: Any) -> Task:
         """A copy of this task with some options changed (validated)."""

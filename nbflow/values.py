@@ -43,7 +43,11 @@ class Failed:
         ``sys.exit()`` or argparse, ``KeyboardInterrupt``): the text then says that
         it failed the task only.
         """
-        text = "".join(_tb.format_exception(type(error), error, _user_frames(error)))
+        relayed = getattr(error, RELAYED_TRACEBACK, None)  # raised elsewhere (a container)
+        if isinstance(relayed, str):
+            text = relayed
+        else:
+            text = "".join(_tb.format_exception(type(error), error, _user_frames(error)))
         if not isinstance(error, Exception):  # SystemExit, KeyboardInterrupt, ...
             label = task if branch is None else f"{task}[{branch}]"
             text += (f"({type(error).__name__} raised by task {label!r} fails the task; it does "
@@ -57,6 +61,10 @@ class Failed:
     def __bool__(self) -> bool:
         return False
 
+
+#: the attribute of an exception that was raised in another process and re-raised here,
+#: holding the traceback text from there (see ``container_python.py``)
+RELAYED_TRACEBACK = "__nbflow_traceback__"
 
 _INTERNAL_DIRS = (
     os.path.dirname(os.path.abspath(__file__)) + os.sep,  # nbflow itself

@@ -63,7 +63,7 @@ def test_leftover_processes_finds_a_host_process_by_its_command_line() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()", marker],
                              stdin=subprocess.PIPE)
     try:
-        assert leftover_processes(marker) == [child.pid]
+        wait_until(lambda: leftover_processes(marker) == [child.pid], what=f"process {child.pid}")
     finally:
         assert child.stdin is not None
         child.stdin.close()
