@@ -14,7 +14,10 @@ nothing is reported at the run with the cell and the line
 (:func:`placeholder_line`).
 
 Nothing here imports IPython: mistakes raise :class:`CommandCellError` (a
-``ValueError``), which the magic turns into IPython's ``UsageError``.
+``ValueError``), which the magic turns into IPython's ``UsageError`` and
+``nbflow export`` into an ``ExportError``. The export writes a command cell as
+a ``flow.command(...)`` call (:func:`command_call`) or a spec entry with
+``command:`` (:func:`command_spec_entry`).
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import argparse
 import re
 import string
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import DeclarationError, suggest
 from ..task import Task
 from .parser import task_options
 
-__all__ = ("CommandCellError", "command_cell_task", "is_command_cell", "placeholder_line")
+__all__ = ("CommandCell", "CommandCellError", "command_call", "command_cell", "command_cell_task",
+           "command_spec_entry", "is_command_cell", "placeholder_line")
 
 #: a shebang that sh itself would run: a comment to ``sh -c``, so it is allowed
 _SH_SHEBANG = re.compile(r"#!\s*(/usr)?/bin/(env\s+)?sh(\s.*)?$")
@@ -111,3 +117,58 @@ def placeholder_line(task: Task, name: str) -> int:
         if any(f.partition(".")[0] == name for f in fields):
             return number
     return 1
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CommandCell:
+    """One ``%%nbflow command`` cell of a notebook being exported."""
+
+    name: str
+    #: the script (the cell body)
+    script: str
+    #: ``outputs``, ``stdin``, ``env`` and ``text`` of ``flow.command``, where given
+    arguments: dict[str, Any]
+    options: dict[str, Any]
+    #: the placeholder names: upstream tasks or notebook parameters
+    inputs: tuple[str, ...]
+    label: str
+    index: int
+
+
+def command_cell(args: argparse.Namespace, body: str, *, label: str, index: int) -> CommandCell:
+    """A command cell to export, checked as the magic checks it (:class:`CommandCellError`)."""
+    task = command_cell_task(args, body, label=label)
+    arguments: dict[str, Any] = {}
+    if args.output:
+        arguments["outputs"] = dict(args.output)
+    if args.stdin is not None:
+        arguments["stdin"] = args.stdin
+    if args.env:
+        arguments["env"] = dict(args.env)
+    if args.bytes:
+        arguments["text"] = False
+    return CommandCell(args.name, body.rstrip(), arguments, task_options(args), task.inputs,
+                       label, index)
+
+
+def command_call(cell: CommandCell) -> str:
+    """The ``flow.command(...)`` line that declares the cell's task in an exported module."""
+    keywords = {**cell.arguments, **cell.options}
+    extra = "".join(f", {k}={v!r}" for k, v in keywords.items())
+    return f"flow.command({cell.name!r}, {cell.script!r}{extra})"
+
+
+def command_spec_entry(cell: CommandCell, tasks: Iterable[str],
+                       parameters: Iterable[str]) -> dict[str, Any]:
+    """The spec entry of the cell's task; its placeholders must be tasks or parameters."""
+    known = {*tasks, *parameters}
+    for name in cell.inputs:
+        if name not in known:
+            raise CommandCellError(
+                f"{cell.label}: %%nbflow command {cell.name} uses {{{name}}}, which is neither a "
+                "task nor assigned in the cell tagged 'parameters', so a spec cannot give it; "
+                "assign it in the parameters cell, or export to a .py module instead")
+    return {"command": cell.script, **cell.arguments, **cell.options}

@@ -7,6 +7,8 @@ The module runs the notebook's workflow without Jupyter:
 - every ``%%nbflow task`` cell becomes a ``@flow.task`` function whose
   parameters are its upstream tasks and the notebook parameters it reads;
   other names it reads are module globals, as in the notebook;
+- every ``%%nbflow command`` cell becomes a ``flow.command(...)`` call (a
+  ``command:`` entry in a spec);
 - under ``if __name__ == "__main__":`` come ``-p NAME VALUE`` overrides from
   the command line, then the rest of the notebook in order, where each
   ``%nbflow run`` becomes ``flow.run(...)`` and binds the results as globals,
@@ -28,6 +30,8 @@ from typing import Any
 
 from ..errors import DeclarationError, ExportError
 from ..task import check_name, make_options
+from .command_cells import CommandCell, CommandCellError, command_call, command_cell
+from .command_cells import command_spec_entry
 from .compiler import CellBody, parse_cell
 from .parser import CommandParser, build_parser, task_options
 from .state import builtin_problem
@@ -54,6 +58,13 @@ class Notebook:
     parameters: dict[str, Any] = field(default_factory=dict)
     #: @flow.task functions declared in code cells: name -> (parameter names, options)
     function_tasks: dict[str, tuple[list[str], dict[str, Any]]] = field(default_factory=dict)
+    commands: list[CommandCell] = field(default_factory=list)
+
+    @property
+    def task_names(self) -> set[str]:
+        """Every task the notebook declares: task cells, command cells, @flow.task functions."""
+        return {t.name for t in self.tasks} | {c.name for c in self.commands} | \
+            set(self.function_tasks)
 
 
 def read_workflow_notebook(path: str | Path) -> Notebook:
@@ -85,15 +96,17 @@ def read_workflow_notebook(path: str | Path) -> Notebook:
             if args is None:
                 raise ExportError(f"{label}: {header.strip()}: --help in a task cell header; "
                                   "remove it to export the task")
-            if args.command == "command":
-                raise ExportError(f"{label}: {header.strip()}: %%nbflow command cells cannot be "
-                                  "exported yet; declare the command with flow.command(...) in "
-                                  "a code cell, or run the notebook itself")
-            if args.command != "task":
+            if args.command not in ("task", "command"):
                 continue
             problem = _name_problem(args.name)
             if problem is not None:
                 raise ExportError(f"{label}: {header.strip()}: {args.name!r} {problem}")
+            if args.command == "command":
+                try:
+                    nb.commands.append(command_cell(args, body, label=label, index=index))
+                except CommandCellError as exc:
+                    raise ExportError(str(exc)) from None
+                continue
             try:
                 make_options(args.name, task_options(args))
             except DeclarationError as exc:  # an option value the magic refuses (nan, inf)
@@ -231,7 +244,7 @@ def _function_source(cell: TaskCell, inputs: list[str]) -> str:
 
 def export_module(nb: Notebook, source_name: str, file_name: str | None = None) -> str:
     """The Python module text of a workflow notebook."""
-    task_names = {t.name for t in nb.tasks} | set(nb.function_tasks)
+    task_names = nb.task_names
     params = set(nb.parameters)
     parts = [
         f'"""The workflow of {source_name}, exported by `nbflow export`.\n\n'
@@ -249,6 +262,7 @@ def export_module(nb: Notebook, source_name: str, file_name: str | None = None) 
         inputs = [n for n in cell.body.reads if n in task_names or n in params]
         inputs += [n for n in cell.body.rebound if n not in inputs]
         parts.append(_function_source(cell, inputs) + "\n")
+    parts += [command_call(cell) + "\n" for cell in nb.commands]
     main = [c for c in nb.main if c.strip()]
     if not any("flow.run(" in c for c in main):
         main.append("_run = flow.run()\nglobals().update(_run.results)")
@@ -281,8 +295,8 @@ def export_module(nb: Notebook, source_name: str, file_name: str | None = None) 
 
 
 def export_spec(nb: Notebook, module: str) -> dict[str, Any]:
-    """A spec naming the exported module's task functions."""
-    task_names = {t.name for t in nb.tasks} | set(nb.function_tasks)
+    """A spec naming the exported module's task functions (and the command cells' commands)."""
+    task_names = nb.task_names
     params = nb.parameters
     tasks: dict[str, Any] = {}
     declared = [(c.name, list(c.body.reads), c.options) for c in nb.tasks]
@@ -299,6 +313,11 @@ def export_spec(nb: Notebook, module: str) -> dict[str, Any]:
             entry["args"] = args
         entry.update(options)
         tasks[task] = entry
+    for command in nb.commands:
+        try:
+            tasks[command.name] = command_spec_entry(command, task_names, params)
+        except CommandCellError as exc:
+            raise ExportError(str(exc)) from None
     parameters = {name: {"type": _type_name(value), "default": value}
                   for name, value in params.items()}
     data: dict[str, Any] = {"nbflow": 1, "name": nb.name}
@@ -322,8 +341,9 @@ def export_notebook(notebook: str | Path, out: str | Path) -> list[Path]:
 
     notebook, out = Path(notebook), Path(out)
     nb = read_workflow_notebook(notebook)
-    if not nb.tasks and not nb.function_tasks:
-        raise ExportError(f"{notebook}: no %%nbflow task cells or @flow.task functions to export")
+    if not nb.tasks and not nb.function_tasks and not nb.commands:
+        raise ExportError(f"{notebook}: no %%nbflow task cells, %%nbflow command cells or "
+                          "@flow.task functions to export")
     if out.suffix == ".py":
         out.write_text(export_module(nb, notebook.name, out.name))
         return [out]

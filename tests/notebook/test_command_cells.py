@@ -7,6 +7,8 @@ mistakes and the ghost-task case use IPython's in-process shell.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -200,17 +202,71 @@ def test_a_renamed_command_cell_leaves_no_ghost(ip, capsys):
     assert list(ip.flow.tasks) == ["second"]
 
 
-def test_nbflow_export_refuses_a_command_cell_naming_it(tmp_path):
+
+# -- nbflow export -------------------------------------------------------------------------------
+
+
+def workflow_notebook(tmp_path: Any, *cells: str) -> Any:
     import nbformat
 
-    from nbflow.errors import ExportError
-    from nbflow.notebook.export import read_workflow_notebook
-
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("%%nbflow task raw\n[1, 2]"),
-                nbformat.v4.new_code_cell("%%nbflow command listing\necho {raw}")]
-    path = tmp_path / "flow.ipynb"
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    path = tmp_path / "words.ipynb"
     nbformat.write(nb, path)
-    with pytest.raises(ExportError, match=r"flow.ipynb cell 2: %%nbflow command listing: "
-                                          "%%nbflow command cells cannot be exported yet"):
-        read_workflow_notebook(path)
+    return path
+
+
+WORKFLOW = ("word = 'b'",
+            "%%nbflow task text\n'b\\na\\nb\\n'",
+            "%%nbflow command count --stdin text --output counts=counts.txt --retries 1\n"
+            "sort | uniq -c | sort -rn > counts.txt\ngrep -c {word} counts.txt || true",
+            "%%nbflow task top\ncount.path('counts').read_text().split()[1]",
+            "%nbflow run\nprint('top is', top, 'count is', count.stdout.strip())")
+
+
+def test_nbflow_export_writes_a_command_cell_as_flow_command(tmp_path):
+    from nbflow.notebook.export import export_notebook
+
+    (module,) = export_notebook(workflow_notebook(tmp_path, *WORKFLOW), tmp_path / "words.py")
+    assert "flow.command('count', 'sort | uniq -c | sort -rn > counts.txt\\ngrep -c {word} " \
+        "counts.txt || true', outputs={'counts': 'counts.txt'}, stdin='text', retries=1)" \
+        in module.read_text()
+    for argv, count in (([], "1"), (["-p", "word", "x"], "0")):
+        result = subprocess.run([sys.executable, str(module), *argv], capture_output=True,
+                                text=True, timeout=120, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"top is b count is {count}" in result.stdout
+
+
+def test_nbflow_export_writes_a_command_cell_as_a_spec_command(tmp_path):
+    import yaml
+
+    from nbflow.notebook.export import export_notebook
+
+    spec, _ = export_notebook(workflow_notebook(tmp_path, *WORKFLOW), tmp_path / "words.yaml")
+    entry = yaml.safe_load(spec.read_text())["tasks"]["count"]
+    assert entry == {"command": "sort | uniq -c | sort -rn > counts.txt\n"
+                                "grep -c {word} counts.txt || true",
+                     "outputs": {"counts": "counts.txt"}, "stdin": "text", "retries": 1}
+    result = subprocess.run([sys.executable, "-m", "nbflow", "run", str(spec), "-p", "word", "a"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "flow 'words': succeeded" in result.stdout
+
+
+def test_nbflow_export_names_the_cell_of_a_command_it_cannot_write(tmp_path):
+    from nbflow.errors import ExportError
+    from nbflow.notebook.export import export_notebook
+
+    path = workflow_notebook(tmp_path, "n = 1", "res = 30", "%%nbflow command warp\necho {res}")
+    (tmp_path / "ok").mkdir()
+    export_notebook(path, tmp_path / "ok" / "words.py")  # a module reads res as a global
+    with pytest.raises(ExportError, match=r"words.ipynb cell 3: %%nbflow command warp uses "
+                                          r"\{res\}, which is neither a task nor assigned in "
+                                          "the cell tagged 'parameters'"):
+        export_notebook(path, tmp_path / "words.yaml")
+    bad = workflow_notebook(tmp_path, "n = 1", "%%nbflow command c --output 1=x\necho")
+    with pytest.raises(ExportError, match=r"%%nbflow command c \(words.ipynb cell 2\): Task "
+                                          "'c': --output must map names"):
+        export_notebook(bad, tmp_path / "words.py")
