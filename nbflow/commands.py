@@ -222,7 +222,8 @@ def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
         ended = box.run(argv, env=extra, mounts=containers.input_paths(kwargs), stdin=data,
                         timeout=spec.timeout)
     if ended.returncode != 0:
-        raise CommandFailed(spec.name, line, ended.returncode, ended.stderr_tail, spec.image)
+        raise CommandFailed(spec.name, line, ended.returncode, ended.stderr_tail, spec.image,
+                            socket.gethostname())
     result_out: str | bytes = ended.stdout
     if spec.text:
         try:

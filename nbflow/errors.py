@@ -214,13 +214,15 @@ class CommandFailed(NbflowError):
     """A command task exited with a non-zero code (127: the command was not found)."""
 
     def __init__(self, task: str, command: str, returncode: int, stderr_tail: str,
-                 image: str | None = None) -> None:
+                 image: str | None = None, host: str | None = None) -> None:
         self.task = task
         self.command = command
         self.returncode = returncode
         self.stderr_tail = stderr_tail
         #: the container image it ran in, if any
         self.image = image
+        #: the host it ran on
+        self.host = host
         place = "" if image is None else f" in image {image!r}"
         if returncode == 127:
             what = (f"exited with code 127: the command was not found{place} (is it installed "

@@ -29,7 +29,7 @@ from pathlib import Path
 from . import cancellation, config
 from .errors import InvalidOptionError
 
-__all__ = ["JobDir", "WorkerJob", "job_dir"]
+__all__ = ["JobDir", "WorkerJob", "job_dir", "kept"]
 
 KEEP_VALUES = ("always", "failure", "never")
 
@@ -71,9 +71,13 @@ class JobDir:
 
     def finish(self, status: str) -> None:
         """The run ended with ``status``: remove the directory if the setting says so."""
-        if self.keep == "always" or (self.keep == "failure" and status != "succeeded"):
-            return
-        shutil.rmtree(self.planned, ignore_errors=True)
+        if not kept(self.keep, status):
+            shutil.rmtree(self.planned, ignore_errors=True)
+
+
+def kept(keep: str, status: str) -> bool:
+    """Whether a run that ended ``status`` keeps its job directory (``keep_job_dir``)."""
+    return keep == "always" or (keep == "failure" and status != "succeeded")
 
 
 class WorkerJob:

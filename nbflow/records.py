@@ -23,7 +23,7 @@ from .capture import Capture
 from .commands import CommandResult
 from .errors import CommandFailed
 from .events import EventBus, RunEvent, TaskEvent
-from .jobdir import JobDir
+from .jobdir import JobDir, kept
 from .messages import Finished
 from .plan import Plan, PlannedTask
 from .states import FINAL, OK, RunStatus, TaskState
@@ -357,9 +357,5 @@ class RunRecords:
             made = None if job is None or status not in FINAL else job.made
             self.bus.emit(RunEvent(self.run_id, self.plan.flow, status, self.now,
                                    None if made is None else str(made),
-                                   None if made is None else job_dir_kept(job.keep, status)))  # type: ignore[union-attr]
+                                   None if made is None else kept(job.keep, status)))  # type: ignore[union-attr]
 
-
-def job_dir_kept(keep: str, status: str) -> bool:
-    """Whether a run that ended ``status`` keeps its job directory (``keep_job_dir``)."""
-    return keep == "always" or (keep == "failure" and status != "succeeded")

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from .cache import ResultStore
-from .jobdir import JobDir
+from .jobdir import JobDir, kept
 from .errors import FlowFailed, LoopThreadError, ResultUnavailableError, UnknownTaskError
 from .events import EventBus, Observer, RunStatus
 from .executors.base import Executor
 from .loop import get_loop_thread
 from .plan import Plan
-from .records import job_dir_kept
 from .scheduler import Scheduler
 from .states import OK
 from .transitions import Transitions
@@ -383,7 +382,7 @@ class Summary:
         setting = f"keep_job_dir={self.keep_job_dir!r}"
         if self.status in ("pending", "running"):
             return setting
-        return f"{'kept' if job_dir_kept(self.keep_job_dir, self.status) else 'removed'}: {setting}"
+        return f"{'kept' if kept(self.keep_job_dir, self.status) else 'removed'}: {setting}"
 
     def __repr__(self) -> str:
         return str(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -69,7 +70,8 @@ def test_a_non_zero_exit_fails_with_the_command_code_and_stderr():
     run = flow.run(raise_on_failure=False)
     error = failure(run, "bad")
     assert isinstance(error, nf.CommandFailed)
-    assert error.returncode == 3
+    assert error.returncode == 3 and error.host == socket.gethostname()
+    assert run.task("bad").host == socket.gethostname()
     text = str(error)
     assert "exited with code 3" in text and "exit 3" in text and "last words" in text
 
