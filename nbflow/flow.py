@@ -111,8 +111,9 @@ class Flow:
         ``max_parallel`` (concurrent branches), ``priority`` (higher first),
         ``resources`` (for dask), ``cache``, ``executor``, ``export``, ``group``
         (a label: the widget draws the group's tasks in a box and can collapse
-        them into one node). The function is returned unchanged, so it can
-        still be called directly.
+        them into one node), ``image`` (run the function in a container of that
+        image, ``docs/containers.md``). The function is returned unchanged, so
+        it can still be called directly.
         """
 
         def declare(f: F) -> F:

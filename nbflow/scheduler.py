@@ -93,6 +93,8 @@ class Scheduler:
         self._to_store: dict[int, list[tuple[str, Any]]] = {}
         self._pending: deque[Instruction] = deque()
         self._timers: dict[tuple[Item, int], asyncio.TimerHandle] = {}
+        #: the functions of tasks with image=, wrapped once per run (``container_python``)
+        self._in_image: dict[str, InImage] = {}
         self._async_tasks: dict[tuple[Item, int], asyncio.Task[None]] = {}
         self._done: asyncio.Future[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -420,7 +422,8 @@ class Scheduler:
             )
         fn = pt.task.fn
         if options.image is not None and pt.task.command is None:  # a Python task in a container
-            fn = InImage(pt.name, fn, options.image, options.timeout)
+            fn = self._in_image.get(pt.name) or self._in_image.setdefault(
+                pt.name, InImage(pt.name, fn, options.image, options.timeout))
         return WorkItem(
             (ex.item, ex.attempt), pt.name, b, ex.attempt, fn, ex.kwargs,
             options.timeout, options.priority, options.resources, self.board,
