@@ -71,6 +71,8 @@ class _Spec:
     text: bool
     timeout: float | None
     image: str | None
+    #: a mapped command: each branch works in a folder of its own (see :func:`_workdir`)
+    mapped: bool = False
 
 
 def command_task(
@@ -115,7 +117,8 @@ def command_task(
     if stdin is not None and stdin not in names:
         names.append(stdin)
     opts = dict(options or {})
-    spec = _Spec(name, cmd, outs, stdin, envs, text, opts.get("timeout"), opts.get("image"))
+    spec = _Spec(name, cmd, outs, stdin, envs, text, opts.get("timeout"), opts.get("image"),
+                 opts.get("map") is not None)
     fn = _body(spec)
     fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
@@ -147,8 +150,27 @@ def _fields(task: str, template: str) -> list[str]:
     return out
 
 
+def _workdir(spec: _Spec, job: Path, line: str) -> Path:
+    """Where the command runs: the job directory, or for a branch of a mapped command a
+    folder of its own, ``<job dir>/<task>/<digest of its command line>``, so that the
+    branches' output files (same names) do not overwrite each other."""
+    if not spec.mapped:
+        return job
+    digest = hashlib.blake2b(line.encode(), digest_size=6).hexdigest()
+    work = job / spec.name / digest
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 def _text_of(value: Any, attr: str, where: str) -> str | list[str]:
-    """A value as placeholder text (a list or tuple: several words)."""
+    """A value as placeholder text; a list or tuple (a mapped upstream's results, say)
+    gives several words, each item as text of its own."""
+    if isinstance(value, (list, tuple)):
+        words: list[str] = []
+        for item in value:
+            text = _text_of(item, attr, where)
+            words.extend(text if isinstance(text, list) else [text])
+        return words
     if attr:
         if not isinstance(value, CommandResult):
             raise TypeError(f"{{{where}}}: {type(value).__name__} has no output files")
@@ -156,8 +178,6 @@ def _text_of(value: Any, attr: str, where: str) -> str | list[str]:
     if isinstance(value, CommandResult):
         out = value.stdout.decode() if isinstance(value.stdout, bytes) else value.stdout
         return out.strip()
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
     return str(value)
 
 
@@ -206,6 +226,7 @@ def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
     where = job.path()
     values = {**kwargs, JOB_DIR: str(where)}
     argv, line = _argv(spec.command, values)
+    work = _workdir(spec, where, line)
     extra = {k: _render(v, values, lambda s: s) for k, v in spec.env.items()}
     extra["NBFLOW_JOB_DIR"] = str(where)
     data: bytes | None = None
@@ -215,12 +236,12 @@ def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
             given = given.stdout
         data = given if isinstance(given, bytes) else str(given).encode()
     if spec.image is None:
-        ended = childproc.run_child(spec.name, argv, cwd=where, env={**os.environ, **extra},
+        ended = childproc.run_child(spec.name, argv, cwd=work, env={**os.environ, **extra},
                                     stdin=data, timeout=spec.timeout)
     else:
         box = containers.Container(spec.name, spec.image, job)
         ended = box.run(argv, env=extra, mounts=containers.input_paths(kwargs), stdin=data,
-                        timeout=spec.timeout)
+                        timeout=spec.timeout, cwd=work)
     if ended.returncode != 0:
         raise CommandFailed(spec.name, line, ended.returncode, ended.stderr_tail, spec.image,
                             socket.gethostname())
@@ -231,7 +252,7 @@ def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
         except UnicodeDecodeError as exc:
             raise CommandOutputError(spec.name, f"stdout is not valid UTF-8 text ({exc}); "
                                      "declare the task with text=False to get bytes") from None
-    paths = {k: where / rel for k, rel in spec.outputs.items()}
+    paths = {k: work / rel for k, rel in spec.outputs.items()}
     for key, path in paths.items():
         if not path.exists():
             raise CommandOutputError(spec.name, f"declared output {key!r} ({path}) does not "

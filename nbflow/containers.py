@@ -190,19 +190,22 @@ class Container:
         self.name = f"nbflow-{_safe(task)}-{secrets.token_hex(4)}"
 
     def run(self, argv: Sequence[str], *, env: Mapping[str, str], mounts: Iterable[Path] = (),
-            stdin: bytes | None = None, timeout: float | None = None) -> childproc.ChildResult:
-        """Run ``argv`` in the image (checked first) until it ends, is cancelled or times out."""
+            stdin: bytes | None = None, timeout: float | None = None,
+            cwd: Path | None = None) -> childproc.ChildResult:
+        """Run ``argv`` in the image (checked first) until it ends, is cancelled or times
+        out, in ``cwd`` (a folder of the job directory; the job directory itself by default)."""
         check_image(self.task, self.engine, self.image)
         where = self.job.path()
+        work = where if cwd is None else cwd
         return childproc.run_child(
-            self.task, self.command(argv, where, env, mounts, stdin is not None), cwd=where,
-            env=dict(os.environ), stdin=stdin, timeout=timeout, on_stop=self.remove)
+            self.task, self.command(argv, where, work, env, mounts, stdin is not None),
+            cwd=where, env=dict(os.environ), stdin=stdin, timeout=timeout, on_stop=self.remove)
 
-    def command(self, argv: Sequence[str], where: Path, env: Mapping[str, str],
+    def command(self, argv: Sequence[str], where: Path, work: Path, env: Mapping[str, str],
                 mounts: Iterable[Path], interactive: bool) -> list[str]:
-        """The engine's command line that runs ``argv`` in this container."""
+        """The engine's command line that runs ``argv`` in this container, in ``work``."""
         args = [self.engine, "run", "--rm", "--name", self.name,
-                "--user", f"{os.getuid()}:{os.getgid()}", "--workdir", str(where),
+                "--user", f"{os.getuid()}:{os.getgid()}", "--workdir", str(work),
                 "--volume", f"{where}:{where}"]
         if os.getuid() != 0 and Path(self.engine).name == "podman":
             args.append("--userns=keep-id")  # rootless: the user's id, not a mapped root

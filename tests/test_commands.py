@@ -276,3 +276,32 @@ def test_retries_run_the_command_again():
                         retries=1)
     assert task.source is not None and task.source.startswith(f"{__file__}:")
     assert flow.run().results["flaky"].stdout == "ok\n"
+
+
+def test_a_mapped_upstreams_results_fill_a_placeholder_with_their_stdout():
+    flow = nf.Flow("cmd")
+
+    @flow.task
+    def items() -> list[str]:
+        return ["a", "b"]
+
+    flow.command("each", "echo {items}", map="items")
+    flow.command("joined", "echo {each}")
+    assert flow.run().results["joined"].stdout == "a b\n"
+
+
+def test_branches_of_a_mapped_command_keep_their_own_output_files():
+    flow = nf.Flow("cmd")
+
+    @flow.task
+    def items() -> list[str]:
+        return ["a", "b", "c"]
+
+    flow.command("each", "echo {items} > out.txt", outputs={"out": "out.txt"}, map="items")
+    flow.command("all", "cat {each.out}")
+    run = flow.run()
+    assert [r.path("out").read_text() for r in run.results["each"]] == ["a\n", "b\n", "c\n"]
+    assert run.results["all"].stdout == "a\nb\nc\n"
+    job = run.job.made
+    assert job is not None and all(job / "each" in r.path("out").parents
+                                   for r in run.results["each"])
