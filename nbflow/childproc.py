@@ -9,13 +9,15 @@ shows them live) and are returned when it ends.
 A child is stopped when its task is cancelled (:func:`nbflow.cancelled`, which
 also covers a dask worker whose result is no longer wanted), at the task's
 timeout, and by :func:`stop_all` (a process worker calls it when its pool is
-terminated). A stop sends SIGTERM to the group, then SIGKILL after
+terminated, and every process as it exits: the thread that stops a cancelled
+task's child is a daemon, so the process must not end before the stop). A stop sends SIGTERM to the group, then SIGKILL after
 :data:`KILL_GRACE` seconds, and runs the child's ``on_stop`` hook (a container
 is removed there: killing its client does not stop it).
 """
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import os
 import signal
@@ -50,22 +52,42 @@ class ChildResult:
     stderr_tail: str
 
 
+class _Child:
+    """A running child, and the lock that makes its stop happen once (whoever asks first
+    stops it; who asks next waits until it is stopped)."""
+
+    __slots__ = ("lock", "on_stop", "proc", "stopped")
+
+    def __init__(self, proc: subprocess.Popen[bytes], on_stop: Callable[[], None] | None) -> None:
+        self.proc = proc
+        self.on_stop = on_stop
+        self.lock = threading.Lock()
+        self.stopped = False
+
+    def stop(self, run_on_stop: bool = True) -> None:
+        """End the child's group (and run ``on_stop`` with ``run_on_stop``), once."""
+        with self.lock:
+            if not self.stopped:
+                _stop(self.proc, self.on_stop if run_on_stop else None)
+                self.stopped = True
+
+
 class _Live:
     """The children running in this process, for :func:`stop_all`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._children: dict[int, tuple[subprocess.Popen[bytes], Callable[[], None] | None]] = {}
+        self._children: dict[int, _Child] = {}
 
-    def add(self, proc: subprocess.Popen[bytes], on_stop: Callable[[], None] | None) -> None:
+    def add(self, child: _Child) -> None:
         with self._lock:
-            self._children[proc.pid] = (proc, on_stop)
+            self._children[child.proc.pid] = child
 
-    def discard(self, proc: subprocess.Popen[bytes]) -> None:
+    def discard(self, child: _Child) -> None:
         with self._lock:
-            self._children.pop(proc.pid, None)
+            self._children.pop(child.proc.pid, None)
 
-    def snapshot(self) -> list[tuple[subprocess.Popen[bytes], Callable[[], None] | None]]:
+    def snapshot(self) -> list[_Child]:
         with self._lock:
             return list(self._children.values())
 
@@ -95,7 +117,8 @@ def run_child(
         list(argv), cwd=cwd, env=env, start_new_session=True,
         stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _live.add(proc, on_stop)
+    child = _Child(proc, on_stop)
+    _live.add(child)
     assert proc.stdout is not None and proc.stderr is not None
     readers = [_reader(proc.stdout, stdout, out, "stdout"), _reader(proc.stderr, stderr, out, "stderr")]
     if stdin is not None:
@@ -106,8 +129,9 @@ def run_child(
         _wait(task, proc, timeout)
         stopped = False
     finally:
-        _live.discard(proc)
-        _stop(proc, on_stop if stopped else None)
+        # still listed while it stops: stop_all (at exit) waits for this stop to end
+        child.stop(run_on_stop=stopped)
+        _live.discard(child)
         for reader in readers:
             reader.join()
     tail = "\n".join(b"".join(stderr).decode(errors="replace").splitlines()[-TAIL_LINES:])
@@ -115,9 +139,18 @@ def run_child(
 
 
 def stop_all() -> None:
-    """Stop every child of this process now (a worker about to be terminated calls it)."""
-    for proc, on_stop in _live.snapshot():
-        _stop(proc, on_stop)
+    """Stop every child of this process now, and wait for the stops under way.
+
+    A process worker about to be terminated calls it, and so does this process as it
+    exits (``atexit``): a task's thread that is stopping its child when the run was
+    cancelled (Ctrl-C on ``nbflow run``, a kernel shut down after an interrupt) is a
+    daemon thread, which ends with the process; the stop must not end with it.
+    """
+    for child in _live.snapshot():
+        child.stop()
+
+
+atexit.register(stop_all)
 
 
 def _wait(task: str, proc: subprocess.Popen[bytes], timeout: float | None) -> None:

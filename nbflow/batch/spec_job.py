@@ -8,17 +8,21 @@ with notebooks.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import BatchInputError, NbflowError
 from ..jsonvalues import jsonable
 from ..spec import Spec, flow_from_spec, imported_modules, load_spec
 from .params import Parameter, ParametersCell, resolve
+
+if TYPE_CHECKING:
+    from ..run import Run
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 #: spec parameter type -> JSON Schema type (None: any)
@@ -130,9 +134,14 @@ def run_spec(
         except NbflowError as exc:
             raise BatchInputError(str(exc)) from None
         try:
-            run = flow.run(params=values, raise_on_failure=False)
+            run = flow.run(params=values, raise_on_failure=False, background=True)
         except NbflowError as exc:  # a setting that cannot work (NBFLOW_EXECUTOR=nonsense)
             raise BatchInputError(str(exc).splitlines()[0]) from None
+    try:
+        run.wait()
+    except KeyboardInterrupt:
+        wait_stopped(run)
+        raise
     exports = {}
     for name, task in flow.tasks.items():
         if task.options.export and name in run.results:
@@ -145,6 +154,27 @@ def run_spec(
         text += f"\nexport {name} = {_short(value)}"
     return SpecResult(str(path), run.status, time.time() - start, text, exports,
                       summary.to_dicts())
+
+
+#: seconds a Ctrl-C waits for the bodies of stopped tasks (commands, containers) to end
+STOP_WAIT = 60.0
+
+
+def wait_stopped(run: Run, timeout: float = STOP_WAIT) -> None:
+    """After a Ctrl-C: wait until the bodies of the run's stopped tasks have ended.
+
+    ``run.wait()`` cancelled the run and returns once the run ended, but a task body
+    that a thread runs goes on until it sees the cancel: a command task then stops its
+    process group, a container task removes its container (``nbflow/childproc.py``).
+    Those threads end with this process, so leaving at once would leave the commands
+    running. A second Ctrl-C stops the wait.
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()  # never set: its timed wait is the poll's period
+    while any(view.still_running for view in run.tasks.values()):
+        if time.monotonic() > deadline:
+            return
+        pause.wait(0.02)
 
 
 def _short(value: Any, limit: int = 400) -> str:
