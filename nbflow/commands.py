@@ -29,7 +29,7 @@ from . import childproc, containers, jobdir
 from .errors import CommandFailed, CommandOutputError, InvalidOptionError
 from .task import Task
 
-__all__ = ["CommandResult", "command_task"]
+__all__ = ["CommandResult", "CommandSpec", "command_task", "declared"]
 
 #: the placeholder that is not an input: the run's job directory
 JOB_DIR = "job_dir"
@@ -62,7 +62,9 @@ class CommandResult:
 
 
 @dataclass(frozen=True)
-class _Spec:
+class CommandSpec:
+    """A command task as declared (``flow.command``'s arguments): see :func:`declared`."""
+
     name: str
     command: str | tuple[str, ...]
     outputs: Mapping[str, str]
@@ -73,6 +75,8 @@ class _Spec:
     image: str | None
     #: a mapped command: each branch works in a folder of its own (see :func:`_workdir`)
     mapped: bool = False
+    #: the shell that runs a string command (``shell -c line``)
+    shell: str = "sh"
 
 
 def command_task(
@@ -83,6 +87,7 @@ def command_task(
     stdin: str | None = None,
     env: Mapping[str, str] | None = None,
     text: bool = True,
+    shell: str = "sh",
     options: Mapping[str, Any] | None = None,
     source: str | None = None,
 ) -> Task:
@@ -108,6 +113,12 @@ def command_task(
                                      f"hold {{placeholders}}, like {{'RES': '{{res}}'}}; got {envs!r}")
     if not isinstance(text, bool):
         raise InvalidOptionError(name, "text", f"must be True or False, got {text!r}")
+    if not isinstance(shell, str) or not shell.strip() or any(c.isspace() for c in shell):
+        raise InvalidOptionError(name, "shell", "must name a shell that takes -c, like 'sh' or "
+                                 f"'bash' (a name or a path), got {shell!r}")
+    if shell != "sh" and not isinstance(cmd, str):
+        raise InvalidOptionError(name, "shell", "is for a string command; a list runs without "
+                                 "a shell")
     templates = [cmd] if isinstance(cmd, str) else list(cmd)
     names: list[str] = []
     for template in [*templates, *envs.values()]:
@@ -117,13 +128,13 @@ def command_task(
     if stdin is not None and stdin not in names:
         names.append(stdin)
     opts = dict(options or {})
-    spec = _Spec(name, cmd, outs, stdin, envs, text, opts.get("timeout"), opts.get("image"),
-                 opts.get("map") is not None)
+    spec = CommandSpec(name, cmd, outs, stdin, envs, text, opts.get("timeout"),
+                       opts.get("image"), opts.get("map") is not None, shell)
     fn = _body(spec)
     fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
     key = hashlib.blake2b(repr(("command", cmd, sorted(outs.items()), stdin, sorted(envs.items()),
-                                text, spec.image)).encode(), digest_size=16).hexdigest()
+                                text, spec.image, shell)).encode(), digest_size=16).hexdigest()
     shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
     return Task.from_function(fn, name=name, options=opts, code_key=key, source=source,
                               command=shown)
@@ -150,7 +161,7 @@ def _fields(task: str, template: str) -> list[str]:
     return out
 
 
-def _workdir(spec: _Spec, job: Path, line: str) -> Path:
+def _workdir(spec: CommandSpec, job: Path, line: str) -> Path:
     """Where the command runs: the job directory, or for a branch of a mapped command a
     folder of its own, ``<job dir>/<task>/<digest of its command line>``, so that the
     branches' output files (same names) do not overwrite each other."""
@@ -193,11 +204,12 @@ def _render(template: str, values: Mapping[str, Any], quote: Callable[[str], str
     return "".join(parts)
 
 
-def _argv(cmd: str | tuple[str, ...], values: Mapping[str, Any]) -> tuple[list[str], str]:
+def _argv(cmd: str | tuple[str, ...], values: Mapping[str, Any],
+          shell: str = "sh") -> tuple[list[str], str]:
     """The argument list to run and the command line to show."""
     if isinstance(cmd, str):
         line = _render(cmd, values, shlex.quote)
-        return ["/bin/sh", "-c", line], line
+        return ["/bin/sh" if shell == "sh" else shell, "-c", line], line
     argv: list[str] = []
     for arg in cmd:
         parsed = list(string.Formatter().parse(arg))
@@ -210,22 +222,30 @@ def _argv(cmd: str | tuple[str, ...], values: Mapping[str, Any]) -> tuple[list[s
     return argv, shlex.join(argv)
 
 
-def _body(spec: _Spec) -> Callable[..., CommandResult]:
+def _body(spec: CommandSpec) -> Callable[..., CommandResult]:
     def run_command(**kwargs: Any) -> CommandResult:
         return _run(spec, kwargs)
 
     run_command.__name__ = spec.name
     run_command.__qualname__ = spec.name
+    run_command.command_spec = spec  # type: ignore[attr-defined]  # read by declared()
     return run_command
 
 
-def _run(spec: _Spec, kwargs: dict[str, Any]) -> CommandResult:
+def declared(task: Task) -> CommandSpec | None:
+    """How a command task was declared (its command, outputs, stdin, env, text, shell),
+    or None for a Python task; for writing it back out (a spec, an export)."""
+    spec = getattr(task.fn, "command_spec", None)
+    return spec if isinstance(spec, CommandSpec) else None
+
+
+def _run(spec: CommandSpec, kwargs: dict[str, Any]) -> CommandResult:
     job = jobdir.current_job()
     if job is None:
         raise RuntimeError(f"command task {spec.name!r} runs only as a task of a running flow")
     where = job.path()
     values = {**kwargs, JOB_DIR: str(where)}
-    argv, line = _argv(spec.command, values)
+    argv, line = _argv(spec.command, values, spec.shell)
     work = _workdir(spec, where, line)
     extra = {k: _render(v, values, lambda s: s) for k, v in spec.env.items()}
     extra["NBFLOW_JOB_DIR"] = str(where)

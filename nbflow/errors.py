@@ -233,7 +233,8 @@ class CommandFailed(NbflowError):
             what = f"was killed by signal {-returncode}"
         else:
             what = f"exited with code {returncode}"
-        msg = f"Command task {task!r} {what}.\n  command: {command}"
+        shown = command.replace("\n", "\n           ")  # a script's lines under its first
+        msg = f"Command task {task!r} {what}.\n  command: {shown}"
         if image is not None:
             msg += f"\n  image: {image}"
         if stderr_tail.strip():

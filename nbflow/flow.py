@@ -136,12 +136,13 @@ class Flow:
         stdin: str | None = None,
         env: Mapping[str, str] | None = None,
         text: bool = True,
+        shell: str = "sh",
         **options: Any,
     ) -> Task:
         """Declare a command task and return it (see ``docs/commands.md``).
 
-        ``command`` is a string run by ``sh -c`` (values shell-quoted) or an argument
-        list run without a shell; its ``{name}`` placeholders (and those of ``env``
+        ``command`` is a string run by ``sh -c`` (or ``shell``; values shell-quoted)
+        or an argument list run without a shell; its ``{name}`` placeholders (and those of ``env``
         values) are its inputs, ``{job_dir}`` the run's job directory. The options
         are those of :meth:`task`; the value is a :class:`~nbflow.CommandResult`.
         """
@@ -149,7 +150,7 @@ class Flow:
 
         caller = sys._getframe(1)  # where it was declared, for messages
         return self.add(command_task(name, command, outputs=outputs, stdin=stdin, env=env,
-                                     text=text, options=options,
+                                     text=text, shell=shell, options=options,
                                      source=f"{caller.f_code.co_filename}:{caller.f_lineno}"))
 
     def add(self, task: Task) -> Task:

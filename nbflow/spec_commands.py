@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["COMMAND_KEYS", "check_kinds", "command_task_of"]
 
 #: the keys of a command task that are not task options
-COMMAND_KEYS = ("command", "outputs", "stdin", "env", "text")
+COMMAND_KEYS = ("command", "outputs", "stdin", "env", "text", "shell")
 #: keys only a ``use:`` task has
 USE_KEYS = ("args", "run_if")
 
@@ -78,7 +78,8 @@ def command_task_of(spec: Spec, name: str, entry: Mapping[str, Any], options: di
     try:
         task = command_task(name, entry["command"], outputs=entry.get("outputs"),
                             stdin=entry.get("stdin"), env=entry.get("env"),
-                            text=entry.get("text", True), options=options,
+                            text=entry.get("text", True), shell=entry.get("shell", "sh"),
+                            options=options,
                             source=f"{spec.file or '<spec>'}:{spec.lines.get(base, '?')}")
     except InvalidOptionError as exc:
         key = exc.option if exc.option in entry else None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .commands import CommandSpec, declared
 from .errors import SpecError
 from .spec_calls import SpecCall, SpecCondition, importable_name
 from .task import OPTION_NAMES, TaskOptions
@@ -29,9 +30,10 @@ def flow_to_spec(flow: Flow) -> dict[str, Any]:
     tasks: dict[str, Any] = {}
     for name, task in flow.tasks.items():
         fn = task.fn
-        if task.command is not None:
-            raise SpecError(f"task {name!r} runs a command: command tasks cannot be written "
-                            "to a spec yet; write its command: entry by hand (docs/specs.md)")
+        command = declared(task)
+        if command is not None:
+            tasks[name] = {**_command_entry(command), **_options_spec(name, task.options)}
+            continue
         if isinstance(fn, SpecCall):
             entry: dict[str, Any] = {"use": fn.use}
             args = fn.args_spec()
@@ -62,6 +64,23 @@ def flow_to_spec(flow: Flow) -> dict[str, Any]:
         data["parameters"] = parameters
     data["tasks"] = tasks
     return data
+
+
+def _command_entry(command: CommandSpec) -> dict[str, Any]:
+    """The ``command:`` entry of a command task, with the keys that differ from the defaults."""
+    entry: dict[str, Any] = {"command": command.command if isinstance(command.command, str)
+                             else list(command.command)}
+    if command.outputs:
+        entry["outputs"] = dict(command.outputs)
+    if command.stdin is not None:
+        entry["stdin"] = command.stdin
+    if command.env:
+        entry["env"] = dict(command.env)
+    if not command.text:
+        entry["text"] = False
+    if command.shell != "sh":
+        entry["shell"] = command.shell
+    return entry
 
 
 def _options_spec(task: str, options: TaskOptions) -> dict[str, Any]:

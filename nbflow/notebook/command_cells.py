@@ -1,10 +1,10 @@
 """``%%nbflow command NAME [options]`` cells: the cell body is a shell script, declared as a command task.
 
 The body is declared with :func:`nbflow.commands.command_task` in its string
-form, so it runs with ``sh -c`` (POSIX sh, not bash) and its ``{placeholders}``
-get shell-quoted values. A first line ``#!/bin/sh`` (or ``#!/usr/bin/env sh``)
-is a comment to sh and allowed; a shebang naming another interpreter is
-refused, since it would be ignored. The header's ``--output``, ``--stdin``,
+form, so it runs with ``sh -c`` and its ``{placeholders}`` get shell-quoted
+values. A first line naming a shell (``#!/bin/bash``, ``#!/usr/bin/env zsh``)
+runs the body with that shell instead (``shell=``); a shebang naming another
+interpreter is refused, since the body is given to a shell's ``-c``. The header's ``--output``, ``--stdin``,
 ``--env``, ``--bytes`` and ``--image`` are the arguments of ``flow.command``;
 the other options are those of a task cell (:func:`.parser.task_options`).
 
@@ -27,6 +27,7 @@ import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import DeclarationError, suggest
@@ -36,8 +37,12 @@ from .parser import task_options
 __all__ = ("CommandCell", "CommandCellError", "command_call", "command_cell", "command_cell_task",
            "command_spec_entry", "is_command_cell", "placeholder_line")
 
-#: a shebang that sh itself would run: a comment to ``sh -c``, so it is allowed
-_SH_SHEBANG = re.compile(r"#!\s*(/usr)?/bin/(env\s+)?sh(\s.*)?$")
+#: a shebang naming a shell (path or ``env NAME``): the body runs with ``SHELL -c``
+_SHELL_SHEBANG = re.compile(r"#!\s*(?:/usr/bin/env\s+(?P<name>\w+)|(?P<path>/\S*/(?:ba|da|z|k|a)?sh))\s*$")
+
+
+#: the shells a first line ``#!...`` may name
+_SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "ash")
 
 
 class CommandCellError(ValueError):
@@ -68,16 +73,23 @@ def command_cell_task(args: argparse.Namespace, body: str, *, label: str,
         raise CommandCellError(f"{where}: the cell has no command; write the shell script "
                                "below the %%nbflow command line")
     first = script.lstrip().partition("\n")[0].strip()
-    if first.startswith("#!") and not _SH_SHEBANG.match(first):
-        raise CommandCellError(
-            f"{where}: the cell body runs with sh -c, so {first!r} would be ignored. Write "
-            "the script for POSIX sh (drop the line), or keep it in a file and run that "
-            "from the cell, like: bash /path/to/script.sh {input}")
+    shell = "sh"
+    if first.startswith("#!"):
+        found = _SHELL_SHEBANG.match(first)
+        named = None if found is None else found.group("name") or found.group("path")
+        if named is None or Path(named).name not in _SHELLS:
+            raise CommandCellError(
+                f"{where}: the cell body runs with a shell's -c, so {first!r} cannot choose its "
+                f"interpreter; a first line may name a shell ({', '.join(_SHELLS)}). Keep other "
+                "scripts in a file and run that from the cell, like: Rscript /path/to/script.R "
+                "{input}")
+        shell = named
     outputs = dict(args.output or [])
     env = dict(args.env or [])
     try:
         task = command_task(name, script, outputs=outputs, stdin=args.stdin, env=env,
-                            text=not args.bytes, options=task_options(args), source=label)
+                            text=not args.bytes, shell=shell, options=task_options(args),
+                            source=label)
     except DeclarationError as exc:
         raise CommandCellError(f"{where}: {_header_words(str(exc))}") from None
     target = args.map

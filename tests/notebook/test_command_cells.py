@@ -156,8 +156,8 @@ def test_a_failing_command_is_the_run_cells_error(k):
     ("%%nbflow command c --output 1=x.tif\necho", "%%nbflow command c (cell In[2]): Task 'c': "
      "--output must map names to file paths"),
     ("%%nbflow command c --stdin 'a b'\necho", "--stdin must name an upstream task"),
-    ("%%nbflow command c\n#!/bin/bash\necho", "the cell body runs with sh -c, so '#!/bin/bash' "
-     "would be ignored"),
+    ("%%nbflow command c\n#!/usr/bin/python3\necho", "the cell body runs with a shell's -c, "
+     "so '#!/usr/bin/python3' cannot choose its interpreter"),
     ("%%nbflow command c\necho {x!r}", "has placeholder {x} in 'echo {x!r}'"),
     ("%%nbflow command c\necho {", "malformed placeholder"),
     ("%%nbflow command c --map items\necho {item}", "--map 'items' must be an input of the "
@@ -185,6 +185,14 @@ def test_a_sh_shebang_is_a_comment_and_the_options_are_task_options(ip):
     assert (opts.retries, opts.timeout, opts.priority, opts.group, opts.image, opts.after,
             opts.cache) == (2, 5.0, 3, "io", "alpine:3", ("a", "b"), False)
     assert task.command == "#!/bin/sh\nprintf x"
+
+
+def test_a_bash_shebang_runs_the_body_with_bash(ip):
+    ip("%%nbflow command b\n#!/usr/bin/env bash\nwords=(a b c); echo ${{#words[@]}} $BASH_VERSION")
+    assert ip.flow.tasks["b"].command.startswith("#!/usr/bin/env bash")
+    ip("%nbflow run")
+    count, version = ip.ns["b"].stdout.split()
+    assert count == "3" and version
 
 
 def test_a_mapped_command_runs_once_per_item(ip):

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 
 import nbflow as nf
 from nbflow.spec import load_spec, schema
 
 from .test_cli import nbflow
 
+WORDS_COUNT = "sort | uniq -c | sort -rn > counts.txt; grep -c {word} counts.txt"
 WORDS = """\
 nbflow: 1
 name: words
@@ -116,11 +118,20 @@ def test_command_tasks_follow_the_schema():
         assert list(validator.iter_errors({"name": "x", "tasks": {"a": bad}})), bad
 
 
-def test_writing_a_command_task_to_a_spec_is_a_clear_error(tmp_path):
+def test_command_tasks_round_trip_through_a_written_spec(tmp_path):
     flow = nf.Flow.from_spec(write(tmp_path, WORDS))
-    with pytest.raises(nf.SpecError, match="task 'text' runs a command: command tasks cannot "
-                                           "be written to a spec yet"):
-        flow.to_spec()
+    flow.command("shout", "echo ${{X}} {word} | tr a-z A-Z", shell="bash", text=False,
+                 env={"X": "{word}"}, image="localhost/tools:1")
+    data = flow.to_spec()
+    assert data["tasks"]["count"] == {"command": WORDS_COUNT, "stdin": "text",
+                                      "outputs": {"counts": "counts.txt"}, "retries": 1}
+    assert data["tasks"]["listed"] == {"command": ["cat", "{count.counts}"]}
+    assert data["tasks"]["shout"] == {"command": "echo ${{X}} {word} | tr a-z A-Z",
+                                      "env": {"X": "{word}"}, "text": False, "shell": "bash",
+                                      "image": "localhost/tools:1"}
+    again = nf.Flow.from_spec(write(tmp_path, yaml.safe_dump(data), name="again.yaml"))
+    assert {n: t.code_key for n, t in again.tasks.items()} == \
+        {n: t.code_key for n, t in flow.tasks.items()}
 
 
 BAD = [
