@@ -162,6 +162,11 @@ def command_cell(args: argparse.Namespace, body: str, *, label: str, index: int)
         arguments["env"] = dict(args.env)
     if args.bytes:
         arguments["text"] = False
+    from ..commands import declared
+
+    spec = declared(task)
+    if spec is not None and spec.shell != "sh":  # the cell's first line named a shell
+        arguments["shell"] = spec.shell
     return CommandCell(args.name, body.rstrip(), arguments, task_options(args), task.inputs,
                        label, index)
 

@@ -278,3 +278,16 @@ def test_nbflow_export_names_the_cell_of_a_command_it_cannot_write(tmp_path):
     with pytest.raises(ExportError, match=r"%%nbflow command c \(words.ipynb cell 2\): Task "
                                           "'c': --output must map names"):
         export_notebook(bad, tmp_path / "words.py")
+
+
+def test_nbflow_export_keeps_the_shell_a_cell_names(tmp_path):
+    from nbflow.notebook.export import export_notebook
+
+    cells = ("%%nbflow command arr\n#!/bin/bash\nwords=(a b); echo ${{#words[@]}}",
+             "%nbflow run\nprint('count is', arr.stdout.strip())")
+    (module,) = export_notebook(workflow_notebook(tmp_path, *cells), tmp_path / "arr.py")
+    assert "shell='/bin/bash'" in module.read_text()
+    result = subprocess.run([sys.executable, str(module)], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "count is 2" in result.stdout
