@@ -172,8 +172,6 @@ def _add_command_command(sub: Any) -> None:
                          "{placeholders}, inserted unquoted (repeatable)")
     command.add_argument("--bytes", action="store_true",
                          help="keep stdout as bytes (default: UTF-8 text)")
-    command.add_argument("--image", default=None, metavar="IMAGE",
-                         help="run the command in this container image")
     _add_task_options(command)
 
 
@@ -188,6 +186,8 @@ def _pair(text: str) -> tuple[str, str]:
 def _add_task_options(task: CommandParser) -> None:
     """The options a task cell and a command cell share (the task options of ``flow.task``)."""
     task.add_argument("--retries", type=int, default=0, help="retry a failed run this many times")
+    task.add_argument("--image", default=None, metavar="IMAGE",
+                      help="run the task in this container image (docs/containers.md)")
     task.add_argument("--retry-delay", type=float, default=0.0, metavar="S",
                       help="seconds to wait before a retry")
     task.add_argument("--timeout", type=float, default=None, metavar="S",
