@@ -71,15 +71,27 @@ class JobResult:
         return asdict(self)
 
 
+#: seconds a kernel gets to exit after a shutdown request (see ``NbflowKernelManager``)
+KERNEL_SHUTDOWN_WAIT = 30.0
+
+
 def kernel_manager_class(env: Mapping[str, str]) -> type:
     """An ``AsyncKernelManager`` that starts this interpreter's ipykernel with ``env`` added."""
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
+    from traitlets import Float
 
     spec_env = dict(env)
 
     class NbflowKernelManager(AsyncKernelManager):
         """Runs the notebook in the current environment's Python, whatever its kernelspec."""
+
+        #: On Ctrl-C the kernel is interrupted (its %nbflow run cancels its run), then
+        #: asked to shut down: it exits once the cell ended and the commands and containers
+        #: the cancel stopped are gone (``nbflow.childproc.stop_all`` at exit). SIGTERM
+        #: comes after half of this, SIGKILL after all of it (jupyter_client's default of 5
+        #: seconds could cut a container's removal short).
+        shutdown_wait_time = Float(KERNEL_SHUTDOWN_WAIT, config=True)
 
         @property
         def kernel_spec(self) -> KernelSpec:
