@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import cloudpickle
+import psutil
 import pytest
 from dask_clusters import cli_cluster_fixture  # noqa: F401  (the `cli_cluster` fixture)
 from dask_clusters import local_fixture  # noqa: F401  (the `local` fixture)
@@ -114,3 +115,43 @@ def test_cancelling_a_run_stops_its_command_on_a_dask_worker_process(cli_cluster
 
 def test_cancelling_a_run_stops_its_command_on_the_local_cluster(local, tmp_path):
     _cancel_stops_the_command(None, tmp_path)
+
+
+def test_ctrl_c_on_nbflow_run_with_a_cluster_stops_the_command_on_its_worker(cli_cluster,
+                                                                              tmp_path):
+    """``nbflow run flow.yaml --cluster ADDRESS``, SIGINT to its process group (a terminal's
+    Ctrl-C): the run is cancelled, the worker stops the command, the CLI exits 130."""
+    import json
+    import signal
+    import subprocess
+
+    from tests.batch.conftest import env
+
+    marker, started = f"nbflow-dask-ctrlc-{uuid.uuid4().hex[:12]}", tmp_path / "started"
+    spec = {"nbflow": 1, "name": "dask-ctrlc",
+            "tasks": {"slow": {"command": _sleeper(started, marker)}}}
+    (tmp_path / "flow.yaml").write_text(json.dumps(spec))
+    with (tmp_path / "cli.err").open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbflow", "run", "flow.yaml", "--cluster", cli_cluster.address],
+            cwd=tmp_path, env={**env(), "NBFLOW_JOB_DIR_BASE": str(tmp_path / "jobs")},
+            stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    try:
+        wait_until(lambda: proc.poll() is not None or started.exists(), 60, "the command started")
+        assert proc.poll() is None, (tmp_path / "cli.err").read_text()
+        pids = _marked(marker)
+        assert len(pids) == 2
+        workers = {p.pid for p in cli_cluster.worker_processes()}
+        assert {psutil.Process(pid).ppid() for pid in pids} & workers  # sh's parent: a worker
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 130
+        assert "interrupted" in (tmp_path / "cli.err").read_text()
+        # the worker stops it once the scheduler tells it the task is no longer wanted
+        wait_until(lambda: not _marked(marker), 30, f"no process with {marker}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for pid in _marked(marker):
+            os.kill(pid, 9)
