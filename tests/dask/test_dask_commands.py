@@ -155,3 +155,18 @@ def test_ctrl_c_on_nbflow_run_with_a_cluster_stops_the_command_on_its_worker(cli
             proc.wait(10)
         for pid in _marked(marker):
             os.kill(pid, 9)
+
+
+def test_a_timeout_stops_a_command_on_a_dask_worker(cli_cluster, tmp_path):
+    marker, started = f"nbflow-dask-timeout-{uuid.uuid4().hex[:12]}", tmp_path / "started"
+    flow = nf.Flow("dask-timeout")
+    flow.command("slow", _sleeper(started, marker), timeout=2)
+    try:
+        run = flow.run(executor=nf.DaskExecutor(cli_cluster.address), raise_on_failure=False)
+        assert started.exists()
+        (failed,) = run.failures
+        assert failed.task == "slow" and "TaskTimeoutError" in failed.traceback
+        wait_until(lambda: not _marked(marker), 30, f"no process with {marker}")
+    finally:
+        for pid in _marked(marker):
+            os.kill(pid, 9)
