@@ -54,14 +54,19 @@ class ChildResult:
 
 class _Child:
     """A running child, and the lock that makes its stop happen once (whoever asks first
-    stops it; who asks next waits until it is stopped)."""
+    stops it; who asks next waits until it is stopped).
+
+    The lock is reentrant: a process worker's SIGTERM handler (``stop_all``) may run on
+    the thread that is stopping the child already; it stops it again instead of waiting
+    for itself.
+    """
 
     __slots__ = ("lock", "on_stop", "proc", "stopped")
 
     def __init__(self, proc: subprocess.Popen[bytes], on_stop: Callable[[], None] | None) -> None:
         self.proc = proc
         self.on_stop = on_stop
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.stopped = False
 
     def stop(self, run_on_stop: bool = True) -> None:
