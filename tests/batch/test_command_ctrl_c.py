@@ -85,15 +85,31 @@ def _no_process_left(marker: str) -> None:
     assert not left, f"processes of the command left after nbflow ended: {left}"
 
 
-def test_ctrl_c_on_nbflow_run_of_a_spec_stops_its_command(tmp_path):
+@pytest.mark.parametrize("executor", ["threads", "processes"])
+def test_ctrl_c_on_nbflow_run_of_a_spec_stops_its_command(tmp_path, executor):
     marker, started = _marker(), tmp_path / "started"
     spec = {"nbflow": 1, "name": "ctrlc",
             "tasks": {"slow": {"command": _sleeper(started, marker)}}}
     (tmp_path / "flow.yaml").write_text(json.dumps(spec))
-    done = _interrupt(["run", "flow.yaml"], tmp_path, started, marker)
+    done = _interrupt(["run", "flow.yaml"], tmp_path, started, marker,
+                      {"NBFLOW_EXECUTOR": executor})
     assert done.returncode == 130, (done.returncode, done.stderr)
     assert "interrupted" in done.stderr
     _no_process_left(marker)
+
+
+def test_ctrl_c_stops_a_command_that_ignores_sigterm_in_a_process_worker(tmp_path):
+    """The terminal's SIGINT reaches the process workers too (same process group), and the
+    cancelled run terminates them; a command that ignores SIGTERM is still stopped (by
+    SIGKILL, after the grace)."""
+    marker, started = _marker(), tmp_path / "started"
+    spec = {"nbflow": 1, "name": "ctrlc",
+            "tasks": {"slow": {"command": "trap '' TERM; " + _sleeper(started, marker)}}}
+    (tmp_path / "flow.yaml").write_text(json.dumps(spec))
+    done = _interrupt(["run", "flow.yaml"], tmp_path, started, marker,
+                      {"NBFLOW_EXECUTOR": "processes"})
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    wait_until(lambda: not leftover_processes(marker), 15, f"no process with {marker}")
 
 
 def _command_notebook(path: Path, body: str) -> None:
