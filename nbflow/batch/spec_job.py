@@ -139,9 +139,11 @@ def run_spec(
             raise BatchInputError(str(exc).splitlines()[0]) from None
     try:
         run.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # run.wait() cancelled the run
         wait_stopped(run)
         raise
+    except NbflowError as exc:  # as from the blocking flow.run(): the run could not start
+        raise BatchInputError(str(exc).splitlines()[0]) from None
     exports = {}
     for name, task in flow.tasks.items():
         if task.options.export and name in run.results:
