@@ -35,13 +35,15 @@ __all__ = ["CancelBoard", "cancel_event", "cancelled"]
 class CancelBoard:
     """The attempts of one run that were told to stop, and the events tasks wait on."""
 
-    __slots__ = ("_abandoned", "_events", "_ids", "_lock", "job")
+    __slots__ = ("_abandoned", "_all", "_events", "_ids", "_lock", "job")
 
     def __init__(self) -> None:
         #: the run's job directory (a :class:`nbflow.jobdir.JobDir`): the board is what a
         #: task's thread knows of its run, so ``nf.job_dir()`` finds the directory here
         self.job: Any = None
         self._ids: set[Hashable] = set()
+        #: the whole run was cancelled: every attempt is told to stop
+        self._all = False
         #: stopped attempts whose bodies an executor could not stop (a thread's)
         self._abandoned: set[Hashable] = set()
         self._events: dict[Hashable, threading.Event] = {}
@@ -56,13 +58,28 @@ class CancelBoard:
             if event is not None:
                 event.set()
 
+    def cancel_all(self) -> None:
+        """Tell every attempt of the run to stop. Safe from any thread: ``Run.cancel`` calls
+        it directly, so a body that blocks the scheduler's thread (``inline``) still hears."""
+        self._all = True
+        with self._lock:
+            events = list(self._events.values())
+            self._events.clear()
+        for event in events:
+            event.set()
+
+    @property
+    def run_cancelled(self) -> bool:
+        """True once :meth:`cancel_all` was called."""
+        return self._all
+
     def is_cancelled(self, id_: Hashable) -> bool:
-        return id_ in self._ids
+        return self._all or id_ in self._ids
 
     def event(self, id_: Hashable) -> threading.Event:
         """An event that is set when attempt ``id_`` is told to stop (made on first ask)."""
         with self._lock:
-            if id_ in self._ids:
+            if self._all or id_ in self._ids:
                 event = threading.Event()
                 event.set()
                 return event

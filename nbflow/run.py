@@ -165,6 +165,7 @@ class Run:
         if self._future is None or self._done.is_set():
             return
         if index is None:
+            self._scheduler.board.cancel_all()  # heard at once, even while inline blocks the loop
             self._loop_thread.call(self._scheduler.cancel)
         else:
             self._loop_thread.call(self._scheduler.cancel_task, index)

@@ -158,6 +158,12 @@ class Scheduler:
 
     def _on_outcomes(self, outcomes: list[Outcome]) -> None:
         sm = self.sm
+        if self.board.run_cancelled and not self._cancel_requested:
+            # Run.cancel() told the bodies at once, and one that stopped came back before
+            # the cancel got here (inline: it held the loop): cancel first, so its
+            # "cancelled" error is a late answer, not a failure.
+            self._cancel_requested = True
+            self._pending.extend(sm.handle(Cancel()))
         timers = self._timers
         for o in outcomes:
             if timers:  # only tasks with timeout= have one

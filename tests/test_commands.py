@@ -305,3 +305,16 @@ def test_branches_of_a_mapped_command_keep_their_own_output_files():
     job = run.job.made
     assert job is not None and all(job / "each" in r.path("out").parents
                                    for r in run.results["each"])
+
+
+def test_a_cancel_stops_a_command_on_the_inline_executor(tmp_path: Path):
+    """inline runs the body on the scheduler's thread: the cancel must reach it directly."""
+    flow = nf.Flow("cmd")
+    flow.command("slow", "echo $$ > shell.pid; exec sleep 600")
+    run = flow.run(executor="inline", background=True, raise_on_failure=False)
+    until(lambda: len(_pids(tmp_path / "jobs")) == 1)
+    (pid,) = _pids(tmp_path / "jobs")
+    run.cancel()
+    run.wait(30)
+    assert run.status == "cancelled"
+    until(lambda: gone(pid))
