@@ -31,19 +31,25 @@ class ChainPlanner:
         """``lanes``: the executor lanes that chain; ``lane_of``: each task's lane.
 
         A task qualifies when it is synchronous, not mapped, has no ``run_if``,
-        ``timeout`` or ``run_on`` other than "success", and every dependency is an
+        ``timeout`` or ``run_on`` other than "success", no upstream fed by a stream
+        (``streams.py``: its branches keep coming), and every dependency is an
         input computed by a synchronous task on the same lane (an ``async def``
         task runs on the scheduler loop, not on the lane's executor).
         """
         self._records = records
         lane_of = lane_of or [0] * len(records)
         chainable = []
+        #: fed by a stream: a stream, or an element-wise map of one (branches keep coming,
+        #: so "every branch handed over" is never true before the stream ends)
+        fed: list[bool] = []
         for rec in records:
             pt = rec.pt
+            fed.append(pt.stream or (pt.elementwise and fed[pt.map_source]))  # type: ignore[index]
             o = pt.task.options
             lane = lane_of[pt.index]
             chainable.append(
                 lane in lanes and bool(rec.dep_idx) and pt.map_source is None
+                and not any(fed[d] for d in rec.dep_idx)
                 and not pt.task.is_async and o.run_if is None and o.timeout is None
                 and o.run_on == "success"
                 and set(rec.dep_idx) == {d for _, d in rec.up_idx}

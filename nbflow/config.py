@@ -41,6 +41,8 @@ DEFAULTS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "keep_job_dir": ("always", str),
     # container engine for tasks with image=: "auto" (podman, else docker), or a name or path
     "container_engine": ("auto", str),
+    # items a streaming task may run ahead of its slowest consumer (its buffer= option wins)
+    "stream_buffer": (100, int),
 }
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

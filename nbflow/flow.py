@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from . import capture, config
@@ -20,6 +20,7 @@ from .errors import (
 )
 from .eventlog import EventLog
 from .plan import Plan, PlannedTask, Shape, dependencies
+from .streams import check_streams
 from .task import Task
 
 if TYPE_CHECKING:
@@ -298,7 +299,9 @@ class Flow:
                 params_key=_params_key(values) if task.options.cache else "",
                 deps=shape.deps[index],
                 map_source=map_source,
-                elementwise=map_source is not None and shape.map_source[map_source] is not None,
+                elementwise=map_source is not None and (
+                    shape.map_source[map_source] is not None
+                    or tasks[shape.order[map_source]].is_stream),
                 children=list(shape.children[index]),
                 forced=name in forced,
                 extra_key="" if task.key_extra is None else _extra_key(task),
@@ -310,6 +313,7 @@ class Flow:
         unknown = sorted(set(params) - set(self.parameters()) - set(tasks)) if params else []
         if unknown:
             raise UnknownParameterError(self.name, unknown[0], self.parameters())
+        check_streams(plan_tasks)
         return Plan(flow=self.name, tasks=plan_tasks, by_name=planned, params=params)
 
     def _shape(self, tasks: dict[str, Task], targets: tuple[str, ...] | None) -> Shape:
@@ -375,6 +379,26 @@ class Flow:
         if raise_on_failure:
             run.raise_for_failure()
         return run
+
+    def stream(
+        self,
+        outputs: str | Sequence[str],
+        *,
+        params: Mapping[str, Any] | None = None,
+        executor: str | Executor | None = None,
+        ordered: bool = False,
+        observers: Iterable[Observer] = (),
+        force: str | Iterable[str] = (),
+    ) -> Iterator[Any]:
+        """Run what ``outputs`` need in the background and yield their results as they
+        come: each branch of a mapped or streaming task once it succeeded, in the order
+        they finish (``ordered=True``: in branch order); with several outputs,
+        ``(task, value)`` pairs. Leaving the loop cancels the run; an unbounded stream
+        runs until then. See :meth:`Run.stream` and ``docs/streams.md``.
+        """
+        names = [outputs] if isinstance(outputs, str) else list(outputs)
+        run = self._start(names, params, executor, observers, force)
+        return run.stream(names if len(names) > 1 else names[0], ordered=ordered)
 
     def _start(
         self,

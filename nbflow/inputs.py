@@ -15,6 +15,7 @@ from .chaining import sent_ahead
 from .executors.base import ResultOf, ResultsOf
 from .records import SENT_AHEAD, TaskRecord
 from .states import FINAL, OK
+from .streams import batch_values
 from .values import Skipped
 
 
@@ -34,7 +35,10 @@ def arguments(records: list[TaskRecord], t: int, b: int | None) -> dict[str, Any
     for name, d in rec.up_idx:
         up = records[d]
         if d == pt.map_source and b is not None:
-            kwargs[name] = up.items[b].value if pt.elementwise else up.parts[b]  # type: ignore[index]
+            size = pt.task.options.batch_size
+            kwargs[name] = (batch_values(up, b, size) if size is not None  # joined where it runs
+                            else up.items[b].value if pt.elementwise  # type: ignore[index]
+                            else up.parts[b])  # type: ignore[index]
         elif up.mapped and up.items is not None and up.state not in FINAL:
             kwargs[name] = ResultsOf(  # chained onto its branches
                 ResultOf(((d, i), it.attempt)) if it.phase == "running" else it.value

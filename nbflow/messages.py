@@ -126,8 +126,30 @@ class Cancel:
     """Stop the run: nothing new starts, running items are cancelled, the run ends."""
 
 
+@dataclass(slots=True)
+class Yielded:
+    """A streaming task's generator yielded ``values`` (its next items, in order)."""
+
+    task: int
+    values: list[Any]
+    #: the time of the last of them
+    at: float
+
+
+@dataclass(slots=True)
+class StreamEnded:
+    """A streaming task's generator returned (``failure`` None) or raised."""
+
+    task: int
+    failure: Failed | None
+    started: float
+    ended: float
+    where: str | None = None
+    output: Capture | None = None
+
+
 Stimulus = (Start | Take | ChainAhead | Finished | CacheAnswer | ConditionAnswer | SplitAnswer
-            | RetryDue | TimedOut | CancelTask | Cancel)
+            | RetryDue | TimedOut | CancelTask | Cancel | Yielded | StreamEnded)
 
 
 # -- instructions (out) ---------------------------------------------------------------------
@@ -201,5 +223,20 @@ class RunFinished:
     status: str
 
 
+@dataclass(slots=True)
+class StartStream:
+    """Start streaming task ``task``'s generator with these arguments (see ``streams.py``)."""
+
+    task: int
+    kwargs: dict[str, Any]
+
+
+@dataclass(slots=True)
+class StopStream:
+    """Stop streaming task ``task``'s generator (a cancel): its ``finally`` runs."""
+
+    task: int
+
+
 Instruction = (Execute | LookupCache | CheckCondition | SplitResult | StoreResult | RetryLater
-               | CancelRunning | RunFinished)
+               | CancelRunning | RunFinished | StartStream | StopStream)

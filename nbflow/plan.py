@@ -50,6 +50,16 @@ class PlannedTask:
     def mapped(self) -> bool:
         return self.map_source is not None
 
+    @property
+    def stream(self) -> bool:
+        """A streaming task: a generator whose items come one by one (see ``streams.py``)."""
+        return self.task.is_stream
+
+    @property
+    def branches(self) -> bool:
+        """Whether the task has branches: it is mapped, or it streams (an item per branch)."""
+        return self.map_source is not None or self.task.is_stream
+
 
 @dataclass(eq=False)
 class Plan:

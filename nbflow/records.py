@@ -74,14 +74,15 @@ class TaskRecord:
         "pt", "name", "mapped", "state", "items", "waiting", "activated", "key", "error",
         "started", "ended", "where", "done", "counts", "in_flight", "deferred", "parts",
         "split_waiters", "skip_reason", "ew_children", "dep_idx", "up_idx", "output", "story",
-        "attempts", "values", "dirty", "early",
+        "attempts", "values", "dirty", "early", "stream_open",
     )
 
     def __init__(self, pt: PlannedTask) -> None:
         #: the planned task
         self.pt = pt
         self.name = pt.task.name
-        self.mapped = pt.mapped
+        #: it has branches: it is mapped, or it streams (one branch per item)
+        self.mapped = pt.branches
         #: the task's public state (for a mapped task, the aggregate of its branches)
         self.state: TaskState = "pending"
         #: one per branch; None until a mapped task knows its number of branches
@@ -127,6 +128,8 @@ class TaskRecord:
         self.attempts = 0
         #: a mapped task's branch values, once it ended
         self.values: list[Any] | None = None
+        #: a streaming task whose generator still runs (see ``streams.py``)
+        self.stream_open = False
 
     @property
     def n(self) -> int | None:
@@ -249,13 +252,39 @@ class RunRecords:
         rec = self.records[t]
         return rec.result if rec.state in OK else None
 
+    def final_branch(self, t: int, branch: int | None) -> tuple[str, Any] | None:
+        """``(state, value)`` of item ``branch`` of task ``t`` once final, else None."""
+        items = self.records[t].items
+        i = branch or 0
+        if items is None or i >= len(items) or items[i].phase not in FINAL:
+            return None
+        item = items[i]
+        return item.phase, item.value
+
+    def final_branches(self, t: int) -> list[tuple[int | None, str, Any]]:
+        """``(branch, state, value)`` of task ``t``'s final items so far (a task without
+        branches: its one item, as branch None), from any thread: an item's value is set
+        before its phase says final, and items are only ever appended."""
+        rec = self.records[t]
+        items = rec.items
+        if items is None:
+            return []
+        found = []
+        for i in range(len(items)):
+            item = items[i]
+            if item.phase in FINAL:
+                found.append((i if rec.mapped else None, item.phase, item.value))
+        return found
+
     def failures(self) -> list[Failed]:
         """Every failed task (each failed branch of a mapped task), in run order."""
         out: list[Failed] = []
         for rec in self.records:
             if rec.state != "failed":
                 continue
-            if rec.mapped and rec.items is not None:
+            if rec.pt.stream and rec.error is not None:  # its generator raised
+                out.append(rec.error)
+            elif rec.mapped and rec.items is not None:
                 out.extend(it.value for it in rec.items if isinstance(it.value, Failed))
             elif rec.error is not None:
                 out.append(rec.error)

@@ -9,7 +9,7 @@ import concurrent.futures
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -275,16 +275,39 @@ class Run:
         return Summary(self.flow, self.id, self.status, rows, self.dashboard_link,
                        None if made is None else str(made), self.job.keep)
 
+    def stream(self, task: str | Sequence[str], *, ordered: bool = False) -> Iterator[Any]:
+        """The results of ``task`` as they come: each branch of a mapped or streaming task
+        as soon as it succeeded (a plain task: its result when it ends). With several
+        tasks, ``(task, value)`` pairs. ``ordered=True`` keeps the branches' order.
+        Leaving the loop early cancels the run (see ``result_stream.py``)."""
+        from .result_stream import stream_results
+
+        names = [task] if isinstance(task, str) else list(task)
+        return stream_results(self, names, ordered, pairs=len(names) > 1)
+
+    def _final_branch(self, index: int, branch: int | None) -> tuple[str, Any] | None:
+        return self._sm.final_branch(index, branch)
+
+    def _final_branches(self, index: int) -> list[tuple[int | None, str, Any]]:
+        return self._sm.final_branches(index)
+
+    def _has_branches(self, index: int) -> bool:
+        return self.plan.tasks[index].branches
+
+    def _readable(self, index: int, value: Any) -> Any:
+        """A result as held by the run (maybe a cache marker or a remote reference), read."""
+        value = self._scheduler.cached.value(value)
+        executor = self._scheduler.executor_of(index)
+        if executor.remote:
+            return self._loop_thread.run_sync(executor.fetch(value))
+        return value
+
     def _result(self, name: str) -> Any:
         index = self._index(name)
         state = self._sm.view(index).state
         if state not in OK:
             raise ResultUnavailableError(name, state)
-        value = self._scheduler.cached.value(self._sm.result(index))  # read from the cache now
-        executor = self._scheduler.executor_of(index)
-        if executor.remote:
-            return self._loop_thread.run_sync(executor.fetch(value))
-        return value
+        return self._readable(index, self._sm.result(index))  # read from the cache now
 
     @property
     def dashboard_link(self) -> str | None:

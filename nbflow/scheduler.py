@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from . import cancellation
+from . import cancellation, config
 from .cache import ResultStore
 from .cancellation import CancelBoard
 from .capture import capturing
@@ -48,11 +49,19 @@ from .messages import (
     SplitAnswer,
     SplitResult,
     Start,
+    StartStream,
+    StopStream,
     StoreResult,
+    StreamEnded,
     Take,
     TimedOut,
+    Yielded,
 )
+from .batching import JoinBatch
 from .lanes import assign_lanes, crossing_inputs
+from .stream_pump import Pump, Pumps
+from .streams import consumed
+from .task import Task
 from .loading import CachedValues, Stored
 from .transitions import Transitions
 from .values import Failed
@@ -63,6 +72,28 @@ logger = logging.getLogger(__name__)
 CHAIN_SLICE = 0.005
 #: the stimulus that hands out every ready ``async def`` item (it carries no state)
 _TAKE_ASYNC = Take(0, asynchronous=True)
+
+
+#: seconds the end of a run waits for stopped generators to close (their finally blocks)
+PUMP_JOIN_WAIT = 30.0
+
+
+def _wrap(task: Task) -> Callable[..., Any]:
+    """The function an executor calls for ``task``: its own, in its image
+    (``container_python``), joining its batch first (``batching``)."""
+    fn = task.fn
+    options = task.options
+    if options.image is not None and task.command is None:  # a Python task in a container
+        fn = InImage(task.name, fn, options.image, options.timeout)
+    if options.batch_size is not None and options.map is not None:
+        fn = JoinBatch(fn, options.map)
+    return fn
+
+
+def _join(threads: list[threading.Thread], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class Scheduler:
@@ -93,9 +124,11 @@ class Scheduler:
         self._to_store: dict[int, list[tuple[str, Any]]] = {}
         self._pending: deque[Instruction] = deque()
         self._timers: dict[tuple[Item, int], asyncio.TimerHandle] = {}
-        #: the functions of tasks with image=, wrapped once per run (``container_python``)
-        self._in_image: dict[str, InImage] = {}
+        #: task functions as executors call them, wrapped once per run (see _wrap)
+        self._wrapped: dict[str, Callable[..., Any]] = {}
         self._async_tasks: dict[tuple[Item, int], asyncio.Task[None]] = {}
+        #: the threads of streaming tasks' generators (``stream_pump.py``)
+        self._pumps = Pumps()
         self._done: asyncio.Future[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._busy = False
@@ -131,6 +164,9 @@ class Scheduler:
                 handle.cancel()
             for task in self._async_tasks.values():
                 task.cancel()
+            stopping = self._pumps.stop_all()
+            if stopping:  # their generators' finally blocks run before the run is over
+                await asyncio.to_thread(_join, stopping, PUMP_JOIN_WAIT)
             if self._background_tasks:  # e.g. remote results on their way into the cache
                 await asyncio.wait(list(self._background_tasks), timeout=30)
             for ex in self.executors:
@@ -192,6 +228,9 @@ class Scheduler:
             while self._pending:
                 self._handle(self._pending.popleft())
             self._dispatch()
+            if self._pumps:
+                records = self.sm.records
+                self._pumps.update(lambda t: consumed(records, records[t]))
         finally:
             self._busy = False
 
@@ -236,11 +275,25 @@ class Scheduler:
                     ids.setdefault(self._lane_of[item[0]], []).append((item, attempt))
             for lane, lane_ids in ids.items():
                 self.executors[lane].cancel(lane_ids)
+        elif isinstance(ins, StartStream):
+            self._start_stream(ins)
+        elif isinstance(ins, StopStream):
+            self._pumps.stop(ins.task)
         elif isinstance(ins, RunFinished):
             if self._done is not None and not self._done.done():
                 self._done.set_result(ins.status)
         else:  # pragma: no cover - a new instruction type without a handler
             raise TypeError(f"unknown instruction {ins!r}")
+
+    def _start_stream(self, ins: StartStream) -> None:
+        assert self._loop is not None
+        pt = self.sm.plan.tasks[ins.task]
+        buffer = pt.task.options.buffer or int(config.get("stream_buffer"))
+        self._pumps.start(Pump(ins.task, pt.name, pt.task.fn, ins.kwargs, buffer, self._loop,
+                               self._on_stream, self.board, ((ins.task, None), 1)))
+
+    def _on_stream(self, stimulus: Yielded | StreamEnded) -> None:
+        self._process(self.sm.handle(stimulus))
 
     def _get(self, key: str) -> tuple[bool, Any]:
         try:
@@ -426,10 +479,7 @@ class Scheduler:
             self._timers[(ex.item, ex.attempt)] = self._loop.call_later(
                 options.timeout, self._on_timeout, ex.item, ex.attempt
             )
-        fn = pt.task.fn
-        if options.image is not None and pt.task.command is None:  # a Python task in a container
-            fn = self._in_image.get(pt.name) or self._in_image.setdefault(
-                pt.name, InImage(pt.name, fn, options.image, options.timeout))
+        fn = self._wrapped.get(pt.name) or self._wrapped.setdefault(pt.name, _wrap(pt.task))
         return WorkItem(
             (ex.item, ex.attempt), pt.name, b, ex.attempt, fn, ex.kwargs,
             options.timeout, options.priority, options.resources, self.board,

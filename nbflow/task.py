@@ -49,6 +49,12 @@ class TaskOptions:
     #: a container image: the task runs in it (a command with its engine, a Python
     #: function with the image's own Python; see ``containers.py``)
     image: str | None = None
+    #: a streaming task: how many items it may run ahead of its slowest consumer (None:
+    #: the ``stream_buffer`` setting)
+    buffer: int | None = None
+    #: a task that maps a stream: take its items N at a time, joined into one batch
+    #: (see ``batching.py``)
+    batch_size: int | None = None
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(TaskOptions.__dataclass_fields__)
@@ -168,6 +174,11 @@ def _check_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
     group = values.get("group")
     if group is not None and (not isinstance(group, str) or not group.strip()):
         raise bad("group", "a non-empty string naming the group, like 'cleaning' (or None)")
+    for name, meaning in (("buffer", "(or None: the stream_buffer setting)"),
+                          ("batch_size", "(or None: one item per branch)")):
+        count = values.get(name)
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+            raise bad(name, f"a whole number of items >= 1 {meaning}")
     image = values.get("image")
     if image is not None and (not isinstance(image, str) or not image.strip() or image != image.strip()):
         raise bad("image", "a container image name, like 'localhost/tools:1.2' (or None)")
@@ -231,6 +242,9 @@ class Task:
     inputs: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     is_async: bool = False
+    #: a generator function that is not mapped: its items stream to the tasks that map it
+    #: (see ``streams.py``)
+    is_stream: bool = False
     #: the code's key when the declarer computed it; None: hashed from ``fn`` on first use
     given_code_key: str | None = None
     key_extra: Callable[[], str] | None = None
@@ -263,6 +277,12 @@ class Task:
         if is_async and opts.image is not None:
             raise InvalidOptionError(task_name, "image", "runs a function in a container, and an "
                                      "async def task cannot run there: declare it with def")
+        is_stream = opts.map is None and inspect.isgeneratorfunction(target)
+        if is_stream:
+            _check_stream(task_name, opts)
+        elif opts.buffer is not None:
+            raise InvalidOptionError(task_name, "buffer", "is for streaming tasks (a generator "
+                                     "function that is not mapped); this task does not stream")
         return cls(
             name=task_name,
             fn=fn,
@@ -270,6 +290,7 @@ class Task:
             inputs=inputs,
             defaults=defaults,
             is_async=is_async,
+            is_stream=is_stream,
             given_code_key=extra.pop("code_key", None) or None,
             **extra,
         )
@@ -303,6 +324,21 @@ class Task:
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, inputs={list(self.inputs)})"
+
+
+def _check_stream(task: str, options: TaskOptions) -> None:
+    """Refuse the options a streaming task cannot honour (yet), with what to do instead."""
+    why = {
+        "retries": "items it yielded cannot be taken back; retry in the tasks that map it",
+        "timeout": "a stream runs as long as it yields; stop it with run.cancel() or by "
+                   "leaving flow.stream()",
+        "run_if": "decide in the generator, or with run_if on the tasks that map it",
+        "image": "a generator cannot run in a container",
+    }
+    for name, reason in why.items():
+        if getattr(options, name) not in (None, 0):
+            raise InvalidOptionError(task, name, f"is not available on a streaming task (a "
+                                     f"generator function): {reason}")
 
 
 def _signature(task: str, fn: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]]:

@@ -37,7 +37,7 @@ from .events import EventBus
 from .messages import (
     CacheAnswer, Cancel, CancelRunning, CancelTask, ChainAhead, CheckCondition, ConditionAnswer,
     Execute, Finished, Instruction, Item, LookupCache, RetryDue, RetryLater, RunFinished,
-    SplitAnswer, SplitResult, Start, Stimulus, StoreResult, Take, TimedOut
+    SplitAnswer, SplitResult, Start, Stimulus, StoreResult, StreamEnded, Take, TimedOut, Yielded
 )
 from .plan import Plan
 from .ready import ReadyQueues
@@ -46,6 +46,7 @@ from .records import (
     ItemRecord, RunRecords, TaskRecord
 )
 from .states import FINAL, OK, TaskState, ended_verb, mapped_state, run_status
+from .streams import StreamTransitions, branch_count, source_phase
 from .values import Failed, Skipped
 
 # -- the machine at a glance ----------------------------------------------------------------
@@ -69,13 +70,15 @@ RUN_TABLE: dict[type, str] = {
     SplitAnswer: "_split_answered",
     CancelTask: "_cancel_task",
     Cancel: "_cancel",
+    Yielded: "_yielded",
+    StreamEnded: "_stream_ended",
 }
 
 #: the phases in which an item's stimulus must match its current attempt
 _ATTEMPT_OF: dict[type, int] = {Finished: 0, TimedOut: 0, RetryDue: -1}
 
 
-class Transitions(RunRecords):
+class Transitions(RunRecords, StreamTransitions):
     """Decisions of one run. Only :meth:`handle` changes its state."""
 
     def __init__(
@@ -255,6 +258,11 @@ class Transitions(RunRecords):
         running = self._stop_items(rec, out)
         if running:
             out.append(CancelRunning(running))
+        if rec.pt.stream and rec.items is not None:  # the items it made so far stay
+            self._stop_stream(rec, out)
+            rec.ended = now
+            self._end_task(rec, "cancelled", out)
+            return
         if rec.items is None or not rec.mapped:
             rec.ended = now
             self._end_task(rec, "cancelled", out)
@@ -273,6 +281,8 @@ class Transitions(RunRecords):
             if rec.state in FINAL:
                 continue
             running += self._stop_items(rec, out)
+            if rec.pt.stream:
+                self._stop_stream(rec, out)
             for i, item in enumerate(rec.items or ()):
                 if item.phase not in FINAL:
                     item.phase = "cancelled"
@@ -396,10 +406,12 @@ class Transitions(RunRecords):
             return
         if self.chain is None or not chaining.sent_ahead(rec):
             rec.key = inputs.key_of_task(self.records, rec)  # a task sent ahead got its key then
-        if src is None:
+        if pt.stream:
+            self._start_stream(rec, out)
+        elif src is None:
             self._consider(rec, 0, out)
         elif pt.elementwise:
-            self._fan_out(rec, src.n or 0, out)
+            self._fan_out(rec, branch_count(rec, src.n or 0), out)
         elif src.state not in OK:
             self._skip(rec, f"cannot map over {src.name!r}: it {ended_verb(src.state)}", out)
         elif src.parts is not None:
@@ -413,7 +425,7 @@ class Transitions(RunRecords):
 
     def _fan_out(self, rec: TaskRecord, n: int, out: list[Instruction]) -> None:
         rec.items = [ItemRecord() for _ in range(n)]
-        if n == 0:
+        if n == 0 and not self._source_open(rec):
             self._end_task(rec, "succeeded", out)
             return
         for child in rec.ew_children:
@@ -422,7 +434,7 @@ class Transitions(RunRecords):
             src = self.records[rec.pt.map_source]  # type: ignore[index]
             for i, item in enumerate(src.items or ()):
                 if item.phase in FINAL:
-                    self._consider(rec, i, out)
+                    self._follow(rec, i, out)
         else:
             for i in range(n):
                 self._consider(rec, i, out)
@@ -434,7 +446,7 @@ class Transitions(RunRecords):
         pt = rec.pt
         if pt.elementwise:
             src = self.records[pt.map_source]  # type: ignore[index]
-            s = src.items[i].phase  # type: ignore[index]
+            s = source_phase(self.records, rec, i)
             run_on = pt.task.options.run_on
             reason = ""
             if run_on == "success" and s not in OK:
@@ -562,13 +574,13 @@ class Transitions(RunRecords):
         if len(rec.story) < STORY_BRANCH_LIMIT:
             rec.story.append((self.now, i, state, self._cause))
         self._emit_branch(rec, i, state, item.attempt, value)
-        last = rec.done == len(items)
+        last = rec.done == len(items) and not self._source_open(rec)
         if not last:
             rec.dirty = True  # no task event now: its view is built when someone asks
         for child in rec.ew_children:
             crec = self.records[child]
             if crec.activated and crec.items is not None:
-                self._consider(crec, i, out)
+                self._follow(crec, i, out)
         if last:
             state = mapped_state(rec.counts, rec.done)
             if state == "skipped":
@@ -591,6 +603,7 @@ class Transitions(RunRecords):
             crec = self.records[child]
             if crec.pt.elementwise and crec.pt.map_source == index:
                 self._try_activate(crec, out)
+                self._source_closed(crec, out)
             else:
                 crec.waiting -= 1
                 if crec.waiting == 0:
