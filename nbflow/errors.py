@@ -10,6 +10,7 @@
     │   ├── CycleError              tasks depend on each other in a loop
     │   ├── UnknownTaskError        an upstream, ``after=`` or target name that is not a task
     │   ├── InvalidMapError         ``map=`` names something that is not an upstream
+    │   ├── UnboundedStreamError    a task takes an unbounded stream whole (no ``map=``)
     │   ├── MissingParameterError   a flow parameter with no value
     │   └── UnknownParameterError   params= names something no task takes
     ├── FlowFailed                  a run ended with failed tasks
@@ -125,6 +126,18 @@ class UnknownTaskError(ValidationError):
             name, known
         )
         super().__init__(msg)
+
+
+class UnboundedStreamError(ValidationError):
+    """A task takes an unbounded stream whole (without ``map=``): it would wait forever."""
+
+    def __init__(self, task: str, stream: str) -> None:
+        self.task = task
+        self.stream = stream
+        super().__init__(
+            f"Task {task!r} takes {stream!r} whole, but {stream!r} is fed by an unbounded "
+            f"stream, which never ends: map it (map={stream!r}), read it with "
+            f"flow.stream({stream!r}), or drop unbounded=True if the stream does end.")
 
 
 class InvalidMapError(ValidationError):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .batching import n_batches
 from .messages import Instruction, Item, StartStream, StopStream, StreamEnded, Yielded
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, UnboundedStreamError
 from .plan import PlannedTask
 from .records import WAITING, ItemRecord, TaskRecord
 from .states import FINAL, OK, TaskState, mapped_state
@@ -149,8 +149,15 @@ class StreamTransitions:
 
 
 def check_streams(tasks: list[PlannedTask]) -> None:
-    """Refuse, before a run, ``batch_size`` on a task that does not map a stream."""
+    """Refuse, before a run, ``batch_size`` on a task that does not map a stream, and a
+    task that takes an unbounded stream (or a map fed by one) whole."""
+    unbounded: list[bool] = []
     for pt in tasks:
+        unbounded.append((pt.stream and pt.task.options.unbounded)
+                         or (pt.elementwise and unbounded[pt.map_source]))  # type: ignore[index]
+        for d in pt.deps:
+            if unbounded[d] and d != pt.map_source:
+                raise UnboundedStreamError(pt.name, tasks[d].name)
         if pt.task.options.batch_size is None:
             continue
         source = None if pt.map_source is None else tasks[pt.map_source]

@@ -55,6 +55,8 @@ class TaskOptions:
     #: a task that maps a stream: take its items N at a time, joined into one batch
     #: (see ``batching.py``)
     batch_size: int | None = None
+    #: a streaming task that never ends (a feed): no task may wait for its end
+    unbounded: bool = False
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(TaskOptions.__dataclass_fields__)
@@ -162,7 +164,7 @@ def _check_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
             raise bad("resources", "a mapping of resource name to a finite amount >= 0, "
                       "like {'GPU': 1}")
         values["resources"] = dict(res)
-    for name in ("cache", "export"):
+    for name in ("cache", "export", "unbounded"):
         if name in values and not isinstance(values[name], bool):
             raise bad(name, "True or False")
     if not _check_executor(values.get("executor")):
@@ -280,9 +282,12 @@ class Task:
         is_stream = opts.map is None and inspect.isgeneratorfunction(target)
         if is_stream:
             _check_stream(task_name, opts)
-        elif opts.buffer is not None:
-            raise InvalidOptionError(task_name, "buffer", "is for streaming tasks (a generator "
-                                     "function that is not mapped); this task does not stream")
+        else:
+            for name in ("buffer", "unbounded"):
+                if getattr(opts, name) not in (None, False):
+                    raise InvalidOptionError(task_name, name, "is for streaming tasks (a "
+                                             "generator function that is not mapped); this task "
+                                             "does not stream")
         return cls(
             name=task_name,
             fn=fn,

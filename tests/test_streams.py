@@ -345,3 +345,28 @@ def test_batch_size_on_a_task_that_maps_no_stream_is_refused():
 
     with pytest.raises(nf.InvalidOptionError, match="which is not a stream"):
         flow.plan()
+
+
+def test_a_task_that_takes_an_unbounded_stream_whole_is_refused():
+    flow = nf.Flow("s")
+
+    @flow.task(unbounded=True)
+    def feed():
+        yield from itertools.count()
+
+    @flow.task(map="feed")
+    def doubled(feed):
+        return feed * 2
+
+    @flow.task
+    def everything(doubled):
+        return doubled
+
+    with pytest.raises(nf.UnboundedStreamError, match="'everything' takes 'doubled' whole"):
+        flow.plan()
+    flow.drop("everything")
+    flow.plan(["doubled"])  # mapping it is fine
+    with pytest.raises(nf.InvalidOptionError, match="unbounded' is for streaming tasks"):
+        @flow.task(unbounded=True)
+        def plain():
+            return 1
