@@ -59,7 +59,7 @@ from .messages import (
 )
 from .batching import JoinBatch
 from .lanes import assign_lanes, crossing_inputs
-from .stream_pump import Pump, Pumps
+from .stream_pump import AsyncPump, Pump, Pumps
 from .streams import consumed
 from .task import Task
 from .loading import CachedValues, Stored
@@ -164,9 +164,11 @@ class Scheduler:
                 handle.cancel()
             for task in self._async_tasks.values():
                 task.cancel()
-            stopping = self._pumps.stop_all()
-            if stopping:  # their generators' finally blocks run before the run is over
-                await asyncio.to_thread(_join, stopping, PUMP_JOIN_WAIT)
+            threads, pumping = self._pumps.stop_all()
+            if pumping:  # their generators' finally blocks run before the run is over
+                await asyncio.wait(pumping, timeout=PUMP_JOIN_WAIT)
+            if threads:
+                await asyncio.to_thread(_join, threads, PUMP_JOIN_WAIT)
             if self._background_tasks:  # e.g. remote results on their way into the cache
                 await asyncio.wait(list(self._background_tasks), timeout=30)
             for ex in self.executors:
@@ -289,7 +291,8 @@ class Scheduler:
         assert self._loop is not None
         pt = self.sm.plan.tasks[ins.task]
         buffer = pt.task.options.buffer or int(config.get("stream_buffer"))
-        self._pumps.start(Pump(ins.task, pt.name, pt.task.fn, ins.kwargs, buffer, self._loop,
+        kind = AsyncPump if inspect.isasyncgenfunction(pt.task.fn) else Pump
+        self._pumps.start(kind(ins.task, pt.name, pt.task.fn, ins.kwargs, buffer, self._loop,
                                self._on_stream, self.board, ((ins.task, None), 1)))
 
     def _on_stream(self, stimulus: Yielded | StreamEnded) -> None:

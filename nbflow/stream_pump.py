@@ -29,7 +29,7 @@ from .capture import _target as _capture_target
 from .messages import StreamEnded, Yielded
 from .values import Failed
 
-__all__ = ["Pump", "Pumps"]
+__all__ = ["AsyncPump", "Pump", "Pumps"]
 
 
 class Pump:
@@ -55,6 +55,9 @@ class Pump:
 
     def start(self) -> None:
         self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
 
     def consumed(self, n: int) -> None:
         """The consumers finished with ``n`` items: the generator may go on."""
@@ -132,16 +135,87 @@ class Pump:
         self._deliver(ended)
 
 
+class AsyncPump:
+    """An ``async def`` generator's pump: an asyncio task on the scheduler's loop (where
+    ``async def`` task bodies run), with the same backpressure and stop as :class:`Pump`."""
+
+    def __init__(self, task: int, name: str, fn: Callable[..., Any], kwargs: dict[str, Any],
+                 buffer: int, loop: asyncio.AbstractEventLoop,
+                 deliver: Callable[[Yielded | StreamEnded], None],
+                 board: cancellation.CancelBoard, item_id: Hashable) -> None:
+        self.task, self.name = task, name
+        self._fn, self._kwargs = fn, kwargs
+        self._buffer = max(1, buffer)
+        self._loop, self._deliver = loop, deliver
+        self._board, self._id = board, item_id
+        self._room = asyncio.Event()
+        self._produced = 0
+        self._consumed = 0
+        self._stopped = False
+        self.future: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.future = self._loop.create_task(self._run())
+
+    def alive(self) -> bool:
+        return self.future is not None and not self.future.done()
+
+    def consumed(self, n: int) -> None:
+        if n > self._consumed:
+            self._consumed = n
+            self._room.set()
+
+    def stop(self) -> None:
+        self._board.cancel([self._id])
+        self._stopped = True
+        self._room.set()
+
+    async def _run(self) -> None:
+        started = time.time()
+        output = Capture()
+        _capture_target.set(output)  # this asyncio task runs in a context of its own
+        cancellation.current.set((self._board, self._id))
+        failure: Failed | None = None
+        made = 0
+        try:
+            generator = self._fn(**self._kwargs)
+            try:
+                while True:
+                    while not self._stopped and self._produced - self._consumed >= self._buffer:
+                        self._room.clear()
+                        await self._room.wait()
+                    if self._stopped:
+                        break
+                    try:
+                        value = await generator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    made += 1
+                    self._produced += 1
+                    self._deliver(Yielded(self.task, [value], time.time()))
+            finally:
+                await generator.aclose()
+        except asyncio.CancelledError:
+            pass  # the run is over: the generator was closed above
+        except BaseException as exc:  # the task's own error
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"(raised by streaming task {self.name!r} while making item "
+                             f"{made}; the {made} items before it were delivered)")
+            failure = Failed.from_exception(self.name, exc)
+        where = f"the scheduler's loop on {socket.gethostname()}"
+        self._deliver(StreamEnded(self.task, failure, started, time.time(), where, output or None))
+
+
 class Pumps:
     """The pumps of one run, by task index."""
 
     def __init__(self) -> None:
-        self._pumps: dict[int, Pump] = {}
+        self._pumps: dict[int, Pump | AsyncPump] = {}
 
     def __bool__(self) -> bool:
         return bool(self._pumps)
 
-    def start(self, pump: Pump) -> None:
+    def start(self, pump: Pump | AsyncPump) -> None:
         self._pumps[pump.task] = pump
         pump.start()
 
@@ -153,16 +227,19 @@ class Pumps:
     def update(self, consumed: Callable[[int], int]) -> None:
         """Tell each pump how many of its items its consumers finished with."""
         for task, pump in list(self._pumps.items()):
-            if not pump.thread.is_alive():
+            if not pump.alive():
                 del self._pumps[task]
             else:
                 pump.consumed(consumed(task))
 
-    def stop_all(self) -> list[threading.Thread]:
-        """Stop every pump; returns their threads (to join)."""
-        threads = []
+    def stop_all(self) -> tuple[list[threading.Thread], list[asyncio.Task[None]]]:
+        """Stop every pump; returns their threads (to join) and asyncio tasks (to await)."""
+        threads, tasks = [], []
         for pump in self._pumps.values():
             pump.stop()
-            threads.append(pump.thread)
+            if isinstance(pump, Pump):
+                threads.append(pump.thread)
+            elif pump.future is not None:
+                tasks.append(pump.future)
         self._pumps.clear()
-        return threads
+        return threads, tasks

@@ -279,7 +279,8 @@ class Task:
         if is_async and opts.image is not None:
             raise InvalidOptionError(task_name, "image", "runs a function in a container, and an "
                                      "async def task cannot run there: declare it with def")
-        is_stream = opts.map is None and inspect.isgeneratorfunction(target)
+        is_stream = opts.map is None and (inspect.isgeneratorfunction(target)
+                                          or inspect.isasyncgenfunction(target))
         if is_stream:
             _check_stream(task_name, opts)
         else:

@@ -370,3 +370,43 @@ def test_a_task_that_takes_an_unbounded_stream_whole_is_refused():
         @flow.task(unbounded=True)
         def plain():
             return 1
+
+
+def test_an_async_generator_streams_with_backpressure_and_a_clean_stop():
+    import asyncio
+
+    closed = threading.Event()
+    flow = nf.Flow("s")
+
+    @flow.task(buffer=4)
+    async def ticks():
+        try:
+            for i in itertools.count():
+                await asyncio.sleep(0)
+                yield i
+        finally:
+            closed.set()
+
+    @flow.task(map="ticks")
+    def tripled(ticks):
+        return ticks * 3
+
+    got = []
+    for value in flow.stream("tripled", ordered=True):
+        got.append(value)
+        if len(got) == 6:
+            break
+    assert got == [0, 3, 6, 9, 12, 15] and closed.is_set()
+
+    finite = nf.Flow("f")
+
+    @finite.task
+    async def three():
+        for i in range(3):
+            yield i
+
+    @finite.task(map="three")
+    def plus(three):
+        return three + 1
+
+    assert finite.run().results["plus"] == [1, 2, 3]
