@@ -74,7 +74,7 @@ class TaskRecord:
         "pt", "name", "mapped", "state", "items", "waiting", "activated", "key", "error",
         "started", "ended", "where", "done", "counts", "in_flight", "deferred", "parts",
         "split_waiters", "skip_reason", "ew_children", "dep_idx", "up_idx", "output", "story",
-        "attempts", "values", "dirty", "early", "stream_open",
+        "attempts", "values", "dirty", "early", "stream_open", "consumed",
     )
 
     def __init__(self, pt: PlannedTask) -> None:
@@ -130,6 +130,8 @@ class TaskRecord:
         self.values: list[Any] | None = None
         #: a streaming task whose generator still runs (see ``streams.py``)
         self.stream_open = False
+        #: a streaming task's items that every task mapping it finished with
+        self.consumed = 0
 
     @property
     def n(self) -> int | None:
@@ -165,7 +167,7 @@ class TaskRecord:
             MappingProxyType(dict(self.counts)) if self.mapped else _NO_COUNTS,
             self.error, self.skip_reason,
             MappingProxyType(dict(self.output)) if output else _NO_OUTPUT,
-            self.pt.forced, self.key, False, *command_facts(self),
+            self.pt.forced, self.key, False, *command_facts(self), self.pt.stream, self.consumed,
         )
 
 

@@ -71,6 +71,7 @@ class StreamTransitions:
             rec.items.append(item)
             self._grow(rec, out)
             self._end_item(rec, len(rec.items) - 1, "succeeded", value, out, stimulus.at)
+        rec.consumed = consumed(self.records, rec)  # (all of them, when nothing maps it)
 
     def _grow(self, rec: TaskRecord, out: list[Instruction]) -> None:
         """``rec`` got one more branch: so do the element-wise maps over it (one more
@@ -146,6 +147,16 @@ class StreamTransitions:
                 and rec.done == len(rec.items) and rec.pt.branches:
             self._end_task(rec, mapped_state(rec.counts, rec.done) if rec.items else "succeeded",
                            out)
+
+
+def note_consumed(records: list[TaskRecord], rec: TaskRecord) -> None:
+    """A branch of ``rec`` ended: if ``rec`` maps a stream, update how far the stream's
+    consumers got (its view shows it; the pump's backpressure reads it too)."""
+    if rec.pt.elementwise:
+        src = records[rec.pt.map_source]  # type: ignore[index]
+        if src.pt.stream:
+            src.consumed = consumed(records, src)
+            src.dirty = True
 
 
 def check_streams(tasks: list[PlannedTask]) -> None:

@@ -46,7 +46,7 @@ from .records import (
     ItemRecord, RunRecords, TaskRecord
 )
 from .states import FINAL, OK, TaskState, ended_verb, mapped_state, run_status
-from .streams import StreamTransitions, branch_count, source_phase
+from .streams import StreamTransitions, branch_count, note_consumed, source_phase
 from .values import Failed, Skipped
 
 # -- the machine at a glance ----------------------------------------------------------------
@@ -574,6 +574,7 @@ class Transitions(RunRecords, StreamTransitions):
         if len(rec.story) < STORY_BRANCH_LIMIT:
             rec.story.append((self.now, i, state, self._cause))
         self._emit_branch(rec, i, state, item.attempt, value)
+        note_consumed(self.records, rec)
         last = rec.done == len(items) and not self._source_open(rec)
         if not last:
             rec.dirty = True  # no task event now: its view is built when someone asks

@@ -9,6 +9,8 @@ while the run goes on.
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -65,6 +67,10 @@ class TaskView:
     host: str | None = None
     #: the container image the task runs in (``image=``), if any
     image: str | None = None
+    #: a streaming task (a generator): ``branches`` counts the items it made so far
+    stream: bool = False
+    #: a streaming task's items that every task mapping it finished with
+    consumed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -91,6 +97,14 @@ class TaskView:
             state = "cancelling" if self.state == "cancelled" else self.state
             return f"{state} (still running in a thread)"
         return self.state
+
+    @property
+    def rate(self) -> float | None:
+        """A streaming task's items per second so far (until it ended); None before."""
+        if not self.stream or self.started is None or not self.branches:
+            return None
+        end = self.ended if self.final and self.ended is not None else time.time()
+        return self.branches / max(end - self.started, 1e-6)
 
     @property
     def label(self) -> str:

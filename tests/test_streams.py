@@ -410,3 +410,40 @@ def test_an_async_generator_streams_with_backpressure_and_a_clean_stop():
         return three + 1
 
     assert finite.run().results["plus"] == [1, 2, 3]
+
+
+def test_a_stream_node_shows_items_made_consumed_and_a_rate():
+    from nbflow.widget.nodes import node_info
+
+    flow = nf.Flow("s")
+
+    @flow.task(buffer=2)
+    def source():
+        yield from range(5)
+
+    @flow.task(map="source")
+    def each(source):
+        return source
+
+    @flow.task
+    def only_fan_in(source):  # a stream nothing maps is never held back
+        return len(source)
+
+    run = flow.run()
+    view = run.task("source")
+    assert view.stream and view.branches == 5 and view.consumed == 5
+    assert view.rate is not None and view.rate > 0
+    info = node_info(view)
+    assert info["n"] == 5 and info["st"]["done"] == 5 and info["st"]["rate"] > 0
+    assert "st" not in node_info(run.task("each"))
+    lonely = nf.Flow("l")
+
+    @lonely.task(buffer=1)
+    def many():
+        yield from range(50)
+
+    @lonely.task
+    def count(many):
+        return len(many)
+
+    assert lonely.run().results["count"] == 50

@@ -17,6 +17,8 @@ names because a 2,000-node snapshot travels as one JSON string:
 ``out`` / ``stderr``: what it printed
 ``g``  only on a collapsed group or chain (its kind): ``d``/``n``/``c`` then
        count its member tasks (:mod:`nbflow.widget.collapse`)
+``st``  a streaming task: ``done`` the items its consumers finished with, ``rate``
+       items per second (``n`` counts the items made)
 ``cmd`` a command task's command (as declared, then the line that ran), ``host`` the
        host it ran on, ``img`` the container image of a task with ``image=``
 ====== ==========================================================================
@@ -92,6 +94,9 @@ def node_info(view: TaskView) -> dict[str, Any]:
         info["d"] = view.done
         info["n"] = view.branches
         info["c"] = dict(view.counts)
+    if view.stream:
+        rate = view.rate
+        info["st"] = {"done": view.consumed, "rate": None if rate is None else round(rate, 1)}
     if view.command is not None:
         info["cmd"] = clip(view.command, COMMAND_CHARS)
     if view.host:

@@ -282,6 +282,7 @@ function render({ model, el }) {
   function statusLine(info) {
     const s = info.s || rules().initial;
     const line = lineOf(s);
+    if (info.st) return `${s} ${info.n || 0} items` + (info.st.rate ? ` · ${info.st.rate}/s` : "");
     if (info.n != null) return `${s} ${info.d || 0}/${info.n}`;
     // from the task's own start (the kernel's wall clock) to the browser's wall clock
     // now: right after a page reload too, whenever the view first heard of the task
@@ -334,7 +335,8 @@ function render({ model, el }) {
       }
       entry.bar = fg; entry.barWidth = w;
     }
-    const frac = info.n ? Math.min(1, (info.d || 0) / info.n) : 0;
+    const done = info.st ? info.st.done : info.d;  // a stream: what its consumers finished
+    const frac = info.n ? Math.min(1, (done || 0) / info.n) : 0;
     entry.bar.setAttribute("width", String(entry.barWidth * frac));
   }
 
@@ -446,7 +448,9 @@ function render({ model, el }) {
       row("where", info.w),
       row("host", info.host),
       row("image", info.img),
-      row("branches", info.n != null ? `${info.d || 0}/${info.n}` +
+      row("items", info.st ? `${info.n || 0} made, ${(info.n || 0) - (info.st.done || 0)} in flight, ` +
+        `${info.st.done || 0} done` + (info.st.rate ? `, ${info.st.rate}/s` : "") : ""),
+      row("branches", info.n != null && !info.st ? `${info.d || 0}/${info.n}` +
         (info.c ? " (" + Object.entries(info.c).map(([k, v]) => `${v} ${k}`).join(", ") + ")" : "") : ""),
       row("skipped because", info.why),
       row("stale because", info.stale),
