@@ -212,6 +212,12 @@ def _add_task_options(task: CommandParser) -> None:
     task.add_argument("--group", default=None, metavar="GROUP",
                       help="a label shared by related cells' tasks: the widget draws them in "
                       "one box that collapses into a single node")
+    task.add_argument("--batch-size", type=int, default=None, metavar="N",
+                      help="with --map of a stream (a generator task): take its items N at a "
+                      "time, joined into one batch (docs/streams.md)")
+    task.add_argument("--buffer", type=int, default=None, metavar="N",
+                      help="a streaming task (a body with yield): run at most N items ahead of "
+                      "the tasks that map it (default: the stream_buffer setting)")
 
 
 def _add_run_command(sub: Any) -> None:
@@ -301,7 +307,8 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
     """
     options: dict[str, Any] = {}
     defaults = {"retries": 0, "retry_delay": 0.0, "timeout": None, "run_on": "success",
-                "priority": 0, "max_parallel": None, "map": None, "group": None}
+                "priority": 0, "max_parallel": None, "map": None, "group": None,
+                "batch_size": None, "buffer": None}
     for key, default in defaults.items():
         value = getattr(args, key, default)
         if value != default:
