@@ -291,6 +291,10 @@ class Scheduler:
         assert self._loop is not None
         pt = self.sm.plan.tasks[ins.task]
         buffer = pt.task.options.buffer or int(config.get("stream_buffer"))
+        for child in pt.children:  # a batch must be able to fill: room for one at least
+            batch = self.sm.plan.tasks[child].task.options.batch_size
+            if batch is not None and self.sm.plan.tasks[child].map_source == ins.task:
+                buffer = max(buffer, batch)
         kind = AsyncPump if inspect.isasyncgenfunction(pt.task.fn) else Pump
         self._pumps.start(kind(ins.task, pt.name, pt.task.fn, ins.kwargs, buffer, self._loop,
                                self._on_stream, self.board, ((ins.task, None), 1)))

@@ -207,9 +207,11 @@ def batch_values(up: TaskRecord, b: int, size: int) -> list[Any]:
 def consumed(records: list[TaskRecord], rec: TaskRecord) -> int:
     """How many of a stream's items every task that maps it has finished with: the
     generator may run ahead of this by the stream's bound (backpressure)."""
-    counts = [records[c].done for c in rec.ew_children
+    made = len(rec.items or ())
+    counts = [min(made, records[c].done * (records[c].pt.task.options.batch_size or 1))
+              for c in rec.ew_children
               if records[c].items is not None and records[c].state not in FINAL]
-    return min(counts) if counts else len(rec.items or ())
+    return min(counts) if counts else made
 
 
 def values_of(rec: TaskRecord) -> list[Any]:

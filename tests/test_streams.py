@@ -447,3 +447,21 @@ def test_a_stream_node_shows_items_made_consumed_and_a_rate():
         return len(many)
 
     assert lonely.run().results["count"] == 50
+
+
+@pytest.mark.parametrize(("buffer", "size"), [(1, 2), (2, 2), (2, 4), (3, 4), (4, 3)])
+def test_batch_size_larger_than_the_buffer_never_hangs(buffer, size):
+    flow = nf.Flow("s")
+
+    @flow.task(buffer=buffer)
+    def source():
+        for i in range(9):
+            yield [i]
+
+    @flow.task(map="source", batch_size=size)
+    def chunk(source):
+        return sum(source)
+
+    run = flow.run(background=True)
+    run.wait(30)
+    assert sum(run.results["chunk"]) == sum(range(9))
