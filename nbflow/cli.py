@@ -48,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", nargs=2, action="append", default=[],
                      metavar=("NAME", "VALUE"),
                      help="set a parameter of the notebook's parameters cell (repeatable); "
-                     "VALUE is parsed to the parameter's type")
+                     "VALUE is parsed to the parameter's type. A dotted NAME, TASK.ARG, gives "
+                     "only task TASK that value for its argument ARG")
+    run.add_argument("-c", "--config", action="append", default=[],
+                     metavar="TASK.OPTION=VALUE",
+                     help="set a task option for this run only (repeatable), like -c "
+                     "clean.retries=2 or -c fit.timeout=600; VALUE is parsed as YAML")
     run.add_argument("-f", "--params-file", action="append", default=[], metavar="PARAMS.yaml",
                      help="parameters from a YAML/JSON mapping (see nbflow params --format "
                      "yaml); -p wins over it")
@@ -196,7 +201,10 @@ def _run(args: argparse.Namespace) -> int:
 
     nb = P.read_notebook(args.notebook)
     cell = P.parameters_cell(nb, args.notebook)
-    values = P.resolve(cell, args.notebook, [tuple(p) for p in args.param], args.params_file)
+    plain, dotted = P.split_pairs(args.param)
+    values = P.resolve(cell, args.notebook, plain, args.params_file)
+    task_values = P.task_config(cell, args.config, dotted)
+    P.check_task_names(nb, args.notebook, task_values)
     output = args.output or f"{Path(args.notebook).stem}-output.ipynb"
     if Path(output).resolve() == Path(args.notebook).resolve():
         raise BatchInputError(f"-o {output!r} would overwrite the input notebook; choose "
@@ -208,11 +216,15 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run_notebook(args.notebook, output, values, cache_dir=_cache_dir(args.cache_dir),
                           events_log=_log_file(args.log_events), cluster=args.cluster,
-                          progress=args.progress)
+                          progress=args.progress, config=task_values)
     if not args.quiet or not result.ok:
         print(format_summary(result), file=sys.stdout if result.ok else sys.stderr)
     if not result.ok:
         print(f"nbflow run: {result.status}: {result.error}", file=sys.stderr)
+    unused = sorted({k.partition(".")[0] for k in task_values} - {t.task for t in result.tasks})
+    if unused and result.ok:
+        print(f"nbflow run: warning: -c/-p name task(s) {', '.join(unused)}, which no "
+              "%nbflow run of the notebook ran", file=sys.stderr)
     return result.exit_code
 
 
@@ -224,7 +236,7 @@ def _run_spec(args: argparse.Namespace) -> int:
                               "(a .json file)")
     result = run_spec(args.notebook, [tuple(p) for p in args.param], args.params_file,
                       cache_dir=_cache_dir(args.cache_dir), events_log=_log_file(args.log_events),
-                      cluster=args.cluster)
+                      cluster=args.cluster, options=args.config)
     if not args.quiet or not result.ok:
         print(result.summary, file=sys.stdout if result.ok else sys.stderr)
     if not result.ok:

@@ -343,11 +343,14 @@ class Flow:
         raise_on_failure: bool = True,
         observers: Iterable[Observer] = (),
         force: str | Iterable[str] = (),
+        config: Mapping[str, Any] | None = None,
     ) -> Run:
         """Run what ``targets`` need (all tasks by default) and return the :class:`Run`.
 
         Tasks named in ``force`` are recomputed even when the cache has their
-        result, and the new result replaces the cached one.
+        result, and the new result replaces the cached one. ``config`` overrides
+        one task's options or arguments for this run: ``{"clean.retries": 2,
+        "clean.threshold": 0.5}`` (see :mod:`nbflow.overrides`).
 
         Blocks until the run ends unless ``background=True``. A run with failed
         tasks raises :class:`~nbflow.FlowFailed` unless ``raise_on_failure=False``.
@@ -355,7 +358,7 @@ class Flow:
         Works the same from a script, a thread, or a cell of a running kernel:
         the scheduler has its own event loop thread.
         """
-        run = self._start(targets, params, executor, observers, force)
+        run = self._start(targets, params, executor, observers, force, config)
         if background:
             return run
         run.wait()
@@ -372,9 +375,10 @@ class Flow:
         raise_on_failure: bool = True,
         observers: Iterable[Observer] = (),
         force: str | Iterable[str] = (),
+        config: Mapping[str, Any] | None = None,
     ) -> Run:
         """Like :meth:`run`, awaited from async code (any event loop, or the scheduler's)."""
-        run = self._start(targets, params, executor, observers, force)
+        run = self._start(targets, params, executor, observers, force, config)
         await run.wait_async()
         if raise_on_failure:
             run.raise_for_failure()
@@ -389,6 +393,7 @@ class Flow:
         ordered: bool = False,
         observers: Iterable[Observer] = (),
         force: str | Iterable[str] = (),
+        config: Mapping[str, Any] | None = None,
     ) -> Iterator[Any]:
         """Run what ``outputs`` need in the background and yield their results as they
         come: each branch of a mapped or streaming task once it succeeded, in the order
@@ -397,7 +402,7 @@ class Flow:
         runs until then. See :meth:`Run.stream` and ``docs/streams.md``.
         """
         names = [outputs] if isinstance(outputs, str) else list(outputs)
-        run = self._start(names, params, executor, observers, force)
+        run = self._start(names, params, executor, observers, force, config)
         return run.stream(names if len(names) > 1 else names[0], ordered=ordered)
 
     def _start(
@@ -407,11 +412,13 @@ class Flow:
         executor: str | Executor | None,
         observers: Iterable[Observer],
         force: str | Iterable[str] = (),
+        overrides: Mapping[str, Any] | None = None,
     ) -> Run:
         from .executors import resolve_executor
+        from .overrides import plan_with_config
         from .run import Run
 
-        plan = self.plan(targets, params, force)
+        plan = plan_with_config(self, targets, params, force, overrides)
         capture.install()
         observers = list(observers)
         log = EventLog.from_config()  # the events_log setting / NBFLOW_EVENTS_LOG
@@ -424,6 +431,7 @@ class Flow:
             preflight([pt.task for pt in plan.tasks], chosen.name,
                       str(config.get("container_engine")))
         run = Run(plan, chosen, self.cache, observers=observers)
+        run.config = dict(overrides or {})
         for observer in observers:
             if isinstance(observer, EventLog):  # it reports exported results of this run
                 observer.bind(run)

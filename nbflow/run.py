@@ -49,6 +49,8 @@ class Run:
         self.id = uuid.uuid4().hex[:12]
         self.flow = plan.flow
         self.plan = plan
+        #: the per-task overrides it runs with (``flow.run(config=...)``), as given
+        self.config: dict[str, Any] = {}
         self.executor = executor
         self.bus = EventBus(observers, interval=float(config.get("event_interval")))
         self._sm = Transitions(plan, self.id, self.bus)

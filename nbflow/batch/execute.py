@@ -4,13 +4,16 @@ The kernel is the current environment's Python (``sys.executable -m
 ipykernel_launcher``), whatever kernel name the notebook asks for. It learns
 where to log events, keep results and run tasks from ``NBFLOW_EVENTS_LOG``,
 ``NBFLOW_CACHE_DIR``, ``NBFLOW_EXECUTOR`` and ``NBFLOW_CLUSTER`` in its
-environment (nbflow's settings, read when a flow is created or starts a run).
+environment (nbflow's settings, read when a flow is created or starts a run), and
+the per-task overrides of ``-c``/``-p TASK.ARG`` from ``NBFLOW_TASK_CONFIG``
+(read by ``%nbflow run``).
 The per-task summary is built from that event log after papermill returns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -116,6 +119,7 @@ def run_notebook(
     cluster: str | None = None,
     progress: bool = False,
     start_timeout: float = 60,
+    config: Mapping[str, Any] | None = None,
 ) -> JobResult:
     """Execute ``notebook`` with papermill into ``output`` and report its tasks.
 
@@ -124,8 +128,12 @@ def run_notebook(
     happens in the kernel: a raising cell, a failed task or a dead kernel is
     the returned status, and ``output`` holds every cell run up to that point.
     Widget views that carry a static image are replaced by it in ``output``
-    (:func:`nbflow.batch.static.prefer_static_images`).
+    (:func:`nbflow.batch.static.prefer_static_images`). ``config`` holds per-task
+    overrides (``{"clean.retries": 2}``): the kernel gets them as JSON in
+    ``NBFLOW_TASK_CONFIG``, and its ``%nbflow run`` runs with them (:mod:`nbflow.overrides`).
     """
+    from ..overrides import ENV_VAR
+
     import papermill
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -143,7 +151,8 @@ def run_notebook(
         log_path = Path(events_log).resolve()
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
-    env = {"NBFLOW_EVENTS_LOG": str(log_path)}
+    # always set, so a kernel never inherits overrides meant for another run
+    env = {"NBFLOW_EVENTS_LOG": str(log_path), ENV_VAR: json.dumps(dict(config or {}), default=str)}
     if cache_dir is not None:
         env["NBFLOW_CACHE_DIR"] = str(Path(cache_dir).resolve())
     if cluster:
@@ -169,6 +178,8 @@ def run_notebook(
         status = "failed"
         evalue = (str(exc.evalue).strip().splitlines() or [""])[0]
         error = f"cell In[{exc.exec_count}] raised {exc.ename}: {evalue}"
+        if not evalue:  # a magic's UsageError: IPython prints it to stderr, with no error
+            error = _usage_error(output, exc.exec_count) or error
     except DeadKernelError:
         status = "kernel died"
         error = f"the kernel died while running {_mark_dead_kernel(output)}"
@@ -211,6 +222,26 @@ def _static_images(output: Path) -> None:
     if output.exists():
         with contextlib.suppress(Exception):
             rewrite_output(output)
+
+
+def _usage_error(output: Path, exec_count: int | None) -> str | None:
+    """``cell In[7] raised UsageError: ...`` from the stderr of that cell of ``output``, or
+    None: IPython prints a magic's UsageError instead of raising it into the cell."""
+    try:
+        import nbformat
+
+        nb = nbformat.read(output, as_version=4)  # type: ignore[no-untyped-call]
+    except Exception:
+        return None
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code" or cell.get("execution_count") != exec_count:
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                for line in str(out.get("text", "")).splitlines():
+                    if line.startswith("UsageError: "):
+                        return f"cell In[{exec_count}] raised {line}"
+    return None
 
 
 def _mark_dead_kernel(output: Path) -> str:

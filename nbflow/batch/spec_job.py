@@ -19,7 +19,7 @@ from .. import config
 from ..errors import BatchInputError, NbflowError
 from ..jsonvalues import jsonable
 from ..spec import Spec, flow_from_spec, imported_modules, load_spec
-from .params import Parameter, ParametersCell, resolve
+from .params import Parameter, ParametersCell, resolve, split_pairs, task_config
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -112,10 +112,19 @@ def run_spec(
     cache_dir: str | None = None,
     events_log: str | None = None,
     cluster: str | None = None,
+    options: Sequence[str] = (),
 ) -> SpecResult:
-    """Check the parameters, run the spec's flow in this process, and summarise it."""
+    """Check the parameters, run the spec's flow in this process, and summarise it.
+
+    A dotted name in ``pairs`` (``-p TASK.ARG VALUE``) and the ``options`` flags
+    (``-c TASK.OPTION=VALUE``) override one task's argument or option for this run
+    (:mod:`nbflow.overrides`).
+    """
     spec = load(path)
-    values = resolve(spec_parameters(spec), str(path), pairs, files)
+    cell = spec_parameters(spec)
+    plain, dotted = split_pairs(pairs)
+    values = resolve(cell, str(path), plain, files)
+    task_values = task_config(cell, options, dotted)
     missing = [p for p, i in spec.parameters.items() if "default" not in i and p not in values]
     if missing:
         raise BatchInputError(f"{path}: parameter(s) {', '.join(map(repr, missing))} have no "
@@ -134,7 +143,8 @@ def run_spec(
         except NbflowError as exc:
             raise BatchInputError(str(exc)) from None
         try:
-            run = flow.run(params=values, raise_on_failure=False, background=True)
+            run = flow.run(params=values, raise_on_failure=False, background=True,
+                           config=task_values)
         except NbflowError as exc:  # a setting that cannot work (NBFLOW_EXECUTOR=nonsense)
             raise BatchInputError(str(exc).splitlines()[0]) from None
     try:

@@ -236,7 +236,7 @@ class NbflowMagics(Magics):
                                params=dict(args.param), executor=executor)
         except MissingParameterError as exc:
             raise UsageError(report.missing_message(flow, exc, self.ip.user_ns)) from None
-        except (ValidationError, ExecutorError) as exc:
+        except (ValidationError, DeclarationError, ExecutorError) as exc:  # bad overrides too
             raise UsageError(str(exc)) from None
         def make_widget() -> Any:
             return live_widget(flow, run, self._start_for_widget)

@@ -94,15 +94,23 @@ def start(
     Raises
     ------
     nbflow.errors.ValidationError
-        Before anything runs, when the flow cannot run as declared.
+        Before anything runs, when the flow cannot run as declared (or with the
+        per-task overrides ``nbflow run`` gave the kernel in ``NBFLOW_TASK_CONFIG``).
+    nbflow.errors.InvalidOptionError
+        Before anything runs, for an override of an option or argument that cannot be set.
     KeyboardInterrupt
         A kernel interrupt; a run it caught just after starting is cancelled.
     """
+    from ..overrides import from_environ
+
     binder = Binder(flow, namespace)
     before = flow.last_run
+    # ``nbflow run -c/-p TASK.ARG`` of this kernel's notebook: a task the flow does not have
+    # yet is left for a later %nbflow run, after the cell that declares it
+    config = {k: v for k, v in from_environ().items() if k.partition(".")[0] in flow}
     try:
         run = flow.run(targets, params=params, executor=executor, force=list(force),
-                       background=True, observers=[binder])
+                       background=True, observers=[binder], config=config)
     except KeyboardInterrupt:
         started = flow.last_run
         if started is not None and started is not before:
