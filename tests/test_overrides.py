@@ -232,3 +232,18 @@ def test_from_environ_reads_the_kernel_overrides():
         from_environ({ENV_VAR: "{nope"})
     with pytest.raises(ValidationError, match="JSON object"):
         from_environ({ENV_VAR: "[1]"})
+
+
+def test_stream_takes_config():
+    flow = nf.Flow("streamed")
+
+    @flow.task
+    def items():
+        return [1, 2, 3]
+
+    @flow.task(map="items")
+    def scaled(items, factor=1):
+        return items * factor
+
+    assert sorted(flow.stream("scaled", config={"scaled.factor": 10})) == [10, 20, 30]
+    assert flow.last_run is not None and flow.last_run.config == {"scaled.factor": 10}
