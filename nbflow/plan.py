@@ -6,6 +6,7 @@ indices rather than names on its hot path.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,12 +51,12 @@ class PlannedTask:
     def mapped(self) -> bool:
         return self.map_source is not None
 
-    @property
+    @functools.cached_property
     def stream(self) -> bool:
         """A streaming task: a generator whose items come one by one (see ``streams.py``)."""
         return self.task.is_stream
 
-    @property
+    @functools.cached_property
     def branches(self) -> bool:
         """Whether the task has branches: it is mapped, or it streams (an item per branch)."""
         return self.map_source is not None or self.task.is_stream
