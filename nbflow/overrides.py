@@ -40,7 +40,8 @@ from .errors import (
     ValidationError,
     suggest,
 )
-from .task import OPTION_NAMES, Task
+from .streams import check_streams
+from .task import OPTION_NAMES, Task, _check_stream
 
 if TYPE_CHECKING:
     from .flow import Flow
@@ -120,6 +121,8 @@ def check_options(task: Task, options: Mapping[str, Any]) -> Task:
     if not options:
         return task
     changed = task.with_options(**options)
+    if changed.is_stream:  # what a generator task cannot honour, as at its declaration
+        _check_stream(changed.name, changed.options)
     if changed.options.image == task.options.image:
         # the same code: keep the declared task's key, as a run without overrides would (it
         # is hashed on first use, and a closure's values may have changed since)
@@ -204,6 +207,8 @@ def apply_config(plan: Plan, parsed: Mapping[str, TaskConfig]) -> None:
             check_argument(pt.task, arg, tasks)
         pt.params = {**pt.params, **entry.args}
         _rekey(pt)
+    if any(entry.options for entry in parsed.values()):
+        check_streams(plan.tasks)  # batch_size only on a map of a stream, as Flow.plan checks
 
 
 def _rekey(pt: PlannedTask) -> None:

@@ -247,3 +247,39 @@ def test_stream_takes_config():
 
     assert sorted(flow.stream("scaled", config={"scaled.factor": 10})) == [10, 20, 30]
     assert flow.last_run is not None and flow.last_run.config == {"scaled.factor": 10}
+
+
+def stream_flow() -> nf.Flow:
+    flow = nf.Flow("streams")
+
+    @flow.task
+    def gen():
+        yield from range(6)
+
+    @flow.task(map="gen")
+    def batch(gen):
+        return gen
+
+    @flow.task
+    def items():
+        return [1, 2]
+
+    @flow.task(map="items")
+    def plain(items):
+        return items
+
+    return flow
+
+
+def test_batch_size_is_set_like_any_option():
+    run = stream_flow().run(config={"batch.batch_size": 4})
+    assert run.results["batch"] == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_stream_options_are_checked_as_at_declaration():
+    flow = stream_flow()
+    with pytest.raises(InvalidOptionError, match="which is not a stream"):
+        flow.run(config={"plain.batch_size": 2})
+    with pytest.raises(InvalidOptionError, match="not available on a streaming task"):
+        flow.run(config={"gen.retries": 1})
+    assert flow.last_run is None
