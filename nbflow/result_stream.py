@@ -70,12 +70,39 @@ def stream_results(run: Run, names: Sequence[str], ordered: bool = False,
             run.wait()
 
 
+class _Seen:
+    """The items delivered so far, in memory that does not grow with a long stream: per
+    task, every branch below a watermark, and the few delivered ahead of it."""
+
+    def __init__(self) -> None:
+        self.below: dict[str, int] = {}
+        self.ahead: dict[str, set[int]] = {}
+        self.plain: set[str] = set()
+
+    def has(self, name: str, branch: int | None) -> bool:
+        if branch is None:
+            return name in self.plain
+        return branch < self.below.get(name, 0) or branch in self.ahead.get(name, ())
+
+    def add(self, name: str, branch: int | None) -> None:
+        if branch is None:
+            self.plain.add(name)
+            return
+        ahead = self.ahead.setdefault(name, set())
+        ahead.add(branch)
+        low = self.below.get(name, 0)
+        while low in ahead:
+            ahead.discard(low)
+            low += 1
+        self.below[name] = low
+
+
 class _Reader:
     """Turns final items into values: each once, as they come or in branch order."""
 
     def __init__(self, run: Run, indices: dict[str, int], ordered: bool, pairs: bool) -> None:
         self.run, self.indices, self.ordered, self.pairs = run, indices, ordered, pairs
-        self.seen: set[tuple[str, int | None]] = set()
+        self.seen = _Seen()
         self.next: dict[str, int] = {}
         self.held: dict[tuple[str, int], Any] = {}
 
@@ -85,7 +112,7 @@ class _Reader:
                 yield from self._take(name, branch, state, value)
 
     def one(self, name: str, branch: int | None) -> Iterator[Any]:
-        if (name, branch) in self.seen:
+        if self.seen.has(name, branch):
             return
         if branch is None and self.run._has_branches(self.indices[name]):
             return  # a mapped task's own event: its branches carry the values
@@ -94,9 +121,9 @@ class _Reader:
             yield from self._take(name, branch, *found)
 
     def _take(self, name: str, branch: int | None, state: str, value: Any) -> Iterator[Any]:
-        if (name, branch) in self.seen:
+        if self.seen.has(name, branch):
             return
-        self.seen.add((name, branch))
+        self.seen.add(name, branch)
         value = self.run._readable(self.indices[name], value) if state in OK else _SKIP
         if self.ordered and branch is not None:
             self.held[(name, branch)] = value
