@@ -41,7 +41,7 @@ from .errors import (
     suggest,
 )
 from .streams import check_streams
-from .task import OPTION_NAMES, Task, _check_stream
+from .task import OPTION_NAMES, Task
 
 if TYPE_CHECKING:
     from .flow import Flow
@@ -120,9 +120,7 @@ def check_options(task: Task, options: Mapping[str, Any]) -> Task:
                                      "run time (config=...); change the task's declaration")
     if not options:
         return task
-    changed = task.with_options(**options)
-    if changed.is_stream:  # what a generator task cannot honour, as at its declaration
-        _check_stream(changed.name, changed.options)
+    changed = task.with_options(**options)  # checked as at declaration (streams too)
     if changed.options.image == task.options.image:
         # the same code: keep the declared task's key, as a run without overrides would (it
         # is hashed on first use, and a closure's values may have changed since)

@@ -281,14 +281,7 @@ class Task:
                                      "async def task cannot run there: declare it with def")
         is_stream = opts.map is None and (inspect.isgeneratorfunction(target)
                                           or inspect.isasyncgenfunction(target))
-        if is_stream:
-            _check_stream(task_name, opts)
-        else:
-            for name in ("buffer", "unbounded"):
-                if getattr(opts, name) not in (None, False):
-                    raise InvalidOptionError(task_name, name, "is for streaming tasks (a "
-                                             "generator function that is not mapped); this task "
-                                             "does not stream")
+        _check_stream(task_name, opts, is_stream)
         return cls(
             name=task_name,
             fn=fn,
@@ -326,14 +319,23 @@ class Task:
             k: getattr(self.options, k) for k in OPTION_NAMES
         }
         merged.update(options)
-        return replace(self, options=make_options(self.name, merged))
+        opts = make_options(self.name, merged)
+        _check_stream(self.name, opts, self.is_stream)  # as at declaration
+        return replace(self, options=opts)
 
     def __repr__(self) -> str:
         return f"Task({self.name!r}, inputs={list(self.inputs)})"
 
 
-def _check_stream(task: str, options: TaskOptions) -> None:
-    """Refuse the options a streaming task cannot honour (yet), with what to do instead."""
+def _check_stream(task: str, options: TaskOptions, is_stream: bool) -> None:
+    """Refuse the options a streaming task cannot honour (yet), with what to do instead,
+    and the stream options on a task that does not stream."""
+    if not is_stream:
+        for name in ("buffer", "unbounded"):
+            if getattr(options, name) not in (None, False):
+                raise InvalidOptionError(task, name, "is for streaming tasks (a generator "
+                                         "function that is not mapped); this task does not stream")
+        return
     why = {
         "retries": "items it yielded cannot be taken back; retry in the tasks that map it",
         "timeout": "a stream runs as long as it yields; stop it with run.cancel() or by "
