@@ -15,10 +15,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import BatchInputError
 from .jsonvalues import dumps
+
+if TYPE_CHECKING:
+    from .batch.results_dir import ResultsDir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description=(
         "Execute NOTEBOOK with papermill in this environment's Python kernel, print each task's "
         "state and duration, and write the output notebook. A workflow spec (.yaml, .yml, "
-        ".json) runs in this process instead, and -o writes its summary as JSON. Exit code: "
+        ".json) runs in this process instead; -o DIR gets the results of its exported tasks as "
+        "they finish (-o FILE.json: a JSON summary instead). Exit code: "
         "0 success, 1 a task or cell failed, 2 bad input, 3 the kernel died."))
     run.add_argument("notebook", metavar="NOTEBOOK.ipynb|SPEC.yaml",
                      help="the workflow notebook, or a workflow spec")
@@ -57,9 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-f", "--params-file", action="append", default=[], metavar="PARAMS.yaml",
                      help="parameters from a YAML/JSON mapping (see nbflow params --format "
                      "yaml); -p wins over it")
-    run.add_argument("-o", "--output", metavar="OUT.ipynb", default=None,
-                     help="the executed notebook (default: NOTEBOOK-output.ipynb here); for a "
-                     "spec, a JSON summary (states, exported values)")
+    run.add_argument("-o", "--output", metavar="OUT.ipynb|DIR", default=None,
+                     help="for a notebook, the executed notebook (default: "
+                     "NOTEBOOK-output.ipynb here). For a spec, DIR: a directory that gets the "
+                     "results of the exported tasks as they finish (Parquet for DataFrames, "
+                     "JSON, else pickle; one file per branch of a mapped task) and "
+                     "manifest.json; a path ending in .json is a JSON summary of the run "
+                     "(states, exported values) instead")
     run.add_argument("--cluster", metavar="ADDRESS", default=None,
                      help="run the flow's tasks on this dask scheduler (tcp://host:port)")
     run.add_argument("--cache-dir", metavar="DIR", default=None,
@@ -231,25 +239,52 @@ def _run(args: argparse.Namespace) -> int:
 def _run_spec(args: argparse.Namespace) -> int:
     from .batch.spec_job import run_spec
 
-    if args.output and Path(args.output).is_dir():
-        raise BatchInputError(f"-o {args.output!r} is a directory; give the summary's path "
-                              "(a .json file)")
-    result = run_spec(args.notebook, [tuple(p) for p in args.param], args.params_file,
-                      cache_dir=_cache_dir(args.cache_dir), events_log=_log_file(args.log_events),
-                      cluster=args.cluster, options=args.config)
+    summary_file, results = args.output, None
+    if args.output and not (args.output.lower().endswith(".json")
+                            and not Path(args.output).is_dir()):
+        summary_file, results = None, _results_dir(args.output, args.notebook)
+    try:
+        result = run_spec(args.notebook, [tuple(p) for p in args.param], args.params_file,
+                          cache_dir=_cache_dir(args.cache_dir),
+                          events_log=_log_file(args.log_events), cluster=args.cluster,
+                          options=args.config, observers=() if results is None else [results])
+    except BaseException as exc:  # Ctrl-C, SIGTERM: keep what finished, and say so
+        if results is not None and results.run is not None:
+            results.close(interrupted=isinstance(exc, KeyboardInterrupt))
+            print(f"results: {len(results.files)} file(s) kept in {results.path} "
+                  "(manifest.json)", file=sys.stderr)
+        raise
+    written = results is None or results.close()
     if not args.quiet or not result.ok:
         print(result.summary, file=sys.stdout if result.ok else sys.stderr)
+        if results is not None:
+            print(f"results: {len(results.files)} file(s) in {results.path} (manifest.json)")
     if not result.ok:
         print(f"nbflow run: {args.notebook}: {result.status}", file=sys.stderr)
-    if args.output:
+    if results is not None and (results.errors or not written):
+        print(f"nbflow run: -o {args.output!r}: {len(results.errors)} result(s) could not be "
+              "written" + ("" if written else ", and the writer did not finish"), file=sys.stderr)
+        return EXIT_FAILED
+    if summary_file:
         try:  # after the summary is printed, so a failed write loses nothing
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(dumps(result.to_dict(), indent=2) + "\n")
+            Path(summary_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(summary_file).write_text(dumps(result.to_dict(), indent=2) + "\n")
         except OSError as exc:
             print(f"nbflow run: cannot write -o {args.output!r}: {exc.strerror or exc}",
                   file=sys.stderr)
             return EXIT_FAILED
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _results_dir(value: str, spec: str) -> ResultsDir:
+    """The ``-o DIR`` of a spec run, checked before anything runs."""
+    from .batch.results_dir import ResultsDir
+
+    try:
+        return ResultsDir(Path(value).expanduser(), spec=spec)
+    except OSError as exc:
+        raise BatchInputError(f"-o {value!r}: cannot make the results directory there: "
+                              f"{exc.strerror or exc}") from None
 
 
 def _validate(args: argparse.Namespace) -> int:

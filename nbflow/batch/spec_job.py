@@ -22,6 +22,7 @@ from ..spec import Spec, flow_from_spec, imported_modules, load_spec
 from .params import Parameter, ParametersCell, resolve, split_pairs, task_config
 
 if TYPE_CHECKING:
+    from ..events import Observer
     from ..run import Run
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
@@ -113,12 +114,14 @@ def run_spec(
     events_log: str | None = None,
     cluster: str | None = None,
     options: Sequence[str] = (),
+    observers: Sequence[Observer] = (),
 ) -> SpecResult:
     """Check the parameters, run the spec's flow in this process, and summarise it.
 
     A dotted name in ``pairs`` (``-p TASK.ARG VALUE``) and the ``options`` flags
     (``-c TASK.OPTION=VALUE``) override one task's argument or option for this run
-    (:mod:`nbflow.overrides`).
+    (:mod:`nbflow.overrides`). ``observers`` get the run's events; those with a ``bind``
+    method are given the run once it started (``ResultsDir``, for ``--output DIR``).
     """
     spec = load(path)
     cell = spec_parameters(spec)
@@ -144,9 +147,13 @@ def run_spec(
             raise BatchInputError(str(exc)) from None
         try:
             run = flow.run(params=values, raise_on_failure=False, background=True,
-                           config=task_values)
+                           config=task_values, observers=observers)
         except NbflowError as exc:  # a setting that cannot work (NBFLOW_EXECUTOR=nonsense)
             raise BatchInputError(str(exc).splitlines()[0]) from None
+    for observer in observers:
+        bind = getattr(observer, "bind", None)
+        if callable(bind):
+            bind(run)
     try:
         run.wait()
     except KeyboardInterrupt:  # run.wait() cancelled the run
