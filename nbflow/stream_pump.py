@@ -32,8 +32,9 @@ from .values import Failed
 __all__ = ["AsyncPump", "Pump", "Pumps"]
 
 
-class Pump:
-    """One streaming task's generator, run in a thread (see the module docstring)."""
+class _Pump:
+    """What both kinds of pump hold: the task, its generator function and arguments, the
+    buffer, where items go, and the attempt's place on the cancel board."""
 
     def __init__(self, task: int, name: str, fn: Callable[..., Any], kwargs: dict[str, Any],
                  buffer: int, loop: asyncio.AbstractEventLoop,
@@ -44,13 +45,30 @@ class Pump:
         self._buffer = max(1, buffer)
         self._loop, self._deliver = loop, deliver
         self._board, self._id = board, item_id
-        self._cond = threading.Condition()
         self._produced = 0
         self._consumed = 0
         self._stopped = False
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """What a kind of pump adds (its lock, thread or asyncio task)."""
+
+    def _ended(self, exc: BaseException, made: int) -> Failed:
+        """The task's failure: ``exc``, noting the item being made."""
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"(raised by streaming task {self.name!r} while making item {made}; "
+                         f"the {made} items before it were delivered)")
+        return Failed.from_exception(self.name, exc)
+
+
+class Pump(_Pump):
+    """One streaming task's generator, run in a thread (see the module docstring)."""
+
+    def _prepare(self) -> None:
+        self._cond = threading.Condition()
         self._batch: list[Any] = []
         self._flush_due = False
-        self.thread = threading.Thread(target=self._run, name=f"nbflow-stream-{name}",
+        self.thread = threading.Thread(target=self._run, name=f"nbflow-stream-{self.name}",
                                        daemon=True)
 
     def start(self) -> None:
@@ -93,11 +111,7 @@ class Pump:
             finally:
                 generator.close()  # a stop: the generator's finally blocks run here
         except BaseException as exc:  # the task's own error: it fails the task, not this thread
-            note = (f"(raised by streaming task {self.name!r} while making item {made}; the "
-                    f"{made} items before it were delivered)")
-            if hasattr(exc, "add_note"):
-                exc.add_note(note)
-            failure = Failed.from_exception(self.name, exc)
+            failure = self._ended(exc, made)
         finally:
             _capture_target.reset(token)
             cancellation.current.reset(asked)
@@ -135,23 +149,12 @@ class Pump:
         self._deliver(ended)
 
 
-class AsyncPump:
+class AsyncPump(_Pump):
     """An ``async def`` generator's pump: an asyncio task on the scheduler's loop (where
     ``async def`` task bodies run), with the same backpressure and stop as :class:`Pump`."""
 
-    def __init__(self, task: int, name: str, fn: Callable[..., Any], kwargs: dict[str, Any],
-                 buffer: int, loop: asyncio.AbstractEventLoop,
-                 deliver: Callable[[Yielded | StreamEnded], None],
-                 board: cancellation.CancelBoard, item_id: Hashable) -> None:
-        self.task, self.name = task, name
-        self._fn, self._kwargs = fn, kwargs
-        self._buffer = max(1, buffer)
-        self._loop, self._deliver = loop, deliver
-        self._board, self._id = board, item_id
+    def _prepare(self) -> None:
         self._room = asyncio.Event()
-        self._produced = 0
-        self._consumed = 0
-        self._stopped = False
         self.future: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -198,10 +201,7 @@ class AsyncPump:
         except asyncio.CancelledError:
             pass  # the run is over: the generator was closed above
         except BaseException as exc:  # the task's own error
-            if hasattr(exc, "add_note"):
-                exc.add_note(f"(raised by streaming task {self.name!r} while making item "
-                             f"{made}; the {made} items before it were delivered)")
-            failure = Failed.from_exception(self.name, exc)
+            failure = self._ended(exc, made)
         where = f"the scheduler's loop on {socket.gethostname()}"
         self._deliver(StreamEnded(self.task, failure, started, time.time(), where, output or None))
 
