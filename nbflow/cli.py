@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import BatchInputError
 from .jsonvalues import dumps
@@ -243,11 +243,16 @@ def _run_spec(args: argparse.Namespace) -> int:
     if args.output and not (args.output.lower().endswith(".json")
                             and not Path(args.output).is_dir()):
         summary_file, results = None, _results_dir(args.output, args.notebook)
+    observers: list[Any] = [] if results is None else [results]
+    if not args.quiet and sys.stderr.isatty():  # streaming tasks' items and rates, live
+        from .batch.progress import StreamProgress
+
+        observers.append(StreamProgress(sys.stderr))
     try:
         result = run_spec(args.notebook, [tuple(p) for p in args.param], args.params_file,
                           cache_dir=_cache_dir(args.cache_dir),
                           events_log=_log_file(args.log_events), cluster=args.cluster,
-                          options=args.config, observers=() if results is None else [results])
+                          options=args.config, observers=observers)
     except BaseException as exc:  # Ctrl-C, SIGTERM: keep what finished, and say so
         if results is not None and results.run is not None:
             results.close(interrupted=isinstance(exc, KeyboardInterrupt))

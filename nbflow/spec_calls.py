@@ -226,6 +226,8 @@ class SpecCall:
                  literals: dict[str, Any], defaults: dict[str, Any]) -> None:
         self.use = use
         self.fn = fn
+        #: a generator function streams (``Task.from_function`` reads this)
+        self.is_stream = inspect.isgeneratorfunction(fn)
         #: target argument -> ("task" | "param", input name)
         self.refs = refs
         #: target argument -> literal value

@@ -280,7 +280,8 @@ class Task:
             raise InvalidOptionError(task_name, "image", "runs a function in a container, and an "
                                      "async def task cannot run there: declare it with def")
         is_stream = opts.map is None and (inspect.isgeneratorfunction(target)
-                                          or inspect.isasyncgenfunction(target))
+                                          or inspect.isasyncgenfunction(target)
+                                          or getattr(target, "is_stream", None) is True)
         _check_stream(task_name, opts, is_stream)
         return cls(
             name=task_name,
