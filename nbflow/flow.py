@@ -113,8 +113,10 @@ class Flow:
         ``resources`` (for dask), ``cache``, ``executor``, ``export``, ``group``
         (a label: the widget draws the group's tasks in a box and can collapse
         them into one node), ``image`` (run the function in a container of that
-        image, ``docs/containers.md``). The function is returned unchanged, so
-        it can still be called directly.
+        image, ``docs/containers.md``); for a generator task, which streams
+        (``docs/streams.md``): ``buffer`` and ``unbounded``, and ``batch_size``
+        on a task that maps one. The function is returned unchanged, so it can
+        still be called directly.
         """
 
         def declare(f: F) -> F:
