@@ -131,15 +131,19 @@ def frame_batches(n: int) -> Pipeline:
 # -- nbflow ----------------------------------------------------------------------------------
 
 
-def declare(p: Pipeline, stream: bool, buffer: int | None = None) -> nf.Flow:
+def declare(p: Pipeline, stream: bool, buffer: int | None = None,
+            unbounded: bool = False) -> nf.Flow:
     """source -> stage 2 (map=source) -> stage 3 (map=stage 2); a generator source streams
-    (``buffer``: its bound, else the stream_buffer setting, 100)."""
+    (``buffer``: its bound, else the stream_buffer setting, 100; ``unbounded``: the run
+    keeps a window of its items and results, not all of them)."""
     flow = nf.Flow(f"{p.name}-{'stream' if stream else 'map'}")
     src = p.source if stream else p.source_list
     first, second = p.stages
     options: dict[str, Any] = {"cache": False}
     if buffer is not None:
         options["buffer"] = buffer
+    if unbounded:
+        options["unbounded"] = True
     flow.add(nf.Task.from_function(src, name=p.source.__name__, options=options))
     flow.add(nf.Task.from_function(first, name=first.__name__,
                                    options={"cache": False, "map": p.source.__name__}))
@@ -267,7 +271,7 @@ def memory(make: Callable[[int], Pipeline], n: int) -> dict[str, tuple[int, int]
         peaks = []
         for size in (n, 10 * n):
             p = make(size)
-            flow = declare(p, True, buffer=MEM_BUFFER)
+            flow = declare(p, True, buffer=MEM_BUFFER, unbounded=name == "flow.stream")
             call: Callable[[], int]
             if name == "queue":
                 call = functools.partial(queue_pipeline, p, False, MEM_BUFFER)

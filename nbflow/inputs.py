@@ -68,8 +68,8 @@ def key_of_task(records: list[TaskRecord], rec: TaskRecord) -> str | None:
     upstream has no key or did not succeed (it is then neither running nor sent ahead).
     """
     pt = rec.pt
-    if not pt.task.options.cache or pt.params_key is None or pt.extra_key is None:
-        return None
+    if pt.stream or not pt.task.options.cache or pt.params_key is None or pt.extra_key is None:
+        return None  # (a stream's items come from outside the graph: they have no key)
     ups: list[str] = []
     for dep in (records[d] for d in rec.dep_idx):
         if dep.key is None or not (dep.state in OK or dep.state == "running" or sent_ahead(dep)):

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .capture import Capture
 from .commands import CommandResult
@@ -29,6 +29,9 @@ from .plan import Plan, PlannedTask
 from .states import FINAL, OK, RunStatus, TaskState
 from .values import Failed
 from .views import StoryEntry, TaskView
+
+if TYPE_CHECKING:
+    from .branch_window import BranchWindow
 
 #: the inputs are not all final yet
 WAITING = "waiting"
@@ -74,7 +77,8 @@ class TaskRecord:
         "pt", "name", "mapped", "state", "items", "waiting", "activated", "key", "error",
         "started", "ended", "where", "done", "counts", "in_flight", "deferred", "parts",
         "split_waiters", "skip_reason", "ew_children", "dep_idx", "up_idx", "output", "story",
-        "attempts", "values", "dirty", "early", "stream_open", "consumed",
+        "attempts", "values", "dirty", "early", "stream_open", "consumed", "releasing",
+        "watched", "delivered",
     )
 
     def __init__(self, pt: PlannedTask) -> None:
@@ -86,7 +90,8 @@ class TaskRecord:
         #: the task's public state (for a mapped task, the aggregate of its branches)
         self.state: TaskState = "pending"
         #: one per branch; None until a mapped task knows its number of branches
-        self.items: list[ItemRecord] | None = None if self.mapped else [ItemRecord()]
+        self.items: list[ItemRecord] | BranchWindow | None = (
+            None if self.mapped else [ItemRecord()])
         #: dependencies not yet final (not counting an element-wise map source)
         self.waiting = 0
         #: set once dependencies allowed it to run (branches may follow)
@@ -132,6 +137,13 @@ class TaskRecord:
         self.stream_open = False
         #: a streaming task's items that every task mapping it finished with
         self.consumed = 0
+        #: fed by an unbounded stream: its branches are a window whose front is released
+        #: once nothing needs it (``branch_window.py``)
+        self.releasing = False
+        #: its results are read as they come (``run.stream``), and how many of them (from
+        #: the first on) were read: those may be released
+        self.watched = False
+        self.delivered = 0
 
     @property
     def n(self) -> int | None:
@@ -248,6 +260,18 @@ class RunRecords:
             rec.up_idx = tuple((u, plan.by_name[u].index) for u in pt.upstreams)
             if ew_source is not None:
                 self.records[ew_source].ew_children.append(pt.index)
+            rec.releasing = (pt.stream and pt.task.options.unbounded) or (
+                ew_source is not None and self.records[ew_source].releasing)
+
+    def watch(self, t: int) -> None:
+        """Task ``t``'s results are read as they come (``run.stream``); from any thread."""
+        self.records[t].watched = True
+
+    def delivered(self, t: int, n: int) -> None:
+        """The first ``n`` results of task ``t`` were read; from any thread."""
+        rec = self.records[t]
+        if n > rec.delivered:
+            rec.delivered = n
 
     def result(self, t: int) -> Any:
         """Task ``t``'s result (a mapped task's list of branch results); None before it ends."""

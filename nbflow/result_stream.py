@@ -124,6 +124,8 @@ class _Reader:
         if self.seen.has(name, branch):
             return
         self.seen.add(name, branch)
+        if branch is not None:
+            self.run._delivered(self.indices[name], self.seen.below.get(name, 0))
         value = self.run._readable(self.indices[name], value) if state in OK else _SKIP
         if self.ordered and branch is not None:
             self.held[(name, branch)] = value

@@ -285,7 +285,12 @@ class Run:
         from .result_stream import stream_results
 
         names = [task] if isinstance(task, str) else list(task)
+        for name in names:  # read: an unbounded stream's results may go once they are
+            self._sm.watch(self._index(name))
         return stream_results(self, names, ordered, pairs=len(names) > 1)
+
+    def _delivered(self, index: int, n: int) -> None:
+        self._sm.delivered(index, n)
 
     def _final_branch(self, index: int, branch: int | None) -> tuple[str, Any] | None:
         return self._sm.final_branch(index, branch)

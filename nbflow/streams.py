@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .batching import n_batches
+from .branch_window import BranchWindow
 from .messages import Instruction, Item, StartStream, StopStream, StreamEnded, Yielded
 from .errors import InvalidOptionError, UnboundedStreamError
 from .plan import PlannedTask
@@ -51,7 +52,7 @@ class StreamTransitions:
 
     def _start_stream(self, rec: TaskRecord, out: list[Instruction]) -> None:
         """A streaming task may run: start its generator; its items come as they are made."""
-        rec.items = []
+        rec.items = new_items(rec, 0)
         rec.stream_open = True
         rec.started = self.now
         rec.attempts = 1
@@ -122,6 +123,35 @@ class StreamTransitions:
             return
         self._end_task(rec, mapped_state(rec.counts, rec.done) if rec.items else "succeeded", out)
 
+    def _release_front(self, rec: TaskRecord) -> None:
+        """Release the front branches of a task fed by an unbounded stream that nothing
+        needs any more: final, finished with by every task that maps it, and read by
+        ``run.stream`` if it reads them (a task nothing maps or reads keeps its results)."""
+        items = rec.items
+        if not isinstance(items, BranchWindow):
+            return
+        while items.released < len(items):
+            i = items.released
+            if items[i].phase not in FINAL or (rec.watched and rec.delivered <= i):
+                return
+            if not rec.watched and not rec.ew_children:
+                return
+            for c in rec.ew_children:
+                crec = self.records[c]
+                if crec.state in FINAL:
+                    continue
+                j = i // (crec.pt.task.options.batch_size or 1)
+                if crec.items is None or j >= len(crec.items) or crec.items[j].phase not in FINAL:
+                    return
+            items.release_next()
+
+    def _released_more(self, rec: TaskRecord) -> None:
+        """A branch of ``rec`` ended: ``rec``, and its source, may release their front."""
+        if rec.releasing:
+            self._release_front(rec)
+            if rec.pt.elementwise:
+                self._release_front(self.records[rec.pt.map_source])  # type: ignore[index]
+
     def _stop_stream(self, rec: TaskRecord, out: list[Instruction]) -> None:
         """A cancel: stop the generator (its ``finally`` runs in its own thread)."""
         if rec.stream_open:
@@ -147,6 +177,17 @@ class StreamTransitions:
                 and rec.done == len(rec.items) and rec.pt.branches:
             self._end_task(rec, mapped_state(rec.counts, rec.done) if rec.items else "succeeded",
                            out)
+
+
+def new_items(rec: TaskRecord, n: int) -> list[ItemRecord] | BranchWindow:
+    """``n`` new branches for ``rec``: a list, or a window for a task fed by an unbounded
+    stream (``branch_window.py``)."""
+    if not rec.releasing:
+        return [ItemRecord() for _ in range(n)]
+    window = BranchWindow()
+    for _ in range(n):
+        window.append(ItemRecord())
+    return window
 
 
 def note_consumed(records: list[TaskRecord], rec: TaskRecord) -> None:

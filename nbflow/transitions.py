@@ -46,7 +46,7 @@ from .records import (
     ItemRecord, RunRecords, TaskRecord
 )
 from .states import FINAL, OK, TaskState, ended_verb, mapped_state, run_status
-from .streams import StreamTransitions, branch_count, note_consumed, source_phase
+from .streams import StreamTransitions, branch_count, new_items, note_consumed, source_phase
 from .values import Failed, Skipped
 
 # -- the machine at a glance ----------------------------------------------------------------
@@ -424,7 +424,7 @@ class Transitions(RunRecords, StreamTransitions):
                 out.append(SplitResult(src.pt.index, src.result, consumers))
 
     def _fan_out(self, rec: TaskRecord, n: int, out: list[Instruction]) -> None:
-        rec.items = [ItemRecord() for _ in range(n)]
+        rec.items = new_items(rec, n)
         if n == 0 and not self._source_open(rec):
             self._end_task(rec, "succeeded", out)
             return
@@ -575,6 +575,7 @@ class Transitions(RunRecords, StreamTransitions):
             rec.story.append((self.now, i, state, self._cause))
         self._emit_branch(rec, i, state, item.attempt, value)
         note_consumed(self.records, rec)
+        self._released_more(rec)
         last = rec.done == len(items) and not self._source_open(rec)
         if not last:
             rec.dirty = True  # no task event now: its view is built when someone asks
@@ -596,7 +597,7 @@ class Transitions(RunRecords, StreamTransitions):
             if item.phase not in FINAL:
                 item.phase = state
         if rec.mapped:
-            rec.values = rec.result
+            rec.values = None if rec.releasing else rec.result
         self._set_state(rec, state, rec.error if state == "failed" else None)
         self.unfinished -= 1
         index = rec.pt.index

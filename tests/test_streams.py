@@ -465,3 +465,48 @@ def test_batch_size_larger_than_the_buffer_never_hangs(buffer, size):
     run = flow.run(background=True)
     run.wait(30)
     assert sum(run.results["chunk"]) == sum(range(9))
+
+
+def test_a_stream_and_what_maps_it_are_never_cached():
+    feed = iter([[1, 2], [3, 4]])
+    flow = nf.Flow("s")
+
+    @flow.task
+    def source():
+        yield from next(feed)  # the same code and parameters, other items
+
+    @flow.task(map="source")
+    def double(source):
+        return source * 2
+
+    assert flow.run().results["double"] == [2, 4]
+    again = flow.run()
+    assert again.results["double"] == [6, 8]
+    assert again.states == {"source": "succeeded", "double": "succeeded"}
+
+
+def test_an_unbounded_stream_read_as_it_comes_keeps_a_window_not_everything():
+    flow = nf.Flow("s")
+
+    @flow.task(buffer=10, unbounded=True)
+    def source():
+        yield from itertools.count()
+
+    @flow.task(map="source")
+    def double(source):
+        return source * 2
+
+    @flow.task(map="double")
+    def plus(double):
+        return double + 1
+
+    for i, value in enumerate(flow.stream("plus", ordered=True)):
+        assert value == 2 * i + 1
+        if i == 3000:
+            break
+    run = flow.last_run
+    assert run is not None
+    for name in ("source", "double", "plus"):
+        window = run._sm.records[run._index(name)].items
+        assert window.released >= 1000, (name, window.released)
+        assert window[0].value is None and window[0].phase == "succeeded"
