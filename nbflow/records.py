@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -287,20 +287,18 @@ class RunRecords:
         item = items[i]
         return item.phase, item.value
 
-    def final_branches(self, t: int) -> list[tuple[int | None, str, Any]]:
-        """``(branch, state, value)`` of task ``t``'s final items so far (a task without
-        branches: its one item, as branch None), from any thread: an item's value is set
-        before its phase says final, and items are only ever appended."""
+    def final_branches(self, t: int, since: int = 0) -> Iterator[tuple[int | None, str, Any]]:
+        """``(branch, state, value)`` of task ``t``'s final items so far from branch ``since``
+        on (a task without branches: its one item, as branch None), from any thread: an
+        item's value is set before its phase says final, and items are only ever appended."""
         rec = self.records[t]
         items = rec.items
         if items is None:
-            return []
-        found = []
-        for i in range(len(items)):
+            return
+        for i in range(since, len(items)):
             item = items[i]
             if item.phase in FINAL:
-                found.append((i if rec.mapped else None, item.phase, item.value))
-        return found
+                yield (i if rec.mapped else None, item.phase, item.value)
 
     def failures(self) -> list[Failed]:
         """Every failed task (each failed branch of a mapped task), in run order."""

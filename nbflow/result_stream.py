@@ -108,7 +108,7 @@ class _Reader:
 
     def catch_up(self) -> Iterator[Any]:
         for name, t in self.indices.items():
-            for branch, state, value in self.run._final_branches(t):
+            for branch, state, value in self.run._final_branches(t, self.seen.below.get(name, 0)):
                 yield from self._take(name, branch, state, value)
 
     def one(self, name: str, branch: int | None) -> Iterator[Any]:

@@ -295,8 +295,8 @@ class Run:
     def _final_branch(self, index: int, branch: int | None) -> tuple[str, Any] | None:
         return self._sm.final_branch(index, branch)
 
-    def _final_branches(self, index: int) -> list[tuple[int | None, str, Any]]:
-        return self._sm.final_branches(index)
+    def _final_branches(self, index: int, since: int = 0) -> Iterator[tuple[int | None, str, Any]]:
+        return self._sm.final_branches(index, since)
 
     def _has_branches(self, index: int) -> bool:
         return self.plan.tasks[index].branches
