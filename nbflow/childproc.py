@@ -8,8 +8,8 @@ shows them live) and are returned when it ends.
 
 A child is stopped when its task is cancelled (:func:`nbflow.cancelled`, which
 also covers a dask worker whose result is no longer wanted), at the task's
-timeout, and by :func:`stop_all` (a process worker calls it when its pool is
-terminated, and every process as it exits: the thread that stops a cancelled
+timeout, by :func:`kill_all` (a process worker's SIGTERM handler, when its pool is
+terminated), and by :func:`stop_all` (every process as it exits: the thread that stops a cancelled
 task's child is a daemon, so the process must not end before the stop). A stop sends SIGTERM to the group, then SIGKILL after
 :data:`KILL_GRACE` seconds, and runs the child's ``on_stop`` hook (a container
 is removed there: killing its client does not stop it).
@@ -156,6 +156,19 @@ def stop_all() -> None:
 
 
 atexit.register(stop_all)
+
+
+def kill_all() -> None:
+    """Kill every child's process group now (SIGKILL) and run its ``on_stop``, waiting for
+    nothing and taking no lock: a signal handler calls it, and the code it interrupted may
+    be waiting on those very children, holding their locks (``Popen.wait``'s)."""
+    for child in list(_live._children.values()):
+        try:
+            os.killpg(child.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if child.on_stop is not None:
+            child.on_stop()
 
 
 def _wait(task: str, proc: subprocess.Popen[bytes], timeout: float | None) -> None:

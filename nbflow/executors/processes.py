@@ -156,9 +156,12 @@ def _stop_commands_on_terminate() -> None:
 
 
 def _terminated(signum: int, frame: Any) -> None:
-    from ..childproc import stop_all
+    """Kill this worker's commands (without waiting on them: the interrupted code may be),
+    then end as SIGTERM would have. A second SIGTERM meanwhile is ignored, not nested."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from ..childproc import kill_all
 
-    stop_all()
+    kill_all()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
