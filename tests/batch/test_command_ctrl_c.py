@@ -35,8 +35,8 @@ def _marker() -> str:
 
 def _sleeper(started: Path, marker: str) -> str:
     """A sh line: a Python child (in the background, so the group has two processes)
-    that touches ``started`` and sleeps; both carry ``marker`` in their command lines."""
-    code = "import sys, time; open(sys.argv[1], 'w').close(); time.sleep(600)"
+    that touches ``started`` and waits to be killed; both carry ``marker`` in their command lines."""
+    code = "import signal, sys; open(sys.argv[1], 'w').close(); signal.pause()"
     return f"{sys.executable} -c \"{code}\" {started} {marker} & wait"
 
 

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 
 
 def sleeper(started: Path, marker: str) -> str:
-    """A sh line whose background Python child touches ``started`` and sleeps; both carry
+    """A sh line whose background Python child touches ``started`` and waits to be killed; both carry
     ``marker`` in their command lines."""
-    code = "import sys, time; open(sys.argv[1], 'w').close(); time.sleep(600)"
+    code = "import signal, sys; open(sys.argv[1], 'w').close(); signal.pause()"
     return f"{sys.executable} -c \"{code}\" {started} {marker} & wait"
 
 
