@@ -59,7 +59,7 @@ from .messages import (
 )
 from .batching import JoinBatch
 from .lanes import assign_lanes, crossing_inputs
-from .stream_pump import AsyncPump, Pump, Pumps
+from .stream_pump import Pumps, pump_kind
 from .streams import consumed
 from .task import Task
 from .loading import CachedValues, Stored
@@ -295,7 +295,7 @@ class Scheduler:
             batch = self.sm.plan.tasks[child].task.options.batch_size
             if batch is not None and self.sm.plan.tasks[child].map_source == ins.task:
                 buffer = max(buffer, batch)
-        kind = AsyncPump if inspect.isasyncgenfunction(pt.task.fn) else Pump
+        kind = pump_kind(pt.task.fn)
         self._pumps.start(kind(ins.task, pt.name, pt.task.fn, ins.kwargs, buffer, self._loop,
                                self._on_stream, self.board, ((ins.task, None), 1)))
 

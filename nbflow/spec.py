@@ -56,6 +56,7 @@ from .spec_calls import (
     looks_like_ref,
     nested_ref,
     resolve_function,
+    spec_call_class,
 )
 from .spec_commands import check_kinds, command_task_of
 from .spec_write import dump_spec, flow_to_spec
@@ -333,7 +334,7 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
     _check_after(spec, base, options, task_names)
 
     defaults = {p: info["default"] for p, info in params.items() if "default" in info}
-    cls = AsyncSpecCall if inspect.iscoroutinefunction(fn) else SpecCall
+    cls = spec_call_class(fn)
     call = cls(use, fn, refs, literals, defaults)
     if predicate is not None:
         options["run_if"] = SpecCondition(entry["run_if"], predicate, call)

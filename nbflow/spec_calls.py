@@ -227,7 +227,7 @@ class SpecCall:
         self.use = use
         self.fn = fn
         #: a generator function streams (``Task.from_function`` reads this)
-        self.is_stream = inspect.isgeneratorfunction(fn)
+        self.is_stream = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         #: target argument -> ("task" | "param", input name)
         self.refs = refs
         #: target argument -> literal value
@@ -295,6 +295,21 @@ class AsyncSpecCall(SpecCall):
 
     async def __call__(self, **inputs: Any) -> Any:
         return await super().__call__(**inputs)
+
+
+class AsyncStreamSpecCall(SpecCall):
+    """A :class:`SpecCall` of an ``async def`` generator: it streams on the run's loop."""
+
+    async def __call__(self, **inputs: Any) -> Any:  # an async generator, like its target
+        async for item in super().__call__(**inputs):
+            yield item
+
+
+def spec_call_class(fn: Callable[..., Any]) -> type[SpecCall]:
+    """The :class:`SpecCall` kind that calls ``fn`` the way ``fn`` must be called."""
+    if inspect.isasyncgenfunction(fn):
+        return AsyncStreamSpecCall
+    return AsyncSpecCall if inspect.iscoroutinefunction(fn) else SpecCall
 
 
 def looks_like_ref(value: Any) -> bool:

@@ -17,6 +17,7 @@ at :func:`nbflow.cancelled`, which is True from the stop on.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import threading
 import time
@@ -204,6 +205,14 @@ class AsyncPump(_Pump):
             failure = self._ended(exc, made)
         where = f"the scheduler's loop on {socket.gethostname()}"
         self._deliver(StreamEnded(self.task, failure, started, time.time(), where, output or None))
+
+
+def pump_kind(fn: Callable[..., Any]) -> type[Pump] | type[AsyncPump]:
+    """The pump for a streaming task's function: an async generator (a function, or an
+    object whose ``__call__`` is one, like a spec's call) streams on the loop."""
+    if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(type(fn).__call__):
+        return AsyncPump
+    return Pump
 
 
 class Pumps:

@@ -510,3 +510,42 @@ def test_an_unbounded_stream_read_as_it_comes_keeps_a_window_not_everything():
         window = run._sm.records[run._index(name)].items
         assert window.released >= 1000, (name, window.released)
         assert window[0].value is None and window[0].phase == "succeeded"
+
+
+SPEC_HELPERS = '''
+import asyncio
+
+
+def rows(n: int):
+    for i in range(n):
+        yield i
+
+
+async def ticks(n: int):
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield 10 * i
+
+
+def double(x: int) -> int:
+    return 2 * x
+'''
+
+
+@pytest.mark.parametrize("source", ["rows", "ticks"])
+def test_a_spec_generator_sync_or_async_streams(tmp_path, source):
+    (tmp_path / "stream_helpers.py").write_text(SPEC_HELPERS)
+    spec = tmp_path / "flow.yaml"
+    spec.write_text(
+        "nbflow: 1\nname: spec-stream\n"
+        "parameters:\n  n: {type: integer, default: 3}\n"
+        "tasks:\n"
+        f"  source: {{use: 'stream_helpers:{source}', args: {{n: {{$param: n}}}}}}\n"
+        "  doubled: {use: 'stream_helpers:double', map: source, args: {x: {$task: source}}}\n")
+    flow = nf.Flow.from_spec(spec)
+    assert flow.tasks["source"].is_stream
+    run = flow.run(params={"n": 4})
+    base = [0, 1, 2, 3] if source == "rows" else [0, 10, 20, 30]
+    assert run.results["source"] == base
+    assert run.results["doubled"] == [2 * b for b in base]
+    assert sorted(flow.stream(params={"n": 3}, outputs=["doubled"])) == [2 * b for b in base[:3]]
