@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import BatchInputError
+from .errors import BatchInputError, ServiceError
 from .jsonvalues import dumps
 
 if TYPE_CHECKING:
@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = cache_sub.add_parser(action, help=text, description=text.capitalize() + ".")
         p.add_argument("--cache-dir", metavar="DIR", default=None,
                        help="the cache directory (default: $NBFLOW_CACHE_DIR)")
+
+    from .service.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -159,11 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, "nbflow cache: error: missing ACTION: info or clear "
                     "(see nbflow cache --help)\n")
     handler = {"run": _run, "sweep": _sweep, "params": _params, "cache": _cache,
-               "validate": _validate, "tasks": _tasks, "export": _export}[args.command]
+               "validate": _validate, "tasks": _tasks, "export": _export,
+               "serve": _service, "submit": _service, "jobs": _service}[args.command]
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return handler(args)
-    except BatchInputError as exc:
+    except (BatchInputError, ServiceError) as exc:
         print(f"nbflow {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -171,6 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _service(args: argparse.Namespace) -> int:
+    from .service.commands import handle
+
+    return handle(args)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

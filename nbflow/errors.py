@@ -29,7 +29,10 @@
     ├── SpecError                   a workflow spec file is invalid (file, key path, line)
     ├── CacheKeyError               the disk cache's signing key is missing, too short or unsafe
     ├── ExportError                 a notebook cannot be exported as a module or spec
-    └── BatchInputError             bad input for a batch job: notebook, parameter, grid file
+    ├── BatchInputError             bad input for a batch job: notebook, parameter, grid file
+    └── ServiceError                ``nbflow serve`` cannot start or a request is invalid
+        ├── JobParamsError          a job's parameters do not fit the workflow (names the key)
+        └── UnknownJobError         no job with that id in the state dir (also a KeyError)
 
 Every error pickles (``__reduce__``), so it survives a trip through a process
 pool or a dask worker.
@@ -342,3 +345,28 @@ class BatchInputError(NbflowError):
 
 class ExportError(NbflowError):
     """A notebook cannot be exported (unreadable, a cell that does not parse, a bad option)."""
+
+
+class ServiceError(NbflowError):
+    """``nbflow serve`` cannot do what was asked: an unreadable workflow, a port in use, a
+    watched folder that does not exist, a state dir written by a newer nbflow."""
+
+
+class JobParamsError(ServiceError):
+    """A job's parameters do not fit the workflow: an unknown name, a wrong type, a value
+    out of range, a missing required one. ``key`` names the parameter (None: the whole body)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class UnknownJobError(ServiceError, KeyError):
+    """No job with this id in the service's state dir."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job {job_id!r} in this state dir (see nbflow jobs)")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

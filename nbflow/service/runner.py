@@ -1,0 +1,189 @@
+"""Running one job to its end: in this process (spec, module) or through papermill (notebook).
+
+Each job has its own folder in the state dir (:class:`JobFiles`): its event log, its
+disk cache, its job directory and, for a notebook, the output notebook. Jobs share
+nothing else, so a failure in one cannot touch another. Because every finished task
+is in the job's cache, a job that runs again (the service died, or ``nbflow jobs
+retry``) recomputes only what had not finished; a job that succeeded drops its cache,
+since its results are in its record.
+
+A notebook job runs ``nbflow run NOTEBOOK`` as a child process: the same papermill
+path as on the command line, and a SIGTERM stops it cleanly with its kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import config
+from ..eventlog import read_events
+from ..jsonvalues import jsonable
+from .jobs import Job
+
+if TYPE_CHECKING:
+    from ..run import Run
+    from .workflow import Workflow
+
+__all__ = ["JobFiles", "JobRunner", "Outcome", "live_tasks"]
+
+#: lines of a notebook job's stderr kept for its error
+_TAIL = 20
+
+
+class JobFiles:
+    """Where one job keeps its files: ``STATE_DIR/jobs/ID/``."""
+
+    def __init__(self, state_dir: str | Path, job_id: str) -> None:
+        self.root = Path(state_dir) / "jobs" / job_id
+        self.events = self.root / "events.jsonl"
+        self.cache = self.root / "cache"
+        self.work = self.root / "work"
+        self.output = self.root / "output.ipynb"
+        self.captured = self.root / "output.txt"
+        self.params = self.root / "params.json"
+        self.stderr = self.root / "stderr.txt"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended."""
+
+    state: str
+    tasks: dict[str, dict[str, Any]]
+    results: dict[str, Any]
+    error: str | None
+
+
+def live_tasks(files: JobFiles) -> dict[str, dict[str, Any]]:
+    """A job's tasks as its event log says now: state, attempts, duration, branches."""
+    from ..batch.execute import summarize_events
+
+    outcomes, _ = summarize_events(read_events(files.events))
+    return {o.task: {"state": o.state, "attempts": o.attempts, "duration": o.duration,
+                     "branches": list(o.branches) if o.branches else None} for o in outcomes}
+
+
+class JobRunner:
+    """Runs one job (blocking, on a service worker thread); :meth:`cancel` from any thread."""
+
+    def __init__(self, workflow: Workflow, job: Job, files: JobFiles, *,
+                 cluster: str | None = None) -> None:
+        self.workflow = workflow
+        self.job = job
+        self.files = files
+        self.cluster = cluster
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._run: Run | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def cancel(self) -> None:
+        """Stop the job: its run is cancelled, its notebook's process stopped."""
+        with self._lock:
+            self._cancelled = True
+            run, proc = self._run, self._proc
+        if run is not None:
+            run.cancel()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    def run(self) -> Outcome:
+        """Run the job to its end and say how it ended (never raises for the job's own
+        failures: they are the outcome)."""
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.workflow.kind == "notebook":
+                outcome = self._notebook()
+            else:
+                outcome = self._in_process()
+        except Exception as exc:  # the job could not start: a setting, a full disk
+            outcome = Outcome("failed", live_tasks(self.files), {},
+                              f"{type(exc).__name__}: {exc}".splitlines()[0])
+        if outcome.state == "succeeded":
+            shutil.rmtree(self.files.cache, ignore_errors=True)
+        return outcome
+
+    # -- a spec or module: in this process ------------------------------------------------
+
+    def _in_process(self) -> Outcome:
+        flow = self.workflow.flow
+        assert flow is not None
+        overrides: dict[str, Any] = {
+            "cache_dir": str(self.files.cache), "events_log": str(self.files.events),
+            "job_dir_base": str(self.files.work)}
+        if self.cluster:
+            overrides.update(executor="dask", cluster=self.cluster)
+        with self._lock:
+            if self._cancelled:
+                return Outcome("cancelled", {}, {}, "cancelled before it started")
+            with config.set(**overrides):
+                run = flow.run(params=self.job.params, background=True, raise_on_failure=False)
+            self._run = run
+        run.wait()
+        results = {name: jsonable(run.results[name]) for name, task in flow.tasks.items()
+                   if task.options.export and name in run.results}
+        self._write_captured(run)
+        error = None
+        if run.failures:
+            first = run.failures[0]
+            last = (first.traceback.strip().splitlines() or [type(first.error).__name__])[-1]
+            names = ", ".join(dict.fromkeys(f.task for f in run.failures))
+            error = f"task(s) failed: {names}; {first.label}: {last}"
+        elif run.status == "cancelled":
+            error = "cancelled"
+        return Outcome(run.status, live_tasks(self.files), results, error)
+
+    def _write_captured(self, run: Run) -> None:
+        parts = []
+        for name, view in run.tasks.items():
+            for branch, captured in view.output.items():
+                text = captured.text("stdout") + captured.text("stderr")
+                if text:
+                    label = name if branch is None else f"{name}[{branch}]"
+                    parts.append(f"--- {label} ---\n{text}")
+        if parts:
+            self.files.captured.write_text("\n".join(parts))
+
+    # -- a notebook: nbflow run, as a child process ---------------------------------------------
+
+    def _notebook(self) -> Outcome:
+        assert self.workflow.path is not None
+        self.files.params.write_text(json.dumps(self.job.params))
+        argv = [sys.executable, "-m", "nbflow", "run", str(self.workflow.path), "-q",
+                "-o", str(self.files.output), "-f", str(self.files.params),
+                "--cache-dir", str(self.files.cache), "--log-events", str(self.files.events)]
+        if self.cluster:
+            argv += ["--cluster", self.cluster]
+        with self._lock:
+            if self._cancelled:
+                return Outcome("cancelled", {}, {}, "cancelled before it started")
+            with open(self.files.stderr, "wb") as err:
+                self._proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
+                    cwd=self.workflow.path.parent)
+        code = self._proc.wait()
+        with self._lock:
+            cancelled = self._cancelled
+        tasks = live_tasks(self.files)
+        results = self._exports()
+        if cancelled:
+            return Outcome("cancelled", tasks, results, "cancelled")
+        if code == 0:
+            return Outcome("succeeded", tasks, results, None)
+        tail = self.files.stderr.read_text(errors="replace").strip().splitlines()[-_TAIL:]
+        error = next((line for line in reversed(tail) if line.strip()), f"exit code {code}")
+        return Outcome("failed", tasks, results, error.strip())
+
+    def _exports(self) -> dict[str, Any]:
+        from ..batch.execute import summarize_events
+
+        _, exports = summarize_events(read_events(self.files.events))
+        return exports
