@@ -29,6 +29,7 @@ from ..jsonvalues import jsonable
 from .jobs import Job
 
 if TYPE_CHECKING:
+    from ..flow import Flow
     from ..run import Run
     from .workflow import Workflow
 
@@ -69,6 +70,19 @@ def live_tasks(files: JobFiles) -> dict[str, dict[str, Any]]:
     outcomes, _ = summarize_events(read_events(files.events))
     return {o.task: {"state": o.state, "attempts": o.attempts, "duration": o.duration,
                      "branches": list(o.branches) if o.branches else None} for o in outcomes}
+
+
+def job_flow(flow: Flow, cache: Path) -> Flow:
+    """The served flow's tasks with this job's own disk cache: no result is shared with
+    another job, and none is held in memory once the job ended."""
+    from ..cache import DiskStore
+    from ..flow import Flow
+
+    own = Flow(flow.name, cache=DiskStore(cache), namespace=flow.namespace)
+    for task in flow.tasks.values():
+        own.add(task)
+    own.description, own.parameter_info = flow.description, flow.parameter_info
+    return own
 
 
 class JobRunner:
@@ -114,11 +128,10 @@ class JobRunner:
     # -- a spec or module: in this process ------------------------------------------------
 
     def _in_process(self) -> Outcome:
-        flow = self.workflow.flow
-        assert flow is not None
+        assert self.workflow.flow is not None
+        flow = job_flow(self.workflow.flow, self.files.cache)
         overrides: dict[str, Any] = {
-            "cache_dir": str(self.files.cache), "events_log": str(self.files.events),
-            "job_dir_base": str(self.files.work)}
+            "events_log": str(self.files.events), "job_dir_base": str(self.files.work)}
         if self.cluster:
             overrides.update(executor="dask", cluster=self.cluster)
         with self._lock:

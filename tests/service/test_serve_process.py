@@ -1,0 +1,142 @@
+"""``nbflow serve`` as a real process: submit, jobs, SIGTERM, and a ``kill -9`` mid-job
+after which a restart runs the job to its end exactly once without recomputing what
+had finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+
+import pytest
+from conftest import wait_until
+
+from nbflow.cache import entry_files
+from nbflow.eventlog import read_events
+from nbflow.service.store import SqliteJobs
+
+from .conftest import gates, nbflow_command, open_gate, serve_log
+
+pytestmark = pytest.mark.slow
+
+
+def nbflow(*args, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(nbflow_command(*args), capture_output=True, text=True, timeout=60,
+                          cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def _job_state(db, job_id):
+    return db.get(job_id).state
+
+
+def test_kill_9_mid_job_then_a_restart_runs_it_to_its_end_exactly_once(serve, workflows,
+                                                                       tmp_path):
+    state = tmp_path / "state"
+    first = serve(workflows["two_steps"], "--state-dir", state)
+    wait_until(lambda: (state / "service.lock").read_text().startswith("pid"),
+               what="the service up")
+    [gate] = gates(tmp_path, 1)
+    calls = tmp_path / "calls"
+    out = nbflow("submit", "--state-dir", state, "-p", "n", "4", "-p", "calls", calls,
+                 "-p", "gate", gate)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    db = SqliteJobs(state / "jobs.db")
+    events = state / "jobs" / job_id / "events.jsonl"
+
+    def second_running() -> bool:
+        return any(e.get("task") == "second" and e.get("state") == "running"
+                   for e in read_events(events))
+
+    wait_until(second_running, timeout=30, what="the job's second task running")
+    assert calls.read_text() == "first 4\n"
+    # the cache writes in the background: first's result is durable once its file is there
+    wait_until(lambda: entry_files(state / "jobs" / job_id / "cache"), what="first cached")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(30)
+    assert db.get(job_id).state == "running"  # as the dead service left it
+
+    second = serve(workflows["two_steps"], "--state-dir", state)
+    open_gate(gate)  # the restarted job waits at the gate too: let it finish
+    wait_until(lambda: db.get(job_id).done, timeout=60, what="the job's end")
+    job = db.get(job_id)
+    assert (job.state, job.attempts, job.results) == ("succeeded", 2, {"second": 50})
+    assert calls.read_text() == "first 4\n"  # first was not recomputed: it came from the cache
+    runs: dict[str, dict[str, str]] = {}
+    for e in read_events(events):
+        if e.get("event") == "task":
+            runs.setdefault(e["run_id"], {})[e["task"]] = e["state"]
+    assert list(runs.values()) == [{"first": "succeeded", "second": "running"},
+                                   {"first": "cached", "second": "succeeded"}]
+    assert "was running when the service stopped: queued again" in serve_log(tmp_path, 1)
+    os.kill(second.pid, signal.SIGTERM)
+    assert second.wait(30) == 0
+    assert db.counts()["succeeded"] == 1 and len(db.jobs()) == 1
+    db.close()
+
+
+def test_submit_jobs_and_sigterm_from_the_command_line(serve, workflows, tmp_path):
+    state = tmp_path / "state"
+    proc = serve(workflows["two_steps"], "--state-dir", state, "--concurrency", "1")
+    wait_until(lambda: (state / "service.lock").read_text().startswith("pid"),
+               what="the service up")
+    [gate] = gates(tmp_path, 1)
+    calls = tmp_path / "calls"
+    blocked = nbflow("submit", "--state-dir", state, "-p", "n", "1", "-p", "calls", calls,
+                     "-p", "gate", gate).stdout.strip()
+    waiting = nbflow("submit", "--state-dir", state, "-p", "n", "2", "-p", "calls",
+                     calls).stdout.strip()
+    bad = nbflow("submit", "--state-dir", state, "-p", "n", "two", "-p", "calls", calls)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("nbflow submit: ") and "'n'" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    db = SqliteJobs(state / "jobs.db")
+    wait_until(lambda: db.get(blocked).state == "running", what="the first job running")
+
+    table = nbflow("jobs", "--state-dir", state)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ID", "STATE", "TRIGGER"]
+    assert [line.split()[:3] for line in lines[1:]] == [[waiting, "queued", "submit"],
+                                                        [blocked, "running", "submit"]]
+    shown = json.loads(nbflow("jobs", "show", blocked, "--state-dir", state).stdout)
+    assert shown["params"] == {"n": 1, "calls": str(calls), "gate": str(gate)}
+    assert shown["state"] == "running" and "first" in shown["tasks"]
+
+    unknown = nbflow("jobs", "show", "nope", "--state-dir", state)
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        2, "nbflow jobs: no job 'nope' in this state dir (see nbflow jobs)")
+    assert nbflow("jobs", "cancel", waiting, "--state-dir", state).stdout.strip() == (
+        f"job {waiting}: cancelled")
+    again = nbflow("jobs", "cancel", waiting, "--state-dir", state)
+    assert again.returncode == 2 and "already cancelled" in again.stderr
+
+    # SIGTERM: the running job is stopped and queued again, the service exits 0
+    os.kill(proc.pid, signal.SIGTERM)
+    open_gate(gate)
+    assert proc.wait(30) == 0
+    assert db.get(blocked).state == "queued"
+    log = serve_log(tmp_path)
+    assert f"job {blocked} stopped with the service: queued again" in log
+    assert log.rstrip().endswith("nbflow serve: stopped")
+    assert nbflow("jobs", "retry", waiting, "--state-dir", state).stdout.strip() == (
+        f"job {waiting}: queued")
+    db.close()
+
+
+def test_bad_input_is_one_line(serve, workflows, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    missing = nbflow("jobs", "--state-dir", tmp_path / "none")
+    assert missing.returncode == 2 and "no service state in" in missing.stderr
+    db = sqlite3.connect(state / "jobs.db")
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    newer = nbflow("serve", workflows["served"], "--state-dir", state)
+    assert newer.returncode == 2
+    assert "written by a newer nbflow (job schema 99" in newer.stderr
+    assert len(newer.stderr.strip().splitlines()) == 1
+    unreadable = nbflow("serve", tmp_path / "missing.yaml")
+    assert unreadable.returncode == 2 and unreadable.stderr.startswith("nbflow serve: ")
