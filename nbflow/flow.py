@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .events import Observer
     from .executors.base import Executor
     from .run import Run
+    from .service.background import BackgroundService
     from .widget.model import DagWidget
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class Flow:
         #: free text, and per-parameter type/help (set by specs; written back by to_spec)
         self.description = ""
         self.parameter_info: dict[str, dict[str, Any]] = {}
+        #: the service that :meth:`serve` started last (None before)
+        self.service: BackgroundService | None = None
 
     @classmethod
     def from_spec(cls, source: str | os.PathLike[str] | Mapping[str, Any]) -> Flow:
@@ -406,6 +409,41 @@ class Flow:
         names = [outputs] if isinstance(outputs, str) else list(outputs)
         run = self._start(names, params, executor, observers, force, config)
         return run.stream(names if len(names) > 1 else names[0], ordered=ordered)
+
+    def serve(
+        self,
+        *,
+        watch: str | os.PathLike[str] | None = None,
+        pattern: str = "*",
+        recursive: bool = False,
+        param: str = "path",
+        existing: bool = False,
+        stable: float = 1.0,
+        http: str | None = None,
+        token: str | None = None,
+        concurrency: int = 1,
+        state_dir: str | os.PathLike[str] | None = None,
+        cluster: str | None = None,
+        shared: Iterable[str] = (),
+    ) -> BackgroundService:
+        """Serve this flow in the background: each new stable file in ``watch`` (its path
+        as parameter ``param``) and each ``POST /jobs`` on ``http`` (``"HOST:PORT"``)
+        becomes a job, a run with its own parameters, cache and job directory, up to
+        ``concurrency`` at once; the ``max_parallel`` of the ``shared`` tasks holds across
+        all jobs. Jobs are kept in SQLite in ``state_dir`` (default:
+        ``.nbflow`` here), so they survive the kernel. Returns the running service
+        (``.jobs()``, ``.submit(**params)``, ``.stop()``); ``%nbflow status`` lists its
+        jobs. See ``docs/service.md``.
+        """
+        from .service.background import serve_flow
+
+        if self.service is not None and self.service.running:
+            self.service.stop()
+        self.service = serve_flow(
+            self, watch=watch, pattern=pattern, recursive=recursive, param=param,
+            existing=existing, stable=stable, http=http, token=token,
+            concurrency=concurrency, state_dir=state_dir, cluster=cluster, shared=shared)
+        return self.service
 
     def _start(
         self,

@@ -90,7 +90,10 @@ def status_lines(flow: NotebookFlow) -> list[str]:
     if run is not None:
         header += f"; last run {run.id}: {run.status}"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [header] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = [header] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if flow.service is not None:  # flow.serve(): its jobs
+        lines += ["", *flow.service.status_lines()]
+    return lines
 
 
 def show_lines(flow: NotebookFlow) -> tuple[list[str], bool]:

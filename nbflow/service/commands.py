@@ -44,6 +44,9 @@ def add_parsers(sub: Any) -> None:
                        help="run the jobs' tasks on this dask scheduler")
     serve.add_argument("--state-dir", metavar="DIR", default=None,
                        help="the job queue and records (default: .nbflow beside WORKFLOW)")
+    serve.add_argument("--shared", action="append", default=[], metavar="TASK",
+                       help="TASK's max_parallel holds across all jobs of the service, not "
+                       "per job (repeatable; a spec or module workflow)")
     watch = serve.add_argument_group("a watched folder")
     watch.add_argument("--watch", metavar="DIR", default=None,
                        help="each new file in DIR becomes a job once it is stable")
@@ -108,14 +111,14 @@ def _serve(args: argparse.Namespace) -> int:
     from .service import Service
 
     service = Service(args.workflow, state_dir=args.state_dir, concurrency=args.concurrency,
-                      cluster=args.cluster, report=_report)
+                      cluster=args.cluster, shared=args.shared, report=_report)
     if args.watch is not None:
         from .watch import FolderWatch
 
         service.watch(FolderWatch(args.watch, pattern=args.pattern, recursive=args.recursive,
                                   param=args.param, existing=args.existing, stable=args.stable))
     if args.http is not None:
-        host, port = _host_port(args.http)
+        host, port = host_port(args.http)
         service.listen(host, port, token=args.token or os.environ.get("NBFLOW_SERVICE_TOKEN"),
                        max_body=args.max_body)
     if args.watch is None and args.http is None:
@@ -146,7 +149,8 @@ async def _serve_until_signal(service: Any) -> None:
     _report("stopped")
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``--http``) as a host and a port number."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ServiceError(f"--http {text!r}: give HOST:PORT, like 127.0.0.1:8765")

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,15 +73,18 @@ def live_tasks(files: JobFiles) -> dict[str, dict[str, Any]]:
                      "branches": list(o.branches) if o.branches else None} for o in outcomes}
 
 
-def job_flow(flow: Flow, cache: Path) -> Flow:
+def job_flow(flow: Flow, cache: Path, shared: Collection[str] = (),
+             slots: Path | None = None) -> Flow:
     """The served flow's tasks with this job's own disk cache: no result is shared with
-    another job, and none is held in memory once the job ended."""
+    another job, and none is held in memory once the job ended. The ``shared`` tasks
+    take one of their ``max_parallel`` slots in ``slots`` while they run."""
     from ..cache import DiskStore
     from ..flow import Flow
+    from .slots import share
 
     own = Flow(flow.name, cache=DiskStore(cache), namespace=flow.namespace)
-    for task in flow.tasks.values():
-        own.add(task)
+    for name, task in flow.tasks.items():
+        own.add(share(task, slots) if name in shared and slots is not None else task)
     own.description, own.parameter_info = flow.description, flow.parameter_info
     return own
 
@@ -89,8 +93,11 @@ class JobRunner:
     """Runs one job (blocking, on a service worker thread); :meth:`cancel` from any thread."""
 
     def __init__(self, workflow: Workflow, job: Job, files: JobFiles, *,
-                 cluster: str | None = None) -> None:
+                 cluster: str | None = None, shared: Collection[str] = (),
+                 slots: Path | None = None) -> None:
         self.workflow = workflow
+        self.shared = shared
+        self.slots = slots
         self.job = job
         self.files = files
         self.cluster = cluster
@@ -129,7 +136,7 @@ class JobRunner:
 
     def _in_process(self) -> Outcome:
         assert self.workflow.flow is not None
-        flow = job_flow(self.workflow.flow, self.files.cache)
+        flow = job_flow(self.workflow.flow, self.files.cache, self.shared, self.slots)
         overrides: dict[str, Any] = {
             "events_log": str(self.files.events), "job_dir_base": str(self.files.work)}
         if self.cluster:

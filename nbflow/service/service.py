@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 from ..errors import ServiceError
 from .jobs import Job
 from .runner import JobFiles, JobRunner, Outcome, live_tasks
+from .slots import check_shared
 from .store import SqliteJobs
 from .workflow import Workflow, load_workflow
 
@@ -43,7 +44,7 @@ logger = logging.getLogger("nbflow.service")
 
 def default_state_dir(workflow: Workflow) -> Path:
     """``.nbflow/`` beside the notebook or spec (for a module: in the current folder)."""
-    if workflow.kind == "module":
+    if workflow.kind in ("module", "flow"):
         return Path.cwd() / ".nbflow"
     return Path(workflow.ref).resolve().parent / ".nbflow"
 
@@ -63,11 +64,15 @@ class Service:
 
     def __init__(self, workflow: str | Path | Workflow, *, state_dir: str | Path | None = None,
                  concurrency: int = 1, cluster: str | None = None, poll: float = 0.5,
+                 shared: Iterable[str] = (),
                  report: Callable[[str], None] | None = None) -> None:
         if concurrency < 1:
             raise ServiceError(f"--concurrency must be 1 or more, not {concurrency}")
         self.workflow = workflow if isinstance(workflow, Workflow) else load_workflow(workflow)
         self.state_dir = Path(state_dir) if state_dir else default_state_dir(self.workflow)
+        flow_tasks = dict(self.workflow.flow.tasks) if self.workflow.flow is not None else {}
+        #: tasks whose max_parallel holds across all jobs (``--shared``)
+        self.shared = check_shared(shared, flow_tasks, self.workflow.kind)
         self.store = open_store(self.state_dir)
         self.concurrency = concurrency
         self.cluster = cluster
@@ -227,7 +232,8 @@ class Service:
     def _launch(self, job: Job) -> None:
         assert self._pool is not None and self.loop is not None
         runner = JobRunner(self.workflow, job, JobFiles(self.state_dir, job.id),
-                           cluster=self.cluster)
+                           cluster=self.cluster, shared=self.shared,
+                           slots=self.state_dir / "slots")
         self._running[job.id] = runner
         self.report(f"job {job.id} started (attempt {job.attempts})")
         future = self._pool.submit(runner.run)

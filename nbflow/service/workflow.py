@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..batch.params import ParametersCell
     from ..flow import Flow
 
-__all__ = ["Workflow", "load_workflow"]
+__all__ = ["Workflow", "load_workflow", "of_flow"]
 
 _KINDS = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
           dict: "object"}
@@ -32,7 +32,7 @@ class Workflow:
 
     #: as the user named it (a path, or ``package.module:flow``)
     ref: str
-    #: "notebook", "spec" or "module"
+    #: "notebook", "spec", "module" or "flow" (a Flow object: ``flow.serve()``)
     kind: str
     name: str
     cell: ParametersCell
@@ -67,7 +67,7 @@ class Workflow:
         out: dict[str, Any] = {}
         for name, value in params.items():
             try:
-                p = check_name(self.cell, str(name), "parameter")
+                p = check_name(self.cell, str(name), "job parameters")
                 out[p.name] = check_value(p, value, f"parameter {p.name!r}")
             except BatchInputError as exc:
                 raise JobParamsError(str(exc), key=str(name)) from None
@@ -153,6 +153,11 @@ def _module(ref: str) -> Workflow:
         raise ServiceError(f"cannot serve {ref}: {module_name}.{attr} is {found}, not an "
                            "nbflow Flow")
     return _of_flow(ref, "module", flow, _flow_parameters(ref, flow))
+
+
+def of_flow(flow: Flow) -> Workflow:
+    """A flow object (``flow.serve()`` in a notebook) as a served workflow."""
+    return _of_flow(flow.name, "flow", flow, _flow_parameters(flow.name, flow))
 
 
 def _of_flow(ref: str, kind: str, flow: Flow, cell: ParametersCell) -> Workflow:

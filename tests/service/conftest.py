@@ -43,6 +43,15 @@ def second(x: int, gate: str) -> int:
     return 10 * x
 
 
+def hold(n: int, gate: str, inside: str) -> int:
+    marker = f"{inside}-{n}"
+    open(marker, "w").close()  # inside the task body now
+    with open(gate) as f:
+        f.read()
+    os.remove(marker)
+    return n
+
+
 def length(path: str) -> int:
     with open(path, "rb") as f:
         return len(f.read())
@@ -72,6 +81,21 @@ tasks:
     export: true
 '''
 
+SHARED = '''
+nbflow: 1
+name: shared
+parameters:
+  n: {type: integer}
+  gate: {type: string}
+  inside: {type: string}
+tasks:
+  hold:
+    use: "svc_helpers:hold"
+    args: {n: {$param: n}, gate: {$param: gate}, inside: {$param: inside}}
+    max_parallel: 1
+    export: true
+'''
+
 FILES = '''
 nbflow: 1
 name: files
@@ -84,10 +108,12 @@ tasks:
 
 @pytest.fixture
 def workflows(tmp_path: Path) -> dict[str, Path]:
-    """Spec workflows over one helper module: ``served``, ``two_steps`` and ``files``."""
+    """Spec workflows over one helper module: ``served``, ``two_steps``, ``files`` and
+    ``shared``."""
     (tmp_path / "svc_helpers.py").write_text(HELPERS)
     out = {}
-    for name, text in (("served", SPEC), ("two_steps", TWO_STEPS), ("files", FILES)):
+    for name, text in (("served", SPEC), ("two_steps", TWO_STEPS), ("files", FILES),
+                       ("shared", SHARED)):
         out[name] = tmp_path / f"{name}.yaml"
         out[name].write_text(textwrap.dedent(text))
     return out

@@ -4,6 +4,7 @@ parameters are checked before a job is queued; cancel and retry; the state dir."
 from __future__ import annotations
 
 import sqlite3
+import sys
 
 import pytest
 from conftest import wait_until
@@ -119,3 +120,39 @@ def test_an_unreadable_workflow_is_one_line(tmp_path):
         Service(tmp_path / "nothing.txt", state_dir=tmp_path / "s")
     with pytest.raises(ServiceError, match="importing no_such_module raised"):
         Service("no_such_module:flow", state_dir=tmp_path / "s")
+
+
+def _waiting_for_a_slot() -> bool:
+    """A worker thread of this process is blocked taking a slot (``SharedSlots.slot``)."""
+    return any(f.f_code.co_name == "slot" and f.f_code.co_filename.endswith("slots.py")
+               for f in sys._current_frames().values())
+
+
+def test_a_shared_max_parallel_holds_across_jobs(start_service, workflows, tmp_path):
+    service = start_service(workflows["shared"], concurrency=2, shared=["hold"])
+    fifos = gates(tmp_path, 2)
+    inside = tmp_path / "inside"
+    ids = [service.submit({"n": n, "gate": str(g), "inside": str(inside)}, "test").id
+           for n, g in enumerate(fifos)]
+
+    def hold_state(job_id: str) -> str | None:
+        return service.job(job_id).tasks.get("hold", {}).get("state")
+
+    wait_until(lambda: all(hold_state(i) == "running" for i in ids), what="both jobs in hold")
+    markers = wait_until(lambda: sorted(tmp_path.glob("inside-*")), what="one task inside")
+    wait_until(_waiting_for_a_slot, what="the other job's task waiting for the slot")
+    assert len(sorted(tmp_path.glob("inside-*"))) == 1
+    first = int(markers[0].name.rpartition("-")[2])
+    open_gate(fifos[first])
+    wait_until(lambda: (tmp_path / f"inside-{1 - first}").exists(), what="the second inside")
+    assert not markers[0].exists()
+    open_gate(fifos[1 - first])
+    wait_until(lambda: _done(service, ids), what="both jobs")
+    assert [service.job(i).results for i in ids] == [{"hold": 0}, {"hold": 1}]
+
+
+def test_shared_names_a_task_with_max_parallel(workflows, tmp_path):
+    with pytest.raises(ServiceError, match=r"--shared holdd: no such task\. Did you mean"):
+        Service(workflows["shared"], state_dir=tmp_path / "s", shared=["holdd"])
+    with pytest.raises(ServiceError, match="no max_parallel to share"):
+        Service(workflows["served"], state_dir=tmp_path / "s", shared=["doubled"])
