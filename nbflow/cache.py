@@ -155,6 +155,9 @@ class DiskStore(ResultStore):
         self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
+        #: set while nothing waits to be written
+        self._idle = threading.Event()
+        self._idle.set()
 
     def file(self, key: str) -> Path:
         """Where the result of ``key`` is (or would be) stored."""
@@ -224,6 +227,7 @@ class DiskStore(ResultStore):
     def put(self, key: str, value: Any) -> None:
         with self._lock:
             self._pending[key] = value
+            self._idle.clear()
             self._queue.put(key)
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._write_loop,
@@ -232,11 +236,7 @@ class DiskStore(ResultStore):
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every result given to ``put`` is on disk; False on timeout."""
-        writer = self._writer
-        if writer is not None:
-            writer.join(timeout)
-            return not writer.is_alive()
-        return True
+        return self._idle.wait(timeout)
 
     def _write_loop(self) -> None:
         while True:
@@ -260,6 +260,8 @@ class DiskStore(ResultStore):
                     # only forget it if no newer put of the same key is queued
                     if self._pending.get(key) is value:
                         del self._pending[key]
+                    if not self._pending:
+                        self._idle.set()
 
     def _write(self, key: str, value: Any) -> None:
         payload = cloudpickle.dumps(value, protocol=5)

@@ -97,8 +97,10 @@ class BackgroundService:
         """A header with the job counts, then the newest jobs as a table."""
         from .commands import jobs_table
 
+        if not self.running:
+            return [f"Service stopped (state dir {self.state_dir}; see nbflow jobs)"]
         counts = self.service.store.counts()
-        state = "serving" if self.running else "stopped"
+        state = "serving"
         where = f" at {self.url}" if self.url else ""
         parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         lines = [f"Service {state}{where}: {parts or 'no jobs yet'} (state dir "

@@ -30,6 +30,7 @@ from ..jsonvalues import jsonable
 from .jobs import Job
 
 if TYPE_CHECKING:
+    from ..cache import ResultStore
     from ..flow import Flow
     from ..run import Run
     from .workflow import Workflow
@@ -73,16 +74,15 @@ def live_tasks(files: JobFiles) -> dict[str, dict[str, Any]]:
                      "branches": list(o.branches) if o.branches else None} for o in outcomes}
 
 
-def job_flow(flow: Flow, cache: Path, shared: Collection[str] = (),
+def job_flow(flow: Flow, store: ResultStore, shared: Collection[str] = (),
              slots: Path | None = None) -> Flow:
     """The served flow's tasks with this job's own disk cache: no result is shared with
     another job, and none is held in memory once the job ended. The ``shared`` tasks
     take one of their ``max_parallel`` slots in ``slots`` while they run."""
-    from ..cache import DiskStore
     from ..flow import Flow
     from .slots import share
 
-    own = Flow(flow.name, cache=DiskStore(cache), namespace=flow.namespace)
+    own = Flow(flow.name, cache=store, namespace=flow.namespace)
     for name, task in flow.tasks.items():
         own.add(share(task, slots) if name in shared and slots is not None else task)
     own.description, own.parameter_info = flow.description, flow.parameter_info
@@ -136,7 +136,10 @@ class JobRunner:
 
     def _in_process(self) -> Outcome:
         assert self.workflow.flow is not None
-        flow = job_flow(self.workflow.flow, self.files.cache, self.shared, self.slots)
+        from ..cache import DiskStore
+
+        store = DiskStore(self.files.cache)
+        flow = job_flow(self.workflow.flow, store, self.shared, self.slots)
         overrides: dict[str, Any] = {
             "events_log": str(self.files.events), "job_dir_base": str(self.files.work)}
         if self.cluster:
@@ -148,6 +151,7 @@ class JobRunner:
                 run = flow.run(params=self.job.params, background=True, raise_on_failure=False)
             self._run = run
         run.wait()
+        store.flush()  # written in the background: on disk before the job ends
         results = {name: jsonable(run.results[name]) for name, task in flow.tasks.items()
                    if task.options.export and name in run.results}
         self._write_captured(run)

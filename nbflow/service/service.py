@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -126,8 +127,7 @@ class Service:
                 self.http = await start_http(self, host, port, token=token, max_body=max_body)
                 self.report(f"listening on {self.http.url}")
             for folder in self._watches:
-                self._tasks.append(asyncio.create_task(folder.run(self._on_file, self._stop)))
-                self.report(f"watching {folder.folder}")
+                await self._start_watch(folder)
         except BaseException:
             await self.stop()
             raise
@@ -153,9 +153,9 @@ class Service:
             self.http = None
         for runner in list(self._running.values()):
             runner.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for outcome in await asyncio.gather(*self._tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):  # a trigger that broke earlier (logged there)
+                self.report(f"a trigger had stopped: {type(outcome).__name__}: {outcome}")
         self._tasks.clear()
         if self._pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
@@ -206,8 +206,19 @@ class Service:
         if loop is not None and wake is not None and not loop.is_closed():
             loop.call_soon_threadsafe(wake.set)
 
-    def _on_file(self, path: Path, dedup: str) -> None:
-        folder = next(w for w in self._watches if path.is_relative_to(w.folder))
+    async def _start_watch(self, folder: FolderWatch) -> None:
+        """Start watching; returns once the watcher listens (a failure to start raises)."""
+        assert self._stop is not None
+        task = asyncio.create_task(folder.run(partial(self._on_file, folder), self._stop))
+        ready = asyncio.create_task(folder.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            ready.cancel()
+            task.result()  # its error (a folder gone since), or it ended at once
+        self._tasks.append(task)
+        self.report(f"watching {folder.folder}")
+
+    def _on_file(self, folder: FolderWatch, path: Path, dedup: str) -> None:
         try:
             self.submit({folder.param: str(path)}, "watch", source=str(path), dedup=dedup)
         except ServiceError as exc:

@@ -190,7 +190,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
         log = open(tmp_path / f"serve-{len(procs)}.log", "w")  # closed below, once the child has it
         proc = subprocess.Popen(nbflow_command("serve", *args), stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, text=True,
-                                cwd=cwd or tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                cwd=cwd or tmp_path, env=_user_env())
         log.close()
         procs.append(proc)
         return proc
@@ -204,6 +204,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
         os.kill(pid, signal.SIGKILL)
     for proc in procs:
         proc.wait(30)
+
+
+def _user_env() -> dict[str, str]:
+    """The environment of a user's shell: no pytest marker (ipykernel changes its capture)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name in ("PYTEST_CURRENT_TEST", "NBFLOW_CACHE_DIR", "NBFLOW_EVENTS_LOG"):
+        env.pop(name, None)
+    return env
 
 
 def serve_log(tmp_path: Path, index: int = 0) -> str:

@@ -140,3 +140,67 @@ def test_bad_input_is_one_line(serve, workflows, tmp_path):
     assert len(newer.stderr.strip().splitlines()) == 1
     unreadable = nbflow("serve", tmp_path / "missing.yaml")
     assert unreadable.returncode == 2 and unreadable.stderr.startswith("nbflow serve: ")
+
+
+def _notebook(path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext nbflow"),
+                nbformat.v4.new_code_cell("n = 2  # how many", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("%%nbflow task doubled --export\ndoubled = n * 2"),
+                nbformat.v4.new_code_cell("%nbflow run")]
+    nbformat.write(nb, path)
+
+
+def test_a_notebook_job_runs_through_papermill(serve, tmp_path):
+    notebook = tmp_path / "served.ipynb"
+    _notebook(notebook)
+    proc = serve(notebook)  # the state dir: .nbflow beside the notebook
+    state = tmp_path / ".nbflow"
+    wait_until(lambda: (state / "service.lock").read_text().startswith("pid"),
+               what="the service up")
+    out = nbflow("submit", "-p", "n", "5", cwd=tmp_path)  # the default state dir: ./.nbflow
+    assert out.returncode == 0, out.stderr
+    db = SqliteJobs(state / "jobs.db")
+    job_id = out.stdout.strip()
+    wait_until(lambda: db.get(job_id).done, timeout=120, what="the notebook job")
+    job = db.get(job_id)
+    assert (job.state, job.results, job.error) == ("succeeded", {"doubled": 10}, None)
+    assert job.tasks["doubled"]["state"] == "succeeded"
+    output = state / "jobs" / job_id / "output.ipynb"
+    assert "n = 5" in output.read_text()  # papermill's injected parameters
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 0
+    db.close()
+
+
+def test_a_watched_folder_makes_one_job_per_file(serve, workflows, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "before.txt").write_text("12345")
+    state = tmp_path / "state"
+    serve(workflows["files"], "--state-dir", state, "--watch", inbox, "--pattern", "*.txt",
+          "--stable", "0.2", "--existing", "--concurrency", "2")
+    wait_until(lambda: (state / "service.lock").read_text().startswith("pid"),
+               what="the service up")
+    db = SqliteJobs(state / "jobs.db")
+    wait_until(lambda: len(db.jobs()) == 1, timeout=30, what="a job for the existing file")
+    (inbox / "skipped.csv").write_text("no")
+    (inbox / "new.txt").write_text("abc")
+    wait_until(lambda: len(db.jobs()) == 2 and all(j.done for j in db.jobs()), timeout=30,
+               what="a job for the new file")
+    by_file = {os.path.basename(j.params["path"]): j for j in db.jobs()}
+    assert sorted(by_file) == ["before.txt", "new.txt"]
+    assert by_file["before.txt"].results == {"length": 5}
+    assert by_file["new.txt"].results == {"length": 3}
+    assert {j.trigger for j in db.jobs()} == {"watch"}
+    db.close()
+
+
+def test_a_watched_folder_that_does_not_exist_is_one_line(workflows, tmp_path):
+    out = nbflow("serve", workflows["files"], "--state-dir", tmp_path / "s", "--watch",
+                 tmp_path / "nowhere")
+    assert out.returncode == 2
+    assert out.stderr.startswith("nbflow serve: ") and "nowhere" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
