@@ -107,7 +107,7 @@ def job_nodes(job: Job) -> dict[str, Any]:
     dict
         ``id``, ``state`` (the job's; also the view's ``run_status``), ``nodes``
         (task -> node info; tasks that have not started are absent, so drawn as
-        pending) and ``status_line`` (the job's id, state, duration and error).
+        pending) and ``status_line`` (the job's id, state and duration).
     """
     nodes: dict[str, dict[str, Any]] = {}
     for name, task in job.tasks.items():
@@ -131,10 +131,8 @@ def job_nodes(job: Job) -> dict[str, Any]:
 
 
 def status_line(job: Job) -> str:
-    """``job 2026...-1a2b3c succeeded in 3.2s`` (and its error, when it has one)."""
+    """``job 20261202-065237-1a2b3c succeeded in 3.2s`` (the page shows its error apart)."""
     line = f"job {job.id} {job.state}"
     if job.duration is not None:
         line += f" in {job.duration:.1f}s"
-    if job.error and job.state != "succeeded":
-        line += f": {job.error}"
     return line

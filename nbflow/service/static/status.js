@@ -32,6 +32,12 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 const fmtTime = (t) => (t == null ? "" : new Date(t * 1000).toLocaleString());
+// today's times without their date (the list stays narrow)
+function fmtWhen(t) {
+  if (t == null) return "";
+  const d = new Date(t * 1000);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
 function fmtSeconds(s) {
   if (s == null || !isFinite(s)) return "";
   if (s < 60) return `${s.toFixed(1)}s`;
@@ -123,7 +129,7 @@ function drawJobs(jobs) {
   const rows = jobs.map((job) => {
     const row = h("tr", { "data-id": job.id, "data-state": job.state, onclick: () => select(job.id) },
       h("td", {}, h("code", {}, job.id)), h("td", {}, stateBadge(job.state)),
-      h("td", { title: job.source || "" }, job.trigger), h("td", {}, fmtTime(job.created)),
+      h("td", { title: job.source || "" }, job.trigger), h("td", { title: fmtTime(job.created) }, fmtWhen(job.created)),
       h("td", {}, fmtSeconds(job.duration)), h("td", {}, taskSummary(job)));
     if (job.id === page.selected) row.classList.add("selected");
     return row;
