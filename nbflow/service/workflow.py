@@ -67,8 +67,8 @@ class Workflow:
         out: dict[str, Any] = {}
         for name, value in params.items():
             try:
-                p = check_name(self.cell, str(name), "job parameters")
-                out[p.name] = check_value(p, value, f"parameter {p.name!r}")
+                p = check_name(self.cell, str(name), self.name)
+                out[p.name] = check_value(p, value, self.name)
             except BatchInputError as exc:
                 raise JobParamsError(str(exc), key=str(name)) from None
         if self.kind != "notebook":
