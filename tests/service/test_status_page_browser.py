@@ -45,6 +45,9 @@ def new_page(browser: Any, errors: list[str]) -> Any:
     page = context.new_page()
     page.set_viewport_size({"width": 1400, "height": 900})
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # (the page's policy allows its own scripts only: anything it blocks is a bug)
+    page.on("console", lambda msg: errors.append(msg.text)
+            if "Content Security Policy" in msg.text else None)
     return page
 
 
@@ -172,7 +175,8 @@ def test_the_page_asks_for_the_token_and_shows_an_unknown_job(serve_http, browse
     page.wait_for_selector(f"#jobs tr[data-id='{job_id}'][data-state='succeeded']",
                            timeout=SHOWN)
     assert page.is_hidden("#auth")
-    assert node_states(page) == {"doubled": "succeeded"}
+    page.wait_for_function("""() => document.querySelector(
+        "#dag svg g.node[data-name='doubled']")?.dataset.state === 'succeeded'""", timeout=SHOWN)
     # an unknown job in the address: said in one line, the list still shown
     page.goto(f"{client.server.url}/#job=nope")
     page.reload()

@@ -71,6 +71,7 @@ async function api(path, options = {}) {
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
   if (response.status === 401) throw new Unauthorized((body && body.error) || "unauthorized");
+  $("auth").hidden = true;  // (the token, if any, was taken)
   if (!response.ok) throw new Error((body && body.error) || `${response.status} ${response.statusText}`);
   return body;
 }
@@ -232,7 +233,6 @@ async function refresh() {
     await drawCounts();
     note = await drawJob();
     busy = page.jobs.some((j) => !FINISHED.has(j.state)) || (page.job != null && !FINISHED.has(page.job.state));
-    $("auth").hidden = true;
   } catch (e) {
     if (e instanceof Unauthorized) $("auth").hidden = false;
     note = e instanceof Unauthorized ? e.message : `cannot reach the service: ${e.message}`;
