@@ -101,6 +101,12 @@ class Service:
             raise ServiceError(f"--param {folder.param}: {self.workflow.name} has no parameter "
                                f"{folder.param!r} to take the file's path (its parameters: "
                                f"{known})")
+        required = [p.name for p in self.workflow.cell.parameters.values()
+                    if not p.has_default and p.name != folder.param]
+        if required and self.workflow.kind != "notebook":
+            raise ServiceError(f"--watch gives a job only its {folder.param!r}, and "
+                               f"{self.workflow.name} also needs {', '.join(required)} (no "
+                               "default): give them defaults")
         self._watches.append(folder)
 
     def listen(self, host: str, port: int, token: str | None = None,

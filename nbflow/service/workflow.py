@@ -171,7 +171,10 @@ def _flow_parameters(ref: str, flow: Flow) -> ParametersCell:
     from ..batch.params import Parameter, ParametersCell
 
     params = {}
+    namespace = flow.namespace or {}
     for i, (name, default) in enumerate(flow.parameters().items()):
+        if default is ... and name in namespace:  # a notebook's variable: its value now
+            default = namespace[name]
         has = default is not ...
         params[name] = Parameter(name=name, type=_KINDS.get(type(default)) if has else None,
                                  default=default if has else None, has_default=has,

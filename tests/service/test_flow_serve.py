@@ -48,3 +48,33 @@ def test_flow_serve_watches_a_folder_and_stops_cleanly(tmp_path):
     assert not service.running
     assert not [t for t in threading.enumerate() if t.name == "nbflow-service"]
     assert "stopped" in repr(service)
+
+
+def test_a_flow_parameter_from_the_namespace_has_its_value_as_default(tmp_path):
+    namespace = {"limit": 2}
+    flow = nf.Flow("firsts", namespace=namespace)
+
+    @flow.task(export=True)
+    def head(path: str, limit):
+        with open(path) as f:
+            return f.read().splitlines()[:limit]
+
+    (tmp_path / "a.txt").write_text("1\n2\n3\n")
+    service = flow.serve(state_dir=tmp_path / "state")
+    try:
+        job = service.submit(path=str(tmp_path / "a.txt"))
+        wait_until(lambda: service.job(job.id).done, what="the job")
+        assert service.job(job.id).results == {"head": ["1", "2"]}
+    finally:
+        service.stop()
+
+
+def test_a_watch_needs_defaults_for_the_other_parameters(tmp_path):
+    flow = nf.Flow("two")
+
+    @flow.task
+    def both(path: str, scale: float) -> float:
+        return scale
+
+    with pytest.raises(nf.ServiceError, match=r"also needs scale \(no default\)"):
+        flow.serve(watch=tmp_path, state_dir=tmp_path / "state")
