@@ -40,6 +40,8 @@ class TaskOutcome:
     duration: float | None
     #: (finished, total) branches of a mapped task
     branches: tuple[int, int] | None = None
+    #: when it first ran (``time.time()``; None when it never ran)
+    started: float | None = None
 
 
 @dataclass
@@ -300,7 +302,8 @@ def summarize_events(
                        and b.get("task") == name and b.get("branch") is not None
                        and b["state"] in ("succeeded", "cached", "failed", "skipped"))
             branches = (min(done, total), total)
-        out.append(TaskOutcome(name, e["state"], attempts.get(key, 0), duration, branches))
+        out.append(TaskOutcome(name, e["state"], attempts.get(key, 0), duration, branches,
+                               started.get(key)))
     return out, exports
 
 

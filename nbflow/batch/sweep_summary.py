@@ -74,7 +74,8 @@ def previous_result(job: Job) -> JobResult | None:
         if raw.get("status") != "succeeded" or not Path(job.output).is_file():
             return None
         tasks = [TaskOutcome(t["task"], t["state"], t["attempts"], t["duration"],
-                             tuple(t["branches"]) if t.get("branches") else None)
+                             tuple(t["branches"]) if t.get("branches") else None,
+                             t.get("started"))
                  for t in raw.get("tasks", [])]
         return JobResult(notebook=raw["notebook"], output=raw["output"], params=job.params,
                          status=raw["status"], duration=float(raw["duration"]), tasks=tasks,

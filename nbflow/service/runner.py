@@ -66,11 +66,12 @@ class Outcome:
 
 
 def live_tasks(files: JobFiles) -> dict[str, dict[str, Any]]:
-    """A job's tasks as its event log says now: state, attempts, duration, branches."""
+    """A job's tasks as its event log says now: state, attempts, start, duration, branches."""
     from ..batch.execute import summarize_events
 
     outcomes, _ = summarize_events(read_events(files.events))
-    return {o.task: {"state": o.state, "attempts": o.attempts, "duration": o.duration,
+    return {o.task: {"state": o.state, "attempts": o.attempts, "started": o.started,
+                     "duration": o.duration,
                      "branches": list(o.branches) if o.branches else None} for o in outcomes}
 
 
