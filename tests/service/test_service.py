@@ -156,3 +156,18 @@ def test_shared_names_a_task_with_max_parallel(workflows, tmp_path):
         Service(workflows["shared"], state_dir=tmp_path / "s", shared=["holdd"])
     with pytest.raises(ServiceError, match="no max_parallel to share"):
         Service(workflows["served"], state_dir=tmp_path / "s", shared=["doubled"])
+
+
+def test_a_module_flow_is_served_by_reference(start_service, tmp_path, monkeypatch):
+    (tmp_path / "svc_module.py").write_text(
+        "import nbflow as nf\n\nflow = nf.Flow('by-ref')\n\n\n"
+        "@flow.task(export=True)\ndef plus(n: int = 1) -> int:\n    return n + 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    service = start_service("svc_module:flow")
+    assert (service.workflow.kind, service.workflow.name) == ("module", "by-ref")
+    job = service.submit({"n": 41}, "test")
+    wait_until(lambda: service.job(job.id).done, what="the job")
+    assert service.job(job.id).results == {"plus": 42}
+    with pytest.raises(ServiceError, match=r"svc_module\.nothing is nothing, not an nbflow Flow"):
+        Service("svc_module:nothing", state_dir=tmp_path / "other")
