@@ -122,8 +122,11 @@ class FolderWatch:
         awatch = _load_awatch()
         self._loop = asyncio.get_running_loop()
         self._submit = submit
+        # watchfiles hands changes over after `step` ms without a new one (50 by default):
+        # a fifth of the stability time, so a short --stable is not dwarfed by it
+        step = max(5, min(50, int(self.stable * 200)))
         changes = awatch(self.folder, watch_filter=None, recursive=self.recursive,
-                         stop_event=stop)
+                         stop_event=stop, step=step)
         consumer = asyncio.ensure_future(self._consume(changes))
         try:
             # The consumer's first step opens the inotify watches, then waits in a worker
