@@ -14,11 +14,13 @@ path as on the command line, and a SIGTERM stops it cleanly with its kernel.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,8 @@ __all__ = ["JobFiles", "JobRunner", "Outcome", "live_tasks"]
 
 #: lines of a notebook job's stderr kept for its error
 _TAIL = 20
+#: seconds a leftover ``nbflow run`` gets to stop on SIGTERM before SIGKILL
+_LEFTOVER_WAIT = 30.0
 
 
 class JobFiles:
@@ -53,6 +57,8 @@ class JobFiles:
         self.captured = self.root / "output.txt"
         self.params = self.root / "params.json"
         self.stderr = self.root / "stderr.txt"
+        #: a notebook job's ``nbflow run`` process while it runs: "PID START-TIME"
+        self.child = self.root / "child.pid"
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,7 @@ class JobRunner:
                 "--cache-dir", str(self.files.cache), "--log-events", str(self.files.events)]
         if self.cluster:
             argv += ["--cluster", self.cluster]
+        _stop_leftover(self.files.child)  # a killed service's child, still running this job
         with self._lock:
             if self._cancelled:
                 return Outcome("cancelled", {}, {}, "cancelled before it started")
@@ -194,7 +201,9 @@ class JobRunner:
                 self._proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
                     cwd=self.workflow.path.parent)
+            self.files.child.write_text(f"{self._proc.pid} {_started(self._proc.pid)}")
         code = self._proc.wait()
+        self.files.child.unlink(missing_ok=True)
         with self._lock:
             cancelled = self._cancelled
         tasks = live_tasks(self.files)
@@ -212,3 +221,33 @@ class JobRunner:
 
         _, exports = summarize_events(read_events(self.files.events))
         return exports
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started (field 22 of /proc/PID/stat), "" when unknown: with the
+    pid it names one process, not a later one that reuses the number."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()
+    return "" if fields[0] in ("Z", "X") else fields[19]  # a zombie has ended
+
+
+def _stop_leftover(child: Path) -> None:
+    """Stop the ``nbflow run`` that a killed service left running for this job, so the job
+    does not run twice at once (it ends cleanly on SIGTERM, with its kernel)."""
+    try:
+        pid_text, _, started = child.read_text().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return
+    if not started or _started(pid) != started:
+        return  # gone, or the number now names another process
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + _LEFTOVER_WAIT
+    pause = threading.Event()  # never set: its timed wait is the poll's period
+    while _started(pid) == started and time.monotonic() < deadline:
+        pause.wait(0.05)
+    if _started(pid) == started:
+        os.kill(pid, signal.SIGKILL)

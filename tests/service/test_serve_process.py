@@ -204,3 +204,48 @@ def test_a_watched_folder_that_does_not_exist_is_one_line(workflows, tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("nbflow serve: ") and "nowhere" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_after_kill_9_a_notebook_jobs_old_process_is_stopped(serve, tmp_path):
+    import nbformat
+
+    notebook = tmp_path / "gated.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext nbflow"),
+                nbformat.v4.new_code_cell("gate = ''", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("%%nbflow task opened --export\n"
+                                          "with open(gate) as f:\n    opened = f.read()"),
+                nbformat.v4.new_code_cell("%nbflow run")]
+    nbformat.write(nb, notebook)
+    [gate] = gates(tmp_path, 1)
+    state = tmp_path / "state"
+    first = serve(notebook, "--state-dir", state)
+    wait_until(lambda: (state / "service.lock").read_text().startswith("pid"),
+               what="the service up")
+    job_id = nbflow("submit", "--state-dir", state, "-p", "gate", gate).stdout.strip()
+    child = state / "jobs" / job_id / "child.pid"
+    old = int(wait_until(lambda: child.read_text().split()[0], timeout=30,
+                         what="the job's nbflow run"))
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(30)
+    assert _alive(old)  # the orphan goes on with the job
+
+    serve(notebook, "--state-dir", state)
+    wait_until(lambda: not _alive(old), timeout=60, what="the old nbflow run stopped")
+    new = int(wait_until(lambda: child.read_text().split()[0], timeout=60,
+                         what="the new nbflow run"))
+    assert new != old
+    open_gate(gate, timeout=60)
+    db = SqliteJobs(state / "jobs.db")
+    wait_until(lambda: db.get(job_id).done, timeout=120, what="the job's end")
+    job = db.get(job_id)
+    assert (job.state, job.attempts, job.results) == ("succeeded", 2, {"opened": "go"})
+    db.close()
