@@ -224,6 +224,13 @@ def _decorated_tasks(code: str) -> dict[str, tuple[list[str], dict[str, Any]]]:
 
 
 def _function_source(cell: TaskCell, inputs: list[str]) -> str:
+    options = "".join(f", {k}={v!r}" for k, v in cell.options.items())
+    decorator = f"@flow.task(name={cell.name!r}{options})"
+    return decorator + "\n" + function_source(cell, inputs)
+
+
+def function_source(cell: TaskCell, inputs: list[str]) -> str:
+    """A task cell as a plain function ``def NAME(inputs):`` returning what the cell makes."""
     body = cell.body
     lines = body.source.splitlines()
     tree = ast.parse(body.source)
@@ -236,10 +243,8 @@ def _function_source(cell: TaskCell, inputs: list[str]) -> str:
     if not any(line.strip() for line in lines):
         lines = ["return None"]
     kind = "async def" if body.is_async else "def"
-    options = "".join(f", {k}={v!r}" for k, v in cell.options.items())
-    decorator = f"@flow.task(name={cell.name!r}{options})"
     signature = f"{kind} {cell.name}({', '.join(inputs)}):"
-    return "\n".join([decorator, signature, textwrap.indent("\n".join(lines), "    ")])
+    return "\n".join([signature, textwrap.indent("\n".join(lines), "    ")])
 
 
 def export_module(nb: Notebook, source_name: str, file_name: str | None = None) -> str:
