@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ExportError
@@ -31,10 +32,10 @@ def to_script(wf: ConvWorkflow) -> str:
     names = _Names(wf, runtime.bound)
     parts = [_docstring(wf), "from __future__ import annotations", "", runtime.imports]
     setup = setup_code(wf)
-    head = [*names.imports, *setup]
+    head = (["\n".join(names.import_lines())] if names.imports else []) + setup
     if head:
         parts += ["", "", "# -- the workflow's code", "", "\n\n\n".join(c.strip() for c in head)]
-    defs = [_define(t, names) for t in wf.tasks if t.source is not None or t.command]
+    defs = [_define(t, names) for t in wf.tasks if t.source is not None]
     if defs:
         parts += ["", "", "# -- its tasks", "", "\n\n\n".join(defs)]
     parts += ["", "", "# -- its parameters and results", "",
@@ -122,12 +123,22 @@ class _Names:
         for t in wf.tasks:
             if t.use:
                 self.function[t.name] = self._import(t.use, t.name)
-            elif t.source is not None or t.command:
+            elif t.command:
+                self.function[t.name] = _command(t)
+            elif t.source is not None:
                 self.function[t.name] = self._free(t.name, "_task")
             else:
                 self.function[t.name] = t.function  # defined by the workflow's code
             if t.run_if:
                 self.run_if[t.name] = self._import(t.run_if, t.name)
+
+    def import_lines(self) -> list[str]:
+        """``from MODULE import A, B as C`` lines, one a module."""
+        modules: dict[str, list[str]] = {}
+        for line in self.imports:
+            module, _, name = line.removeprefix("from ").partition(" import ")
+            modules.setdefault(module, []).append(name)
+        return [f"from {m} import {', '.join(sorted(n))}" for m, n in sorted(modules.items())]
 
     def _free(self, name: str, suffix: str) -> str:
         while name in self.taken:
@@ -162,20 +173,24 @@ def _docstring(wf: ConvWorkflow) -> str:
 
 def _define(t: ConvTask, names: _Names) -> str:
     name = names.function[t.name]
-    if t.source is not None:
-        return re.sub(r"^(async )?def \w+", lambda m: f"{m.group(1) or ''}def {name}",
-                      t.source, count=1)
+    return re.sub(r"^(async )?def \w+", lambda m: f"{m.group(1) or ''}def {name}",
+                  t.source or "", count=1)
+
+
+def _command(t: ConvTask) -> str:
+    """``shell_command(...)``: a command task's function, made where the run calls it."""
     spec = dict(t.command or {})
     kwargs = [repr(spec.pop("command") if isinstance(spec.get("command"), str)
                    else list(spec.pop("command")))]
-    defaults = {"outputs": {}, "stdin": None, "env": {}, "text": True, "shell": "sh"}
+    defaults: dict[str, Any] = {"outputs": {}, "stdin": None, "env": {}, "text": True,
+                                "shell": "sh"}
     kwargs += [f"{k}={v!r}" for k, v in spec.items() if k in defaults and v != defaults[k]]
     if t.map:
         kwargs.append("mapped=True")
     if t.timeout is not None:
         kwargs.append(f"timeout={t.timeout!r}")
     kwargs.append(f"name={t.name!r}")
-    return _call(f"{name} = shell_command", kwargs, "")
+    return f"shell_command({', '.join(kwargs)})"
 
 
 def _run_flow(wf: ConvWorkflow, names: _Names) -> str:
@@ -267,7 +282,7 @@ def _bound(chunks: list[str]) -> set[str]:
     return out
 
 
-def _drop_statements(code: str, drop: list[ast.stmt]) -> str:
+def _drop_statements(code: str, drop: Sequence[ast.stmt]) -> str:
     lines = code.splitlines()
     gone = {i for node in drop for i in range(node.lineno - 1, node.end_lineno or node.lineno)}
     for node in drop:  # and the comment lines right above the statement

@@ -76,6 +76,10 @@ class TaskTimeoutError(TimeoutError):
     """An attempt ran longer than its task's ``timeout``."""
 
 
+def _ended(state: str) -> str:
+    return "was skipped" if state == "skipped" else state
+
+
 def _label(task: str, branch: int | None) -> str:
     return task if branch is None else f"{task}[{branch}]"
 
@@ -101,7 +105,7 @@ class Run:
         if run_on == "success":
             bad = next((u for u in others if self.states[u] != "succeeded"), None)
             if bad is not None:
-                return self._skip(name, f"upstream {bad!r} {self.states[bad]}")
+                return self._skip(name, f"upstream {bad!r} {_ended(self.states[bad])}")
         elif run_on == "failure" and not elementwise \
                 and not any(self.states[u] == "failed" for u in ups):
             return self._skip(name, "no upstream failed (run_on='failure')")
@@ -118,14 +122,15 @@ class Run:
             for i, item in enumerate(self.branches[source]):
                 ok = not isinstance(item, (Failed, Skipped))
                 if run_on == "success" and not ok:
-                    out.append(Skipped(name, f"upstream {_label(source, i)} did not succeed", i))
+                    state = "failed" if isinstance(item, Failed) else "skipped"
+                    out.append(Skipped(name, f"upstream {_label(source, i)} {_ended(state)}", i))
                 elif run_on == "failure" and not isinstance(item, Failed) and not failed_up:
                     out.append(Skipped(name, "no upstream failed (run_on='failure')", i))
                 else:
                     out.append(call({**values, map: item}, i))
             return self._end_mapped(name, out)
         if self.states[source] != "succeeded":
-            return self._skip(name, f"cannot map over {source!r}: it {self.states[source]}")
+            return self._skip(name, f"cannot map over {source!r}: it {_ended(self.states[source])}")
         items = values[map]
         if isinstance(items, (str, bytes)) or not isinstance(items, collections.abc.Iterable):
             error = TypeError(f"cannot map over {source!r}: a {type(items).__name__} "
@@ -171,15 +176,24 @@ def _attempts(name: str, branch: int | None, fn: Callable[..., Any], kwargs: dic
     for attempt in range(1, retries + 2):
         try:
             if attempt == 1 and run_if is not None and not run_if(**_accepted(run_if, kwargs)):
-                return Skipped(name, "its run_if condition is false", branch)
+                return Skipped(name, "run_if returned False", branch)
             return _call(fn, kwargs, timeout)
         except (Exception, SystemExit) as exc:  # a task's sys.exit() fails the task only
-            failure = Failed(name, exc, traceback.format_exc(), branch)
+            failure = Failed(name, exc, _traceback(exc), branch)
             if attempt <= retries:
                 print(f"{_label(name, branch)}: attempt {attempt} failed "
                       f"({type(exc).__name__}: {exc}); retrying", file=sys.stderr)
                 time.sleep(retry_delay)
     return failure
+
+
+def _traceback(exc: BaseException) -> str:
+    """The traceback from the task's own code on (without this runtime's frames)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None \
+            and tb.tb_frame.f_code.co_name in ("_attempts", "_call", "target"):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +260,8 @@ def read_parameters(argv: list[str] | None = None) -> tuple[dict[str, Any], str 
     parser.add_argument("--json", metavar="OUT",
                         help="write the tasks' states and the exported results to OUT")
     args = parser.parse_args(argv)
-    values = {n: s["default"] for n, s in PARAMETERS.items() if "default" in s}
+    defaults = {n: s["default"] for n, s in PARAMETERS.items() if "default" in s}
+    values: dict[str, Any] = {}
     try:
         if args.config:
             values.update(_read_config(args.config))
@@ -257,11 +272,12 @@ def read_parameters(argv: list[str] | None = None) -> tuple[dict[str, Any], str 
         if unknown:
             raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; the parameters "
                              f"are: {', '.join(PARAMETERS) or 'none'}")
-        missing = [n for n in PARAMETERS if n not in values]
+        missing = [n for n in PARAMETERS if n not in values and n not in defaults]
         if missing:
             raise ValueError(f"missing required parameter(s) {', '.join(missing)}: "
                              "give them with -p NAME VALUE or --config")
-        checked = {n: _check(n, v, PARAMETERS[n]) for n, v in values.items()}
+        # the values given are checked (an int becomes a float for a number); defaults as is
+        checked = {**defaults, **{n: _check(n, v, PARAMETERS[n]) for n, v in values.items()}}
     except ValueError as exc:
         parser.error(str(exc))
     return checked, args.json
