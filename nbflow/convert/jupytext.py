@@ -59,8 +59,11 @@ def to_jupytext(wf: ConvWorkflow) -> str:
         else:
             functions.append(_function_task(t))
     if functions:
-        cells.append("# %%\n# tasks declared from functions\nflow = nf.notebook_flow()\n"
-                     + "\n".join(functions))
+        imports = [line for f in functions for line in f if line.startswith("from ")]
+        calls = [line for f in functions for line in f if not line.startswith("from ")]
+        cells.append("# %%\n" + "".join(f"{line}\n" for line in dict.fromkeys(imports))
+                     + ("\n" if imports else "") + "# tasks declared from functions\nflow = nf.notebook_flow()\n"
+                     + "\n".join(calls))
     cells.append("# %%\n# %nbflow run")
     # jupytext leaves two blank lines after a cell that ends with a def or a class
     return _HEADER + "\n" + "".join(c + ("\n\n\n" if _ends_with_def(c) else "\n\n")
@@ -151,15 +154,18 @@ def _argument(r: Ref) -> str:
 def _call_body(t: ConvTask) -> str:
     module, _, qualname = (t.use or "").partition(":")
     first = qualname.partition(".")[0]
+    imports = f"from {module} import {first}"
+    if first == t.name:  # not `items = items(...)`: the module names the function
+        imports, qualname = f"import {module}", f"{module}.{qualname}"
     args = ", ".join(f"{a}={_argument(r)}" for a, r in t.args.items())
     call = f"{t.name} = {qualname}({args})"
     if len(call) > 99:
         call = f"{t.name} = {qualname}(\n" + "".join(
             f"    {a}={_argument(r)},\n" for a, r in t.args.items()) + ")"
-    return f"from {module} import {first}\n\n{call}"
+    return f"{imports}\n\n{call}"
 
 
-def _function_task(t: ConvTask) -> str:
+def _function_task(t: ConvTask) -> list[str]:
     """``flow.task(fn, name=..., options)`` for a function the workflow's code defines, or an
     importable one with a ``run_if`` (no cell option says run_if)."""
     options: dict[str, Any] = {}
@@ -189,7 +195,7 @@ def _function_task(t: ConvTask) -> str:
     if t.name != fn:
         words.insert(0, f"name={t.name!r}")
     lines.append(f"flow.task({', '.join([fn, *words])})")
-    return "\n".join(lines)
+    return lines
 
 
 def _command_cell(t: ConvTask) -> str:
