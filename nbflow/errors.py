@@ -12,6 +12,7 @@
     │   ├── InvalidMapError         ``map=`` names something that is not an upstream
     │   ├── UnboundedStreamError    a task takes an unbounded stream whole (no ``map=``)
     │   ├── MissingParameterError   a flow parameter with no value
+    │   ├── InvalidParameterError   a parameter's value breaks its type or a constraint
     │   └── UnknownParameterError   params= names something no task takes
     ├── FlowFailed                  a run ended with failed tasks
     ├── TaskTimeoutError            a task ran longer than its ``timeout=``
@@ -175,6 +176,20 @@ class MissingParameterError(ValidationError):
             "or declare a task of that name."
         )
         super().__init__(msg)
+
+
+class InvalidParameterError(ValidationError):
+    """A parameter's value does not fit its declared type or constraints (``Annotated[int,
+    Field(ge=1)]``, a spec's ``minimum: 1``); names the parameter, the value and why."""
+
+    def __init__(self, name: str, value: Any, constraint: str) -> None:
+        self.name = name
+        self.value = value
+        self.constraint = constraint
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"parameter {name!r} = {shown}: {constraint}")
 
 
 class UnknownParameterError(ValidationError):

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .executors.base import Executor
     from .run import Run
     from .service.background import BackgroundService
+    from .typed_params import TypedParam
     from .widget.model import DagWidget
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ class Flow:
         #: free text, and per-parameter type/help (set by specs; written back by to_spec)
         self.description = ""
         self.parameter_info: dict[str, dict[str, Any]] = {}
+        #: types of flow parameters declared apart from the task functions (a spec's
+        #: ``parameters`` block); see :meth:`typed_parameters`
+        self.parameter_types: dict[str, TypedParam] = {}
         #: the service that :meth:`serve` started last (None before)
         self.service: BackgroundService | None = None
 
@@ -218,6 +222,24 @@ class Flow:
                     out[i] = task.defaults.get(i, ...)
         return out
 
+    def typed_parameters(self, names: Iterable[str] | None = None) -> dict[str, TypedParam]:
+        """The flow parameters (of ``names``, default all) that have a declared type: from
+        :attr:`parameter_types`, else the first task whose signature annotates them
+        (``Annotated[int, Field(ge=1)]``). ``run(params=...)`` checks these values."""
+        from .typed_params import function_params
+
+        wanted = set(self.parameters() if names is None else names)
+        out = {n: t for n, t in self.parameter_types.items() if n in wanted}
+        with self._lock:
+            tasks = list(self._tasks.values())
+        for task in tasks:
+            if not wanted.intersection(task.inputs) or task.command is not None:
+                continue
+            for name, typed in function_params(task.fn).items():
+                if name in wanted and name not in self._tasks:
+                    out.setdefault(name, typed)
+        return out
+
     def to_graphviz(self, states: Mapping[str, str] | None = None) -> graphviz.Digraph:
         """The tasks as a ``graphviz.Digraph`` to customise (needs ``nbflow[widget]``).
 
@@ -262,6 +284,10 @@ class Flow:
         with self._lock:
             tasks = dict(self._tasks)
         params = dict(params or {})
+        if params:  # each value of a typed parameter, checked and coerced (pydantic)
+            from .typed_params import check_params
+
+            params = check_params(self.typed_parameters(params), params)
         if isinstance(targets, str):
             targets = [targets]
         forced = {force} if isinstance(force, str) else set(force)

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from . import yaml_safe
-from .errors import NbflowError, SpecError, suggest
+from .errors import InvalidParameterError, NbflowError, SpecError, suggest
 from .spec_calls import (
     AsyncSpecCall,
     SpecCall,
@@ -64,6 +64,7 @@ from .task import OPTION_NAMES, Task
 
 if TYPE_CHECKING:
     from .flow import Flow
+    from .typed_params import TypedParam
 
 KeyPath = tuple[str | int, ...]
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
@@ -229,6 +230,7 @@ def flow_from_spec(source: str | os.PathLike[str] | Mapping[str, Any] | Spec) ->
     flow = Flow(spec.name)
     flow.description = str(spec.data.get("description", ""))
     flow.parameter_info = {p: dict(i) for p, i in params.items()}
+    flow.parameter_types = {p: spec_param(spec, p, i) for p, i in params.items()}
     for name, entry in spec.tasks.items():
         flow.add(_build_task(spec, name, entry, params, task_names))
     try:
@@ -253,6 +255,25 @@ def _check_default(spec: Spec, name: str, info: Mapping[str, Any]) -> None:
             f"default {yaml_safe.short(repr(info['default']))} is not of type {kind!r}",
             ("parameters", name, "default"),
         )
+    try:
+        spec_param(spec, name, info).check_default()
+    except InvalidParameterError as exc:
+        raise spec.error(exc.constraint.partition(" (the default")[0] + f": the default "
+                         f"{yaml_safe.short(repr(info.get('default')))} breaks it",
+                         ("parameters", name, "default")) from None
+    except Exception as exc:  # a pattern that is not a regular expression, say
+        raise spec.error(f"cannot use these constraints: {exc}".splitlines()[0],
+                         ("parameters", name)) from None
+
+
+def spec_param(spec: Spec, name: str, info: Mapping[str, Any]) -> TypedParam:
+    """A spec parameter block as a typed parameter (pydantic checks its values)."""
+    from .typed_params import TypedParam, annotation_from_spec
+
+    where = f"{spec.file or '<spec>'}:{spec.lines.get(('parameters', name), '?')}"
+    return TypedParam(name, annotation_from_spec(info), info.get("default"),
+                      "default" in info, str(info.get("description") or info.get("help") or ""),
+                      where)
 
 
 def _type_ok(kind: str, value: Any) -> bool:

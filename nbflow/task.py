@@ -275,6 +275,12 @@ class Task:
         target = inspect.unwrap(fn) if hasattr(fn, "__wrapped__") else fn
         if extra.get("source") is None:
             extra["source"] = _where(target)
+        if _constrained(target):  # a default must fit its own Annotated[..., Field(...)]
+            from .typed_params import function_params
+
+            for typed in function_params(target).values():
+                if typed.constrained:
+                    typed.check_default()
         is_async = _is_async(target)
         if is_async and opts.image is not None:
             raise InvalidOptionError(task_name, "image", "runs a function in a container, and an "
@@ -377,6 +383,16 @@ def _signature(task: str, fn: Callable[..., Any]) -> tuple[tuple[str, ...], dict
 
 
 _PLAIN_FLAGS = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+
+
+def _constrained(target: Callable[..., Any]) -> bool:
+    """True when an annotation of ``target`` may carry constraints (``Annotated``)."""
+    annotations = getattr(target, "__annotations__", None)
+    if not annotations or not isinstance(annotations, dict):
+        return False
+    # a string (``from __future__ import annotations``) may name an alias of one
+    return any(isinstance(a, str) or hasattr(a, "__metadata__")
+               for k, a in annotations.items() if k != "return")
 
 
 def _is_async(target: Callable[..., Any]) -> bool:

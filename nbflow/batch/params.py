@@ -22,7 +22,7 @@ import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -30,6 +30,9 @@ from .. import yaml_safe
 from ..errors import BatchInputError, suggest
 from ..jsonvalues import dumps
 from ..yaml_safe import short
+
+if TYPE_CHECKING:
+    from ..typed_params import TypedParam
 
 #: Python type -> JSON Schema type
 _TYPES: dict[type, str] = {
@@ -59,6 +62,10 @@ class Parameter:
     help: str
     #: line in the cell (1-based)
     line: int
+    #: its type and constraints for pydantic (an annotation, a spec's keywords), if any
+    typed: TypedParam | None = None
+    #: where the default comes from, for messages
+    declared: str = "in the parameters cell"
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,9 @@ class ParametersCell:
     #: index of the cell tagged ``parameters`` (0-based, as papermill counts)
     index: int
     parameters: dict[str, Parameter]
+    #: "notebook" (a parameter without a literal default is computed by the notebook),
+    #: "spec" or "flow" (one without a default is required)
+    kind: str = "notebook"
 
 
 def read_notebook(path: str | Path) -> Any:
@@ -123,9 +133,14 @@ def parse_parameters(source: str, notebook: str = "<notebook>", index: int = 0) 
             default, has_default = ast.literal_eval(value), True
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             default, has_default = None, False
-        kind = None
+        kind, typed = None, None
         if annotation is not None:
+            typed = _typed(target.id, ast.unparse(annotation), default, has_default,
+                           _help(comments, node), f"{notebook} cell {index}, line {node.lineno}")
             kind = _ANNOTATIONS.get(ast.unparse(annotation).split("[")[0].strip())
+            if typed is not None:
+                found = typed.schema().get("type")
+                kind = found if isinstance(found, str) and found != "null" else kind
         if kind is None and has_default:
             kind = _TYPES.get(type(default))
             if kind == "null":
@@ -134,9 +149,35 @@ def parse_parameters(source: str, notebook: str = "<notebook>", index: int = 0) 
             default = list(default)
         out[target.id] = Parameter(
             name=target.id, type=kind, default=default, has_default=has_default,
-            source=ast.unparse(value), help=_help(comments, node), line=node.lineno,
+            source=ast.unparse(value), help=(typed.description if typed else "")
+            or _help(comments, node), line=node.lineno, typed=typed,
         )
     return out
+
+
+def _typed(name: str, text: str, default: Any, has_default: bool, comment: str,
+           where: str) -> TypedParam | None:
+    """A parameter's annotation in the cell, for pydantic; its default must fit it."""
+    from ..errors import InvalidParameterError
+    from ..typed_params import TypedParam, eval_annotation
+
+    annotation = eval_annotation(text, where)
+    if annotation is None:
+        return None
+    typed = TypedParam(name, annotation, default, has_default,
+                       _field_description(annotation) or comment, where)
+    try:
+        typed.check_default()
+    except InvalidParameterError as exc:
+        raise BatchInputError(f"{where}: {exc}") from None
+    return typed
+
+
+def _field_description(annotation: Any) -> str:
+    for meta in getattr(annotation, "__metadata__", ()):
+        if getattr(meta, "description", None):
+            return str(meta.description)
+    return ""
 
 
 def _comments(source: str) -> dict[int, str]:
@@ -169,8 +210,17 @@ def _help(comments: dict[int, str], node: ast.stmt) -> str:
 def to_schema(cell: ParametersCell) -> dict[str, Any]:
     """The parameters as a JSON Schema (draft 2020-12) of the mapping ``-f`` accepts."""
     properties: dict[str, Any] = {}
+    required: list[str] = []
     for p in cell.parameters.values():
-        prop: dict[str, Any] = {}
+        if not p.has_default and cell.kind != "notebook":
+            required.append(p.name)
+        if p.typed is not None:
+            prop = p.typed.schema()
+            if p.help and "description" not in prop:
+                prop["description"] = p.help
+            properties[p.name] = prop
+            continue
+        prop = {}
         if p.type is not None:
             prop["type"] = p.type
             if p.type == "array" and p.has_default:
@@ -179,18 +229,21 @@ def to_schema(cell: ParametersCell) -> dict[str, Any]:
                     prop["items"] = {"type": item_types.pop()}
         if p.has_default:
             prop["default"] = p.default
-        else:
+        elif cell.kind == "notebook":  # the notebook computes it: not required of a job
             prop["x-nbflow-expression"] = p.source
         if p.help:
             prop["description"] = p.help
         properties[p.name] = prop
-    return {
+    schema: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"Parameters of {Path(cell.notebook).name}",
         "type": "object",
         "properties": properties,
         "additionalProperties": False,
     }
+    if required:
+        schema["required"] = required
+    return schema
 
 
 def to_yaml_form(cell: ParametersCell, kind: str = "notebook") -> str:
@@ -212,8 +265,10 @@ def to_yaml_form(cell: ParametersCell, kind: str = "notebook") -> str:
             text = yaml.safe_dump({p.name: p.default}, default_flow_style=False,
                                   sort_keys=False, allow_unicode=True, width=10**6)
             lines.append(text.rstrip("\n"))
-        else:
+        elif cell.kind == "notebook":
             lines.append(f"# {p.name}: ...   (the notebook computes it: {p.source})")
+        else:
+            lines.append(f"{p.name}:   # required: it has no default")
     return "\n".join(lines) + "\n"
 
 
@@ -221,8 +276,20 @@ def to_yaml_form(cell: ParametersCell, kind: str = "notebook") -> str:
 
 
 def _describe(p: Parameter) -> str:
-    default = f"default {p.source}" if p.source else "no default"
-    return f"parameter {p.name!r} is {_article(p.type)} ({default} in the parameters cell)"
+    default = f"default {p.source} {p.declared}" if p.source else "no default"
+    return f"parameter {p.name!r} is {_article(p.type)} ({default})"
+
+
+def _fits(p: Parameter, value: Any, where: str) -> Any:
+    """``value`` checked and coerced by the parameter's declared type, if it has one."""
+    if p.typed is None:
+        return value
+    from ..errors import InvalidParameterError
+
+    try:
+        return p.typed.check(value)
+    except InvalidParameterError as exc:
+        raise BatchInputError(f"{where}: {exc}") from None
 
 
 def _article(kind: str | None) -> str:
@@ -239,13 +306,13 @@ def parse_text(p: Parameter, text: str) -> Any:
     value: Any
     try:
         if kind == "string":
-            return text
-        if kind == "integer":
-            return int(text.replace("_", ""))
-        if kind == "number":
+            value = text
+        elif kind == "integer":
+            value = int(text.replace("_", ""))
+        elif kind == "number":
             value = float(text)
         elif kind == "boolean":
-            return _BOOL_TEXT[text.strip().lower()]
+            value = _BOOL_TEXT[text.strip().lower()]
         else:
             value = yaml_safe.load(text) if text.strip() else ""
     except (ValueError, KeyError, yaml.YAMLError):
@@ -254,18 +321,19 @@ def parse_text(p: Parameter, text: str) -> Any:
             and _TYPES.get(type(value)) != kind:
         raise BatchInputError(problem)
     _check_finite(value, f"-p {p.name} {shown}")
-    return value
+    return _fits(p, value, f"-p {p.name} {shown}")
 
 
 def check_value(p: Parameter, value: Any, where: str) -> Any:
-    """A value read from YAML/JSON for parameter ``p``, converted (int -> float for numbers)."""
+    """A value read from YAML/JSON for parameter ``p``, converted (int -> float for numbers)
+    and checked against its declared constraints."""
     _check_finite(value, where)
     kind = p.type
     got = _TYPES.get(type(value))
     if kind is None or got == kind:
-        return list(value) if isinstance(value, tuple) else value
+        return _fits(p, list(value) if isinstance(value, tuple) else value, where)
     if kind == "number" and got == "integer":
-        return float(value)
+        return _fits(p, float(value), where)
     shown = short(dumps(value))
     msg = f"{where}: {_describe(p)}, and {shown} is {_article(got)}"
     raise BatchInputError(msg)

@@ -38,6 +38,8 @@ def is_spec(path: str | Path) -> bool:
 
 def spec_parameters(spec: Spec) -> ParametersCell:
     """The spec's parameters, as a notebook's parameters cell would describe them."""
+    from ..spec import spec_param
+
     params: dict[str, Parameter] = {}
     for i, (name, info) in enumerate(spec.parameters.items()):
         has_default = "default" in info
@@ -48,10 +50,13 @@ def spec_parameters(spec: Spec) -> ParametersCell:
             default=default,
             has_default=has_default,
             source=repr(default) if has_default else "",
-            help=str(info.get("help", "")),
+            help=str(info.get("description") or info.get("help") or ""),
             line=spec.lines.get(("parameters", name), i + 1),
+            typed=spec_param(spec, name, info),
+            declared="in the spec",
         )
-    return ParametersCell(notebook=spec.file or spec.name, index=0, parameters=params)
+    return ParametersCell(notebook=spec.file or spec.name, index=0, parameters=params,
+                          kind="spec")
 
 
 @dataclass

@@ -50,11 +50,8 @@ class Workflow:
 
         schema = to_schema(self.cell)
         schema["title"] = f"Parameters of {self.name}"
-        required = [p.name for p in self.cell.parameters.values() if not p.has_default]
-        for name in required:  # a notebook computes its own value: not required of a job
-            schema["properties"][name].pop("x-nbflow-expression", None)
-        if self.kind != "notebook" and required:
-            schema["required"] = required
+        for prop in schema["properties"].values():  # a notebook's own value: not a job's
+            prop.pop("x-nbflow-expression", None)
         return schema
 
     def check(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,11 +169,18 @@ def _flow_parameters(ref: str, flow: Flow) -> ParametersCell:
 
     params = {}
     namespace = flow.namespace or {}
+    typed = flow.typed_parameters()
     for i, (name, default) in enumerate(flow.parameters().items()):
         if default is ... and name in namespace:  # a notebook's variable: its value now
             default = namespace[name]
         has = default is not ...
-        params[name] = Parameter(name=name, type=_KINDS.get(type(default)) if has else None,
-                                 default=default if has else None, has_default=has,
-                                 source=repr(default) if has else "", help="", line=i + 1)
-    return ParametersCell(notebook=ref, index=0, parameters=params)
+        t = typed.get(name)
+        kind = _KINDS.get(type(default)) if has else None
+        if t is not None:
+            found = t.schema().get("type")
+            kind = found if isinstance(found, str) else kind
+        params[name] = Parameter(name=name, type=kind, default=default if has else None,
+                                 has_default=has, source=repr(default) if has else "",
+                                 help=t.description if t else "", line=i + 1, typed=t,
+                                 declared=f"in {ref}")
+    return ParametersCell(notebook=ref, index=0, parameters=params, kind="flow")
