@@ -211,6 +211,7 @@ def _from_notebook(path: Path) -> ConvWorkflow:
         tasks.append(_with_options(ConvTask(
             name=tc.name, function=tc.name, source=function_source(tc, inputs),
             is_async=tc.body.is_async, args=_refs(inputs, names)), tc.options))
+    _refuse_code_options(nb.setup)
     for fn_name, (inputs, options) in nb.function_tasks.items():
         tasks.append(_with_options(ConvTask(name=fn_name, function=fn_name,
                                             args=_refs(inputs, names)), options))
@@ -239,6 +240,31 @@ def _with_options(task: ConvTask, options: dict[str, Any]) -> ConvTask:
         if key in known and value is not None:
             setattr(task, key, list(value) if key == "after" else value)
     return task
+
+
+def _refuse_code_options(setup: list[str]) -> None:
+    """A ``@flow.task(option=<code>)`` option (``run_if=any_long``) cannot be carried to a
+    target as a value: refuse it by name rather than drop it."""
+    for code in setup:
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for dec in node.decorator_list:
+                if not (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
+                        and dec.func.attr == "task"):
+                    continue
+                for kw in dec.keywords:
+                    try:
+                        ast.literal_eval(kw.value)
+                    except ValueError:
+                        raise ExportError(
+                            f"task {node.name!r}: its option {kw.arg}={ast.unparse(kw.value)} "
+                            "is notebook code, which a converted workflow cannot carry; "
+                            "declare it in a spec (run_if: module:function)") from None
 
 
 def _without_task_decorators(code: str) -> str:

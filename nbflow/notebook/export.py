@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shlex
 import textwrap
 from dataclasses import dataclass, field
@@ -166,8 +167,14 @@ def _translate(source: str, parser: CommandParser) -> tuple[str, bool]:
             continue
         if text.startswith(("%", "!")):
             continue
+        if _RUN_CALL.search(line):  # the notebook's flow run from Python: flow.run(...)
+            ran = True
         out.append(line)
     return "\n".join(out).strip("\n"), ran
+
+
+#: a Python call that runs the notebook's flow (``flow.run(``, ``nf.notebook_flow().run(``)
+_RUN_CALL = re.compile(r"\b(flow|notebook_flow\(\))\.run(_async)?\(")
 
 
 def _run_call(args: Any) -> str:
