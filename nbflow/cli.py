@@ -137,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, metavar="FLOW.py|FLOW.yaml",
                         help="where to write; the suffix picks the format")
 
+    convert = sub.add_parser("convert", help="compile a workflow to a spec, a script, a "
+                             "jupytext notebook or an Airflow DAG", description=(
+        "Write WORKFLOW (a notebook or a spec) as another kind of file: spec (a spec, plus "
+        "the module of a notebook's task functions), script (a plain Python script that runs "
+        "the tasks in order without nbflow's scheduler; python OUT.py --config params.yaml -p "
+        "NAME VALUE), jupytext (a py:percent workflow notebook) or airflow (an Airflow DAG "
+        "with the TaskFlow API). A feature the target cannot express is an error naming the "
+        "task, never dropped."))
+    convert.add_argument("notebook", metavar="WORKFLOW", help="NOTEBOOK.ipynb or SPEC.yaml")
+    convert.add_argument("--to", required=True, choices=("spec", "script", "jupytext",
+                                                         "airflow"), help="what to write")
+    convert.add_argument("-o", "--output", required=True, metavar="OUT",
+                         help="the file to write (.yaml/.json for spec, .py for the others)")
+
     cache = sub.add_parser("cache", help="the disk result cache: size, clear", description=(
         "Inspect or empty the disk cache that --cache-dir / NBFLOW_CACHE_DIR points at."))
     cache_sub = cache.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -163,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, "nbflow cache: error: missing ACTION: info or clear "
                     "(see nbflow cache --help)\n")
     handler = {"run": _run, "sweep": _sweep, "params": _params, "cache": _cache,
-               "validate": _validate, "tasks": _tasks, "export": _export,
+               "validate": _validate, "tasks": _tasks, "export": _export, "convert": _convert,
                "serve": _service, "submit": _service, "jobs": _service}[args.command]
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -339,6 +353,19 @@ def _export(args: argparse.Namespace) -> int:
         raise BatchInputError(str(exc)) from None
     for path in written:
         print(f"nbflow export: wrote {path}")
+    return EXIT_OK
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert.targets import convert
+    from .errors import ExportError
+
+    try:
+        written = convert(args.notebook, args.to, args.output)
+    except ExportError as exc:
+        raise BatchInputError(str(exc)) from None
+    for path in written:
+        print(f"nbflow convert: wrote {path}")
     return EXIT_OK
 
 
