@@ -89,6 +89,7 @@ class _Writer:
         self.watched = {u for t in trigger for u in t.upstreams}
         self.helpers: set[str] = set()
         self.docker = False
+        self.defined = _top_level_names(wf.setup)
         for t in wf.tasks:
             self._check(t)
 
@@ -109,6 +110,10 @@ class _Writer:
             raise refuse(f"run_if={t.run_if!r} (not an importable 'module:function')")
         if t.image is not None and t.command is None:
             raise refuse(f"a Python task in a container (image={t.image!r})")
+        if t.use is None and t.source is None and t.command is None \
+                and t.function not in self.defined:
+            raise ExportError(f"task {t.name!r}: its function {t.function!r} is not defined by "
+                              "the workflow's code (is it a task of another flow?)")
         if t.command is not None:
             c = t.command
             if c.get("stdin"):
@@ -137,8 +142,14 @@ class _Writer:
         body = [self._task(t) for t in self.wf.tasks]
         wiring = self._wiring()
         dag_args = self._dag_args()
-        imports = ["from __future__ import annotations", "", "import datetime",
-                   "", "from airflow.sdk import Param, dag, get_current_context, task"]
+        sdk = ["Param"] if self.wf.params else []
+        if any(r.kind == "param" for t in self.wf.tasks if t.image is None
+               for r in t.args.values()):
+            sdk.append("get_current_context")
+        imports = ["from __future__ import annotations", "", "import datetime", "",
+                   f"from airflow.sdk import {', '.join(sorted([*sdk, 'dag', 'task']))}"]
+        if self.helpers:
+            imports.insert(3, "from typing import Any")
         if "_declared" in self.helpers:
             imports.insert(3, "import inspect")
         if self.docker:
@@ -150,15 +161,16 @@ class _Writer:
             order = [n for n in _HELPER_ORDER if n in self.helpers]
             parts.append("# -- nbflow's semantics, kept by these helpers --\n\n"
                          + airflow_helpers.source(*order))
-        if self.wf.setup:
+        setup = _without_unused_nbflow(self.wf)
+        if setup:
             parts.append("# -- the workflow's setup code --\n\n"
-                         + "\n\n".join(code.strip("\n") + "\n" for code in self.wf.setup))
+                         + "\n\n".join(code.strip("\n") + "\n" for code in setup))
         sources = [t.source.strip("\n") + "\n" for t in self.wf.tasks if t.source]
         if sources:
             parts.append("# -- the task functions --\n\n" + "\n\n".join(sources))
         parts.append("\n".join([f"@dag(\n    {dag_args},\n)", "def nbflow_dag():",
                                 *body, *wiring]))
-        parts.append("nbflow_dag()")
+        parts.append('the_dag = nbflow_dag()\n\nif __name__ == "__main__":\n    the_dag.test()')
         return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
 
     def _docstring(self) -> str:
@@ -170,7 +182,7 @@ class _Writer:
         if any(t.use or t.run_if for t in wf.tasks):
             lines += ["Its tasks import their modules when they run: the folder of the "
                       "workflow must be on the", f"workers' Python path ({wf.base_dir}).", ""]
-        lines.append("Run it once with `python THIS_FILE` (dag.test()).")
+        lines.append("`python THIS_FILE` runs it once with dag.test(), from Airflow's dags folder.")
         text = "\n".join(lines).replace('"""', "'''").replace("\\", "\\\\")
         return f'"""{text}\n"""'
 
@@ -254,6 +266,8 @@ class _Writer:
             call = f"{t.function}(**kwargs)"
         if t.is_async:
             call = f"__import__('asyncio').run({call})"
+        elif t.source is not None and _is_generator(t.source):
+            call = f"list({call})"  # nbflow reads a generator's items into a list
         if t.name in self.watched:
             self.helpers.update({"ERROR_KEY", "_record_failure"})
             lines += ["        try:", f"            return {call}",
@@ -304,11 +318,13 @@ class _Writer:
 
     def _wiring(self) -> list[str]:
         """Call the task functions in dependency order; ``>>`` for order-only edges."""
+        used = {u for t in self.wf.tasks for u in t.upstreams}
         lines: list[str] = []
         for t in self.wf.tasks:
-            if t.command is not None and t.image is not None:
-                lines.append(f"    out_{t.name} = task_{t.name}")
-                edges = t.upstreams
+            docker = t.command is not None and t.image is not None
+            edges = t.upstreams if docker or t.run_on != "success" else t.after
+            if docker:
+                call = f"task_{t.name}"  # an operator: already in the DAG
             else:
                 data = {f"arg_{a}": f"out_{r.value}" for a, r in t.args.items()
                         if r.kind == "task" and t.run_on == "success"}
@@ -318,8 +334,65 @@ class _Writer:
                     call = f"task_{t.name}.partial({partial}).expand(arg_{t.map}={mapped})"
                 else:
                     call = f"task_{t.name}({', '.join(f'{k}={v}' for k, v in data.items())})"
+            if t.name in used or edges:
                 lines.append(f"    out_{t.name} = {call}")
-                edges = t.upstreams if t.run_on != "success" else t.after
-            for up in edges:
-                lines.append(f"    out_{up} >> out_{t.name}")
+            elif not docker:
+                lines.append(f"    {call}")
+            lines += [f"    out_{up} >> out_{t.name}" for up in edges]
         return lines
+
+
+def _top_level_names(code: list[str]) -> set[str]:
+    """The names the setup code defines at module level (functions, classes, imports, ...)."""
+    names: set[str] = set()
+    for block in code:
+        try:
+            tree = ast.parse(block)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).partition(".")[0] for a in node.names)
+            else:
+                names.update(n.id for n in ast.walk(node)
+                             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    return names
+
+
+def _is_generator(source: str) -> bool:
+    """Whether the function defined by ``source`` yields (nested functions aside)."""
+    fn = ast.parse(source).body[0]
+    todo: list[ast.AST] = list(ast.iter_child_nodes(fn))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+                                 ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _without_unused_nbflow(wf: ConvWorkflow) -> list[str]:
+    """The setup code without its ``import nbflow`` lines when no code uses the name (a
+    notebook's boilerplate), so the DAG needs only Airflow and the workflow's imports."""
+    code = [*wf.setup, *(t.source for t in wf.tasks if t.source)]
+    read = set()
+    for block in code:
+        try:
+            read |= {n.id for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Name)}
+        except SyntaxError:
+            return list(wf.setup)
+    out = []
+    for block in wf.setup:
+        lines = block.splitlines()
+        for node in reversed(ast.parse(block).body):
+            if isinstance(node, ast.Import) and all(
+                    a.name.partition(".")[0] == "nbflow" and (a.asname or a.name) not in read
+                    for a in node.names):
+                del lines[node.lineno - 1:node.end_lineno]
+        if "\n".join(lines).strip():
+            out.append("\n".join(lines))
+    return out

@@ -75,6 +75,23 @@ def test_a_notebook_defines_its_functions_and_setup_in_the_module() -> None:
     assert "return readings(**kwargs)" in text
 
 
+def test_notebook_boilerplate_is_dropped_generators_are_listed_and_unknown_functions_refused(
+        ) -> None:
+    gen = ConvTask("gen", "gen", source="def gen(n):\n    for i in range(n):\n        yield i",
+                   args={"n": Ref("value", 3)})
+    wf = ConvWorkflow("nb", "", {}, [gen], ["import nbflow as nf\nimport math", "x = math.pi"],
+                      SPECS, "notebook")
+    text = to_airflow(wf)
+    assert "import nbflow" not in text and "import math" in text
+    assert "return list(gen(**kwargs))" in text  # nbflow's result: the generator's items
+    assert 'if __name__ == "__main__":\n    the_dag.test()' in text
+    wf.setup.append("print(nf.__name__)")  # now the name is used: the import stays
+    assert "import nbflow as nf" in to_airflow(wf)
+    other = ConvTask("sensor", "sensor")  # a function task of another flow in the notebook
+    with pytest.raises(ExportError, match="task 'sensor': its function 'sensor' is not defined"):
+        to_airflow(ConvWorkflow("nb", "", {}, [other], ["feed = 1"], SPECS, "notebook"))
+
+
 def test_parameters_keep_their_schema_and_a_none_default_is_allowed() -> None:
     params = {"k": Param("k", {"type": "integer", "minimum": 1, "default": 2}, 2, True, "how"),
               "tag": Param("tag", {"type": "string", "default": None}, None, True),
