@@ -2,15 +2,15 @@
 # Make (once) the virtual environment that checks nbflow's Airflow target with Airflow itself,
 # and print its path. It is separate from .venv so Airflow never pins nbflow's dependencies.
 #   ${NBFLOW_AIRFLOW_VENV:-${XDG_CACHE_HOME:-~/.cache}/nbflow/airflow-venv-<version>}
-# holds apache-airflow (pinned), the docker provider (DockerOperator, imported by DAGs with a
-# container command; no Docker daemon is needed to import them) and cloudpickle (nbflow's one
-# dependency that Airflow lacks: generated DAGs of notebooks may `import nbflow`, found through
-# PYTHONPATH). A venv whose recorded requirements match is reused as it is (seconds); a fresh
-# one takes about a minute. The tests (tests/convert/test_airflow.py) call this script.
+# holds apache-airflow and the docker provider (DockerOperator, imported by DAGs with a container
+# command; no Docker daemon is needed to import them), both pinned, and not nbflow: a generated
+# DAG needs only Airflow and the workflow's own modules. A venv whose recorded requirements match
+# is reused as it is (milliseconds); a fresh one takes about a minute.
+# The tests (tests/convert/test_airflow.py) call this script.
 # Usage: bash scripts/airflow-venv.sh [--rebuild]
 set -euo pipefail
 AIRFLOW_VERSION=3.3.2
-REQUIREMENTS="apache-airflow==$AIRFLOW_VERSION apache-airflow-providers-docker==4.6.1 cloudpickle>=3.0"
+REQUIREMENTS="apache-airflow==$AIRFLOW_VERSION apache-airflow-providers-docker==4.6.1"
 venv="${NBFLOW_AIRFLOW_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nbflow/airflow-venv-$AIRFLOW_VERSION}"
 python="${PYTHON:-python3}"
 
@@ -27,7 +27,7 @@ fi
 echo "==> making the Airflow venv $venv (about a minute)" >&2
 rm -rf "$venv"
 mkdir -p "$(dirname "$venv")"
-"$python" -m venv "$venv"
+"$python" -m venv "$venv" || { echo "airflow-venv.sh: $python -m venv $venv failed" >&2; exit 1; }
 # shellcheck disable=SC2086  # the requirements are separate words
 if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $REQUIREMENTS \
         > "$venv/pip.log" 2>&1; then

@@ -169,8 +169,9 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     """The Airflow venv (made once, cached) and a migrated SQLite metadata db to copy."""
     made = subprocess.run(["bash", str(ROOT / "scripts" / "airflow-venv.sh")], text=True,
                           capture_output=True, timeout=900, check=False)
-    if made.returncode != 0:
-        pytest.fail(f"cannot make the Airflow venv:\n{made.stderr[-3000:]}")
+    if made.returncode != 0:  # no PyPI here: a failure on CI, else a skip (as containers)
+        message = f"cannot make the Airflow venv:\n{made.stderr[-3000:]}"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     venv = made.stdout.strip().splitlines()[-1]
     home = tmp_path_factory.mktemp("airflow-home")
     env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
@@ -183,7 +184,9 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
 
 def run_dag(airflow: dict[str, str], text: str, where: Path, pythonpath: list[Path],
             conf: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Import the DAG with Airflow's DagBag and, given ``conf``, ``dag.test()`` it."""
+    """Import the DAG with Airflow's DagBag and, given ``conf``, ``dag.test()`` it.
+
+    ``pythonpath`` is all the venv gets besides Airflow: nbflow itself is not there."""
     home, dags = where / "home", where / "dags"
     home.mkdir(parents=True)
     dags.mkdir()
@@ -220,7 +223,7 @@ def as_nbflow(tasks: dict[str, Any]) -> dict[str, str]:
 def test_the_rules_dag_runs_in_airflow_to_nbflows_results(airflow: dict[str, str],
                                                           tmp_path: Path) -> None:
     wf = load(RULES)
-    report = run_dag(airflow, to_airflow(wf), tmp_path, [ROOT, SPECS], conf={"n": 4})
+    report = run_dag(airflow, to_airflow(wf), tmp_path, [SPECS], conf={"n": 4})
     run = flow_from_spec(RULES).run(params={"n": 4}, raise_on_failure=False)
     assert as_nbflow(report["tasks"]) == dict(run.states)
     values = {n: e["value"] for n, e in report["tasks"].items()}
@@ -234,7 +237,7 @@ def test_the_rules_dag_runs_in_airflow_to_nbflows_results(airflow: dict[str, str
 @pytest.mark.timeout(900)
 def test_the_quickstart_notebook_runs_in_airflow_to_the_notebooks_results(
         airflow: dict[str, str], tmp_path: Path) -> None:
-    report = run_dag(airflow, to_airflow(load(QUICKSTART)), tmp_path, [ROOT], conf={})
+    report = run_dag(airflow, to_airflow(load(QUICKSTART)), tmp_path, [], conf={})
     assert set(as_nbflow(report["tasks"]).values()) == {"succeeded"}
     values = {n: e["value"] for n, e in report["tasks"].items()}
     assert values == jsonable(notebook_results(tmp_path))
@@ -259,10 +262,10 @@ def notebook_results(cwd: Path) -> dict[str, Any]:
 def test_the_climate_dag_and_a_docker_dag_import_in_airflow(airflow: dict[str, str],
                                                             tmp_path: Path) -> None:
     # xarray is not in the Airflow venv: the DAG still imports, its tasks import when they run
-    report = run_dag(airflow, to_airflow(load(CLIMATE)), tmp_path / "climate", [ROOT])
+    report = run_dag(airflow, to_airflow(load(CLIMATE)), tmp_path / "climate", [])
     assert report["dag_ids"] == ["climate"]
     task = ConvTask("cmd", "cmd", image="localhost/tool:1", args={"n": Ref("param", "n")},
                     command={"command": "echo {n}", "outputs": {}, "env": {}})
     docker = tiny(task, params={"n": Param("n", {"type": "integer"}, 1, True)})
-    assert run_dag(airflow, to_airflow(docker), tmp_path / "docker", [ROOT])["dag_ids"] == ["tiny"]
+    assert run_dag(airflow, to_airflow(docker), tmp_path / "docker", [])["dag_ids"] == ["tiny"]
 
