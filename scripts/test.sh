@@ -15,6 +15,9 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 # Podman and the container tests' two local images (no registry): a failure is an error on CI
 bash scripts/containers.sh ${CI:+--require}
+# Airflow 3 in a venv of its own (cached), which checks the Airflow target with Airflow itself
+echo "==> the Airflow venv"
+bash scripts/airflow-venv.sh >/dev/null
 export PYTHONDONTWRITEBYTECODE=1
 echo "==> ruff, mypy"
 .venv/bin/ruff check nbflow tests benchmarks extensions

@@ -208,9 +208,11 @@ def _from_notebook(path: Path) -> ConvWorkflow:
     for tc in nb.tasks:
         inputs = [n for n in tc.body.reads if n in names or n in params]
         inputs += [n for n in tc.body.rebound if n not in inputs]
-        tasks.append(_with_options(ConvTask(
+        task = _with_options(ConvTask(
             name=tc.name, function=tc.name, source=function_source(tc, inputs),
-            is_async=tc.body.is_async, args=_refs(inputs, names)), tc.options))
+            is_async=tc.body.is_async, args=_refs(inputs, names)), tc.options)
+        task.stream = task.map is None and _yields(tc.body.tree)
+        tasks.append(task)
     _refuse_code_options(nb.setup)
     for fn_name, (inputs, options) in nb.function_tasks.items():
         tasks.append(_with_options(ConvTask(name=fn_name, function=fn_name,
@@ -224,6 +226,19 @@ def _from_notebook(path: Path) -> ConvWorkflow:
     setup = [_without_task_decorators(code) for code in nb.setup]
     return ConvWorkflow(nb.name, "", _params(cell), _ordered(tasks),
                         [c for c in setup if c.strip()], path.parent.resolve(), "notebook")
+
+
+def _yields(tree: ast.AST) -> bool:
+    """True when a cell body yields at its own level: the cell's task is a stream."""
+    stack = list(ast.iter_child_nodes(tree))
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
+                                 ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+    return False
 
 
 def _refs(inputs: list[str], tasks: set[str]) -> dict[str, Ref]:
@@ -255,7 +270,8 @@ def _refuse_code_options(setup: list[str]) -> None:
                 continue
             for dec in node.decorator_list:
                 if not (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
-                        and dec.func.attr == "task"):
+                        and dec.func.attr == "task" and isinstance(dec.func.value, ast.Name)
+                        and dec.func.value.id == "flow"):
                     continue
                 for kw in dec.keywords:
                     try:

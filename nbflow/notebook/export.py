@@ -216,7 +216,9 @@ def _decorated_tasks(code: str) -> dict[str, tuple[list[str], dict[str, Any]]]:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for dec in stmt.decorator_list:
                 target = dec.func if isinstance(dec, ast.Call) else dec
-                if isinstance(target, ast.Attribute) and target.attr == "task":
+                if isinstance(target, ast.Attribute) and target.attr == "task" \
+                        and isinstance(target.value, ast.Name) and target.value.id == "flow":
+                    # the notebook's flow only: `@feed.task` declares a task of another flow
                     options: dict[str, Any] = {}
                     for kw in dec.keywords if isinstance(dec, ast.Call) else []:
                         try:
