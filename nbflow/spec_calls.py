@@ -269,7 +269,8 @@ class SpecCondition:
     """A spec task's ``run_if``: the predicate gets the task's arguments by their names.
 
     ``run_if: testtasks.is_big`` on a task with ``args: {value: {$task: total}}``
-    calls ``is_big(value=<total's result>)``.
+    calls ``is_big(value=<total's result>)``. A predicate that takes ``**kwargs``
+    gets every argument.
     """
 
     def __init__(self, use: str, predicate: Callable[..., Any], call: SpecCall) -> None:
@@ -279,11 +280,15 @@ class SpecCondition:
         self.__signature__ = call.__signature__
         params = inspect.signature(predicate).parameters.values()
         self._names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        #: the predicate takes ``**kwargs``: it gets every argument, not only the named ones
+        self._takes_all = any(p.kind is p.VAR_KEYWORD for p in params)
 
     def __call__(self, **inputs: Any) -> Any:
         args = dict(self.call.literals)
         for arg, (_, name) in self.call.refs.items():
             args[arg] = inputs[name]
+        if self._takes_all:
+            return self.predicate(**args)
         return self.predicate(**{n: args[n] for n in self._names if n in args})
 
     def __repr__(self) -> str:
