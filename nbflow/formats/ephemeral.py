@@ -1,0 +1,316 @@
+"""Ephemeral job maps read as nbflow specs.
+
+An Ephemeral job map (JSON) has a ``datasource`` (``direct`` content, or a JSON
+file), a list of ``tasks`` (one ``input``, ``function`` tasks with
+``namespace``, ``method`` and ``init_args``, and ``output`` tasks) and a
+``workflow`` of ``[from, to]`` edges; every task but the input has one parent.
+:func:`ephemeral_spec` checks all of it (every problem with the file, the key
+path and the line, before anything runs) and returns the equivalent nbflow
+spec mapping, whose tasks run the adapters of ``ephemeral_runtime.py``:
+
+- the ``input`` task hands on the datasource's content;
+- the first function task below it is a plain task; every other function task
+  ``map:``-s its parent, so the dicts of a returned list become branches at run
+  time (nothing is declared up front), and each branch goes on down the job
+  without waiting for its siblings (element-wise maps);
+- an ``output`` task collects every dict that reached it, in input order, and
+  is exported.
+
+``namespace`` and ``method`` name the registered task ``namespace.method``, or
+the function ``method`` of the module ``namespace`` (the job file's folder is
+importable). ``consumes`` and ``produces`` are checked as Ephemeral checks them:
+along an edge between function tasks, the parent's ``produces`` is the child's
+``consumes``; and a function that declares its types (``consumes``/``produces``
+attributes, a string or a list of strings) accepts the task's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import NbflowError, SpecError, suggest
+from ..spec import Spec
+from ..task import code_hash
+from .ephemeral_runtime import resolve
+
+__all__ = ("ephemeral_spec",)
+
+RUNTIME = "nbflow.formats.ephemeral_runtime"
+TOP_KEYS = ("name", "id", "datasource", "tasks", "workflow")
+TASK_KEYS = ("name", "type", "id", "namespace", "method", "init_args", "consumes", "produces")
+TYPES = ("input", "function", "output")
+SOURCES = ("direct", "file")
+
+
+def ephemeral_spec(spec: Spec) -> dict[str, Any]:
+    """The nbflow spec mapping of the Ephemeral job map ``spec`` (see the module docstring).
+
+    Raises :class:`~nbflow.errors.SpecError` for the first problem found, with the file,
+    the key path and the line.
+    """
+    data = spec.data
+    for key in data:
+        if key not in TOP_KEYS:
+            raise spec.error(f"{key!r} is not a key of an Ephemeral job map (it has "
+                             f"{', '.join(TOP_KEYS)})." + suggest(str(key), TOP_KEYS), (key,))
+    for key in ("datasource", "tasks", "workflow"):
+        if key not in data:
+            raise spec.error(f"an Ephemeral job map needs {key!r}")
+    name = data.get("name", Path(spec.file).stem if spec.file else "ephemeral-job")
+    if not isinstance(name, str) or not name:
+        raise spec.error("the job's name must be a non-empty string", ("name",))
+    content = _datasource(spec)
+    tasks = _tasks(spec)
+    parent = _workflow(spec, tasks)
+    entry = next(t for t, info in tasks.items() if info["type"] == "input")
+    functions = {t: _function(spec, info) for t, info in tasks.items()
+                 if info["type"] == "function"}
+    _check_types(spec, tasks, parent, functions)
+    base_dir = str(Path(spec.file).resolve().parent) if spec.file else None
+    out: dict[str, Any] = {}
+    for task in _in_order(entry, parent):
+        info = tasks[task]
+        if info["type"] == "input":
+            out[task] = {"use": f"{RUNTIME}:source", "args": {"content": {"$value": content}}}
+        elif info["type"] == "output":
+            out[task] = {"use": f"{RUNTIME}:collect", "args": {"data": {"$task": parent[task]}},
+                         "export": True}
+        else:
+            out[task] = _function_task(info, parent[task], parent[task] != entry,
+                                       functions[task], base_dir)
+    return {"nbflow": 1, "name": name,
+            "description": f"Ephemeral job map {spec.file or name}", "tasks": out}
+
+
+def _datasource(spec: Spec) -> dict[str, Any]:
+    """The datasource's content: ``direct`` content, or the JSON object of a file."""
+    ds = spec.data["datasource"]
+    where: tuple[str, ...] = ("datasource",)
+    if not isinstance(ds, dict):
+        raise spec.error("'datasource' must be a mapping with 'source' and 'content'", where)
+    source = ds.get("source")
+    if source not in SOURCES:
+        raise spec.error(f"'source' must be 'direct' (with 'content') or 'file' (with 'path'), "
+                         f"not {source!r}." + suggest(str(source), SOURCES), (*where, "source"))
+    known = ("source", "content") if source == "direct" else ("source", "path")
+    for key in ds:
+        if key not in known:
+            raise spec.error(f"{key!r} is not a key of a {source!r} datasource (it has "
+                             f"{', '.join(known)})." + suggest(str(key), known), (*where, key))
+    if source == "direct":
+        if not isinstance(ds.get("content"), dict):
+            raise spec.error("a 'direct' datasource needs 'content', a mapping (the input "
+                             "task's dict)", (*where, "content"))
+        return dict(ds["content"])
+    path = ds.get("path")
+    if not isinstance(path, str) or not path:
+        raise spec.error("a 'file' datasource needs 'path', the JSON file to read", where)
+    file = Path(path)
+    if not file.is_absolute() and spec.file:
+        file = Path(spec.file).parent / file
+    try:
+        loaded = json.loads(file.read_text())
+    except OSError as exc:
+        raise spec.error(f"cannot read the datasource {str(file)!r}: {exc.strerror or exc}",
+                         (*where, "path")) from None
+    except ValueError as exc:
+        raise spec.error(f"the datasource {str(file)!r} is not valid JSON: {exc}",
+                         (*where, "path")) from None
+    if not isinstance(loaded, dict):
+        raise spec.error(f"the datasource {str(file)!r} holds a {type(loaded).__name__}; "
+                         "it must hold a JSON object (the input task's dict)", (*where, "path"))
+    return loaded
+
+
+def _tasks(spec: Spec) -> dict[str, dict[str, Any]]:
+    """The tasks by name, each checked: its keys, its type, and one input task in all."""
+    raw = spec.data["tasks"]
+    if not isinstance(raw, list) or not raw:
+        raise spec.error("'tasks' must be a non-empty list of tasks", ("tasks",))
+    tasks: dict[str, dict[str, Any]] = {}
+    for i, info in enumerate(raw):
+        where: tuple[str | int, ...] = ("tasks", i)
+        if not isinstance(info, dict):
+            raise spec.error("a task must be a mapping with 'name' and 'type'", where)
+        for key in info:
+            if key not in TASK_KEYS:
+                raise spec.error(f"{key!r} is not a key of an Ephemeral task."
+                                 + suggest(str(key), TASK_KEYS), (*where, key))
+        name = info.get("name")
+        if not isinstance(name, str) or not name:
+            raise spec.error("a task needs a 'name', a non-empty string", (*where, "name"))
+        if name in tasks:
+            raise spec.error(f"two tasks are named {name!r}", (*where, "name"))
+        kind = info.get("type")
+        if kind not in TYPES:
+            raise spec.error(f"'type' must be one of {', '.join(TYPES)}, not {kind!r}."
+                             + suggest(str(kind), TYPES), (*where, "type"))
+        if kind == "function":
+            for key in ("namespace", "method"):
+                if not isinstance(info.get(key), str) or not info[key]:
+                    raise spec.error(f"a function task needs {key!r}, a non-empty string",
+                                     (*where, key))
+            if not isinstance(info.get("init_args", {}), dict):
+                raise spec.error("'init_args' must be a mapping (keyword arguments)",
+                                 (*where, "init_args"))
+        for key in ("consumes", "produces"):
+            if key in info and not isinstance(info[key], str):
+                raise spec.error(f"{key!r} must be a string", (*where, key))
+        tasks[name] = {**info, "index": i}
+    inputs = [t for t, info in tasks.items() if info["type"] == "input"]
+    if len(inputs) != 1:
+        what = "none" if not inputs else ", ".join(map(repr, inputs))
+        raise spec.error(f"an Ephemeral job has exactly one input task; this one has {what}",
+                         ("tasks",) if not inputs else ("tasks", tasks[inputs[1]]["index"]))
+    return tasks
+
+
+def _workflow(spec: Spec, tasks: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each task's parent, from the ``[from, to]`` edges, checked."""
+    edges = spec.data["workflow"]
+    if not isinstance(edges, list):
+        raise spec.error("'workflow' must be a list of [from, to] edges", ("workflow",))
+    parent: dict[str, str] = {}
+    for i, edge in enumerate(edges):
+        where: tuple[str | int, ...] = ("workflow", i)
+        if not (isinstance(edge, list) and len(edge) == 2 and all(isinstance(e, str)
+                                                                for e in edge)):
+            raise spec.error(f"an edge is a [from, to] pair of task names, not {edge!r}", where)
+        for end, name in enumerate(edge):
+            if name not in tasks:
+                raise spec.error(f"{name!r} is not a task of this job."
+                                 + suggest(name, tasks), (*where, end))
+        src, dst = edge
+        if tasks[src]["type"] == "output":
+            raise spec.error(f"{src!r} is an output task: nothing flows out of it", (*where, 0))
+        if tasks[dst]["type"] == "input":
+            raise spec.error(f"{dst!r} is the input task: nothing flows into it", (*where, 1))
+        if dst in parent:
+            raise spec.error(f"{dst!r} already comes from {parent[dst]!r}; an Ephemeral task "
+                             "has one parent", (*where, 1))
+        parent[dst] = src
+    for name, info in tasks.items():
+        if info["type"] != "input" and name not in parent:
+            raise spec.error(f"no edge leads to task {name!r}: it would never run",
+                             ("tasks", info["index"], "name"))
+    entry = next(t for t, info in tasks.items() if info["type"] == "input")
+    for name in parent:
+        seen = [name]
+        while seen[-1] != entry:
+            up = parent[seen[-1]]
+            if up in seen:
+                cycle = " -> ".join([*reversed(seen[seen.index(up):]), up])
+                raise spec.error(f"the workflow has a cycle: {cycle}", ("workflow",))
+            seen.append(up)
+    return parent
+
+
+def _function(spec: Spec, info: dict[str, Any]) -> Callable[..., Any]:
+    """The function of a function task, its ``init_args`` checked against its signature."""
+    where: tuple[str | int, ...] = ("tasks", info["index"])
+    namespace, method = info["namespace"], info["method"]
+    try:
+        fn = resolve(namespace, method, str(Path(spec.file).parent) if spec.file else None)
+    except SpecError as exc:
+        key = "method" if " has no attribute " in exc.problem else "namespace"
+        problem = exc.problem
+        if key == "namespace":
+            problem = (f"{namespace!r} is neither the namespace of a registered task "
+                       f"'{namespace}.{method}' nor an importable module: {problem}"
+                       + _namespace_hint(spec, namespace))
+        raise spec.error(problem, (*where, key)) from None
+    except NbflowError as exc:
+        raise spec.error(str(exc), (*where, "namespace")) from None
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError) as exc:
+        raise spec.error(f"{namespace}.{method} has no inspectable signature: {exc}",
+                         (*where, "method")) from None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional and not any(p.kind is p.VAR_POSITIONAL for p in params):
+        raise spec.error(f"{namespace}.{method} takes no positional argument; an Ephemeral "
+                         "function takes the input dict first", (*where, "method"))
+    keywords = {p.name: p for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                              p.KEYWORD_ONLY)}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
+    init_args = info.get("init_args") or {}
+    for arg in init_args:
+        if arg not in keywords and not takes_kwargs:
+            raise spec.error(f"{namespace}.{method} takes no keyword argument {arg!r}."
+                             + suggest(str(arg), keywords), (*where, "init_args", arg))
+    missing = [n for n, p in keywords.items() if p.default is p.empty and n not in init_args]
+    if missing:
+        raise spec.error(f"{namespace}.{method} needs init_args {', '.join(map(repr, missing))}",
+                         (*where, "init_args" if "init_args" in info else "method"))
+    return fn
+
+
+def _namespace_hint(spec: Spec, namespace: str) -> str:
+    """Close names among the registered namespaces and the modules beside the job file."""
+    from ..registry import registry
+
+    names = {n.rpartition(".")[0] for n in registry}
+    if spec.file:
+        names |= {p.stem for p in Path(spec.file).parent.glob("*.py")}
+    return suggest(namespace, names)
+
+
+def _declared(fn: Callable[..., Any], key: str) -> list[str] | None:
+    """What a function says it consumes or produces, when it says so."""
+    value = getattr(fn, key, None)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
+
+
+def _check_types(spec: Spec, tasks: dict[str, dict[str, Any]], parent: Mapping[str, str],
+                 functions: Mapping[str, Callable[..., Any]]) -> None:
+    """``consumes``/``produces`` against the functions' declarations and along the edges."""
+    for name, fn in functions.items():
+        info = tasks[name]
+        for key in ("consumes", "produces"):
+            declared = _declared(fn, key)
+            if declared is not None and key in info and info[key] not in declared:
+                raise spec.error(f"{info['namespace']}.{info['method']} {key} "
+                                 f"{' or '.join(map(repr, declared))}, not {info[key]!r}."
+                                 + suggest(info[key], declared), ("tasks", info["index"], key))
+    edges = spec.data["workflow"]
+    for i, (src, dst) in enumerate(edges):
+        up, down = tasks[src], tasks[dst]
+        if up["type"] == down["type"] == "function" and "produces" in up and "consumes" in down \
+                and up["produces"] != down["consumes"]:
+            raise spec.error(f"{src!r} produces {up['produces']!r} but {dst!r} consumes "
+                             f"{down['consumes']!r}", ("workflow", i))
+
+
+def _in_order(entry: str, parent: Mapping[str, str]) -> list[str]:
+    """The tasks from the input down, each after its parent (children in edge order)."""
+    children: dict[str, list[str]] = {}
+    for child, up in parent.items():
+        children.setdefault(up, []).append(child)
+    order, stack = [], [entry]
+    while stack:
+        task = stack.pop()
+        order.append(task)
+        stack.extend(reversed(children.get(task, [])))
+    return order
+
+
+def _function_task(info: Mapping[str, Any], up: str, mapped: bool,
+                   fn: Callable[..., Any], base_dir: str | None) -> dict[str, Any]:
+    """A function task: the adapter, mapped over its parent unless the parent is the input."""
+    args: dict[str, Any] = {
+        "data": {"$task": up}, "task": info["name"], "namespace": info["namespace"],
+        "method": info["method"], "init_args": {"$value": dict(info.get("init_args") or {})},
+        "base_dir": base_dir, "code": code_hash(fn),
+    }
+    entry: dict[str, Any] = {"use": f"{RUNTIME}:call", "args": args}
+    if mapped:
+        entry["map"] = up
+    return entry

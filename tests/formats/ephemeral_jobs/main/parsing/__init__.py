@@ -1,0 +1,1 @@
+"""Namespace ``main.parsing``."""
