@@ -220,7 +220,7 @@ def _function(spec: Spec, info: dict[str, Any]) -> Callable[..., Any]:
         problem = exc.problem
         if key == "namespace":
             problem = (f"{namespace!r} is neither the namespace of a registered task "
-                       f"'{namespace}.{method}' nor an importable module: {problem}"
+                       f"'{namespace}.{method}' nor an importable module ({problem})."
                        + _namespace_hint(spec, namespace))
         raise spec.error(problem, (*where, key)) from None
     except NbflowError as exc:
@@ -254,8 +254,17 @@ def _namespace_hint(spec: Spec, namespace: str) -> str:
     from ..registry import registry
 
     names = {n.rpartition(".")[0] for n in registry}
-    if spec.file:
-        names |= {p.stem for p in Path(spec.file).parent.glob("*.py")}
+    if spec.file:  # the modules and packages beside the job, and those of its package
+        base = Path(spec.file).parent
+        names |= {p.stem for p in base.iterdir()
+                  if (p.suffix == ".py" and p.stem.isidentifier()) or (p / "__init__.py").is_file()}
+        package = base / namespace.partition(".")[0]
+        if (package / "__init__.py").is_file():
+            for i, file in enumerate(package.rglob("*.py")):
+                if i >= 2000:  # a huge tree: enough candidates
+                    break
+                parts = file.relative_to(base).with_suffix("").parts
+                names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return suggest(namespace, names)
 
 

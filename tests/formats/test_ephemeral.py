@@ -271,6 +271,7 @@ def test_an_unknown_method_and_namespace(tmp_path):
     exc = problem(tmp_path, job)
     assert exc.path == ("tasks", 2, "namespace")
     assert "'main.string.operations' is neither the namespace of a registered task" in str(exc)
+    assert "Did you mean one of 'main.strings.operations'" in str(exc)
 
 
 def test_a_bad_datasource(tmp_path):
