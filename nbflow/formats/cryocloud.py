@@ -144,7 +144,7 @@ def load_nodes(spec: Spec, *, allow_unsupported: bool = False) -> dict[str, Node
                 name, n = f"{module}_{n}", n + 1
         if name in nodes:
             raise spec.error(f"a second node named {name!r} (the first is at line "
-                             f"{spec.lines.get(nodes[name].path, '?')})", (*path, "name"))
+                             f"{spec.lines.get((*nodes[name].path, 'name'), '?')})", (*path, "name"))
         node = Node(name, path, raw, module)
         down = raw.get("downstreamOf", [])
         if isinstance(down, str):

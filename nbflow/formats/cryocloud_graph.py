@@ -222,14 +222,15 @@ def _check_node(graph: Graph, node: Node) -> None:
     for parent in node.parents:
         if parent not in graph.nodes:
             raise spec.error(f"downstreamOf names {parent!r}, which is not a node."
-                             + suggest(parent, [*graph.nodes, "entry"]), (*path, "downstreamOf"))
+                             + suggest(parent, [*graph.nodes, "entry"]), _edge(node, parent))
     if raw.get("global"):
         if node.parents or node.from_entry:
             raise spec.error("a global node runs when any node fails: give it no downstreamOf",
                              (*path, "downstreamOf"))
     elif not node.parents and not node.from_entry:
         raise spec.error(f"node {node.name!r} has no parent, so it would never run: give it "
-                         "downstreamOf: [\"entry\"] (the start) or a parent node", path)
+                         "downstreamOf: [\"entry\"] (the start) or a parent node",
+                         _key_or_name(node, "downstreamOf"))
     if node.run_on not in RUN_ON:
         raise spec.error(f"runOn {node.run_on!r} is not one of {', '.join(RUN_ON)}."
                          + suggest(str(node.run_on), RUN_ON), (*path, "runOn"))
@@ -257,6 +258,22 @@ def _check_node(graph: Graph, node: Node) -> None:
                              + suggest(str(raw[key]), node.args), (*path, key))
 
 
+def _key_or_name(node: Node, key: str) -> KeyPath:
+    """The node's ``key`` if written, else its name (else the node)."""
+    for k in (key, "name"):
+        if k in node.raw:
+            return (*node.path, k)
+    return node.path
+
+
+def _edge(node: Node, parent: str) -> KeyPath:
+    """The key path of ``parent`` in the node's downstreamOf (the node itself for a child)."""
+    down = node.raw.get("downstreamOf")
+    if isinstance(down, list) and parent in down:
+        return (*node.path, "downstreamOf", down.index(parent))
+    return node.path
+
+
 def _order(spec: Spec, nodes: dict[str, Node]) -> list[str]:
     order: list[str] = []
     state: dict[str, int] = {}
@@ -267,7 +284,7 @@ def _order(spec: Spec, nodes: dict[str, Node]) -> list[str]:
         if state.get(name) == 1:
             cycle = [*trail[trail.index(name):], name]
             raise spec.error("the nodes depend on each other in a loop: " + " -> ".join(cycle),
-                             (*nodes[name].path, "downstreamOf"))
+                             _edge(nodes[name], cycle[1]))
         state[name] = 1
         for parent in nodes[name].parents:
             visit(parent, [*trail, name])
@@ -333,7 +350,7 @@ def _check_reads(graph: Graph, node: Node) -> None:
     if missing:
         raise spec.error(f"{node.name!r} ({node.module}) depends on {', '.join(missing)}, which "
                          f"no upstream node provides (they provide: "
-                         f"{', '.join(sorted(provided)) or 'nothing'})", path)
+                         f"{', '.join(sorted(provided)) or 'nothing'})", _key_or_name(node, "depends"))
 
 
 def _provides(node: Node) -> list[str]:
