@@ -15,7 +15,6 @@ runs; the task's value is a :class:`CommandResult`.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import shlex
 import socket
@@ -27,7 +26,7 @@ from typing import Any
 
 from . import childproc, containers, jobdir
 from .errors import CommandFailed, CommandOutputError, InvalidOptionError
-from .task import Task
+from .task import Task, check_name
 
 __all__ = ["CommandResult", "CommandSpec", "command_task", "declared"]
 
@@ -131,8 +130,7 @@ def command_task(
     spec = CommandSpec(name, cmd, outs, stdin, envs, text, opts.get("timeout"),
                        opts.get("image"), opts.get("map") is not None, shell)
     fn = _body(spec)
-    fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in names])
+    fn.task_inputs = tuple(names)  # type: ignore[attr-defined]  # names, not identifiers
     key = hashlib.blake2b(repr(("command", cmd, sorted(outs.items()), stdin, sorted(envs.items()),
                                 text, spec.image, shell)).encode(), digest_size=16).hexdigest()
     shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
@@ -152,7 +150,8 @@ def _fields(task: str, template: str) -> list[str]:
         if field_name is None:
             continue
         head, _, rest = field_name.partition(".")
-        if not head.isidentifier() or (rest and not rest.isidentifier()) or spec or conv:
+        if check_name(head) is not None or head.isdigit() or (rest and not rest.isidentifier()) \
+                or spec or conv:
             raise InvalidOptionError(
                 task, "command", f"has placeholder {{{field_name}}} in {template!r}: a placeholder "
                 "is {name} (an upstream task or flow parameter), {name.output} (an output file "

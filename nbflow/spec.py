@@ -35,7 +35,6 @@ from __future__ import annotations
 import importlib.resources
 import inspect
 import json
-import keyword
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -216,13 +215,6 @@ def flow_from_spec(source: str | os.PathLike[str] | Mapping[str, Any] | Spec) ->
     for pname, pinfo in params.items():
         _check_default(spec, pname, pinfo)
     task_names = list(spec.tasks)
-    for section, names in (("parameters", params), ("tasks", task_names)):
-        for name in names:
-            if keyword.iskeyword(name):
-                what = "task" if section == "tasks" else "parameter"
-                raise spec.error(f"{name!r} is a Python keyword, so it cannot name a {what} "
-                                 f"(it becomes a Python argument name); rename it, e.g. "
-                                 f"{name + '_'!r}", (section, name))
     clash = sorted(set(params) & set(task_names))
     if clash:
         raise spec.error(f"{clash[0]!r} is both a parameter and a task; rename one",

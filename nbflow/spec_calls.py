@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import keyword
 import sys
 import sysconfig
 from collections.abc import Callable, Iterator
@@ -233,11 +234,16 @@ class SpecCall:
         #: target argument -> literal value
         self.literals = literals
         inputs = list(dict.fromkeys(name for _, name in refs.values()))
-        self.__signature__ = inspect.Signature([
-            inspect.Parameter(i, inspect.Parameter.KEYWORD_ONLY,
-                              default=defaults.get(i, inspect.Parameter.empty))
-            for i in inputs
-        ])
+        #: the task's inputs: names of tasks and parameters, which need not be identifiers
+        #: (``in``, ``combined-output``), so they are given as they are, not as a signature
+        self.task_inputs = tuple(inputs)
+        self.task_defaults = {i: defaults[i] for i in inputs if i in defaults}
+        if all(i.isidentifier() and not keyword.iskeyword(i) for i in inputs):
+            self.__signature__ = inspect.Signature([
+                inspect.Parameter(i, inspect.Parameter.KEYWORD_ONLY,
+                                  default=defaults.get(i, inspect.Parameter.empty))
+                for i in inputs
+            ])
 
     def __call__(self, **inputs: Any) -> Any:
         kwargs = dict(self.literals)
@@ -277,7 +283,9 @@ class SpecCondition:
         self.use = use
         self.predicate = predicate
         self.call = call
-        self.__signature__ = call.__signature__
+        self.task_inputs, self.task_defaults = call.task_inputs, call.task_defaults
+        if hasattr(call, "__signature__"):
+            self.__signature__ = call.__signature__
         params = inspect.signature(predicate).parameters.values()
         self._names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         #: the predicate takes ``**kwargs``: it gets every argument, not only the named ones

@@ -77,8 +77,26 @@ def _check_executor(value: object) -> bool:
 
 
 def check_name(name: object) -> str | None:
-    """Why ``name`` cannot name a task, or None: a task's name is how other tasks (and
-    notebook cells) refer to it, so it must be a usable variable name."""
+    """Why ``name`` cannot name a task, or None. Names are names, not identifiers (``in``,
+    ``combined-output``): a spec refers to tasks by name. Dots are kept for
+    ``TASK.OPTION`` overrides, and spaces and control characters for nothing."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if len(name) > _NAME_MAX:
+        return f"is longer than {_NAME_MAX} characters"
+    bad = next((c for c in name if c == "." or c.isspace() or not c.isprintable()), None)
+    if bad is not None:
+        return (f"holds {bad!r}; a name may hold no dots (TASK.OPTION overrides use them), "
+                "spaces or control characters")
+    return None
+
+
+_NAME_MAX = 200
+
+
+def check_variable_name(name: object) -> str | None:
+    """Why ``name`` cannot name a notebook task, or None: a task cell assigns a variable of
+    that name, and other cells read it, so it must be a usable variable name."""
     if not isinstance(name, str) or not name.isidentifier():
         return "must be a Python identifier (it is how others refer to it)"
     if keyword.iskeyword(name):
@@ -266,7 +284,11 @@ class Task:
         """Build a task from ``fn``; raises ``InvalidOptionError`` for bad options."""
         if not callable(fn):
             raise InvalidOptionError(str(name), "fn", f"must be callable, got {fn!r}")
-        task_name = name or getattr(fn, "__name__", None)
+        task_name = name if name is not None else getattr(fn, "__name__", None)
+        if task_name == "<lambda>":
+            raise InvalidOptionError("<lambda>", "name", "a lambda has no name: give it one "
+                                     "with name= (an identifier, if other Python tasks take "
+                                     "its result by parameter name)")
         problem = check_name(task_name)
         if problem is not None or not isinstance(task_name, str):
             raise InvalidOptionError(str(task_name), "name", problem or "must be a string")
@@ -357,6 +379,9 @@ def _check_stream(task: str, options: TaskOptions, is_stream: bool) -> None:
 
 
 def _signature(task: str, fn: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    explicit = getattr(fn, "task_inputs", None)
+    if isinstance(explicit, tuple):  # a spec's call: its inputs are names, not identifiers
+        return explicit, dict(getattr(fn, "task_defaults", None) or {})
     fast = _plain_signature(fn)
     if fast is not None:
         return fast

@@ -67,6 +67,26 @@ class BoundedSafeLoader(yaml.SafeLoader):  # type: ignore[misc]
         self._sizes[id(node)] = self._size(node)
         return node
 
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping, refusing a key given twice (YAML and JSON keep the last one silently,
+        so a misspelt copy would win without a word)."""
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeConstructor words that error
+                continue
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"duplicate key {short(key)!r} (first given on line "
+                    f"{first.start_mark.line + 1})", key_node.start_mark)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
     def _size(self, node: Node) -> int:
         """The expanded size of a finished node (its children are finished)."""
         if isinstance(node, SequenceNode):

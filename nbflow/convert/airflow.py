@@ -34,6 +34,21 @@ _HELPER_ORDER = ("ERROR_KEY", "Failed", "Skipped", "_record_failure", "_upstream
                  "_skip_unless_failed", "_upstream", "_declared", "_check_run_if", "_command")
 
 
+def _py(name: str) -> str:
+    """A task, argument or parameter name as a part of a Python name (``combined-output``
+    -> ``combined_output``); :func:`to_airflow` checks that no two names meet."""
+    return re.sub(r"\W", "_", name)
+
+
+def _check_python_names(wf: ConvWorkflow) -> None:
+    seen: dict[str, str] = {}
+    for t in wf.tasks:
+        other = seen.setdefault(_py(t.name), t.name)
+        if other != t.name:
+            raise ExportError(f"tasks {other!r} and {t.name!r} would both be {_py(t.name)!r} "
+                              "in the DAG's Python code; rename one")
+
+
 def to_airflow(wf: ConvWorkflow) -> str:
     """The text of an Airflow DAG module equivalent to ``wf``.
 
@@ -41,6 +56,7 @@ def to_airflow(wf: ConvWorkflow) -> str:
     ``run_on`` other than success on a mapped task, a Python task in a container, a
     command with ``stdin``, declared ``outputs`` or bytes output, ...).
     """
+    _check_python_names(wf)
     return _Writer(wf).module()
 
 
@@ -129,8 +145,6 @@ class _Writer:
             if t.image is not None and (t.map is not None or t.run_if is not None):
                 raise refuse("map or run_if on a command in a container")
         for arg, ref in t.args.items():
-            if not arg.isidentifier():
-                raise refuse(f"the argument name {arg!r}")
             if ref.kind == "task" and ref.value not in self.tasks:
                 raise ExportError(f"task {t.name!r}: argument {arg!r} names an unknown task "
                                   f"{ref.value!r}")
@@ -228,9 +242,9 @@ class _Writer:
                                      "_upstream"})
                 exprs[arg] = f"_upstream({ref.value!r}, mapped={ref.value in self.mapped})"
             else:
-                params.append(f"arg_{arg}")
+                params.append(f"arg_{_py(arg)}")
                 fan_in = ref.value in self.mapped and arg != t.map
-                exprs[arg] = f"list(arg_{arg})" if fan_in else f"arg_{arg}"
+                exprs[arg] = f"list(arg_{_py(arg)})" if fan_in else f"arg_{_py(arg)}"
         return params, exprs
 
     def _task(self, t: ConvTask) -> str:
@@ -239,15 +253,15 @@ class _Writer:
         params, exprs = self._inputs(t)
         decorator = "task.bash" if t.command is not None else "task"
         lines = [f"    @{decorator}({', '.join(self._options(t))})",
-                 f"    def task_{t.name}({', '.join(params)}):"]
+                 f"    def task_{_py(t.name)}({', '.join(params)}):"]
         if any(r.kind == "param" for r in t.args.values()):
             lines.append('        params = get_current_context()["params"]')
         if t.run_on == "failure":
             self.helpers.add("_upstream_states")
             self.helpers.add("_skip_unless_failed")
             lines.append(f"        _skip_unless_failed({t.upstreams!r})")
-        kwargs = "".join(f"\n            {a}={e}," for a, e in exprs.items())
-        lines.append(f"        kwargs = dict({kwargs}\n        )" if kwargs else "        kwargs = {}")
+        kwargs = "".join(f"\n            {a!r}: {e}," for a, e in exprs.items())
+        lines.append(f"        kwargs = {{{kwargs}\n        }}" if kwargs else "        kwargs = {}")
         if t.run_if is not None:
             self.helpers.update({"_declared", "_check_run_if"})
             lines += self._import(t.run_if, "predicate")
@@ -312,7 +326,7 @@ class _Writer:
             env = {k: re.sub(r"\{(\w+)\}", lambda m: jinja.get(m.group(1), m.group(0)), v)
                    for k, v in c["env"].items()}
             opts.append(f"environment={env!r}")
-        return f"    task_{t.name} = DockerOperator({', '.join(opts)})\n"
+        return f"    task_{_py(t.name)} = DockerOperator({', '.join(opts)})\n"
 
     # -- the graph -------------------------------------------------------------------------
 
@@ -324,21 +338,21 @@ class _Writer:
             docker = t.command is not None and t.image is not None
             edges = t.upstreams if docker or t.run_on != "success" else t.after
             if docker:
-                call = f"task_{t.name}"  # an operator: already in the DAG
+                call = f"task_{_py(t.name)}"  # an operator: already in the DAG
             else:
-                data = {f"arg_{a}": f"out_{r.value}" for a, r in t.args.items()
+                data = {f"arg_{_py(a)}": f"out_{_py(r.value)}" for a, r in t.args.items()
                         if r.kind == "task" and t.run_on == "success"}
                 if t.map is not None:
-                    mapped = data.pop(f"arg_{t.map}")
+                    mapped = data.pop(f"arg_{_py(t.map)}")
                     partial = ", ".join(f"{k}={v}" for k, v in data.items())
-                    call = f"task_{t.name}.partial({partial}).expand(arg_{t.map}={mapped})"
+                    call = f"task_{_py(t.name)}.partial({partial}).expand(arg_{_py(t.map)}={mapped})"
                 else:
-                    call = f"task_{t.name}({', '.join(f'{k}={v}' for k, v in data.items())})"
+                    call = f"task_{_py(t.name)}({', '.join(f'{k}={v}' for k, v in data.items())})"
             if t.name in used or edges:
-                lines.append(f"    out_{t.name} = {call}")
+                lines.append(f"    out_{_py(t.name)} = {call}")
             elif not docker:
                 lines.append(f"    {call}")
-            lines += [f"    out_{up} >> out_{t.name}" for up in edges]
+            lines += [f"    out_{_py(up)} >> out_{_py(t.name)}" for up in edges]
         return lines
 
 

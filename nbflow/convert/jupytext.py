@@ -15,6 +15,7 @@ import textwrap
 from typing import Any
 
 from ..errors import ExportError
+from ..task import check_variable_name
 from .model import ConvTask, ConvWorkflow, Param, Ref
 from .script import refuse_unsupported, setup_code
 
@@ -40,6 +41,12 @@ _HEADER = """\
 def to_jupytext(wf: ConvWorkflow) -> str:
     """The py:percent text; :class:`ExportError` names a task a notebook cannot declare."""
     refuse_unsupported(wf, "jupytext")
+    for name, what in [*((t.name, "task") for t in wf.tasks), *((p, "parameter")
+                                                               for p in wf.params)]:
+        problem = check_variable_name(name)
+        if problem is not None:
+            raise ExportError(f"{what} {name!r}: a notebook reads it as a variable, and the "
+                              f"name {problem}; rename it to convert to jupytext")
     about = f"\n#\n# {wf.description}" if wf.description else ""
     cells = [f"# %% [markdown]\n# # {wf.name}{about}\n#\n# Converted by "
              "`nbflow convert --to jupytext`: run all cells to run the workflow.",

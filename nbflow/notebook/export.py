@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeclarationError, ExportError
-from ..task import check_name, make_options
+from ..task import check_variable_name, make_options
 from .command_cells import CommandCell, CommandCellError, command_call, command_cell
 from .command_cells import command_spec_entry
 from .compiler import CellBody, parse_cell
@@ -138,7 +138,7 @@ def _name_problem(name: str) -> str | None:
     """Why the magic refuses ``name`` as a task cell's name, or None."""
     if not name.isidentifier():
         return "is not a valid task name (use a Python identifier)"
-    return check_name(name) or builtin_problem(name)
+    return check_variable_name(name) or builtin_problem(name)
 
 
 def _translate(source: str, parser: CommandParser) -> tuple[str, bool]:

@@ -26,7 +26,7 @@ from IPython.utils.text import DollarFormatter
 
 from ..errors import DeclarationError, ExecutorError, MissingParameterError, ValidationError, suggest
 from ..run import Run
-from ..task import check_name
+from ..task import check_variable_name
 from . import awaiting, owners, report, runner
 from .cells import cell_label, current_count
 from .command_cells import CommandCellError, command_cell_task
@@ -162,7 +162,7 @@ class NbflowMagics(Magics):
         if not name.isidentifier():
             raise UsageError(f"%%nbflow {command}: {name!r} is not a valid task name (use a "
                              "Python identifier)")
-        problem = check_name(name) or builtin_problem(name)
+        problem = check_variable_name(name) or builtin_problem(name)
         if problem is not None:
             raise UsageError(f"%%nbflow {command}: {name!r} {problem}")
 

@@ -54,7 +54,7 @@ def test_the_rules_spec_becomes_taskflow_with_params_expand_and_trigger_rules() 
     assert "'n': Param(3, description='how many numbers', type='integer')," in text
     assert "task_square.partial().expand(arg_x=out_numbers)" in text
     assert "task_scaled.partial().expand(arg_x=out_square)" in text  # a map of a map
-    assert "values=list(arg_values)" in text  # the fan-in reads the mapped results as a list
+    assert "'values': list(arg_values)" in text  # the fan-in reads the mapped results as a list
     assert ("@task(task_id='square', retries=1, retry_delay=datetime.timedelta(seconds=0.1), "
             "max_active_tis_per_dagrun=2)") in text
     assert "execution_timeout=datetime.timedelta(seconds=60.0)" in text

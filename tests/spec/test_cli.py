@@ -90,8 +90,8 @@ def test_specs_that_crashed_now_fail_in_one_line(tmp_path):
     nonsense.write_text("name: t\ntasks:\n  a:\n    use: testtasks.numbers\n"
                         "    executor: nonsense\n")
     keyword = tmp_path / "keyword.yaml"
-    keyword.write_text("name: t\ntasks:\n  class:\n    use: testtasks.numbers\n  b:\n"
-                       "    use: testtasks.total\n    args: {values: {$task: class}}\n")
+    keyword.write_text("name: t\ntasks:\n  a.b:\n    use: testtasks.numbers\n  b:\n"
+                       "    use: testtasks.total\n    args: {values: {$task: a.b}}\n")
     good = tmp_path / "good.yaml"
     good.write_text("name: t\nparameters:\n  x: {type: number, default: 1}\ntasks:\n"
                     "  a:\n    use: testtasks.square\n    args: {x: {$param: x}}\n")
@@ -100,8 +100,8 @@ def test_specs_that_crashed_now_fail_in_one_line(tmp_path):
     cases = [
         (("validate", nonsense), f"{nonsense}:5 at tasks.a.executor: executor 'nonsense' is not"),
         (("run", nonsense), f"{nonsense}:5 at tasks.a.executor"),
-        (("validate", keyword), f"{keyword}:3 at tasks.class: 'class' is a Python keyword"),
-        (("run", keyword), "'class' is a Python keyword"),
+        (("validate", keyword), f"{keyword}:2 at tasks: 'a.b' does not match"),
+        (("run", keyword), "'a.b' does not match"),
         (("run", good, "--log-events", tmp_path / "logs"), "--log-events"),
         (("run", good, "-p", "x", "nan"), "-p x 'nan': nan is not a finite number"),
         (("run", good, "-f", tmp_path / "inf.yaml"), "x: inf is not a finite number"),

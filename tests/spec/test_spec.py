@@ -179,14 +179,8 @@ BAD = [
      "tasks.a.executor", 5),
     ("name: x\ntasks:\n  a:\n    use: testtasks.numbers\n    executor: thread\n",
      "Did you mean 'threads'?", "tasks.a.executor", 5),
-    ("name: x\ntasks:\n  class:\n    use: testtasks.numbers\n  b:\n    use: testtasks.square\n"
-     "    args: {x: {$task: class}}\n",
-     "'class' is a Python keyword, so it cannot name a task", "tasks.class", 3),
-    ("name: x\ntasks:\n  def:\n    use: testtasks.numbers\n",
-     "'def' is a Python keyword, so it cannot name a task", "tasks.def", 3),
-    ("name: x\nparameters:\n  lambda: {type: integer, default: 2}\ntasks:\n  a:\n"
-     "    use: testtasks.numbers\n    args: {n: {$param: lambda}}\n",
-     "'lambda' is a Python keyword, so it cannot name a parameter", "parameters.lambda", 3),
+    ("name: x\ntasks:\n  a.b:\n    use: testtasks.numbers\n",
+     "'a.b' does not match", "tasks", 2),
     ("name: x\nparameters:\n  n: {type: integer, default: [" + ", ".join(["7"] * 400) + "]}\n"
      "tasks:\n  a:\n    use: testtasks.numbers\n    args: {n: {$param: n}}\n",
      "... (1,200 characters) is not of type 'integer'", "parameters.n.default", 3),
