@@ -125,9 +125,10 @@ def load_nodes(spec: Spec, *, allow_unsupported: bool = False) -> dict[str, Node
     def visit(raw: Any, path: KeyPath, enclosing: str | None) -> None:
         if not isinstance(raw, dict):
             raise spec.error("a node must be a mapping with 'module'", path)
+        found: list[tuple[str, str, KeyPath]] = []
         for key in raw:
             if key in UNSUPPORTED:
-                unsupported.append((key, UNSUPPORTED[key], (*path, key)))
+                found.append((key, UNSUPPORTED[key], (*path, key)))
             elif key not in NODE_KEYS:
                 raise spec.error(f"{key!r} is not a CryoCloud node key."
                                  + suggest(key, (*NODE_KEYS, *UNSUPPORTED)), (*path, key))
@@ -159,11 +160,12 @@ def load_nodes(spec: Spec, *, allow_unsupported: bool = False) -> dict[str, Node
             if isinstance(value, dict):
                 for key in value:
                     if key in UNSUPPORTED_ARG_KEYS:
-                        unsupported.append((key, f"an argument from {UNSUPPORTED_ARG_KEYS[key]}",
-                                            (*path, "args", arg, key)))
+                        found.append((key, f"an argument from {UNSUPPORTED_ARG_KEYS[key]}",
+                                      (*path, "args", arg, key)))
                     elif key not in ARG_KEYS:
                         raise spec.error(f"{key!r} is not an argument key." + suggest(key, ARG_KEYS),
                                          (*path, "args", arg, key))
+        unsupported.extend((key, f"{why}, on node {name!r}", at) for key, why, at in found)
         node.ccmodule = _ccmodule(spec, node)
         nodes[name] = node
         children = raw.get("children", [])
@@ -175,8 +177,7 @@ def load_nodes(spec: Spec, *, allow_unsupported: bool = False) -> dict[str, Node
     for i, raw in enumerate(spec.data["workflow"]["nodes"]):
         visit(raw, ("workflow", "nodes", i), None)
     if unsupported:
-        listed = "; ".join(f"{k} ({why}) at {'.'.join(map(str, p[:-1]))}"
-                           for k, why, p in unsupported)
+        listed = "; ".join(f"{key} ({why})" for key, why, _ in unsupported)
         if not allow_unsupported:
             raise spec.error(f"nbflow cannot honour these CryoCloud keys on one machine: {listed}. "
                              "Remove them, or pass --allow-unsupported to run without them",

@@ -376,7 +376,8 @@ def _check_output(graph: Graph, node: Node, value: dict[str, Any], where: KeyPat
     if not outputs_ok:
         owners = node.parents if source == "parent" else [source]
         known = sorted({o for p in owners for o in graph.nodes[p].outputs})
-        raise graph.spec.error(f"{'no parent' if source == 'parent' else repr(source)} declares "
-                               f"an output {key!r} (ccmodule outputs: {', '.join(known) or 'none'})."
+        who = "no parent declares an output" if source == "parent" else \
+            f"{source!r} declares no output"
+        raise graph.spec.error(f"{who} {key!r} (ccmodule outputs: {', '.join(known) or 'none'})."
                                + suggest(key, known) + " Give a default, or declare it in the "
                                "node's outputs", where)
