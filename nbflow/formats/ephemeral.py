@@ -70,7 +70,7 @@ def ephemeral_spec(spec: Spec) -> dict[str, Any]:
     functions = {t: _function(spec, info) for t, info in tasks.items()
                  if info["type"] == "function"}
     _check_types(spec, tasks, parent, functions)
-    base_dir = str(Path(spec.file).resolve().parent) if spec.file else None
+    base_dir = _base_dir(spec)
     out: dict[str, Any] = {}
     for task in _in_order(entry, parent):
         info = tasks[task]
@@ -84,6 +84,11 @@ def ephemeral_spec(spec: Spec) -> dict[str, Any]:
                                        functions[task], base_dir)
     return {"nbflow": 1, "name": name,
             "description": f"Ephemeral job map {spec.file or name}", "tasks": out}
+
+
+def _base_dir(spec: Spec) -> str | None:
+    """The job file's folder (absolute), where its modules may sit."""
+    return str(Path(spec.file).resolve().parent) if spec.file else None
 
 
 def _datasource(spec: Spec) -> dict[str, Any]:
@@ -214,7 +219,7 @@ def _function(spec: Spec, info: dict[str, Any]) -> Callable[..., Any]:
     where: tuple[str | int, ...] = ("tasks", info["index"])
     namespace, method = info["namespace"], info["method"]
     try:
-        fn = resolve(namespace, method, str(Path(spec.file).parent) if spec.file else None)
+        fn = resolve(namespace, method, _base_dir(spec), fresh=True)
     except SpecError as exc:
         key = "method" if " has no attribute " in exc.problem else "namespace"
         problem = exc.problem

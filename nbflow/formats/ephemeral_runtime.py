@@ -40,17 +40,34 @@ def source(content: Mapping[str, Any]) -> dict[str, Any]:
     return dict(content)
 
 
-def resolve(namespace: str, method: str, base_dir: str | None) -> Callable[..., Any]:
+#: the functions resolved in this process, by (namespace, method, base_dir); they travel
+#: with :data:`call` when it is pickled (see :class:`Caller`)
+_resolved: dict[tuple[str, str, str | None], Callable[..., Any]] = {}
+
+
+def resolve(namespace: str, method: str, base_dir: str | None,
+            fresh: bool = False) -> Callable[..., Any]:
     """The function a ``namespace`` and ``method`` name: the registered task
     ``namespace.method``, else function ``method`` of the importable module ``namespace``
-    (the job file's folder is importable)."""
+    (the job file's folder is importable).
+
+    Known functions are looked up again only when ``fresh`` (a job map being loaded): a
+    worker uses the ones that came with the task.
+    """
     from ..registry import registry
     from ..spec_calls import resolve_function
 
+    key = (namespace, method, base_dir)
+    fn = None if fresh else _resolved.get(key)
+    if fn is not None:
+        return fn
     name = f"{namespace}.{method}"
     if name in registry:
-        return registry.get(name).fn
-    return resolve_function(f"{namespace}:{method}", Path(base_dir) if base_dir else None)
+        fn = registry.get(name).fn
+    else:
+        fn = resolve_function(f"{namespace}:{method}", Path(base_dir) if base_dir else None)
+    _resolved[key] = fn
+    return fn
 
 
 def normalise(value: Any, task: str) -> list[dict[str, Any]]:
@@ -69,9 +86,9 @@ def normalise(value: Any, task: str) -> list[dict[str, Any]]:
     raise EphemeralTaskError(msg)
 
 
-def call(data: dict[str, Any] | list[dict[str, Any]], *, task: str, namespace: str,
-         method: str, init_args: Mapping[str, Any], base_dir: str | None = None,
-         code: str = "") -> list[dict[str, Any]]:
+def _call(data: dict[str, Any] | list[dict[str, Any]], *, task: str, namespace: str,
+          method: str, init_args: Mapping[str, Any], base_dir: str | None = None,
+          code: str = "") -> list[dict[str, Any]]:
     """A ``function`` task: call the job's function on each dict of ``data``.
 
     ``data`` is one dict (a branch of a split) or a list of them (a list returned inside
@@ -97,6 +114,43 @@ def call(data: dict[str, Any] | list[dict[str, Any]], *, task: str, namespace: s
     for result in results:
         out.extend(normalise(result, task))
     return out
+
+
+class Caller:
+    """The adapter of ``function`` tasks (:data:`call`), and how the job's functions reach
+    process and dask workers.
+
+    Pickled, it takes along the functions resolved in this process: cloudpickle sends
+    those of modules beside the job map by value (``spec_calls.import_module`` registers
+    them), so workers need not see the job's folder. Unpickled, it adds them to the
+    worker's table before anything is resolved there.
+    """
+
+    __signature__ = inspect.signature(_call)
+    __doc__ = _call.__doc__
+
+    def __call__(self, data: dict[str, Any] | list[dict[str, Any]], *, task: str,
+                 namespace: str, method: str, init_args: Mapping[str, Any],
+                 base_dir: str | None = None, code: str = "") -> list[dict[str, Any]]:
+        return _call(data, task=task, namespace=namespace, method=method,
+                     init_args=init_args, base_dir=base_dir, code=code)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_caller_with, (dict(_resolved),))
+
+    def __repr__(self) -> str:
+        return "nbflow.formats.ephemeral_runtime.call"
+
+
+def _caller_with(functions: dict[tuple[str, str, str | None], Callable[..., Any]]) -> Caller:
+    """The worker's :data:`call`, once the functions it came with are known here."""
+    for key, fn in functions.items():
+        _resolved.setdefault(key, fn)
+    return call
+
+
+#: the adapter of ``function`` tasks: ``use: nbflow.formats.ephemeral_runtime:call``
+call = Caller()
 
 
 async def _gather(fn: Callable[..., Any], inputs: list[dict[str, Any]],

@@ -116,19 +116,12 @@ def test_later_seasons_go_on_while_the_first_is_held():
     split = sys.modules["main.parsing.split"]
     operations = sys.modules["main.strings.operations"]
     gate = threading.Event()
-    combined: queue.Queue[str] = queue.Queue()
-    real = operations.combine_words
-
-    async def recording(data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        out: dict[str, Any] = await real(data, **kwargs)
-        combined.put(out["combined"])
-        return out
-
+    combined: queue.Queue[dict[str, Any]] = queue.Queue()
     split.GATES["spring"] = gate
-    operations.combine_words = recording
+    operations.LISTENERS.append(combined)
     try:
         run = flow.run(executor="threads", background=True)
-        later = {combined.get(timeout=30) for _ in range(9)}  # waits; spring is held
+        later = {combined.get(timeout=30)["combined"] for _ in range(9)}  # spring is held
         assert later == {s + p for s in SEASONS[1:] for p in PARAMETERS}
         assert not gate.is_set() and run.task("split-parameters").state == "running"
         gate.set()
@@ -136,8 +129,9 @@ def test_later_seasons_go_on_while_the_first_is_held():
     finally:
         gate.set()
         split.GATES.clear()
-        operations.combine_words = real
-    assert {combined.get(timeout=5) for _ in range(3)} == {"spring" + p for p in PARAMETERS}
+        operations.LISTENERS.clear()
+    assert {combined.get(timeout=5)["combined"] for _ in range(3)} == {
+        "spring" + p for p in PARAMETERS}
     assert run.results["combined-output"] == [
         {"combined": s + p} for s in SEASONS for p in PARAMETERS]
     # one branch per season below the first returned list, none declared up front
@@ -223,6 +217,20 @@ def test_dask_xarray_job_on_a_dask_cluster(cli_cluster, tmp_path):
     job = with_absolute_path(copy_jobs(tmp_path), tmp_path / "climate.nc")
     exports = run_cli(job, tmp_path, "--cluster", cli_cluster.address)
     assert_statistics(exports, tmp_path / "climate.nc")
+
+
+@pytest.mark.slow
+def test_workers_get_the_job_modules_from_nbflow(cli_cluster, tmp_path):
+    """The job's folder is gone once the flow is loaded: the workers run its functions
+    all the same, sent by value with the tasks."""
+    jobs = copy_jobs(tmp_path)
+    job = with_absolute_path(jobs, tmp_path / "climate.nc")
+    flow = load(job)
+    shutil.move(jobs, tmp_path / "elsewhere")
+    run = flow.run(executor=nf.DaskExecutor(cli_cluster.address))
+    assert run.task("get-mean").where.startswith("tcp://127.0.0.1:")
+    assert_statistics({t: run.results[t] for t in ("mean-out", "max-out", "min-out")},
+                      tmp_path / "climate.nc")
 
 
 # -- bad input: the file, the key path and the line, before anything runs ------------------------

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 from typing import Any
+
+#: tests listen here: every dict combine_words returns is put on each of these queues
+LISTENERS: list[queue.Queue[dict[str, Any]]] = []
 
 
 async def capitalize_words(data: dict[str, Any]) -> dict[str, Any]:
@@ -18,4 +22,7 @@ def char_count(data: dict[str, Any]) -> dict[str, Any]:
 async def combine_words(data: dict[str, Any], *, dict_keys: list[str],
                         final_key: str) -> dict[str, Any]:
     """The values of ``dict_keys`` joined into one string under ``final_key``."""
-    return {final_key: "".join(str(data[key]) for key in dict_keys)}
+    out = {final_key: "".join(str(data[key]) for key in dict_keys)}
+    for listener in LISTENERS:
+        listener.put(out)
+    return out
