@@ -116,6 +116,18 @@ class Graph:
         if ref not in self.nodes:
             raise self.spec.error(f"{ref!r} is not a node of this workflow."
                                   + suggest(ref, [*self.nodes, "parent"]), where)
+        if ref == node.name or node.name in self.ancestors(ref):
+            raise self.spec.error(f"{node.name!r} reads the output of {ref!r}, which runs after "
+                                  "it (downstream of it)", where)
+        if self.nodes[ref].raw.get("global") and not node.raw.get("global"):
+            raise self.spec.error(f"{node.name!r} reads the output of the global node {ref!r}, "
+                                  "which runs after every other node", where)
+        split = self.open_region(ref)
+        if split is not None and split == self.region.get(node.name) \
+                and ref != self.mapped.get(node.name):
+            raise self.spec.error(f"{node.name!r} reads {ref!r} inside the split of {split!r}: "
+                                  "inside a split a node reads only its parent there, or nodes "
+                                  "before the split", where)
         self.reads.setdefault(node.name, [])
         if ref not in self.reads[node.name]:
             self.reads[node.name].append(ref)
@@ -337,13 +349,6 @@ def _check_reads(graph: Graph, node: Node) -> None:
         elif "output" in value:
             _check_output(graph, node, value, (*where, "output"))
     check_runif(spec, node, graph)
-    for ref in graph.reads.get(node.name, []):
-        split = graph.open_region(ref)
-        if split is not None and split == graph.region.get(node.name) and ref != graph.mapped.get(
-                node.name) and ref != node.name:
-            raise spec.error(f"{node.name!r} reads {ref!r} inside the split of {split!r}: inside "
-                             "a split a node reads only its parent there, or nodes before the "
-                             "split", path)
     depends = node.raw.get("depends", node.ccmodule.get("depends")) or []
     provided = {p for a in graph.ancestors(node.name) for p in _provides(graph.nodes[a])}
     missing = [d for d in depends if d not in provided]

@@ -229,6 +229,34 @@ def test_dirwatcher_input_is_a_parameter_and_a_trigger(tmp_path: Path) -> None:
     assert run.results["Seen"] == {"message": "sub/scene.dat"}
 
 
+def test_names_are_names_and_a_split_that_merges_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "names", "options": {
+        "class": {"type": "list", "default": "x,y"}}, "nodes": [
+        {"module": "cmdline", "name": "in", "downstreamOf": ["entry"],
+         "args": {"items": {"option": "class"}}},
+        {"module": "cc_work", "name": "combined-output", "downstreamOf": ["in"],
+         "splitOn": "item", "merge": True, "args": {"item": {"output": "in.items"}}},
+        {"module": "cc_report", "name": "R", "downstreamOf": ["combined-output"],
+         "args": {"values": {"output": "combined-output.result"}, "label": "L"}}]})
+    run = load(path).run(params={"class": ["p", "q", "r"]})
+    assert run.results["combined-output"] == [{"result": "P"}, {"result": "Q"}, {"result": "R"}]
+    assert run.results["R"] == {"report": "L:P,Q,R"}
+
+
+def test_a_split_that_is_not_a_list_fails_into_the_global_handler(tmp_path: Path) -> None:
+    path = write(tmp_path, {"name": "bad", "nodes": [
+        {"module": "cmdline", "name": "I", "downstreamOf": ["entry"]},
+        {"module": "cc_work", "name": "W", "downstreamOf": ["I"], "splitOn": "item",
+         "args": {"item": "notalist"}},
+        {"module": "cc_alert", "name": "G", "global": True,
+         "args": {"error": {"output": "parent.error"}}}]})
+    run = load(path).run(raise_on_failure=False)
+    assert run.states == {"I": "succeeded", "W__items": "failed", "W": "skipped",
+                          "G": "succeeded"}
+    assert run.results["G"] == {
+        "alerted": "TypeError: node 'W': splitOn 'item' must be a list, got str 'notalist'"}
+
+
 # -- options on the command line -----------------------------------------------------------------
 
 
@@ -306,6 +334,10 @@ BAD: list[tuple[Callable[[dict[str, Any]], None], str | tuple[str, str], str]] =
     (lambda d: d["workflow"]["options"]["loud"].update(type="boolean"), '"boolean"',
      "option type 'boolean' is not one of bool, list, json"),
     (lambda d: d["workflow"].update(node=[]), '"node"', "Did you mean 'nodes'?"),
+    (set_key("Input", "args", {"items": {"output": "Report.report"}}), '"Report.report"',
+     "'Input' reads the output of 'Report', which runs after it"),
+    (set_key("Merge", "args", {"value": {"output": "ItemFailed.message"}}),
+     '"ItemFailed.message"', "'Merge' reads 'ItemFailed' inside the split of 'Work'"),
     (set_key("Alarm", "downstreamOf", ["Input"]), ('"Alarm"', '"downstreamOf"'), "a global node runs when any"),
 ]
 
