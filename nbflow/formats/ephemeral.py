@@ -37,7 +37,7 @@ from ..spec import Spec
 from ..task import code_hash
 from .ephemeral_runtime import resolve
 
-__all__ = ("ephemeral_spec",)
+__all__ = ("ephemeral_spec", "ephemeral_uses")
 
 RUNTIME = "nbflow.formats.ephemeral_runtime"
 TOP_KEYS = ("name", "id", "datasource", "tasks", "workflow")
@@ -84,6 +84,21 @@ def ephemeral_spec(spec: Spec) -> dict[str, Any]:
                                        functions[task], base_dir)
     return {"nbflow": 1, "name": name,
             "description": f"Ephemeral job map {spec.file or name}", "tasks": out}
+
+
+def ephemeral_uses(mapping: Mapping[str, Any]) -> list[str]:
+    """The job's own functions behind an :func:`ephemeral_spec` mapping, as
+    :func:`~nbflow.spec_calls.imported_modules` takes them (``nbflow validate`` lists
+    their modules): ``namespace.method`` when registered, else ``namespace:method``."""
+    from ..registry import registry
+
+    out: list[str] = []
+    for entry in mapping["tasks"].values():
+        if entry["use"] == f"{RUNTIME}:call":
+            namespace, method = entry["args"]["namespace"], entry["args"]["method"]
+            name = f"{namespace}.{method}"
+            out.append(name if name in registry else f"{namespace}:{method}")
+    return list(dict.fromkeys(out))
 
 
 def _base_dir(spec: Spec) -> str | None:

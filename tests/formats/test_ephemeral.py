@@ -15,8 +15,9 @@ import pytest
 
 import nbflow as nf
 from nbflow.errors import SpecError
-from nbflow.formats.ephemeral import ephemeral_spec
+from nbflow.formats.ephemeral import ephemeral_spec, ephemeral_uses
 from nbflow.spec import flow_from_spec, parse_spec
+from nbflow.spec_calls import imported_modules
 
 JOBS = Path(__file__).parent / "ephemeral_jobs"
 SEASONS = ["spring", "summer", "winter", "autumn"]
@@ -161,6 +162,17 @@ def test_a_list_returned_inside_a_branch_branches_again(tmp_path):
     path.write_text(json.dumps(job))
     run = load(path).run()
     assert run.results["out"] == [{"label": a + b + c} for a in "xy" for b in "123" for c in "!?"]
+
+
+def test_the_modules_a_job_imports():
+    job = JOBS / "branching-job.json"
+    mapping = ephemeral_spec(parse_spec(job.read_text(), str(job)))
+    assert ephemeral_uses(mapping) == [
+        "main.parsing.strings:split_string", "main.strings.operations:capitalize_words",
+        "main.parsing.strings:filter_string_length", "main.strings.operations:char_count"]
+    modules = imported_modules(ephemeral_uses(mapping), JOBS)
+    assert [m.module for m in modules] == ["main.parsing.strings", "main.strings.operations"]
+    assert all(m.origin.startswith("beside the spec") for m in modules)
 
 
 def test_a_function_that_returns_no_dict_fails_its_task(tmp_path):
