@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import NbflowError, SpecError, suggest
-from ..spec import Spec
+from ..spec import Spec, schema
 from ..task import code_hash
 from .ephemeral_runtime import resolve
 
@@ -165,6 +166,11 @@ def _tasks(spec: Spec) -> dict[str, dict[str, Any]]:
             raise spec.error("a task needs a 'name', a non-empty string", (*where, "name"))
         if name in tasks:
             raise spec.error(f"two tasks are named {name!r}", (*where, "name"))
+        rule = _name_rule()
+        if not re.fullmatch(rule["pattern"], name) or len(name) > rule["maxLength"]:
+            raise spec.error(f"{name!r} cannot be a task name under nbflow: "
+                             f"{rule['description'].partition(': ')[2]}, at most "
+                             f"{rule['maxLength']} characters", (*where, "name"))
         kind = info.get("type")
         if kind not in TYPES:
             raise spec.error(f"'type' must be one of {', '.join(TYPES)}, not {kind!r}."
@@ -187,6 +193,12 @@ def _tasks(spec: Spec) -> dict[str, dict[str, Any]]:
         raise spec.error(f"an Ephemeral job has exactly one input task; this one has {what}",
                          ("tasks",) if not inputs else ("tasks", tasks[inputs[1]]["index"]))
     return tasks
+
+
+def _name_rule() -> dict[str, Any]:
+    """nbflow's rule for task names (the spec schema's ``name``)."""
+    rule: dict[str, Any] = schema()["$defs"]["name"]
+    return rule
 
 
 def _workflow(spec: Spec, tasks: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -175,6 +175,34 @@ def test_the_modules_a_job_imports():
     assert all(m.origin.startswith("beside the spec") for m in modules)
 
 
+def test_empty_lists_and_an_output_below_the_input(tmp_path):
+    (tmp_path / "few.py").write_text(
+        "def none(data):\n    return []\n"
+        "def each(data):\n    return [{'x': x} for x in data['xs']]\n"
+        "async def double(data):\n    return {'x': 2 * data['x']}\n")
+    job = {"datasource": {"source": "direct", "content": {"xs": []}},
+           "tasks": [{"name": "in", "type": "input"},
+                     {"name": "each", "type": "function", "namespace": "few", "method": "each"},
+                     {"name": "double", "type": "function", "namespace": "few",
+                      "method": "double"},
+                     {"name": "none", "type": "function", "namespace": "few", "method": "none"},
+                     {"name": "after-none", "type": "function", "namespace": "few",
+                      "method": "double"},
+                     {"name": "doubled", "type": "output"}, {"name": "nothing", "type": "output"},
+                     {"name": "raw", "type": "output"}],
+           "workflow": [["in", "each"], ["each", "double"], ["double", "doubled"],
+                        ["in", "none"], ["none", "after-none"], ["after-none", "nothing"],
+                        ["in", "raw"]]}
+    path = tmp_path / "few.json"
+    path.write_text(json.dumps(job))
+    run = load(path).run()
+    assert run.results["doubled"] == [] and run.results["nothing"] == []
+    assert run.results["raw"] == [{"xs": []}]
+    job["datasource"]["content"]["xs"] = [1, 2, 3]
+    path.write_text(json.dumps(job))
+    assert load(path).run().results["doubled"] == [{"x": 2}, {"x": 4}, {"x": 6}]
+
+
 def test_a_function_that_returns_no_dict_fails_its_task(tmp_path):
     (tmp_path / "bad.py").write_text("def number(data):\n    return 3\n")
     job = {"datasource": {"source": "direct", "content": {}},
@@ -345,6 +373,10 @@ def test_workflow_shape(tmp_path):
     job["tasks"][0]["typ"] = "input"
     exc = problem(tmp_path, job)
     assert exc.path == ("tasks", 0, "typ") and "Did you mean 'type'?" in str(exc)
+    job = good_job()
+    job["tasks"][1]["name"] = "split words"
+    exc = problem(tmp_path, job)
+    assert exc.path == ("tasks", 1, "name") and "cannot be a task name under nbflow" in str(exc)
     job = good_job()
     job["worflow"] = job.pop("workflow")
     exc = problem(tmp_path, job)
