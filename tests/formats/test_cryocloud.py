@@ -257,6 +257,25 @@ def test_a_split_that_is_not_a_list_fails_into_the_global_handler(tmp_path: Path
         "alerted": "TypeError: node 'W': splitOn 'item' must be a list, got str 'notalist'"}
 
 
+def test_a_run_if_predicate_with_kwargs_gets_every_argument(tmp_path: Path) -> None:
+    """The spec feature the CryoCloud gate stands on (``nbflow.spec_calls.SpecCondition``)."""
+    (tmp_path / "gates.py").write_text(
+        "seen = []\n"
+        "def gate(**kwargs):\n"
+        "    seen.append(sorted(kwargs))\n"
+        "    return kwargs['limit'] > kwargs['n']\n"
+        "def double(n, limit):\n"
+        "    return 2 * n\n")
+    (tmp_path / "spec.yaml").write_text(
+        "name: gate\nparameters: {n: {type: integer, default: 1}}\n"
+        "tasks:\n  d: {use: 'gates:double', args: {n: {$param: n}, limit: 5}, "
+        "run_if: 'gates:gate'}\n")
+    flow = flow_from_spec(str(tmp_path / "spec.yaml"))
+    assert flow.run().results["d"] == 2
+    assert flow.run(params={"n": 7}).states["d"] == "skipped"
+    assert sys.modules["gates"].seen[0] == ["limit", "n"]  # imported from beside the spec
+
+
 # -- options on the command line -----------------------------------------------------------------
 
 
