@@ -150,6 +150,20 @@ def test_nbflow_run_with_and_without_a_failing_item(tmp_path: Path) -> None:
     assert "item b failed" in result.stdout + result.stderr
 
 
+def test_nbflow_run_takes_the_workflow_options(tmp_path: Path) -> None:
+    """CryoCloud's command line: ``--NAME VALUE``, a bool a flag, a list comma-separated."""
+    out = tmp_path / "out.json"
+    result = nbflow("run", PIPELINE, "--items", "x,y,z", "--fail", "y", "--loud", "-o", out,
+                    cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    exports = json.loads(out.read_text())["exports"]
+    assert exports["Input"] == {"items": ["x", "y", "z"], "fail": "y"}
+    assert exports["Partial"] == {"report": "partial:X,-,Z"}
+    result = nbflow("run", PIPELINE, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--items A,B,..." in result.stdout and "the items to process" in result.stdout
+
+
 def test_the_spec_mapping_is_plain_data() -> None:
     """What ``convert --to spec`` writes: JSON that builds the same flow."""
     mapping = cryocloud_spec(spec_of(PIPELINE))
