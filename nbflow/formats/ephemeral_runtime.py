@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def _call(data: dict[str, Any] | list[dict[str, Any]], *, task: str, namespace: 
             raise EphemeralTaskError(msg)
     kwargs = dict(init_args)
     if inspect.iscoroutinefunction(fn):
-        results = asyncio.run(_gather(fn, inputs, kwargs))
+        results = _run_async(_gather(fn, inputs, kwargs))
     else:
         results = [fn(value, **kwargs) for value in inputs]
     out: list[dict[str, Any]] = []
@@ -151,6 +152,17 @@ def _caller_with(functions: dict[tuple[str, str, str | None], Callable[..., Any]
 
 #: the adapter of ``function`` tasks: ``use: nbflow.formats.ephemeral_runtime:call``
 call = Caller()
+
+
+def _run_async(coroutine: Coroutine[Any, Any, list[Any]]) -> list[Any]:
+    """Run ``coroutine`` to its end on a loop of its own: in this thread, or, on a thread
+    that runs a loop already (the ``inline`` executor's), in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1, thread_name_prefix="nbflow-ephemeral") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _gather(fn: Callable[..., Any], inputs: list[dict[str, Any]],

@@ -200,7 +200,9 @@ def test_empty_lists_and_an_output_below_the_input(tmp_path):
     assert run.results["raw"] == [{"xs": []}]
     job["datasource"]["content"]["xs"] = [1, 2, 3]
     path.write_text(json.dumps(job))
-    assert load(path).run().results["doubled"] == [{"x": 2}, {"x": 4}, {"x": 6}]
+    for executor in ("threads", "inline", "processes"):  # async functions on each
+        run = load(path).run(executor=executor)
+        assert run.results["doubled"] == [{"x": 2}, {"x": 4}, {"x": 6}], executor
 
 
 def test_a_function_that_returns_no_dict_fails_its_task(tmp_path):
