@@ -19,7 +19,9 @@ Each CryoCloud node becomes an nbflow task that calls the node's module through
 Everything is checked before anything runs; keys that nbflow cannot honour on
 one machine are refused by name unless ``allow_unsupported`` (then a warning).
 The workflow's ``options`` become parameters; :mod:`.cryocloud_options` turns
-them into command-line options.
+them into command-line options, and says what ``nbflow serve`` should watch.
+The files: :mod:`.cryocloud_graph` (graph checks, splits, tasks),
+:mod:`.cryocloud_runtime` (what the tasks call), :mod:`.runif` (``runIf``).
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ from ..spec_calls import import_module
 from .cryocloud_graph import INPUT_MODULES, RUN_ON, Node, build_graph
 from .cryocloud_options import option_parameters
 
-__all__ = ["INPUT_MODULES", "UnsupportedKeyWarning", "cryocloud_spec", "load_nodes"]
+__all__ = ["INPUT_MODULES", "UnsupportedKeyWarning", "cryocloud_spec", "load_nodes", "module_uses"]
 
-RUNTIME = "nbflow.formats.cryocloud_runtime"
 WORKFLOW_KEYS = ("name", "description", "nodes", "options")
 NODE_KEYS = ("module", "name", "args", "downstreamOf", "children", "runOn", "runIf", "global",
              "deferred", "resolveOnAny", "splitOn", "merge", "loop", "max_parallel", "priority",
@@ -62,6 +63,8 @@ ARG_KEYS = ("output", "option", "options", "default")
 UNSUPPORTED_ARG_KEYS = {"config": "CryoCore configuration", "stat": "runtime statistics",
                         "type": "file staging and temporary directories", "unzip": "unzipping",
                         "copy": "file copying", "proto": "file transfer", "id": "tempdir ids"}
+
+
 class UnsupportedKeyWarning(UserWarning):
     """A CryoCloud key nbflow cannot honour on one machine, run without it (``--allow-unsupported``)."""
 
@@ -74,9 +77,15 @@ def cryocloud_spec(spec: Spec, *, allow_unsupported: bool = False) -> dict[str, 
     graph = build_graph(spec, nodes, options)
     used = {o for reads in graph.option_reads.values() for o in reads}
     params = {name: info for name, info in options.items() if name in used}
+    watchers: list[str] = []
     for node in nodes.values():
         wanted = INPUT_MODULES.get(node.module, ((), None))[1]
         if wanted is not None:
+            if watchers:
+                raise spec.error(f"a second watching input node ({node.name!r}, after "
+                                 f"{watchers[0]!r}): nbflow runs a workflow with one dirwatcher "
+                                 "or netwatcher", (*node.path, "module"))
+            watchers.append(node.name)
             if wanted in params:
                 raise spec.error(f"the {node.module} node {node.name!r} takes its value from a "
                                  f"parameter {wanted!r}, and an option has that name; rename "
@@ -97,6 +106,17 @@ def cryocloud_spec(spec: Spec, *, allow_unsupported: bool = False) -> dict[str, 
     if workflow.get("description"):
         out["description"] = str(workflow["description"])
     return out
+
+
+def module_uses(mapping: dict[str, Any]) -> list[str]:
+    """The CryoCloud modules the tasks of a :func:`cryocloud_spec` mapping call, as ``module:process_task``.
+
+    ``nbflow validate`` can list them with :func:`nbflow.spec_calls.imported_modules`
+    (the mapping's own ``use:`` names only the runtime adapter).
+    """
+    modules = [task["args"]["cc"]["module"] for task in mapping["tasks"].values()
+               if isinstance(task.get("args", {}).get("cc"), dict)]
+    return [f"{m}:process_task" for m in dict.fromkeys(modules) if m not in INPUT_MODULES]
 
 
 def _workflow(spec: Spec) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 
 import nbflow as nf
 from nbflow.errors import SpecError
-from nbflow.formats.cryocloud import UnsupportedKeyWarning, cryocloud_spec
+from nbflow.formats.cryocloud import UnsupportedKeyWarning, cryocloud_spec, module_uses
 from nbflow.formats.cryocloud_options import option_parser, parse_options, triggers
 from nbflow.formats.runif import RunIfError, parse_runif
 from nbflow.spec import Spec, flow_from_spec, parse_spec
@@ -175,6 +175,9 @@ def test_the_spec_mapping_is_plain_data() -> None:
         "type": "list", "default": ["a", "b", "c"], "description": "the items to process"}
     assert mapping["parameters"]["loud"]["type"] == "boolean"
     assert all(t["export"] for n, t in mapping["tasks"].items() if not n.endswith("__items"))
+    assert module_uses(mapping) == [  # for `nbflow validate`: the modules it imports
+        "cc_work:process_task", "cc_note:process_task", "cc_collect:process_task",
+        "cc_report:process_task", "cc_alert:process_task"]
 
 
 def write(tmp_path: Path, workflow: dict[str, Any], name: str = "wf.json") -> Path:
@@ -241,6 +244,14 @@ def test_dirwatcher_input_is_a_parameter_and_a_trigger(tmp_path: Path) -> None:
     run = load(path).run(params={"fullpath": str(inbox / "sub" / "scene.dat")})
     assert run.results["Input"]["datasize"] == 5
     assert run.results["Seen"] == {"message": "sub/scene.dat"}
+
+    data = json.loads(path.read_text())
+    data["workflow"]["nodes"].append({"module": "netwatcher", "name": "Net",
+                                      "downstreamOf": ["entry"], "args": {"port": "8080"}})
+    path.write_text(json.dumps(data, indent=2))
+    with pytest.raises(SpecError, match="a second watching input node") as info:
+        cryocloud_spec(spec_of(path))
+    assert info.value.line == line_of(path, '"netwatcher"')
 
 
 def test_names_are_names_and_a_split_that_merges_at_once(tmp_path: Path) -> None:
