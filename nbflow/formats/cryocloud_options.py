@@ -122,6 +122,7 @@ def option_parser(spec: Spec, *, add_help: bool = False,
     for name, param in option_parameters(spec, unused=False).items():
         info = _options(spec)[name]
         shown = f"{param.get('description', '')} (default: {param['default']!r})".strip()
+        shown = shown.replace("%", "%%")  # argparse formats help with %
         kind = info.get("type", "string")
         if kind == "bool":
             group.add_argument(f"--{name}", dest=name, action="store_true",
