@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import NbflowError, SpecError, suggest
 from ..spec import Spec, schema
+from ..spec_calls import looks_like_ref, nested_ref
 from ..task import code_hash
 from .ephemeral_runtime import resolve
 
@@ -76,7 +77,7 @@ def ephemeral_spec(spec: Spec) -> dict[str, Any]:
     for task in _in_order(entry, parent):
         info = tasks[task]
         if info["type"] == "input":
-            out[task] = {"use": f"{RUNTIME}:source", "args": {"content": {"$value": content}}}
+            out[task] = {"use": f"{RUNTIME}:source", "args": {"content": _literal(content)}}
         elif info["type"] == "output":
             out[task] = {"use": f"{RUNTIME}:collect", "args": {"data": {"$task": parent[task]}},
                          "export": True}
@@ -343,12 +344,18 @@ def _in_order(entry: str, parent: Mapping[str, str]) -> list[str]:
     return order
 
 
+def _literal(value: dict[str, Any]) -> Any:
+    """``value`` as a spec argument: wrapped in ``$value`` only where it would read as
+    a reference."""
+    return {"$value": value} if looks_like_ref(value) or nested_ref(value) else value
+
+
 def _function_task(info: Mapping[str, Any], up: str, mapped: bool,
                    fn: Callable[..., Any], base_dir: str | None) -> dict[str, Any]:
     """A function task: the adapter, mapped over its parent unless the parent is the input."""
     args: dict[str, Any] = {
         "data": {"$task": up}, "task": info["name"], "namespace": info["namespace"],
-        "method": info["method"], "init_args": {"$value": dict(info.get("init_args") or {})},
+        "method": info["method"], "init_args": _literal(dict(info.get("init_args") or {})),
         "base_dir": base_dir, "code": code_hash(fn),
     }
     entry: dict[str, Any] = {"use": f"{RUNTIME}:call", "args": args}
