@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from . import config
 from .cli_parser import build_parser
 from .errors import BatchInputError, ServiceError
 from .jsonvalues import dumps
@@ -43,8 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                "validate": _validate, "tasks": _tasks, "export": _export, "convert": _convert,
                "serve": _service, "submit": _service, "jobs": _service}[args.command]
     previous = signal.signal(signal.SIGTERM, _terminate)
+    formats = {"spec_format": getattr(args, "spec_format", "auto"),
+               "allow_unsupported": getattr(args, "allow_unsupported", False)}
     try:
-        return handler(args)
+        with config.set(**formats):
+            return handler(args)
     except (BatchInputError, ServiceError) as exc:
         print(f"nbflow {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,6 +15,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _format_flags(parser: argparse.ArgumentParser, flag: str = "--format") -> None:
+    """``--format`` and ``--allow-unsupported``, for the commands that read a workflow file
+    (``nbflow params`` says ``--input-format``: its ``--format`` is the output's)."""
+    parser.add_argument(flag, dest="spec_format", default="auto",
+                        choices=("auto", "nbflow", "ephemeral", "cryocloud", "ecoscope"),
+                        help="the workflow file's format (default: told from its top-level "
+                        "keys): an nbflow spec, an Ephemeral job map, a CryoCloud workflow or "
+                        "an ecoscope-workflows spec")
+    parser.add_argument("--allow-unsupported", action="store_true",
+                        help="keys of another system's file that nbflow cannot honour on one "
+                        "machine (a CryoCloud node's gpu, replicas, ...) are a warning, not an "
+                        "error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``nbflow`` argument parser with its subcommands."""
     parser = _Parser(prog="nbflow", description=(
@@ -29,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         ".json) runs in this process instead; -o DIR gets the results of its exported tasks as "
         "they finish (-o FILE.json: a JSON summary instead). Exit code: "
         "0 success, 1 a task or cell failed, 2 bad input, 3 the kernel died."))
+    _format_flags(run)
     run.add_argument("notebook", metavar="NOTEBOOK.ipynb|SPEC.yaml",
                      help="the workflow notebook, or a workflow spec")
     run.add_argument("-p", "--param", nargs=2, action="append", default=[],
@@ -91,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description=(
         "Print the parameters of NOTEBOOK's parameters cell (read with ast, never run) with "
         "their types and defaults: as JSON Schema, or as a YAML form that nbflow run -f reads."))
+    _format_flags(params, "--input-format")
     params.add_argument("notebook", metavar="NOTEBOOK.ipynb|SPEC.yaml",
                         help="the notebook, or a workflow spec")
     params.add_argument("--format", choices=("json", "yaml"), default="json",
@@ -106,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "imports (and imports them, as loading the spec does). Problems are printed with the "
         "file, key path and line; exit code 2."))
     validate.add_argument("spec", metavar="SPEC.yaml", help="the workflow spec (YAML or JSON)")
+    _format_flags(validate)
 
     sub.add_parser("tasks", help="the tasks that installed packages register", description=(
         "List the tasks contributed by installed packages (entry point group nbflow.tasks) "
@@ -128,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with the TaskFlow API). A feature the target cannot express is an error naming the "
         "task, never dropped."))
     convert.add_argument("notebook", metavar="WORKFLOW", help="NOTEBOOK.ipynb or SPEC.yaml")
+    _format_flags(convert)
     convert.add_argument("--to", required=True, choices=("spec", "script", "jupytext",
                                                          "airflow"), help="what to write")
     convert.add_argument("-o", "--output", required=True, metavar="OUT",

@@ -43,6 +43,12 @@ DEFAULTS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     "container_engine": ("auto", str),
     # items a streaming task may run ahead of its slowest consumer (its buffer= option wins)
     "stream_buffer": (100, int),
+    # the format of workflow files: "auto" (told from their keys), "nbflow", "ephemeral",
+    # "cryocloud" or "ecoscope" (nbflow run --format)
+    "spec_format": ("auto", str),
+    # keys another system's workflow file has that nbflow cannot honour: a warning, not an
+    # error (nbflow run --allow-unsupported)
+    "allow_unsupported": (False, lambda text: text.strip().lower() in ("1", "true", "yes")),
 }
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -95,6 +95,9 @@ class Spec:
     data: dict[str, Any]
     file: str | None = None
     lines: dict[KeyPath, int] = field(default_factory=dict)
+    #: the file's own format ("nbflow", "ephemeral", "cryocloud", "ecoscope"): ``data`` is
+    #: its nbflow translation when it is another one (see ``nbflow/formats``)
+    source_format: str = "nbflow"
 
     def error(self, problem: str, path: KeyPath = ()) -> SpecError:
         """A :class:`SpecError` pointing at ``path`` (or its closest parent with a line)."""
@@ -133,6 +136,8 @@ class Spec:
 
 def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> Spec:
     """Read and check a spec: a path to a ``.yaml``/``.yml``/``.json`` file, or a mapping."""
+    from .formats import to_nbflow
+
     if isinstance(source, Mapping):
         spec = Spec(dict(source))
     else:
@@ -142,6 +147,7 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> Spec:
         except OSError as exc:
             raise SpecError(f"cannot read the spec: {exc.strerror or exc}", str(path)) from exc
         spec = parse_spec(text, str(path))
+    spec = to_nbflow(spec)  # another system's workflow file: read into an nbflow spec
     _check_schema(spec)
     return spec
 
