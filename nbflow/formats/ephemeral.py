@@ -18,26 +18,23 @@ spec mapping, whose tasks run the adapters of ``ephemeral_runtime.py``:
 
 ``namespace`` and ``method`` name the registered task ``namespace.method``, or
 the function ``method`` of the module ``namespace`` (the job file's folder is
-importable). ``consumes`` and ``produces`` are checked as Ephemeral checks them:
-along an edge between function tasks, the parent's ``produces`` is the child's
-``consumes``; and a function that declares its types (``consumes``/``produces``
-attributes, a string or a list of strings) accepts the task's.
+importable); ``ephemeral_checks.py`` checks each function task against its
+function (``init_args``, annotations, ``consumes``/``produces``).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import NbflowError, SpecError, suggest
+from ..errors import suggest
 from ..spec import Spec, schema
 from ..spec_calls import looks_like_ref, nested_ref
 from ..task import code_hash
-from .ephemeral_runtime import resolve
+from .ephemeral_checks import check_types, function_of
 
 __all__ = ("ephemeral_spec", "ephemeral_uses")
 
@@ -69,9 +66,9 @@ def ephemeral_spec(spec: Spec) -> dict[str, Any]:
     tasks = _tasks(spec)
     parent = _workflow(spec, tasks)
     entry = next(t for t, info in tasks.items() if info["type"] == "input")
-    functions = {t: _function(spec, info) for t, info in tasks.items()
+    functions = {t: function_of(spec, info, _base_dir(spec)) for t, info in tasks.items()
                  if info["type"] == "function"}
-    _check_types(spec, tasks, parent, functions)
+    check_types(spec, tasks, functions)
     base_dir = _base_dir(spec)
     out: dict[str, Any] = {}
     for task in _in_order(entry, parent):
@@ -240,95 +237,6 @@ def _workflow(spec: Spec, tasks: dict[str, dict[str, Any]]) -> dict[str, str]:
                 raise spec.error(f"the workflow has a cycle: {cycle}", ("workflow",))
             seen.append(up)
     return parent
-
-
-def _function(spec: Spec, info: dict[str, Any]) -> Callable[..., Any]:
-    """The function of a function task, its ``init_args`` checked against its signature."""
-    where: tuple[str | int, ...] = ("tasks", info["index"])
-    namespace, method = info["namespace"], info["method"]
-    try:
-        fn = resolve(namespace, method, _base_dir(spec), fresh=True)
-    except SpecError as exc:
-        key = "method" if " has no attribute " in exc.problem else "namespace"
-        problem = exc.problem
-        if key == "namespace":
-            problem = (f"{namespace!r} is neither the namespace of a registered task "
-                       f"'{namespace}.{method}' nor an importable module ({problem})."
-                       + _namespace_hint(spec, namespace))
-        raise spec.error(problem, (*where, key)) from None
-    except NbflowError as exc:
-        raise spec.error(str(exc), (*where, "namespace")) from None
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError) as exc:
-        raise spec.error(f"{namespace}.{method} has no inspectable signature: {exc}",
-                         (*where, "method")) from None
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if not positional and not any(p.kind is p.VAR_POSITIONAL for p in params):
-        raise spec.error(f"{namespace}.{method} takes no positional argument; an Ephemeral "
-                         "function takes the input dict first", (*where, "method"))
-    keywords = {p.name: p for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD,
-                                                              p.KEYWORD_ONLY)}
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
-    init_args = info.get("init_args") or {}
-    for arg in init_args:
-        if arg not in keywords and not takes_kwargs:
-            raise spec.error(f"{namespace}.{method} takes no keyword argument {arg!r}."
-                             + suggest(str(arg), keywords), (*where, "init_args", arg))
-    missing = [n for n, p in keywords.items() if p.default is p.empty and n not in init_args]
-    if missing:
-        raise spec.error(f"{namespace}.{method} needs init_args {', '.join(map(repr, missing))}",
-                         (*where, "init_args" if "init_args" in info else "method"))
-    return fn
-
-
-def _namespace_hint(spec: Spec, namespace: str) -> str:
-    """Close names among the registered namespaces and the modules beside the job file."""
-    from ..registry import registry
-
-    names = {n.rpartition(".")[0] for n in registry}
-    if spec.file:  # the modules and packages beside the job, and those of its package
-        base = Path(spec.file).parent
-        names |= {p.stem for p in base.iterdir()
-                  if (p.suffix == ".py" and p.stem.isidentifier()) or (p / "__init__.py").is_file()}
-        package = base / namespace.partition(".")[0]
-        if (package / "__init__.py").is_file():
-            for i, file in enumerate(package.rglob("*.py")):
-                if i >= 2000:  # a huge tree: enough candidates
-                    break
-                parts = file.relative_to(base).with_suffix("").parts
-                names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
-    return suggest(namespace, names)
-
-
-def _declared(fn: Callable[..., Any], key: str) -> list[str] | None:
-    """What a function says it consumes or produces, when it says so."""
-    value = getattr(fn, key, None)
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return list(value)
-    return None
-
-
-def _check_types(spec: Spec, tasks: dict[str, dict[str, Any]], parent: Mapping[str, str],
-                 functions: Mapping[str, Callable[..., Any]]) -> None:
-    """``consumes``/``produces`` against the functions' declarations and along the edges."""
-    for name, fn in functions.items():
-        info = tasks[name]
-        for key in ("consumes", "produces"):
-            declared = _declared(fn, key)
-            if declared is not None and key in info and info[key] not in declared:
-                raise spec.error(f"{info['namespace']}.{info['method']} {key} "
-                                 f"{' or '.join(map(repr, declared))}, not {info[key]!r}."
-                                 + suggest(info[key], declared), ("tasks", info["index"], key))
-    edges = spec.data["workflow"]
-    for i, (src, dst) in enumerate(edges):
-        up, down = tasks[src], tasks[dst]
-        if up["type"] == down["type"] == "function" and "produces" in up and "consumes" in down \
-                and up["produces"] != down["consumes"]:
-            raise spec.error(f"{src!r} produces {up['produces']!r} but {dst!r} consumes "
-                             f"{down['consumes']!r}", ("workflow", i))
 
 
 def _in_order(entry: str, parent: Mapping[str, str]) -> list[str]:

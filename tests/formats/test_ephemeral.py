@@ -358,6 +358,34 @@ def test_init_args_consumes_and_produces(tmp_path):
     assert "main.parsing.split.split_list produces 'split-map', not 'split-list'" in str(exc)
 
 
+def test_annotated_types(tmp_path):
+    shutil.copytree(JOBS / "main", tmp_path / "main")
+    job = good_job()
+    job["tasks"][3]["init_args"]["word_length"] = "five"
+    exc = problem(tmp_path, job)
+    assert exc.path == ("tasks", 3, "init_args", "word_length")
+    assert "filter_string_length takes word_length of type int: 'five'" in str(exc)
+    (tmp_path / "typed.py").write_text("def text(data: str) -> dict:\n    return {}\n"
+                                       "def number(data: dict) -> int:\n    return 1\n"
+                                       "def fine(data: dict) -> dict | list[dict]:\n"
+                                       "    return data\n")
+    job = {"datasource": {"source": "direct", "content": {}},
+           "tasks": [{"name": "in", "type": "input"},
+                     {"name": "f", "type": "function", "namespace": "typed", "method": "text"},
+                     {"name": "out", "type": "output"}],
+           "workflow": [["in", "f"], ["f", "out"]]}
+    exc = problem(tmp_path, job)
+    assert exc.path == ("tasks", 1, "method")
+    assert "typed.text takes str first; an Ephemeral function takes the input dict" in str(exc)
+    job["tasks"][1]["method"] = "number"
+    assert "typed.number returns int; an Ephemeral function returns a dict or a list of dicts" \
+        in str(problem(tmp_path, job))
+    job["tasks"][1]["method"] = "fine"
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(job))
+    assert load(path).run().results["out"] == [{}]
+
+
 def test_workflow_shape(tmp_path):
     shutil.copytree(JOBS / "main", tmp_path / "main")
     job = good_job()
