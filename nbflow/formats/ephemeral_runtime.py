@@ -27,13 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import NbflowError
-
-__all__ = ("EphemeralTaskError", "call", "collect", "normalise", "resolve", "source")
-
-
-class EphemeralTaskError(NbflowError):
-    """An Ephemeral function got or returned something other than a dict or a list of dicts."""
+__all__ = ("call", "collect", "normalise", "resolve", "source")
 
 
 def source(content: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,7 +78,7 @@ def normalise(value: Any, task: str) -> list[dict[str, Any]]:
         what = f"a {type(value).__name__}"
     msg = (f"Ephemeral task {task!r} returned {what}; an Ephemeral function returns a dict "
            "or a list of dicts")
-    raise EphemeralTaskError(msg)
+    raise TypeError(msg)  # the task fails, as when the function raises
 
 
 def _call(data: dict[str, Any] | list[dict[str, Any]], *, task: str, namespace: str,
@@ -105,7 +99,7 @@ def _call(data: dict[str, Any] | list[dict[str, Any]], *, task: str, namespace: 
         if not isinstance(value, dict):
             msg = (f"Ephemeral task {task!r} got a {type(value).__name__}; an Ephemeral "
                    "function takes a dict")
-            raise EphemeralTaskError(msg)
+            raise TypeError(msg)  # the task fails, as when the function raises
     kwargs = dict(init_args)
     if inspect.iscoroutinefunction(fn):
         results = _run_async(_gather(fn, inputs, kwargs))
