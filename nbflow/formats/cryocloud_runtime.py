@@ -40,7 +40,8 @@ class Worker:
 
     def __init__(self, node: str) -> None:
         self.name = node
-        self.log = logging.getLogger(f"nbflow.cryocloud.{node}")
+        #: the module's own logger (not under ``nbflow``: what it logs is the module's)
+        self.log = logging.getLogger(f"cryocloud.{node}")
         #: status values a module reports (``worker.status["progress"] = 50``)
         self.status: dict[str, Any] = {}
 

@@ -174,6 +174,8 @@ def test_the_spec_mapping_is_plain_data() -> None:
     assert mapping["parameters"]["items"] == {
         "type": "list", "default": ["a", "b", "c"], "description": "the items to process"}
     assert mapping["parameters"]["loud"]["type"] == "boolean"
+    # ccmodule defaults apply (cc_collect: priority 40), else CryoCloud's 50
+    assert [mapping["tasks"][n]["priority"] for n in ("Merge", "Report", "Input")] == [40, 50, 0]
     assert all(t["export"] for n, t in mapping["tasks"].items() if not n.endswith("__items"))
     assert module_uses(mapping) == [  # for `nbflow validate`: the modules it imports
         "cc_work:process_task", "cc_note:process_task", "cc_collect:process_task",
