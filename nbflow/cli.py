@@ -33,7 +33,18 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``nbflow`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and {"-h", "--help"} & set(argv):
+        from .batch.workflow_options import options_help
+
+        text = options_help(argv)  # a workflow with options of its own lists them
+        if text is not None:
+            print(text)
+            return EXIT_OK
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "run" or not _has_options(args.notebook)):
+        parser.parse_args(argv)  # exits with argparse's message for the unknown ones
+    args.workflow_argv = extra
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -57,6 +68,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _has_options(path: str) -> bool:
+    """True for a workflow file with command-line options of its own (CryoCloud's)."""
+    from .batch.workflow_options import has_options
+
+    return has_options(path)
 
 
 def _service(args: argparse.Namespace) -> int:
@@ -141,7 +159,10 @@ def _run_spec(args: argparse.Namespace) -> int:
 
         observers.append(StreamProgress(sys.stderr))
     try:
+        from .batch.workflow_options import workflow_options
+
         result = run_spec(args.notebook, [tuple(p) for p in args.param], args.params_file,
+                          values=workflow_options(args.notebook, args.workflow_argv),
                           cache_dir=_cache_dir(args.cache_dir),
                           events_log=_log_file(args.log_events), cluster=args.cluster,
                           options=args.config, observers=observers)

@@ -131,6 +131,10 @@ class Spec:
         """Every function the spec names (``use:`` and ``run_if:``), in order, once each."""
         names = [n for entry in self.tasks.values()
                  for n in (entry.get("use"), entry.get("run_if")) if isinstance(n, str)]
+        if self.source_format != "nbflow":  # and the functions the adapters call
+            from .formats import own_uses
+
+            names += own_uses(self.source_format, self.data)
         return list(dict.fromkeys(names))
 
 

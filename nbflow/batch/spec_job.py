@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,6 +120,7 @@ def run_spec(
     cluster: str | None = None,
     options: Sequence[str] = (),
     observers: Sequence[Observer] = (),
+    values: Mapping[str, Any] | None = None,
 ) -> SpecResult:
     """Check the parameters, run the spec's flow in this process, and summarise it.
 
@@ -131,7 +132,8 @@ def run_spec(
     spec = load(path)
     cell = spec_parameters(spec)
     plain, dotted = split_pairs(pairs)
-    values = resolve(cell, str(path), plain, files)
+    given = values
+    values = resolve(cell, str(path), plain, files, values=given, where="options")
     task_values = task_config(cell, options, dotted)
     missing = [p for p, i in spec.parameters.items() if "default" not in i and p not in values]
     if missing:

@@ -17,7 +17,7 @@ from typing import Any
 from .. import config
 from ..spec import Spec
 
-__all__ = ["FORMATS", "detect", "to_nbflow"]
+__all__ = ["FORMATS", "detect", "own_uses", "to_nbflow"]
 
 FORMATS = ("nbflow", "ephemeral", "cryocloud", "ecoscope")
 
@@ -60,3 +60,17 @@ def to_nbflow(spec: Spec) -> Spec:
 
         data = cryocloud_spec(spec, allow_unsupported=allow)
     return Spec(data, spec.file, {}, source_format=kind)
+
+
+def own_uses(kind: str, data: Mapping[str, Any]) -> list[str]:
+    """The functions of the workflow's own modules that a translated spec's adapters call
+    (``nbflow validate`` lists their modules)."""
+    if kind == "ephemeral":
+        from .ephemeral import ephemeral_uses
+
+        return ephemeral_uses(data)
+    if kind == "cryocloud":
+        from .cryocloud import module_uses
+
+        return module_uses(dict(data))
+    return []
