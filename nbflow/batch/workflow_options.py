@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import BatchInputError, NbflowError
 
-__all__ = ["has_options", "options_help", "workflow_options"]
+__all__ = ["has_options", "input_triggers", "options_help", "workflow_options"]
 
 
 def _cryocloud(path: str | Path) -> Any:
@@ -66,3 +66,15 @@ def options_help(argv: Sequence[str]) -> str | None:
     own = option_parser(spec, add_help=False, prog=f"nbflow run {paths[0]}")
     return own.format_help() + "\nnbflow run's own flags (-p, -c, -f, -o, --cluster, ...): " \
         "nbflow run --help\n"
+
+
+def input_triggers(path: str | Path) -> list[dict[str, Any]]:
+    """The triggers a workflow's own input nodes ask ``nbflow serve`` for (CryoCloud's
+    ``dirwatcher`` and ``netwatcher``): ``{"kind": "folder"|"http", ...}``, else none."""
+    spec = _cryocloud(path) if Path(path).suffix.lower() in (".json", ".yaml", ".yml") \
+        else None
+    if spec is None:
+        return []
+    from ..formats.cryocloud_options import triggers
+
+    return triggers(spec)

@@ -122,12 +122,35 @@ def _serve(args: argparse.Namespace) -> int:
         service.listen(host, port, token=args.token or os.environ.get("NBFLOW_SERVICE_TOKEN"),
                        max_body=args.max_body)
     if args.watch is None and args.http is None:
-        _report("no --watch or --http: taking jobs from nbflow submit only")
+        _input_triggers(service, args)
     ref = service.workflow.ref
     service.store.set_workflow(ref if service.workflow.kind == "module"
                                else str(Path(ref).resolve()))
     asyncio.run(_serve_until_signal(service))
     return EXIT_OK
+
+
+def _input_triggers(service: Any, args: argparse.Namespace) -> None:
+    """A workflow whose input nodes watch a folder or a port (CryoCloud's ``dirwatcher``,
+    ``netwatcher``) gets those triggers when none is given on the command line."""
+    from ..batch.workflow_options import input_triggers
+
+    found = input_triggers(args.workflow)
+    for trigger in found:
+        if trigger["kind"] == "folder":
+            from .watch import FolderWatch
+
+            service.watch(FolderWatch(trigger["path"], recursive=trigger["recursive"],
+                                      param=trigger["parameter"], stable=args.stable))
+            _report(f"{trigger['node']}: its dirwatcher is the watched folder {trigger['path']}")
+        else:
+            service.listen("127.0.0.1", int(trigger["port"]),
+                           token=args.token or os.environ.get("NBFLOW_SERVICE_TOKEN"),
+                           max_body=args.max_body)
+            _report(f"{trigger['node']}: its netwatcher is POST /jobs "
+                    f"{{\"{trigger['parameter']}\": ...}} on 127.0.0.1:{trigger['port']}")
+    if not found:
+        _report("no --watch or --http: taking jobs from nbflow submit only")
 
 
 async def _serve_until_signal(service: Any) -> None:
