@@ -19,6 +19,7 @@ from .errors import (
     UnknownTaskError,
 )
 from .eventlog import EventLog
+from .history.recorder import Recorder
 from .plan import Plan, PlannedTask, Shape, dependencies
 from .streams import check_streams
 from .task import Task
@@ -490,6 +491,9 @@ class Flow:
         log = EventLog.from_config()  # the events_log setting / NBFLOW_EVENTS_LOG
         if log is not None:
             observers.append(log)
+        recorder = Recorder.from_config()  # the run history (NBFLOW_HISTORY=0: off)
+        if recorder is not None:
+            observers.append(recorder)
         chosen = resolve_executor(executor)
         if any(pt.task.options.image is not None for pt in plan.tasks):
             from .containers import preflight
@@ -499,7 +503,7 @@ class Flow:
         run = Run(plan, chosen, self.cache, observers=observers)
         run.config = dict(overrides or {})
         for observer in observers:
-            if isinstance(observer, EventLog):  # it reports exported results of this run
+            if isinstance(observer, (EventLog, Recorder)):  # they read this run's results
                 observer.bind(run)
         self.last_run = run
         run.start()
