@@ -53,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "(see nbflow cache --help)\n")
     handler = {"run": _run, "sweep": _sweep, "params": _params, "cache": _cache,
                "validate": _validate, "tasks": _tasks, "export": _export, "convert": _convert,
-               "serve": _service, "submit": _service, "jobs": _service}[args.command]
+               "serve": _service, "submit": _service, "jobs": _service,
+               "runs": _history}[args.command]
     previous = signal.signal(signal.SIGTERM, _terminate)
     formats = {"spec_format": getattr(args, "spec_format", "auto"),
                "allow_unsupported": getattr(args, "allow_unsupported", False)}
@@ -79,6 +80,12 @@ def _has_options(path: str) -> bool:
 
 def _service(args: argparse.Namespace) -> int:
     from .service.commands import handle
+
+    return handle(args)
+
+
+def _history(args: argparse.Namespace) -> int:
+    from .history.commands import handle
 
     return handle(args)
 

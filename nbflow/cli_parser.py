@@ -163,4 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .service.commands import add_parsers
 
     add_parsers(sub)
+    from .history.commands import add_parsers as add_history_parsers
+
+    add_history_parsers(sub)
     return parser

@@ -249,6 +249,13 @@ class Run:
         """Tasks (by index) with a stopped attempt whose body has not returned yet."""
         return {item_id[0][0] for item_id in self._scheduler.board.still_running()}  # type: ignore[index]
 
+    def lineage(self, name: str) -> dict[str, Any]:
+        """Everything that produced task ``name``'s result: its upstream tasks, their cache
+        key parts (code) and the parameters, as JSON-ready data (see ``nbflow.history``)."""
+        from .history.lineage import lineage
+
+        return lineage(self, name)
+
     def story(self, name: str) -> list[StoryEntry]:
         """Task ``name``'s transitions so far, with times and causes (for debugging).
 
