@@ -126,10 +126,12 @@ def _run(args: argparse.Namespace) -> int:
 
     nb = P.read_notebook(args.notebook)
     cell = P.parameters_cell(nb, args.notebook)
-    plain, dotted = P.split_pairs(args.param)
+    from .batch import task_params as T
+
+    plain, dotted = T.split_pairs(args.param)
     values = P.resolve(cell, args.notebook, plain, args.params_file)
-    task_values = P.task_config(cell, args.config, dotted)
-    P.check_task_names(nb, args.notebook, task_values)
+    task_values = T.task_config(cell, args.config, dotted)
+    T.check_task_names(nb, args.notebook, task_values)
     output = args.output or f"{Path(args.notebook).stem}-output.ipynb"
     if Path(output).resolve() == Path(args.notebook).resolve():
         raise BatchInputError(f"-o {output!r} would overwrite the input notebook; choose "

@@ -19,7 +19,8 @@ from .. import config
 from ..errors import BatchInputError, NbflowError
 from ..jsonvalues import jsonable
 from ..spec import Spec, flow_from_spec, imported_modules, load_spec
-from .params import Parameter, ParametersCell, resolve, split_pairs, task_config
+from .params import Parameter, ParametersCell, resolve
+from .task_params import split_pairs, task_config
 
 if TYPE_CHECKING:
     from ..events import Observer
