@@ -187,6 +187,8 @@ class RunStore:
     def tasks(self, run_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The task records of ``run_ids`` (all runs when None), by run then position."""
         out: list[dict[str, Any]] = []
+        if run_ids is not None and not run_ids:
+            return out
         with self._connect(create=False) as conn:
             if run_ids is None:
                 rows = conn.execute("SELECT * FROM tasks ORDER BY run_id, position")
