@@ -12,7 +12,6 @@ import hashlib
 import inspect
 import keyword
 import math
-import textwrap
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -206,42 +205,12 @@ def _check_options(task: str, options: Mapping[str, Any]) -> TaskOptions:
 
 
 def code_hash(fn: Callable[..., Any]) -> str:
-    """A stable hash of a function's code: its source when available, else its bytecode.
+    """A stable hash of a function's code: its normalised AST when the source is available
+    (comments and formatting do not count), else its bytecode; closure values and default
+    values are included (see :func:`nbflow.code_sources.function_hash`)."""
+    from .code_sources import function_hash  # local: code_sources imports cache
 
-    Closure values are included when they can be hashed, so two closures over
-    different values do not share a cache key.
-    """
-    from .cache import hash_value  # local: cache imports task types
-
-    h = hashlib.blake2b(digest_size=16)
-    target = inspect.unwrap(fn)
-    try:
-        src = textwrap.dedent(inspect.getsource(target))
-        # The decorator line(s) carry options, not code; they must not change the key.
-        lines = src.splitlines()
-        while lines and lines[0].lstrip().startswith("@"):
-            lines.pop(0)
-        h.update("\n".join(lines).encode())
-    except (OSError, TypeError):
-        code = getattr(target, "__code__", None)
-        if code is None:
-            h.update(repr(target).encode())
-        else:
-            h.update(_code_bytes(code))
-    closure = getattr(target, "__closure__", None) or ()
-    for cell in closure:
-        try:
-            h.update(hash_value(cell.cell_contents).encode())
-        except ValueError:  # an empty cell, or a value we cannot hash: ignore it
-            continue
-    return h.hexdigest()
-
-
-def _code_bytes(code: Any) -> bytes:
-    parts = [code.co_code, repr(code.co_names).encode()]
-    for const in code.co_consts:
-        parts.append(_code_bytes(const) if hasattr(const, "co_code") else repr(const).encode())
-    return b"\0".join(parts)
+    return function_hash(fn)
 
 
 @dataclass(frozen=True, eq=False)
@@ -311,6 +280,11 @@ class Task:
                                           or inspect.isasyncgenfunction(target)
                                           or getattr(target, "is_stream", None) is True)
         _check_stream(task_name, opts, is_stream)
+        if extra.get("code_key") is None and extra.get("key_extra") is None and \
+                isinstance(target, types.FunctionType):
+            from .key_parts import FunctionKey  # local: key_parts imports cache
+
+            extra["key_extra"] = FunctionKey(target)  # helpers, local modules, packages
         return cls(
             name=task_name,
             fn=fn,
@@ -341,6 +315,13 @@ class Task:
             key = hashlib.blake2b(f"{key}\0image={self.options.image}".encode(),
                                   digest_size=16).hexdigest()
         return key
+
+    @property
+    def key_parts(self) -> dict[str, str]:
+        """The labelled parts of the last computed ``key_extra()``: helpers, local modules,
+        package versions and globals (``{"package pandas": "2.2.3", ...}``), for run
+        history and ``why``."""
+        return dict(getattr(self.key_extra, "last", None) or {})
 
     def with_options(self, **options: Any) -> Task:
         """A copy of this task with some options changed (validated)."""

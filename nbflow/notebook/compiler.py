@@ -25,7 +25,6 @@ import builtins
 import copy
 import dataclasses
 import hashlib
-import inspect
 import linecache
 import symtable
 import types
@@ -33,15 +32,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..cache import hash_value
-from ..task import Task, code_hash
+from ..key_parts import IGNORED, Parts, join_parts
+from ..task import Task
 
 if TYPE_CHECKING:
     from ..flow import Flow
 
 #: IPython's own history/helper names: never dependencies
-_IGNORED = frozenset({"In", "Out", "_", "__", "___", "_ih", "_oh", "_dh", "_ii", "_iii",
-                      "get_ipython", "exit", "quit"})
+_IGNORED = IGNORED
 _CELL_FN = "__nbflow_cell__"
 
 
@@ -377,100 +375,29 @@ def classify(cell: CellBody, tasks: Iterable[str],
 class CellKey:
     """``Task.key_extra`` of a task cell; also carries the cell's analysis.
 
-    Called when the task's cache key is computed: hashes the notebook functions
-    and classes the body calls (their source, transitively) and the values of
-    the notebook variables those read. ``components()`` gives the parts by label,
-    for ``%nbflow why``.
+    Called when the task's cache key is computed: the parts the body reaches
+    (:class:`nbflow.key_parts.Parts`): notebook functions and classes it calls
+    (their code, closures and defaults, transitively), the notebook variables
+    those read, local modules (their files) and package versions.
+    ``components()`` gives the parts by label, for ``%nbflow why``.
     """
 
     cell: CellBody
     namespace: dict[str, Any]
     globals: tuple[str, ...]
-    #: the components of the last computed key (label -> hash)
+    #: the components of the last computed key (label -> hash or version)
     last: dict[str, str] = field(default_factory=dict)
 
     def components(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        seen: set[str] = set()
+        parts = Parts(self.namespace, notebook=True)
         for name in self.globals:
-            self._add(name, out, seen, via=None)
-        return out
-
-    def _add(self, name: str, out: dict[str, str], seen: set[str], via: str | None) -> None:
-        if name in seen or name in _IGNORED or name not in self.namespace:
-            return
-        seen.add(name)
-        value = self.namespace[name]
-        suffix = "" if via is None else f" (read by {via!r})"
-        if isinstance(value, types.ModuleType):
-            out[f"module {name!r}"] = value.__name__
-            return
-        fn = _notebook_function(value, self.namespace)
-        if fn is not None:
-            out[f"function {name!r}{suffix}"] = code_hash(fn)
-            for ref in _code_names(fn.__code__):
-                self._add(ref, out, seen, via=name)
-            return
-        if isinstance(value, type) and value.__module__ == self.namespace.get("__name__"):
-            out[f"class {name!r}{suffix}"] = _class_hash(value)
-            for member in vars(value).values():
-                member_fn = _notebook_function(member, self.namespace)
-                if member_fn is not None:
-                    for ref in _code_names(member_fn.__code__):
-                        self._add(ref, out, seen, via=name)
-            return
-        if callable(value) and not isinstance(value, type) and via is None and \
-                getattr(value, "__module__", None) != self.namespace.get("__name__"):
-            # a library function or builtin imported into the notebook: its identity
-            out[f"global {name!r}{suffix}"] = f"{getattr(value, '__module__', '')}." \
-                f"{getattr(value, '__qualname__', type(value).__name__)}"
-            return
-        if isinstance(value, type):
-            out[f"global {name!r}{suffix}"] = f"{value.__module__}.{value.__qualname__}"
-            return
-        try:
-            out[f"global {name!r}{suffix}"] = hash_value(value)
-        except ValueError:  # cannot be pickled: stand for the object by its identity
-            out[f"global {name!r}{suffix}"] = f"id:{id(value)}"
+            parts.name(name)
+        return parts.out
 
     def __call__(self) -> str:
         parts = self.components()
         self.last = parts
-        return "\n".join(f"{k}={v}" for k, v in sorted(parts.items()))
-
-
-def _notebook_function(value: Any, namespace: Mapping[str, Any]) -> types.FunctionType | None:
-    fn = inspect.unwrap(value) if callable(value) else value
-    if isinstance(fn, types.MethodType):
-        fn = fn.__func__
-    if isinstance(fn, (staticmethod, classmethod)):
-        fn = fn.__func__
-    if isinstance(fn, types.FunctionType) and fn.__globals__ is namespace:
-        return fn
-    return None
-
-
-def _code_names(code: types.CodeType) -> list[str]:
-    names = list(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names.extend(_code_names(const))
-    return names
-
-
-def _class_hash(cls: type) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for key, member in sorted(vars(cls).items()):
-        h.update(key.encode())
-        fn = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
-        if isinstance(fn, types.FunctionType):
-            h.update(code_hash(fn).encode())
-        elif not key.startswith("__"):
-            try:
-                h.update(hash_value(member).encode())
-            except ValueError:
-                h.update(repr(type(member)).encode())
-    return h.hexdigest()
+        return join_parts(parts)
 
 
 # -- tasks --------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache import hash_value
 from ..states import OK
+from ..code_sources import describe_change
+from ..key_parts import FunctionKey
 from .compiler import CellKey, cell_of
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ class Snapshot:
     key: str | None
     #: why it was recomputed ("" when it was cached)
     reason: str = ""
+    #: a short repr of each parameter's value, for "parameter 'days' 30 -> 60"
+    values: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,14 +71,14 @@ class History:
         """Snapshot task ``name`` of ``run`` (call once it is final)."""
         view = run.task(name)
         pt = run.plan.by_name[name]
-        key = pt.task.key_extra
-        extra = dict(key.last) if isinstance(key, CellKey) else {}
+        extra = dict(getattr(pt.task.key_extra, "last", None) or {})
         snap = Snapshot(
             run_id=run.id,
             state=view.state,
             code_key=pt.task.code_key,
             params={k: _hash(v) for k, v in pt.params.items()},
             extra=extra,
+            values={k: short_repr(v) for k, v in pt.params.items()},
             upstreams=pt.upstreams,
             key=view.key,
         )
@@ -97,10 +101,8 @@ def _differences(old: Snapshot | None, new: Snapshot, upstream_reran: list[str])
         reasons.append("its code changed")
     for name in sorted(set(old.params) | set(new.params)):
         if old.params.get(name) != new.params.get(name):
-            reasons.append(f"parameter {name!r} changed")
-    for label in sorted(set(old.extra) | set(new.extra)):
-        if old.extra.get(label) != new.extra.get(label):
-            reasons.append(f"{label} changed")
+            reasons.append(_param_change(name, old.values.get(name), new.values.get(name)))
+    reasons.extend(_part_changes(old.extra, new.extra))
     if old.upstreams != new.upstreams:
         reasons.append("its upstream tasks changed")
     if upstream_reran:
@@ -113,6 +115,27 @@ def _differences(old: Snapshot | None, new: Snapshot, upstream_reran: list[str])
         else:
             reasons.append("its cached result was not available (cache reset)")
     return reasons
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters ("..." at the end when cut)."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _param_change(name: str, old: str | None, new: str | None) -> str:
+    if old is None or new is None or old == new:
+        return f"parameter {name!r} changed"
+    return f"parameter {name!r} {old} -> {new}"
+
+
+def _part_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """Each key part that differs, in words (see :func:`nbflow.code_sources.describe_change`)."""
+    return [describe_change(label, old.get(label), new.get(label))
+            for label in sorted(set(old) | set(new)) if old.get(label) != new.get(label)]
 
 
 # -- predictions -------------------------------------------------------------------------------
@@ -152,20 +175,20 @@ def predict(flow: Flow, history: History, name: str,
             reasons.append(f"it {snap.state} in the last run")
         if snap.code_key != task.code_key:
             reasons.append("its code changed")
-        now = {k: _hash(v) for k, v in current_params(flow, name).items()}
+        values = current_params(flow, name)
+        now = {k: _hash(v) for k, v in values.items()}
         for p in sorted(set(now) | set(snap.params)):
             if now.get(p) != snap.params.get(p):
-                reasons.append(f"parameter {p!r} changed")
+                new = short_repr(values[p]) if p in values else None
+                reasons.append(_param_change(p, snap.values.get(p), new))
         key = task.key_extra
-        if isinstance(key, CellKey):
+        if isinstance(key, (CellKey, FunctionKey)):
             try:
                 parts = key.components()
             except Exception as exc:
                 parts = {}
                 reasons.append(f"its globals cannot be inspected ({exc})")
-            for label in sorted(set(parts) | set(snap.extra)):
-                if parts.get(label) != snap.extra.get(label):
-                    reasons.append(f"{label} changed")
+            reasons.extend(_part_changes(snap.extra, parts))
         ups = flow.upstreams(name)
         if tuple(ups) != snap.upstreams:
             reasons.append("its upstream tasks changed")

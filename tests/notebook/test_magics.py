@@ -135,7 +135,7 @@ def test_notebook_variables_are_parameters(ip, capsys):
     ip("n = 3")
     capsys.readouterr()
     ip("%nbflow why load")
-    assert "parameter 'n' changed" in capsys.readouterr().out
+    assert "parameter 'n' 4 -> 3" in capsys.readouterr().out
     ip("%nbflow run")
     assert ip.ns["load"] == [0, 1, 2]
     ip("%nbflow run -p n=6 total")
