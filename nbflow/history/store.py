@@ -3,9 +3,9 @@
 Where it is (:func:`database_path`), first match wins:
 
 1. ``NBFLOW_HISTORY=0`` (or ``false``, ``no``, ``off``): nowhere, history is off;
-2. inside ``with located(DIR):`` (``nbflow run SPEC`` uses the spec's folder):
-   ``DIR/runs.db``;
-3. ``NBFLOW_HOME`` set: ``$NBFLOW_HOME/runs.db``;
+2. ``NBFLOW_HOME`` set: ``$NBFLOW_HOME/runs.db``;
+3. inside ``with located(DIR):`` (``nbflow run SPEC`` passes ``.nbflow`` beside the
+   spec): ``DIR/runs.db``;
 4. otherwise ``./.nbflow/runs.db`` in the working directory (a notebook run by
    ``nbflow run`` works in the notebook's folder, so it is beside the notebook).
 
@@ -88,18 +88,19 @@ def enabled() -> bool:
 
 def database_path() -> Path:
     """Where the run database is (the module docstring gives the rule)."""
-    base = _located.get()
-    if base is not None:
-        return base / "runs.db"
     home = os.environ.get("NBFLOW_HOME")
     if home:
         return Path(home).expanduser() / "runs.db"
+    base = _located.get()
+    if base is not None:
+        return base / "runs.db"
     return Path.cwd() / ".nbflow" / "runs.db"
 
 
 @contextlib.contextmanager
 def located(directory: str | os.PathLike[str]) -> Iterator[None]:
-    """Record the runs started inside the block in ``directory/runs.db``."""
+    """Record the runs started inside the block in ``directory/runs.db`` (unless
+    ``NBFLOW_HOME`` is set: it wins)."""
     token = _located.set(Path(directory))
     try:
         yield

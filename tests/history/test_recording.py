@@ -118,8 +118,11 @@ def test_history_off(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not home.exists()
 
 
-def test_located_puts_the_database_in_a_folder(tmp_path: Path) -> None:
+def test_located_puts_the_database_in_a_folder_unless_nbflow_home_is_set(
+        tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with located(tmp_path / "spec-dir" / ".nbflow"):
+        assert database_path() == home / "runs.db"
+        monkeypatch.delenv("NBFLOW_HOME")
         run = _flow().run()
     assert RunStore(tmp_path / "spec-dir" / ".nbflow" / "runs.db").run(run.id)["flow"] == "sales"
 
