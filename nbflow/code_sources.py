@@ -208,27 +208,32 @@ def module_source(module: types.ModuleType) -> ModuleSource | None:
     except (OSError, SyntaxError, ValueError):
         return None
     package = module.__name__ if hasattr(module, "__path__") else module.__name__.rpartition(".")[0]
-    source = ModuleSource(path, _digest("module", normalised(tree)), _definitions(tree),
-                          _imports(tree, package))
+    digest, defs = _definitions(tree)
+    source = ModuleSource(path, digest, defs, _imports(tree, package))
     with _lock:
         _file_memo[path] = (st.st_mtime_ns, st.st_size, source)
         _by_digest[source.digest] = source
     return source
 
 
-def _definitions(tree: ast.Module) -> dict[str, tuple[str, int]]:
+def _definitions(tree: ast.Module) -> tuple[str, dict[str, tuple[str, int]]]:
+    """The module's digest and its top-level definitions' (name -> (hash, line)), from
+    one normalised dump of each top-level statement."""
+    h = hashlib.blake2b(digest_size=16)
     out: dict[str, tuple[str, int]] = {}
     for node in tree.body:
+        digest = _digest(normalised(node))
+        h.update(digest.encode())
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             kind = "class" if isinstance(node, ast.ClassDef) else "function"
-            out[f"{kind} {node.name}"] = (_digest(normalised(node)), node.lineno)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            out[f"{kind} {node.name}"] = (digest, node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 for name in ast.walk(target):
                     if isinstance(name, ast.Name):
-                        out[f"global {name.id}"] = (_digest(normalised(node)), node.lineno)
-    return out
+                        out[f"global {name.id}"] = (digest, node.lineno)
+    return h.hexdigest(), out
 
 
 def _imports(tree: ast.Module, package: str) -> tuple[str, ...]:
