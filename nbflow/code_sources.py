@@ -27,8 +27,8 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ModuleSource", "describe_change", "distributions_of", "function_hash",
-           "is_local_module", "module_source", "reset"]
+__all__ = ["ModuleSource", "code_only_hash", "describe_change", "distributions_of", "function_hash",
+           "is_local_module", "module_source", "reset", "value_hash"]
 
 _lock = threading.Lock()
 #: id(code) -> (code, hash of its source's AST): a code object never changes
@@ -80,14 +80,15 @@ def function_hash(fn: Any) -> str:
             value = cell.cell_contents
         except ValueError:  # an empty cell
             continue
-        parts.append(_value_hash(value, hash_value))
+        parts.append(value_hash(value, hash_value))
     for defaults in (getattr(target, "__defaults__", None), getattr(target, "__kwdefaults__", None)):
         if defaults:
-            parts.append("defaults=" + _value_hash(defaults, hash_value))
+            parts.append("defaults=" + value_hash(defaults, hash_value))
     return _digest(*parts)
 
 
-def _value_hash(value: Any, hash_value: Any) -> str:
+def value_hash(value: Any, hash_value: Any) -> str:
+    """A closure or default value's hash: a function's by :func:`function_hash`."""
     if isinstance(value, types.FunctionType):
         return "fn:" + function_hash(value)
     try:
@@ -137,6 +138,12 @@ def _code_bytes(code: Any) -> bytes:
     for const in code.co_consts:
         parts.append(_code_bytes(const) if hasattr(const, "co_code") else repr(const).encode())
     return b"\0".join(parts)
+
+
+def code_only_hash(fn: Any) -> str:
+    """The hash of a function's code alone (normalised AST, else bytecode)."""
+    target = inspect.unwrap(fn)
+    return _code_source_hash(target, getattr(target, "__code__", None))
 
 
 # -- modules --------------------------------------------------------------------------------

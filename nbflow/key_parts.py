@@ -21,7 +21,14 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .code_sources import distributions_of, function_hash, is_local_module, module_source
+from .code_sources import (
+    code_only_hash,
+    distributions_of,
+    function_hash,
+    is_local_module,
+    module_source,
+    value_hash,
+)
 
 __all__ = ["FunctionKey", "Parts", "code_names", "join_parts"]
 
@@ -75,7 +82,7 @@ class Parts:
             return
         fn = _function_of(value)
         if fn is not None and fn.__globals__ is self.home:
-            self.out[f"function {name!r}{suffix}"] = function_hash(fn)
+            self.function(name, fn, suffix)
             self.function_refs(fn, name)
             return
         if isinstance(value, type) and value.__module__ == self.home.get("__name__"):
@@ -89,8 +96,8 @@ class Parts:
         if owner is not None:
             self.module(owner)
         if fn is not None and owner is not None and is_local_module(owner):
-            self.out[f"function {name!r}{suffix}"] = function_hash(fn)  # closure, defaults
-            return
+            self.function(name, fn, suffix)  # the module's file covers the code; closure,
+            return  # defaults are values made at run time
         if callable(value) or isinstance(value, type):
             if via is None or isinstance(value, type):
                 self.out[f"global {name!r}{suffix}"] = (
@@ -98,6 +105,23 @@ class Parts:
                     f"{getattr(value, '__qualname__', type(value).__name__)}")
             return
         self.out[f"global {name!r}{suffix}"] = self._data_hash(value)
+
+    def function(self, name: str, fn: types.FunctionType, suffix: str) -> None:
+        """A function's code, each closure value and each default value, as separate parts
+        (so ``why`` says "closure value 'k' of 'adder' changed")."""
+        from .cache import hash_value
+
+        self.out[f"function {name!r}{suffix}"] = code_only_hash(fn)
+        for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+            if _filled(cell):
+                self.out[f"closure value {var!r} of {name!r}{suffix}"] = \
+                    value_hash(cell.cell_contents, hash_value)
+        params = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+        defaults = fn.__defaults__ or ()
+        given = dict(zip(params[len(params) - len(defaults):], defaults))
+        given.update(fn.__kwdefaults__ or {})
+        for param, default in given.items():
+            self.out[f"default {param!r} of {name!r}{suffix}"] = value_hash(default, hash_value)
 
     def function_refs(self, fn: types.FunctionType, name: str) -> None:
         """The names ``fn`` reads, and functions in its closure or defaults."""
