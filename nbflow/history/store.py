@@ -219,7 +219,7 @@ class RunStore:
         (a cached result is the one recorded when it was computed: no need to hash it again)."""
         if not keys or not self.path.exists():
             return {}
-        with self._connect(create=False) as conn:
+        with self._connect(create=True) as conn:  # another process may be making it
             rows = conn.execute(f"SELECT key, result_hash, preview FROM tasks WHERE key IN "
                                 f"({_marks(keys)}) AND result_hash IS NOT NULL ORDER BY rowid",
                                 list(keys)).fetchall()

@@ -177,3 +177,38 @@ def test_a_mapped_task_is_one_record_with_its_branches() -> None:
     tasks = {t["task"]: t for t in RunStore().tasks([run.id])}
     assert tasks["double"]["branches"] == 3
     assert tasks["double"]["preview"] == "[2, 4, 6]"
+
+
+def test_a_cancelled_run_is_recorded_as_cancelled() -> None:
+    flow = nf.Flow("stops")
+    started = threading.Event()
+
+    @flow.task
+    def slow() -> int:
+        started.set()
+        nf.cancel_event().wait(30)
+        return 1
+
+    run = flow.run(background=True)
+    assert started.wait(30)
+    run.cancel()
+    run.wait(30)
+    record = RunStore().run(run.id)
+    assert record["status"] == "cancelled"
+    assert RunStore().tasks([run.id])[0]["state"] == "cancelled"
+
+
+def test_runs_at_the_same_time_are_all_recorded() -> None:
+    flow = _flow()
+    started = [flow.run(params={"days": d}, background=True) for d in range(1, 7)]
+    for run in started:
+        run.wait(60)
+    recorded = {r["run_id"]: r["params"]["days"] for r in RunStore().runs()}
+    assert recorded == {run.id: d for run, d in zip(started, range(1, 7), strict=True)}
+
+
+def test_a_run_on_processes_hashes_its_results_in_the_parent() -> None:
+    run = _flow().run(params={"days": 2}, executor="processes")
+    tasks = {t["task"]: t for t in RunStore().tasks([run.id])}
+    assert tasks["load"]["where_"].startswith("pid ")
+    assert tasks["report"]["result_hash"] == result_digest("2 days at 1.5")[0]
