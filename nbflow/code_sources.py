@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ModuleSource", "code_only_hash", "describe_change", "distributions_of", "function_hash",
-           "is_local_module", "module_source", "reset", "value_hash"]
+           "is_local_module", "loaded_source", "module_source", "reset", "value_hash"]
 
 _lock = threading.Lock()
 #: id(code) -> (code, hash of its source's AST): a code object never changes
@@ -48,7 +48,7 @@ def reset() -> None:
     """Forget every memo (tests; after installing packages in a running process)."""
     with _lock:
         for memo in (_code_memo, _file_memo, _by_digest, _local_memo, _dists_memo,
-                     _version_memo):
+                     _version_memo, _loaded):
             memo.clear()
 
 
@@ -221,6 +221,33 @@ def module_source(module: types.ModuleType) -> ModuleSource | None:
         _file_memo[path] = (st.st_mtime_ns, st.st_size, source)
         _by_digest[source.digest] = source
     return source
+
+
+#: id(module) -> (module, digest of the file as loaded, ids of the module's functions then)
+_loaded: dict[int, tuple[types.ModuleType, str, frozenset[int]]] = {}
+
+
+def loaded_source(module: types.ModuleType) -> ModuleSource | None:
+    """:func:`module_source`, unless the file changed on disk and the module was not
+    reloaded since (its functions are the same objects): then the source as it was
+    when last seen, which is the code that runs."""
+    source = module_source(module)
+    if source is None:
+        return None
+    with _lock:
+        seen = _loaded.get(id(module))
+    if seen is not None and seen[0] is module:
+        if seen[1] == source.digest:
+            return source
+        if seen[2] == _function_ids(module) and seen[1] in _by_digest:
+            return _by_digest[seen[1]]  # edited, not reloaded: the old code still runs
+    with _lock:
+        _loaded[id(module)] = (module, source.digest, _function_ids(module))
+    return source
+
+
+def _function_ids(module: types.ModuleType) -> frozenset[int]:
+    return frozenset(id(v) for v in vars(module).values() if isinstance(v, types.FunctionType))
 
 
 def _definitions(tree: ast.Module) -> tuple[str, dict[str, tuple[str, int]]]:

@@ -26,7 +26,7 @@ from .code_sources import (
     distributions_of,
     function_hash,
     is_local_module,
-    module_source,
+    loaded_source,
     value_hash,
 )
 
@@ -151,7 +151,7 @@ class Parts:
             for dist, version in distributions_of(mod_name).items():
                 self.out[f"package {dist}"] = version
             return
-        source = module_source(module)
+        source = loaded_source(module)
         self.out[f"module {mod_name}"] = "unreadable" if source is None else source.digest
         if source is None:
             return

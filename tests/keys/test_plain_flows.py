@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import os
+import types
+from pathlib import Path
 
 import nbflow as nf
 from nbflow import code_sources
@@ -55,14 +59,22 @@ def states(flow: nf.Flow) -> dict[str, str]:
     return dict(run.states)
 
 
+def save_and_reload(module: types.ModuleType, text: str, stamp: int) -> None:
+    """Save a module's file (a new mtime) and reload it, as after an edit in an editor."""
+    path = Path(module.__file__ or "")
+    path.write_text(text)
+    os.utime(path, (stamp, stamp))
+    importlib.reload(module)
+
+
 def test_a_local_module_edit_reruns_the_tasks_that_use_it(load):
     load("pf_helpers", HELPERS)
     mod = load("pf_flow", FLOW.format(helpers="pf_helpers"))
     assert set(states(mod.flow).values()) == {"succeeded"}
     assert set(states(mod.flow).values()) == {"cached"}  # `seen` grew: not an input
-    load("pf_helpers", "# a comment\n" + HELPERS)
+    save_and_reload(mod.pf_helpers, "# a comment\n" + HELPERS, 1_800_000_000)
     assert set(states(mod.flow).values()) == {"cached"}
-    load("pf_helpers", HELPERS.replace("SCALE = 2", "SCALE = 3"))
+    save_and_reload(mod.pf_helpers, HELPERS.replace("SCALE = 2", "SCALE = 3"), 1_800_000_100)
     assert states(mod.flow) == {"a": "cached", "b": "succeeded", "c": "cached"}
 
 
@@ -94,3 +106,17 @@ def test_package_versions_come_from_the_distribution():
     assert code_sources.distributions_of("_pytest.fixtures") == {
         "pytest": importlib.metadata.version("pytest")}
     assert code_sources.distributions_of("os.path") == {}
+
+
+def test_a_module_edited_but_not_reloaded_keeps_the_key_of_the_code_that_runs(load, tmp_path):
+    load("pf_stale", HELPERS)
+    mod = load("pf_flow3", FLOW.format(helpers="pf_stale"))
+    assert states(mod.flow)["b"] == "succeeded"
+    path = tmp_path / "pf_stale.py"
+    path.write_text(HELPERS.replace("SCALE = 2", "SCALE = 3"))
+    os.utime(path, (1_800_000_000, 1_800_000_000))
+    assert states(mod.flow)["b"] == "cached"  # the old code still runs: its result holds
+    importlib.reload(mod.pf_stale)
+    run = mod.flow.run()
+    run.wait(10)
+    assert run.states["b"] == "succeeded" and run.results["b"] == 3
