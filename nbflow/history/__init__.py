@@ -12,10 +12,11 @@ The core imports only the recorder; pandas is imported when a DataFrame is asked
 
 from __future__ import annotations
 
-from .lineage import lineage, recorded_lineage
+from .lineage import lineage, lineage_document, recorded_lineage
 from .query import RunDiff, diff, runs, tasks
 from .recorder import Recorder
 from .store import HistoryError, RunStore, UnknownRunError, database_path, located
 
 __all__ = ["HistoryError", "Recorder", "RunDiff", "RunStore", "UnknownRunError",
-           "database_path", "diff", "lineage", "located", "recorded_lineage", "runs", "tasks"]
+           "database_path", "diff", "lineage", "lineage_document", "located",
+           "recorded_lineage", "runs", "tasks"]

@@ -19,6 +19,7 @@ versions once keys include them. The value is JSON-ready.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UnknownTaskError
@@ -28,7 +29,7 @@ from .store import RunStore
 if TYPE_CHECKING:
     from ..run import Run
 
-__all__ = ["lineage", "recorded_lineage"]
+__all__ = ["lineage", "lineage_document", "recorded_lineage"]
 
 
 def lineage(run: Run, name: str) -> dict[str, Any]:
@@ -59,6 +60,17 @@ def lineage(run: Run, name: str) -> dict[str, Any]:
             "upstreams": list(up.upstreams),
         })
     return _assemble(run.id, run.flow, name, tasks)
+
+
+def lineage_document(run: Run, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The lineage of several tasks of ``run`` (every task by default), as one JSON-ready
+    object for files such as ``nbflow run SPEC -o DIR``'s ``lineage.json``::
+
+        {"run_id": ..., "flow": ..., "lineage": {"report": {...}, ...}}
+    """
+    wanted = list(run.plan.by_name) if names is None else list(names)
+    return {"run_id": run.id, "flow": run.flow,
+            "lineage": {name: lineage(run, name) for name in wanted}}
 
 
 def recorded_lineage(run_ref: str, name: str, *,

@@ -12,7 +12,7 @@ import pytest
 
 import nbflow as nf
 from nbflow.errors import UnknownTaskError
-from nbflow.history import diff, recorded_lineage, runs, tasks
+from nbflow.history import diff, lineage_document, recorded_lineage, runs, tasks
 
 
 def _flow(name: str = "sales") -> nf.Flow:
@@ -126,6 +126,9 @@ def test_lineage_lists_the_upstream_tasks_their_code_and_the_parameters() -> Non
     assert [t["task"] for t in run.lineage("load")["tasks"]] == ["load"]
     with pytest.raises(UnknownTaskError):
         run.lineage("reprot")
+    document = lineage_document(run, ["report"])
+    assert document == {"run_id": run.id, "flow": "sales", "lineage": {"report": found}}
+    assert list(lineage_document(run)["lineage"]) == ["load", "prices", "report"]
     recorded = recorded_lineage(run.id, "report")
     assert [t["task"] for t in recorded["tasks"]] == ["load", "prices", "report"]
     assert recorded["parameters"] == {"days": 5}
