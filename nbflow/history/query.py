@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RunDiff", "diff", "runs", "tasks"]
 
+#: the label of a package version among a task's key parts (``"package pandas": "2.2.3"``)
+_PACKAGE = "package "
+
 
 def runs(flow: Flow | str | None = None, *, limit: int | None = None,
          path: str | os.PathLike[str] | None = None) -> RunHistory:
@@ -64,6 +67,8 @@ class RunDiff:
     results: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     #: task -> (state in a, state in b), for tasks whose final state differs
     states: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    #: package -> (version in a, in b), for the packages the tasks use whose version differs
+    packages: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The diff as JSON-ready data."""
@@ -71,7 +76,8 @@ class RunDiff:
                 "params": {k: list(v) for k, v in self.params.items()},
                 "changed": self.changed, "reran": self.reran,
                 "results": {k: list(v) for k, v in self.results.items()},
-                "states": {k: list(v) for k, v in self.states.items()}}
+                "states": {k: list(v) for k, v in self.states.items()},
+                "packages": {k: list(v) for k, v in self.packages.items()}}
 
     def __str__(self) -> str:
         a, b = self.a, self.b
@@ -82,6 +88,10 @@ class RunDiff:
         if self.params:
             lines.append("parameters:")
             lines += [f"  {k}: {va!r} -> {vb!r}" for k, (va, vb) in self.params.items()]
+        if self.packages:
+            lines.append("packages:")
+            lines += [f"  {k}: {va or '-'} -> {vb or '-'}" for k, (va, vb)
+                      in self.packages.items()]
         if self.changed:
             lines.append("changed keys:")
             lines += [f"  {t}: {', '.join(parts)}" for t, parts in self.changed.items()]
@@ -124,6 +134,10 @@ def compare(run_a: dict[str, Any], run_b: dict[str, Any], tasks_a: dict[str, Any
         parts = _changed_parts(ta, tb) if ta is not None and tb is not None else []
         if parts:
             out.changed[name] = parts
+            for part in parts:
+                if part.startswith(_PACKAGE) and ta is not None and tb is not None:
+                    out.packages[part[len(_PACKAGE):]] = (ta["key_parts"].get(part),
+                                                          tb["key_parts"].get(part))
         if tb is not None and sb == "succeeded":
             out.reran[name] = _why(ta, tb, parts)
         ha, hb = (ta or {}).get("result_hash"), (tb or {}).get("result_hash")

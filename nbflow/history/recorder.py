@@ -11,8 +11,10 @@ is a logged warning; the run is never affected.
 What each task's record holds:
 
 - ``key`` (its cache key) and ``key_parts``: ``code`` (the code's key), ``params``
-  (the parameters' key), ``extra`` (notebook helpers and globals), ``upstreams``
-  (each upstream's key), plus whatever :func:`key_parts` adds;
+  (the parameters' key), ``upstreams`` (each upstream's key), and the labelled parts
+  of ``Task.key_parts`` (``"package pandas": "2.2.3"``, ``"module helpers": hash``,
+  ``"function 'clean'": hash``, ``"global 'THRESHOLD'": hash``), or ``extra`` (the
+  text of ``key_extra()``) for a task without them; see :func:`key_parts`;
 - ``state``, ``started``/``ended``, ``attempts``, ``where_`` (where it ran), ``branches``;
 - ``result_hash``: blake2b of the result's cloudpickle (of its ``repr`` when it does
   not pickle), and ``preview``, a short ``repr``. A ``cached`` result keeps the hash
@@ -138,9 +140,10 @@ def snapshot(run: Run, status: str, ended: float,
 def key_parts(pt: PlannedTask, views: Mapping[str, TaskView]) -> dict[str, Any]:
     """What a task's cache key is made of, by part, as far as it is known.
 
-    The hook for more parts (local module sources, package versions): a ``key_parts``
-    attribute on the planned task or its task, a mapping or a callable returning one,
-    is merged in; ``nbflow runs diff`` then names those parts too.
+    Labelled parts come from a ``key_parts`` attribute of the planned task or of its
+    task (a mapping, or a callable returning one): ``Task.key_parts`` gives the helpers,
+    local modules, package versions and globals its last key covered. They replace
+    ``extra`` (the same thing as one text), and ``nbflow runs diff`` names them.
     """
     try:
         code: str | None = pt.task.code_key
@@ -154,7 +157,10 @@ def key_parts(pt: PlannedTask, views: Mapping[str, TaskView]) -> dict[str, Any]:
         more = getattr(owner, "key_parts", None)
         if callable(more):
             more = more()
-        if isinstance(more, Mapping):
+        if isinstance(more, Mapping) and more:
+            # labelled parts ("package pandas": "2.2.3", "function 'clean'": hash) say
+            # what ``extra`` says, part by part
+            parts.pop("extra", None)
             parts.update({str(k): jsonable(v) for k, v in more.items()})
     return parts
 

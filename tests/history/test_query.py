@@ -166,3 +166,39 @@ def test_the_runs_command_lists_shows_and_diffs() -> None:
     missing = _nbflow("runs", "show", "nope")
     assert missing.returncode == 2
     assert "run 'nope' is not recorded" in missing.stderr
+
+
+def _record(run_id: str, tasks: dict[str, dict[str, object]]) -> tuple[dict, dict]:
+    run = {"run_id": run_id, "flow": "f", "status": "succeeded", "params": {}}
+    rows = {name: {"task": name, "state": "succeeded", "key": run_id + name, "params": {},
+                   "result_hash": "h", **row} for name, row in tasks.items()}
+    return run, rows
+
+
+def test_a_diff_names_package_versions() -> None:
+    from nbflow.history.query import compare
+
+    run_a, tasks_a = _record("a", {"fit": {"key_parts": {"code": "c", "package pandas": "2.2.3"}}})
+    run_b, tasks_b = _record("b", {"fit": {"key_parts": {"code": "c", "package pandas": "3.0.1"}}})
+    result = compare(run_a, run_b, tasks_a, tasks_b)
+    assert result.packages == {"pandas": ("2.2.3", "3.0.1")}
+    assert result.reran == {"fit": ["package pandas"]}
+    assert "  pandas: 2.2.3 -> 3.0.1" in str(result)
+
+
+def test_a_diff_names_a_changed_global_that_a_helper_reads() -> None:
+    namespace: dict[str, object] = {"nf": nf}
+    exec(  # a module of its own, whose global can change between runs
+        "THRESHOLD = 3\n"
+        "def helper(x):\n    return x + THRESHOLD\n"
+        "def scaled(n: int = 2):\n    return helper(n)\n", namespace)
+    flow = nf.Flow("globals")
+    flow.task(namespace["scaled"])
+    first = flow.run()
+    namespace["THRESHOLD"] = 4
+    second = flow.run()
+    assert second.results["scaled"] == 6
+    result = diff(first.id, second.id)
+    (why,) = result.reran["scaled"]
+    assert "THRESHOLD" in why
+    assert set(result.results) == {"scaled"}
