@@ -9,6 +9,10 @@ Where it is (:func:`database_path`), first match wins:
 4. otherwise ``./.nbflow/runs.db`` in the working directory (a notebook run by
    ``nbflow run`` works in the notebook's folder, so it is beside the notebook).
 
+``NBFLOW_HISTORY`` and ``NBFLOW_HOME`` are read when a run starts; once
+:mod:`nbflow.config` has ``history`` and ``home`` settings, those are read instead
+(the same variables, plus ``config.set``).
+
 Two tables, written once per run when it ends (see :mod:`nbflow.history.recorder`)::
 
     runs(run_id, flow, status, started, ended, params, cwd)
@@ -81,14 +85,27 @@ class UnknownRunError(HistoryError, KeyError):
         return str(self.args[0])
 
 
+def _setting(name: str) -> Any:
+    """Setting ``name`` from :mod:`nbflow.config` when it has one (so ``config.set`` works),
+    else the ``NBFLOW_<NAME>`` environment variable; read at use time."""
+    from .. import config
+
+    if name in config.DEFAULTS:
+        return config.get(name)
+    return os.environ.get("NBFLOW_" + name.upper())
+
+
 def enabled() -> bool:
-    """False when ``NBFLOW_HISTORY`` turns history off."""
-    return os.environ.get("NBFLOW_HISTORY", "").strip().lower() not in _OFF
+    """False when the ``history`` setting (``NBFLOW_HISTORY=0``) turns history off."""
+    value = _setting("history")
+    if isinstance(value, str):
+        return value.strip().lower() not in _OFF
+    return value is None or bool(value)
 
 
 def database_path() -> Path:
     """Where the run database is (the module docstring gives the rule)."""
-    home = os.environ.get("NBFLOW_HOME")
+    home = _setting("home")
     if home:
         return Path(home).expanduser() / "runs.db"
     base = _located.get()

@@ -212,3 +212,16 @@ def test_a_run_on_processes_hashes_its_results_in_the_parent() -> None:
     tasks = {t["task"]: t for t in RunStore().tasks([run.id])}
     assert tasks["load"]["where_"].startswith("pid ")
     assert tasks["report"]["result_hash"] == result_digest("2 days at 1.5")[0]
+
+
+def test_config_settings_are_used_once_they_exist(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbflow import config
+
+    monkeypatch.setitem(config.DEFAULTS, "history", (True, lambda text: text != "0"))
+    monkeypatch.setitem(config.DEFAULTS, "home", ("", str))
+    with config.set(history=False):
+        assert Recorder.from_config() is None
+    assert Recorder.from_config() is not None
+    with config.set(home=str(tmp_path / "elsewhere")):
+        assert database_path() == tmp_path / "elsewhere" / "runs.db"
