@@ -80,7 +80,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _list(store: RunStore, flow: str | None, limit: int | None, as_json: bool) -> int:
-    rows = store.runs(flow, limit)
+    rows = store.runs(flow, limit) if store.path.exists() else []
     if as_json:
         _print_json(rows)
         return EXIT_OK

@@ -112,7 +112,6 @@ def snapshot(run: Run, status: str, ended: float,
     views = run.tasks
     record = {"run_id": run.id, "flow": run.flow, "status": status, "started": run.started,
               "ended": ended, "params": run_params(run.plan), "cwd": os.getcwd()}
-    remote = bool(getattr(run.executor, "remote", False))
     cached_keys = [v.key for v in views.values() if v.state == "cached" and v.key]
     known = store.last_hashes(cached_keys) if cached_keys else {}
     tasks = []
@@ -124,7 +123,7 @@ def snapshot(run: Run, status: str, ended: float,
         if view.state in OK:
             if view.state == "cached" and view.key in known:
                 digest = known[view.key]
-            elif not remote:
+            elif not _remote(run, pt):
                 digest = _result_digest(run, pt.name)
         tasks.append({
             "run_id": run.id, "position": pt.index, "task": pt.name, "state": view.state,
@@ -198,6 +197,18 @@ def result_digest(value: Any) -> tuple[str, str]:
     except Exception:
         data = b"repr:" + _preview(value, limit=None).encode("utf-8", "replace")
     return hashlib.blake2b(data, digest_size=16).hexdigest(), _preview(value)
+
+
+def _remote(run: Run, pt: PlannedTask) -> bool:
+    """True when the task ran on a remote executor (dask): its result stays there."""
+    option = pt.task.options.executor
+    if option is None:
+        return bool(getattr(run.executor, "remote", False))
+    if isinstance(option, str):
+        from ..executors import EXECUTORS
+
+        return bool(getattr(EXECUTORS.get(option), "remote", False))
+    return bool(getattr(option, "remote", False))
 
 
 def _result_digest(run: Run, name: str) -> tuple[str | None, str | None]:

@@ -202,3 +202,21 @@ def test_a_diff_names_a_changed_global_that_a_helper_reads() -> None:
     (why,) = result.reran["scaled"]
     assert "THRESHOLD" in why
     assert set(result.results) == {"scaled"}
+
+
+def test_the_runs_command_in_process(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nbflow.cli import main
+
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out.strip() == f"no runs recorded in {home / 'runs.db'}"
+    assert main(["runs", "show", "-1"]) == 2
+    assert "no run history at" in capsys.readouterr().err
+    run = _flow().run(params={"days": 4})
+    assert main(["runs", "--flow", "sales", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["run_id"] == run.id and listed["params"] == {"days": 4}
+    assert main(["runs", "--db", str(home / "runs.db"), "show", "-1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [t["task"] for t in shown["tasks"]] == ["load", "prices", "report"]
+    assert main(["runs", "show", run.id, "--db", str(home / "runs.db")]) == 0
+    assert f"run {run.id}" in capsys.readouterr().out

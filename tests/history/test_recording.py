@@ -225,3 +225,27 @@ def test_config_settings_are_used_once_they_exist(
     assert Recorder.from_config() is not None
     with config.set(home=str(tmp_path / "elsewhere")):
         assert database_path() == tmp_path / "elsewhere" / "runs.db"
+
+
+def test_results_on_dask_are_not_fetched_to_be_hashed() -> None:
+    from types import SimpleNamespace
+
+    from nbflow.executors import InlineExecutor
+    from nbflow.history.recorder import _remote
+
+    flow = nf.Flow("placed")
+
+    @flow.task(executor="dask")
+    def far() -> int:
+        return 1
+
+    @flow.task
+    def near(far: int) -> int:
+        return far
+
+    plan = flow.plan()
+    local = SimpleNamespace(executor=InlineExecutor())
+    assert _remote(local, plan.by_name["far"])  # type: ignore[arg-type]
+    assert not _remote(local, plan.by_name["near"])  # type: ignore[arg-type]
+    everywhere = SimpleNamespace(executor=SimpleNamespace(remote=True))
+    assert _remote(everywhere, plan.by_name["near"])  # type: ignore[arg-type]
