@@ -163,10 +163,12 @@ def _run_spec(args: argparse.Namespace) -> int:
                             and not Path(args.output).is_dir()):
         summary_file, results = None, _results_dir(args.output, args.notebook)
     observers: list[Any] = [] if results is None else [results]
+    progress = None
     if not args.quiet and sys.stderr.isatty():  # streaming tasks' items and rates, live
         from .batch.progress import StreamProgress
 
-        observers.append(StreamProgress(sys.stderr))
+        progress = StreamProgress(sys.stderr)
+        observers.append(progress)
     try:
         from .batch.workflow_options import workflow_options
 
@@ -176,11 +178,15 @@ def _run_spec(args: argparse.Namespace) -> int:
                           events_log=_log_file(args.log_events), cluster=args.cluster,
                           options=args.config, observers=observers)
     except BaseException as exc:  # Ctrl-C, SIGTERM: keep what finished, and say so
+        if progress is not None:
+            progress.close()
         if results is not None and results.run is not None:
             results.close(interrupted=isinstance(exc, KeyboardInterrupt))
             print(f"results: {len(results.files)} file(s) kept in {results.path} "
                   "(manifest.json)", file=sys.stderr)
         raise
+    if progress is not None:  # its last events may have come before it was bound
+        progress.close()
     written = results is None or results.close()
     if not args.quiet or not result.ok:
         print(result.summary, file=sys.stdout if result.ok else sys.stderr)

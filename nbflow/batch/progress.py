@@ -41,22 +41,32 @@ class StreamProgress:
             if pt.stream:
                 self._bars[pt.name] = tqdm(desc=pt.name, unit=" items", file=self.out,
                                            ncols=width, leave=True)
+        self._refresh()  # a fast run may be well on (or over) before it is bound
+        if run.done:
+            self.close()
 
     def __call__(self, events: Sequence[Event]) -> None:
         if self.run is None or not self._bars:
             return
-        for name, bar in self._bars.items():
+        self._refresh()
+        if any(isinstance(e, RunEvent) and e.status in FINAL for e in events):
+            self.close()
+
+    def _refresh(self) -> None:
+        """Each bar as its task's view says now."""
+        if self.run is None:
+            return
+        for name, bar in list(self._bars.items()):
             view = self.run.task(name)
             made = view.branches or 0
             if made > bar.n:
                 bar.update(made - bar.n)
             final = f", {view.state}" if view.state in FINAL else ""
             bar.set_postfix_str(f"{view.consumed} done by its maps{final}", refresh=not final)
-        if any(isinstance(e, RunEvent) and e.status in FINAL for e in events):
-            self.close()
 
     def close(self) -> None:
-        """Close the bars (the run ended, or was interrupted)."""
+        """Close the bars (the run ended, or was interrupted), showing where they got."""
+        self._refresh()
         bars, self._bars = self._bars, {}
         for bar in bars.values():
             bar.close()
