@@ -19,7 +19,6 @@ from .errors import (
     UnknownTaskError,
 )
 from .eventlog import EventLog
-from .history.recorder import Recorder
 from .plan import Plan, PlannedTask, Shape, dependencies
 from .streams import check_streams
 from .task import Task
@@ -482,6 +481,7 @@ class Flow:
         overrides: Mapping[str, Any] | None = None,
     ) -> Run:
         from .executors import resolve_executor
+        from .history.recorder import Recorder
         from .overrides import plan_with_config
         from .run import Run
 
