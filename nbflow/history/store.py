@@ -236,11 +236,14 @@ class RunStore:
         (a cached result is the one recorded when it was computed: no need to hash it again)."""
         if not keys or not self.path.exists():
             return {}
+        out: dict[str, tuple[str, str | None]] = {}
         with self._connect(create=True) as conn:  # another process may be making it
-            rows = conn.execute(f"SELECT key, result_hash, preview FROM tasks WHERE key IN "
-                                f"({_marks(keys)}) AND result_hash IS NOT NULL ORDER BY rowid",
-                                list(keys)).fetchall()
-        return {row[0]: (row[1], row[2]) for row in rows}
+            for chunk in _chunks(keys):
+                for row in conn.execute(f"SELECT key, result_hash, preview FROM tasks WHERE "
+                                        f"key IN ({_marks(chunk)}) AND result_hash IS NOT "
+                                        f"NULL ORDER BY rowid", chunk):
+                    out[row[0]] = (row[1], row[2])
+        return out
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
