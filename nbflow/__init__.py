@@ -6,6 +6,9 @@ parallel with ``flow.run()``, and inspect the :class:`Run`.
 
 from __future__ import annotations
 
+import os as _os
+from typing import Any as _Any
+
 from . import config
 from .cache import DiskStore, MemoryStore, ResultStore
 from .cancellation import cancel_event, cancelled
@@ -64,6 +67,16 @@ def notebook_flow() -> Flow:
     from .notebook.state import notebook_flow as _notebook_flow
 
     return _notebook_flow()
+
+
+def runs(flow: Flow | str | None = None, *, limit: int | None = None,
+         path: str | _os.PathLike[str] | None = None) -> _Any:
+    """The run history (``.nbflow/runs.db``, or ``$NBFLOW_HOME/runs.db``) as a pandas
+    DataFrame, one row per run with its parameters as columns; ``.tasks()`` gives one row
+    per task per run. See ``docs/history.md``."""
+    from .history.query import runs as _runs
+
+    return _runs(flow, limit=limit, path=path)
 
 
 def load_ipython_extension(ipython: object) -> None:
@@ -131,6 +144,7 @@ __all__ = (
     "job_dir",
     "notebook_flow",
     "registry",
+    "runs",
 )
 
 # Show public classes as nbflow.X in reprs and tracebacks (as httpx does).

@@ -60,6 +60,8 @@ def _cache_signing_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     kernels), never the user's own (``nbflow.cache_auth``)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NBFLOW_CACHE_KEY_FILE", str(tmp_path_factory.mktemp("key") / "cache-key"))
+        # the run history of the tests (and of their kernels) lives in the session's tmp dir
+        mp.setenv("NBFLOW_HOME", str(tmp_path_factory.mktemp("nbflow-home")))
         mp.delenv("NBFLOW_CACHE_KEY", raising=False)
         yield
 

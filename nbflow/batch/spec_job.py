@@ -148,7 +148,9 @@ def run_spec(
     if cluster:
         overrides.update(executor="dask", cluster=cluster)
     start = time.time()
-    with config.set(**overrides):
+    from ..history.store import located
+
+    with config.set(**overrides), located(Path(path).resolve().parent / ".nbflow"):
         try:
             flow = flow_from_spec(spec)
         except NbflowError as exc:
