@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ModuleSource", "code_only_hash", "describe_change", "distributions_of", "function_hash",
-           "is_local_module", "loaded_source", "module_source", "reset", "value_hash"]
+           "is_local_module", "loaded_source", "module_details", "module_source", "reset", "value_hash"]
 
 _lock = threading.Lock()
 #: id(code) -> (code, hash of its source's AST): a code object never changes
@@ -284,6 +284,16 @@ def _imports(tree: ast.Module, package: str) -> tuple[str, ...]:
             names.append(base)
             names.extend(f"{base}.{alias.name}" for alias in node.names)
     return tuple(dict.fromkeys(n for n in names if n))
+
+
+def module_details(digest: str) -> dict[str, Any] | None:
+    """A local module version's file and definitions (``{"path", "defs": {name: [hash,
+    line]}}``, JSON-able), to keep beside a run's key parts so a later process can say
+    which definition changed; None when this process never hashed that version."""
+    source = _by_digest.get(digest)
+    if source is None:
+        return None
+    return {"path": source.path, "defs": {k: list(v) for k, v in source.defs.items()}}
 
 
 def describe_change(label: str, old: str | None, new: str | None) -> str:

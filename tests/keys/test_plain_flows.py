@@ -76,6 +76,8 @@ def test_a_local_module_edit_reruns_the_tasks_that_use_it(load):
     assert set(states(mod.flow).values()) == {"cached"}
     save_and_reload(mod.pf_helpers, HELPERS.replace("SCALE = 2", "SCALE = 3"), 1_800_000_100)
     assert states(mod.flow) == {"a": "cached", "b": "succeeded", "c": "cached"}
+    # the parts the run history keeps: a local module is its file's digest
+    assert list(mod.flow.tasks["b"].key_parts) == ["module pf_helpers"]
 
 
 def test_helpers_closures_and_constants_are_parts(load):
@@ -100,6 +102,8 @@ def test_an_unchanged_module_file_is_parsed_once(load):
     assert second is not None and second.digest != first.digest
     assert code_sources.describe_change("module pf_memo", first.digest, second.digest) == \
         "global SCALE in pf_memo.py at line 1"
+    details = code_sources.module_details(second.digest)
+    assert details is not None and details["defs"]["function scale"][1] == 4
 
 
 def test_package_versions_come_from_the_distribution():
