@@ -8,6 +8,7 @@ is made of (code, each parameter, each notebook global/helper, upstreams).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache import hash_value
 from ..states import OK
-from ..code_sources import describe_change
+from ..code_sources import describe_change, loaded_source
 from ..key_parts import FunctionKey
 from .compiler import CellKey, cell_of
 
@@ -207,11 +208,12 @@ def predict(flow: Flow, history: History, name: str,
 
 
 def stale_reason(flow: Flow, history: History, name: str) -> str | None:
-    """Why ``name``'s last result is stale: ``"its code changed"`` or ``"its upstream 'x'
-    changed"`` (the nearest upstream task whose code changed since it ran), else None.
+    """Why ``name``'s last result is stale: ``"its code changed"``, ``"module helpers
+    changed"`` (a local module it uses, edited and reloaded) or ``"its upstream 'x'
+    changed"`` (the nearest upstream task with such a change since it ran), else None.
 
-    Cheap: compares code keys with the history, without hashing parameters or
-    globals (``%nbflow why`` does that). A task or upstream with no history
+    Cheap: compares code keys and local module digests with the history, without
+    hashing parameters or globals (``%nbflow why`` does that). A task or upstream with no history
     (it never ran in this kernel) counts as unchanged.
     """
     seen: set[str] = set()
@@ -225,8 +227,26 @@ def stale_reason(flow: Flow, history: History, name: str) -> str | None:
             snap = history.get(n)
             if snap is not None and snap.code_key != flow.tasks[n].code_key:
                 return "its code changed" if n == name else f"its upstream {n!r} changed"
+            module = None if snap is None else _changed_module(snap)
+            if module is not None:
+                return f"module {module} changed" if n == name else f"its upstream {n!r} changed"
             following.extend(flow.upstreams(n))
         frontier = following
+    return None
+
+
+def _changed_module(snap: Snapshot) -> str | None:
+    """The first local module whose source (as loaded) differs from when ``snap`` ran;
+    cheap: a file is re-read only when its mtime or size changed."""
+    for label, digest in snap.extra.items():
+        if not label.startswith("module ") or "'" in label:
+            continue
+        module = sys.modules.get(label.removeprefix("module "))
+        if module is None:
+            continue
+        source = loaded_source(module)
+        if source is not None and source.digest != digest:
+            return label.removeprefix("module ")
     return None
 
 

@@ -163,6 +163,10 @@ def test_an_edit_reruns_exactly_what_it_affects(ip, capsys, tmp_path, monkeypatc
     assert set(ip.flow.last_run.states.values()) == {"succeeded"}
 
     edit(ip, kind, tmp_path, stamp)
+    if kind.startswith("module "):  # the cheap staleness check sees a reloaded module too
+        assert ip.flow.stale("t_module") == "module helpers changed"
+    elif kind in ("comment", "formatting"):
+        assert ip.flow.stale("t_module") is None
     capsys.readouterr()
     ip(f"%nbflow why {task}")
     before = capsys.readouterr().out
