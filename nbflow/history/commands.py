@@ -16,7 +16,7 @@ from typing import Any
 
 from .lineage import recorded_lineage
 from .query import diff
-from .store import HistoryError, RunStore
+from .store import HistoryError, RunStore, writer
 
 __all__ = ["add_parsers", "handle"]
 
@@ -80,6 +80,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _list(store: RunStore, flow: str | None, limit: int | None, as_json: bool) -> int:
+    writer.flush()  # this process's runs still being recorded
     rows = store.runs(flow, limit) if store.path.exists() else []
     if as_json:
         _print_json(rows)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .store import RunStore
+from .store import RunStore, writer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +40,7 @@ def runs(flow: Flow | str | None = None, *, limit: int | None = None,
         raise ImportError(msg) from exc
     name = flow if flow is None or isinstance(flow, str) else flow.name
     store = RunStore(path)
+    writer.flush()  # this process's runs still being recorded
     rows = store.runs(name, limit) if store.path.exists() else []
     return runs_frame(store, rows)
 

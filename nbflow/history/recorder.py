@@ -24,6 +24,7 @@ What each task's record holds:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from ..events import Event, RunEvent
 from ..jsonvalues import jsonable
 from ..states import OK
-from .store import RunStore, database_path, enabled
+from .store import RunStore, database_path, enabled, writer
 
 if TYPE_CHECKING:
     from ..plan import PlannedTask, Plan
@@ -89,7 +90,8 @@ class Recorder:
         for event in events:
             if (isinstance(event, RunEvent) and event.run_id == run.id
                     and event.status in _RUN_FINAL):
-                self.write(run, event.status, event.time)
+                # off the run's end: hashing results and writing SQLite wait for no one
+                writer.put(functools.partial(self.write, run, event.status, event.time))
 
     def write(self, run: Run, status: str, ended: float) -> bool:
         """Record ``run`` as ended with ``status``; False (and a warning) if that failed."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from nbflow.history.store import writer
+
 import nbflow as nf
 from nbflow.history import RunStore, UnknownRunError, database_path, located
 from nbflow.history.recorder import PREVIEW_CHARS, Recorder, result_digest
@@ -95,6 +97,7 @@ def test_an_unwritable_database_is_a_warning_and_the_run_succeeds(
     monkeypatch.setenv("NBFLOW_HOME", str(blocker / "home"))
     with caplog.at_level(logging.WARNING, logger="nbflow.history"):
         run = _flow().run()
+        writer.flush()  # runs are recorded in the background, after they end
     assert run.status == "succeeded"
     assert run.results["report"] == "30 days at 1.5"
     (warning,) = [r for r in caplog.records if r.name == "nbflow.history.recorder"]
@@ -107,6 +110,7 @@ def test_a_damaged_database_is_a_warning(home: Path, caplog: pytest.LogCaptureFi
     (home / "runs.db").write_bytes(b"this is not SQLite" * 100)
     with caplog.at_level(logging.WARNING, logger="nbflow.history"):
         run = _flow().run()
+        writer.flush()  # runs are recorded in the background, after they end
     assert run.status == "succeeded"
     assert any("was not recorded" in r.getMessage() for r in caplog.records)
 
