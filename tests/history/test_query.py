@@ -14,27 +14,11 @@ import nbflow as nf
 from nbflow.errors import UnknownTaskError
 from nbflow.history import diff, lineage_document, recorded_lineage, runs, tasks
 
-
-def _flow(name: str = "sales") -> nf.Flow:
-    flow = nf.Flow(name)
-
-    @flow.task
-    def load(days: int = 30) -> list[int]:
-        return list(range(days))
-
-    @flow.task
-    def prices() -> dict[str, float]:
-        return {"a": 1.5}
-
-    @flow.task
-    def report(load: list[int], prices: dict[str, float]) -> str:
-        return f"{len(load)} days at {prices['a']}"
-
-    return flow
+from .conftest import sales_flow
 
 
 def test_a_changed_parameter_diff_names_it_the_reruns_and_the_results() -> None:
-    flow = _flow()
+    flow = sales_flow()
     first = flow.run(params={"days": 30})
     second = flow.run(params={"days": 60})
     assert second.states == {"load": "succeeded", "prices": "cached", "report": "succeeded"}
@@ -52,7 +36,7 @@ def test_a_changed_parameter_diff_names_it_the_reruns_and_the_results() -> None:
 
 
 def test_a_diff_of_identical_runs_has_no_differences() -> None:
-    flow = _flow()
+    flow = sales_flow()
     flow.run()
     flow.run()
     result = diff("-2", "-1")
@@ -63,10 +47,10 @@ def test_a_diff_of_identical_runs_has_no_differences() -> None:
 
 
 def test_runs_is_a_dataframe_with_parameters_as_columns() -> None:
-    flow = _flow()
+    flow = sales_flow()
     first = flow.run(params={"days": 2})
     second = flow.run(params={"days": 3})
-    _flow("other").run()
+    sales_flow("other").run()
     frame = nf_runs = runs(flow)
     assert list(frame.columns[:12]) == [
         "run_id", "flow", "status", "started", "ended", "duration", "tasks", "succeeded",
@@ -82,7 +66,7 @@ def test_runs_is_a_dataframe_with_parameters_as_columns() -> None:
 
 
 def test_tasks_is_one_row_per_task_per_run() -> None:
-    flow = _flow()
+    flow = sales_flow()
     flow.run(params={"days": 2})
     flow.run(params={"days": 3})
     frame = runs(flow).tasks()
@@ -95,7 +79,7 @@ def test_tasks_is_one_row_per_task_per_run() -> None:
 
 
 def test_a_filtered_history_keeps_its_database() -> None:
-    flow = _flow()
+    flow = sales_flow()
     flow.run(params={"days": 2})
     flow.run(params={"days": 3})
     history = runs(flow)
@@ -112,7 +96,7 @@ def test_runs_with_no_database_is_empty(home: Path) -> None:
 
 
 def test_lineage_lists_the_upstream_tasks_their_code_and_the_parameters() -> None:
-    flow = _flow()
+    flow = sales_flow()
     run = flow.run(params={"days": 5})
     found = run.lineage("report")
     assert found["task"] == "report"
@@ -141,7 +125,7 @@ def _nbflow(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_runs_command_lists_shows_and_diffs() -> None:
-    flow = _flow()
+    flow = sales_flow()
     first = flow.run(params={"days": 30})
     second = flow.run(params={"days": 60})
     listed = _nbflow("runs")
@@ -211,7 +195,7 @@ def test_the_runs_command_in_process(home: Path, capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.strip() == f"no runs recorded in {home / 'runs.db'}"
     assert main(["runs", "show", "-1"]) == 2
     assert "no run history at" in capsys.readouterr().err
-    run = _flow().run(params={"days": 4})
+    run = sales_flow().run(params={"days": 4})
     assert main(["runs", "--flow", "sales", "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)
     assert listed["run_id"] == run.id and listed["params"] == {"days": 4}

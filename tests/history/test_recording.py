@@ -14,27 +14,11 @@ import nbflow as nf
 from nbflow.history import RunStore, UnknownRunError, database_path, located
 from nbflow.history.recorder import PREVIEW_CHARS, Recorder, result_digest
 
-
-def _flow(name: str = "sales") -> nf.Flow:
-    flow = nf.Flow(name)
-
-    @flow.task
-    def load(days: int = 30) -> list[int]:
-        return list(range(days))
-
-    @flow.task
-    def prices() -> dict[str, float]:
-        return {"a": 1.5}
-
-    @flow.task
-    def report(load: list[int], prices: dict[str, float]) -> str:
-        return f"{len(load)} days at {prices['a']}"
-
-    return flow
+from .conftest import sales_flow
 
 
 def test_a_run_is_recorded_with_its_tasks(home: Path) -> None:
-    run = _flow().run(params={"days": 3})
+    run = sales_flow().run(params={"days": 3})
     store = RunStore()
     assert store.path == home / "runs.db" == database_path()
     (record,) = store.runs()
@@ -59,7 +43,7 @@ def test_a_run_is_recorded_with_its_tasks(home: Path) -> None:
 
 
 def test_a_cached_task_keeps_the_hash_of_its_result() -> None:
-    flow = _flow()
+    flow = sales_flow()
     first = flow.run()
     second = flow.run()
     assert set(second.states.values()) == {"cached"}
@@ -96,7 +80,7 @@ def test_an_unwritable_database_is_a_warning_and_the_run_succeeds(
     blocker.write_text("not a folder")
     monkeypatch.setenv("NBFLOW_HOME", str(blocker / "home"))
     with caplog.at_level(logging.WARNING, logger="nbflow.history"):
-        run = _flow().run()
+        run = sales_flow().run()
         writer.flush()  # runs are recorded in the background, after they end
     assert run.status == "succeeded"
     assert run.results["report"] == "30 days at 1.5"
@@ -109,7 +93,7 @@ def test_a_damaged_database_is_a_warning(home: Path, caplog: pytest.LogCaptureFi
     home.mkdir()
     (home / "runs.db").write_bytes(b"this is not SQLite" * 100)
     with caplog.at_level(logging.WARNING, logger="nbflow.history"):
-        run = _flow().run()
+        run = sales_flow().run()
         writer.flush()  # runs are recorded in the background, after they end
     assert run.status == "succeeded"
     assert any("was not recorded" in r.getMessage() for r in caplog.records)
@@ -118,7 +102,7 @@ def test_a_damaged_database_is_a_warning(home: Path, caplog: pytest.LogCaptureFi
 def test_history_off(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NBFLOW_HISTORY", "0")
     assert Recorder.from_config() is None
-    _flow().run()
+    sales_flow().run()
     assert not home.exists()
 
 
@@ -127,7 +111,7 @@ def test_located_puts_the_database_in_a_folder_unless_nbflow_home_is_set(
     with located(tmp_path / "spec-dir" / ".nbflow"):
         assert database_path() == home / "runs.db"
         monkeypatch.delenv("NBFLOW_HOME")
-        run = _flow().run()
+        run = sales_flow().run()
     assert RunStore(tmp_path / "spec-dir" / ".nbflow" / "runs.db").run(run.id)["flow"] == "sales"
 
 
@@ -139,7 +123,7 @@ def test_without_nbflow_home_the_database_is_in_the_working_folder(
 
 
 def test_runs_are_named_by_id_prefix_or_position() -> None:
-    flow = _flow()
+    flow = sales_flow()
     first = flow.run(params={"days": 1})
     second = flow.run(params={"days": 2})
     store = RunStore()
@@ -203,7 +187,7 @@ def test_a_cancelled_run_is_recorded_as_cancelled() -> None:
 
 
 def test_runs_at_the_same_time_are_all_recorded() -> None:
-    flow = _flow()
+    flow = sales_flow()
     started = [flow.run(params={"days": d}, background=True) for d in range(1, 7)]
     for run in started:
         run.wait(60)
@@ -212,7 +196,7 @@ def test_runs_at_the_same_time_are_all_recorded() -> None:
 
 
 def test_a_run_on_processes_hashes_its_results_in_the_parent() -> None:
-    run = _flow().run(params={"days": 2}, executor="processes")
+    run = sales_flow().run(params={"days": 2}, executor="processes")
     tasks = {t["task"]: t for t in RunStore().tasks([run.id])}
     assert tasks["load"]["where_"].startswith("pid ")
     assert tasks["report"]["result_hash"] == result_digest("2 days at 1.5")[0]
