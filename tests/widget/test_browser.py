@@ -136,9 +136,14 @@ def test_a_view_from_saved_state_says_no_kernel_answers(server: str, browser) ->
     page.wait_for_function("""() => { const r = [...document.querySelectorAll('.nbf-root')];
         return r.length === 2 && r[1].dataset.runStatus === 'failed'
           && r.every((v) => v.dataset.live === 'yes'); }""", timeout=120_000)
-    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty",
-                           timeout=30_000)
+    # The failing cell's traceback can reach the notebook model after the widget says
+    # "failed": wait until the kernel is idle (its last output has arrived), then save,
+    # saving again if an output still made the model dirty after a save.
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    page.wait_for_function("""async () => {
+        const w = window.jupyterapp.shell.currentWidget;
+        if (w.context.model.dirty) { await w.context.save(); }
+        return !w.context.model.dirty; }""", timeout=60_000, polling=500)
     page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session"
                   ".kernel.restart()")
     page.wait_for_function(KERNEL_READY, timeout=60_000)
