@@ -62,6 +62,10 @@ class ChainPlanner:
         #: tasks to look at, because an upstream of theirs was just handed over
         self._candidates: list[int] = []
 
+    def chainable(self, t: int) -> bool:
+        """True when task ``t`` may be sent ahead of its upstreams at all (static)."""
+        return self._chainable[t]
+
     @property
     def has_candidates(self) -> bool:
         return bool(self._candidates)

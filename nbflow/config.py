@@ -49,6 +49,9 @@ DEFAULTS: dict[str, tuple[Any, Callable[[str], Any]]] = {
     # keys another system's workflow file has that nbflow cannot honour: a warning, not an
     # error (nbflow run --allow-unsupported)
     "allow_unsupported": (False, lambda text: text.strip().lower() in ("1", "true", "yes")),
+    # on dask, run a chain of tasks (each the only downstream of the one before) as one dask
+    # task, reported task by task (see nbflow/fusion.py)
+    "fuse_chains": (True, lambda text: text.strip().lower() in ("1", "true", "yes")),
 }
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from . import cancellation, config
+from . import cancellation, config, fusion
 from .cache import ResultStore
 from .cancellation import CancelBoard
 from .capture import capturing
@@ -112,6 +112,12 @@ class Scheduler:
         chaining = {lane for lane, ex in enumerate(self.executors) if ex.chains}
         if chaining:
             sm.enable_chaining(chaining)
+        fusing = {lane for lane in chaining if self.executors[lane].fuses}
+        #: task index -> the upstream it may run fused with (``fusion.py``); None: no fusion
+        self._fuse_onto = (fusion.fusible_onto(sm.records, sm.chain, sm.ready.lane_of, fusing)
+                           if fusing and sm.chain is not None and fusion.enabled() else None)
+        #: lane -> items handed out by one dispatch, submitted together at its end
+        self._outbox: dict[int, list[WorkItem]] = {}
         self._remote = [ex for ex in self.executors if ex.remote]
         self._takes = [Take(0, lane) for lane in range(len(self.executors))]
         #: the attempts told to stop, for tasks that ask (``nf.cancelled()``)
@@ -360,11 +366,15 @@ class Scheduler:
             if time.perf_counter() > deadline:
                 assert self._loop is not None
                 self._loop.call_soon(self._process, ())
-                return
+                break
             self._pending.extend(sm.handle(ChainAhead()))
             while self._pending:  # the cache lookups of chained tasks
                 self._handle(self._pending.popleft())
             self._dispatch_ready()
+        if self._outbox:  # one batch per executor: a chain in it may be fused
+            outbox, self._outbox = self._outbox, {}
+            for lane, items in outbox.items():
+                self.executors[lane].submit(items)
 
     def _dispatch_ready(self) -> None:
         """Hand ready items to the executor (up to its free slots) and to the loop (async)."""
@@ -376,7 +386,7 @@ class Scheduler:
         for lane, executor in enumerate(self.executors):
             if not ready.size(lane):
                 continue
-            free = executor.free_slots()
+            free = executor.free_slots() - len(self._outbox.get(lane, ()))
             if free > 0:
                 take = self._takes[lane]  # reused: the machine keeps no stimulus
                 take.n = free
@@ -392,7 +402,7 @@ class Scheduler:
                         batch = keep
                         self._submit_after_fetch(executor, [self._work_item(e) for e in fetch])
                 if batch:
-                    executor.submit([self._work_item(e) for e in batch])
+                    self._outbox.setdefault(lane, []).extend(self._work_item(e) for e in batch)
 
     def _must_fetch(self, t: int, kwargs: dict[str, Any]) -> bool:
         """True when an input of task ``t`` must be fetched from another executor or read
@@ -487,10 +497,13 @@ class Scheduler:
                 options.timeout, self._on_timeout, ex.item, ex.attempt
             )
         fn = self._wrapped.get(pt.name) or self._wrapped.setdefault(pt.name, _wrap(pt.task))
+        onto = None
+        if self._fuse_onto is not None and (d := self._fuse_onto[t]) is not None:
+            onto = fusion.chained_id(ex.kwargs, d)
         return WorkItem(
             (ex.item, ex.attempt), pt.name, b, ex.attempt, fn, ex.kwargs,
             options.timeout, options.priority, options.resources, self.board,
-            upstream_names(ex.kwargs, pt.params),
+            upstream_names(ex.kwargs, pt.params), onto,
         )
 
     # -- async task bodies ---------------------------------------------------------------------

@@ -53,6 +53,9 @@ class WorkItem:
     #: the arguments holding upstream results: :func:`call_item` hands the body private
     #: copies of them (an executor that sends items elsewhere copies them by sending)
     private: tuple[str, ...] = ()
+    #: the id of the item this one may run right after, in one task (``fusion.py``): set
+    #: by the scheduler for executors that :attr:`~Executor.fuses`
+    fuse_onto: Hashable | None = None
 
     @property
     def label(self) -> str:
@@ -172,6 +175,9 @@ class Executor(ABC):
     #: before its upstream items finished, and waits for them where it runs. The
     #: scheduler then hands over static chains at once instead of one hop at a time.
     chains: bool = False
+    #: True when the executor runs an item together with the one it is chained onto, in
+    #: one task, when both are in the same batch (:attr:`WorkItem.fuse_onto`; ``fusion.py``)
+    fuses: bool = False
 
     def __init__(self) -> None:
         self._on_done: Callable[[list[Outcome]], None] | None = None

@@ -12,7 +12,9 @@ options (the branches of a mapped task) go to dask as one ``client.map`` call,
 one graph update. The executor :attr:`chains`: an item may come with
 :class:`~nbflow.executors.ResultOf` inputs, results of items still running,
 which become their futures, so dask runs a chain of tasks without a round trip
-through the kernel per hop.
+through the kernel per hop. It also :attr:`fuses`: items of a batch that the
+scheduler marked fusible onto the item before them go as one dask task
+(:mod:`.dask_fused`, ``nbflow/fusion.py``), which saves dask's round trip too.
 
 This module starts, submits and reads data. What becomes of a submitted item
 (its report, its failure, a future that ends without a report, a cancel) is
@@ -30,8 +32,9 @@ from concurrent.futures import CancelledError
 from itertools import count
 from typing import Any
 
+from .. import fusion
 from ..errors import ExecutorError
-from . import dask_worker, pickling
+from . import dask_fused, dask_worker, pickling
 from .base import Executor, ResultOf, ResultsOf, WorkItem
 from .dask_cluster import Connection, connect, dashboard_link, local_cluster
 from .dask_outcomes import SWEEP_INTERVAL, OutcomeTracker
@@ -76,6 +79,7 @@ class DaskExecutor(Executor):
     name = "dask"
     remote = True
     chains = True
+    fuses = True
 
     def __init__(
         self,
@@ -178,18 +182,81 @@ class DaskExecutor(Executor):
     # -- submitting ----------------------------------------------------------------------
 
     def _submit(self, items: Sequence[WorkItem]) -> None:
-        """Send ``items``, one ``client.map`` per group of items that share their options."""
+        """Send ``items``: a fused chain as one task, the others one ``client.map`` per
+        group of items that share their options.
+
+        In order: an item chained onto one of the same batch finds its future only once
+        that one was sent, so the groups so far go first then.
+        """
         groups: dict[tuple[Any, ...], list[WorkItem]] = {}
-        for item in items:
+        units = (fusion.fused_units(items) if any(it.fuse_onto is not None for it in items)
+                 else [[it] for it in items])
+        for unit in units:
+            item = unit[0]
             problem = self._resolve_chained(item)
-            if problem is not None:
+            if problem is not None and groups:
+                self._submit_groups(groups)
+                problem = self._resolve_chained(item)
+            if problem is not None:  # the rest of its unit is taken back by the scheduler
                 self._fail_now(item, problem)
+                continue
+            if len(unit) > 1:
+                self._submit_groups(groups)
+                self._submit_fused(unit)
                 continue
             resources = tuple(sorted(item.resources.items())) if item.resources else None
             key = (id(item.fn), item.task, item.priority, resources, tuple(item.kwargs))
             groups.setdefault(key, []).append(item)
+        self._submit_groups(groups)
+
+    def _submit_groups(self, groups: dict[tuple[Any, ...], list[WorkItem]]) -> None:
         for group in groups.values():
             self._submit_group(group)
+        groups.clear()
+
+    def _submit_fused(self, unit: list[WorkItem]) -> None:
+        """Send a chain of items as one dask task (:func:`.dask_fused.run_chain`); unfused
+        when a function does not pickle or dask refuses it."""
+        conn, tracker = self._conn, self._tracker
+        assert conn is not None and tracker is not None
+        head = unit[0]
+        packed = [self._pack(item.fn) for item in unit]
+        if any(fn is None for fn in packed):
+            self._submit_unfused(unit)
+            return
+        steps = tuple(
+            dask_fused.Step(fn, item.task, tuple(n for n in item.kwargs if n != chained),
+                            tuple(v for n, v in item.kwargs.items() if n != chained), chained,
+                            _job(item))
+            for item, fn in zip(unit[1:], packed[1:])
+            for chained in (fusion.chained_input(item),))
+        key = f"{head.task}-{self._prefix}{next(self._counter):x}"
+        inner = [dask_fused.inner_key(key, i) for i in range(len(unit))]
+        conn.wanted.update(dict.fromkeys(inner, tracker.on_inner_report))
+        specs, columns = _flat_inputs([head])
+        try:
+            future = self._client.submit(
+                dask_fused.run_chain, packed[0], specs[0], steps, conn.topic, key,
+                *[column[0] for column in columns], key=key, pure=False,
+                priority=head.priority, resources=dict(head.resources) if head.resources else None,
+            )
+        except Exception:
+            for k in inner:
+                conn.wanted.pop(k, None)
+            self._submit_unfused(unit)
+            return
+        tracker.track_fused(unit, key, future)
+        if head.resources and self._resources is not None:
+            self._resources.watch(head.task, head.resources, [key])
+
+    def _submit_unfused(self, unit: list[WorkItem]) -> None:
+        """Send a chain item by item, each chained onto the one before."""
+        for item in unit:
+            problem = self._resolve_chained(item)
+            if problem is not None:
+                self._fail_now(item, problem)
+                return
+            self._submit_group([item])
 
     def _submit_group(self, items: list[WorkItem]) -> None:
         """Send items of one task with the same options as one graph update."""
@@ -295,6 +362,8 @@ class DaskExecutor(Executor):
     # -- data ------------------------------------------------------------------------------
 
     def owns(self, value: Any) -> bool:
+        if dask_worker.is_pick(value):  # an inner result of a fused chain
+            value = value[1]
         return is_future(value) and value.client is self._client
 
     async def fetch(self, ref: Any) -> Any:
@@ -318,7 +387,7 @@ class DaskExecutor(Executor):
 
     async def split(self, ref: Any) -> list[Any]:
         """Branch inputs ``[_PICK, future, i]``: each branch cuts its item out on a worker."""
-        if not is_future(ref):
+        if not is_future(ref) and not (dask_worker.is_pick(ref) and has_future(ref)):
             return await super().split(ref)
         client = self._client
         n = await client.submit(dask_worker.length, ref, pure=False, key=self._key("split"))
@@ -336,12 +405,12 @@ class DaskExecutor(Executor):
         """Gather the results no larger than :attr:`cache_limit` (one gather)."""
         sizes = {} if self._tracker is None else self._tracker.sizes
         small = [i for i, r in enumerate(refs)
-                 if 0 <= sizes.get(str(getattr(r, "key", "")), -1) <= self.cache_limit]
+                 if 0 <= sizes.get(_size_key(r), -1) <= self.cache_limit]
         out: list[tuple[bool, Any]] = [(False, None)] * len(refs)
         if small:
             values = await self._client.gather([refs[i] for i in small], errors="skip")
             for i, v in zip(small, values):
-                out[i] = (True, v)
+                out[i] = (True, unpick(v))
         return out
 
     def _key(self, what: str) -> str:
@@ -354,6 +423,14 @@ class DaskExecutor(Executor):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _size_key(ref: Any) -> str:
+    """The key under which a result's size was reported (a fused chain's inner result
+    has its own)."""
+    if dask_worker.is_pick(ref) and is_future(ref[1]):
+        return dask_fused.inner_key(str(ref[1].key), ref[2])
+    return str(getattr(ref, "key", ""))
 
 
 def _flat_inputs(items: list[WorkItem]) -> tuple[list[dask_worker.Call], list[list[Any]]]:
@@ -374,6 +451,10 @@ def _flat_inputs(items: list[WorkItem]) -> tuple[list[dask_worker.Call], list[li
                 picks.append((position, value[2]))
                 value = value[1]
             columns[position].append(value)
-        job = None if item.board is None or item.board.job is None else item.board.job.for_worker()
-        specs.append(dask_worker.Call(item.task, item.branch, names, tuple(picks), job))
+        specs.append(dask_worker.Call(item.task, item.branch, names, tuple(picks), _job(item)))
     return specs, columns
+
+
+def _job(item: WorkItem) -> Any:
+    """The run's job directory as a worker sees it (None without one)."""
+    return None if item.board is None or item.board.job is None else item.board.job.for_worker()

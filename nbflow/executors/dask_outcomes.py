@@ -40,6 +40,7 @@ from ..errors import ExecutorError
 from ..values import Failed
 from .base import Outcome, WorkItem
 from .dask_cluster import Connection
+from .dask_fused_outcomes import FusedOutcomes
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,11 @@ SWEEP_INTERVAL = 0.2
 _FINAL = ("finished", "error", "cancelled", "lost")
 
 
-class OutcomeTracker:
+class OutcomeTracker(FusedOutcomes):
     """The items a dask executor sent, until their outcomes reach the scheduler.
+
+    Fused chains (several items in one dask task) are followed by the
+    :class:`~.dask_fused_outcomes.FusedOutcomes` half.
 
     Parameters
     ----------
@@ -96,6 +100,7 @@ class OutcomeTracker:
         self._outcomes: list[Outcome] = []
         self._flush_scheduled = False
         self._closed = False
+        self._init_fused()
 
     # -- items in -------------------------------------------------------------------------
 
@@ -126,6 +131,11 @@ class OutcomeTracker:
         futures = []
         for key in keys:
             entry = self.running.get(key)
+            if key in self.fused:
+                fut = self.fail_fused(key, error, "dask (not started)")
+                if fut is not None:
+                    futures.append(fut)
+                continue
             if entry is None or key in self._failing:
                 continue
             item, fut = entry
@@ -204,6 +214,9 @@ class OutcomeTracker:
 
     # -- the sweep ------------------------------------------------------------------------------
 
+    def _sweep_handle_set(self) -> bool:
+        return self._sweep_handle is not None
+
     def _schedule_sweep(self) -> None:
         # a sweep costs about a microsecond per running item: rarer for huge maps
         interval = max(SWEEP_INTERVAL, len(self.running) / 50_000)
@@ -218,6 +231,12 @@ class OutcomeTracker:
             if key in self._failing:
                 continue
             status = fut.status
+            if key in self.fused:
+                if self._sweep_fused(key, self.fused[key], status, key in self._finished_seen):
+                    self._finished_seen.discard(key)
+                elif status == "finished":
+                    self._finished_seen.add(key)
+                continue
             if status in ("error", "cancelled", "lost"):
                 self._settle(item, key, fut, {})
             elif status == "finished":  # its report may be on its way: one more sweep
@@ -253,6 +272,11 @@ class OutcomeTracker:
             key = self.keys.pop(id_, None)
             if key is None:
                 continue
+            if key in self.fused:
+                fut = self.cancel_inner(id_, key)
+                if fut is not None:
+                    futures.append(fut)
+                continue
             entry = self.running.pop(key, None)
             self.futures.pop(id_, None)
             failing = self._failing.pop(key, None)
@@ -270,6 +294,7 @@ class OutcomeTracker:
         """Stop: no more outcomes; unfinished futures are cancelled (finished ones stay,
         the run holds its results)."""
         self._closed = True
+        self._close_fused()
         pending = [fut for _, fut in self.running.values()]
         for task in self._failing.values():
             task.cancel()

@@ -71,6 +71,8 @@ def pick(value: Any) -> Any:
     if not is_pick(value):
         return value
     source, i = value[1], value[2]
+    if is_pick(source):  # item i of a fused chain's result (see dask_fused)
+        source = pick(source)
     if isinstance(source, (list, tuple)):
         return source[i]
     return split_value(source)[i]
@@ -96,6 +98,7 @@ def _picked(values: tuple[Any, ...], picks: tuple[tuple[int, int], ...]) -> list
 
 def length(value: Any) -> int:
     """How many items a result maps into (the split itself happens per branch)."""
+    value = pick(value)
     if isinstance(value, (list, tuple)):
         return len(value)
     return len(split_value(value))
@@ -245,16 +248,34 @@ def run_item(fn: Callable[..., Any], call: Call, topic: str, key: str, *values: 
     """
     from distributed import get_worker
 
-    task, names, picks = call.task, call.names, call.picks
+    names, picks = call.names, call.picks
     if picks:
         values = tuple(_picked(values, picks))
-    kwargs = dict(zip(names, values))
+    worker = get_worker()
+    report, value, error = run_one(fn, call.task, dict(zip(names, values)), call.job,
+                                   _still_wanted(worker, key))
+    report["key"] = key
+    _reporter(worker).add(topic, _sendable_report(report))
+    if error is not None:
+        raise error
+    return value
+
+
+def run_one(fn: Callable[..., Any], task: str, kwargs: dict[str, Any],
+            job: jobdir.WorkerJob | None, wanted: Callable[[], bool],
+            ) -> tuple[dict[str, Any], Any, BaseException | None]:
+    """Call ``fn`` here with captured output: its report (no key yet), value and error.
+
+    Shared by :func:`run_item` and the fused chains of :mod:`.dask_fused`.
+    """
+    from distributed import get_worker
+
     install()
     started = time.time()
     output = Capture()
     token = _capture_target.set(output)
-    job = jobdir.on_worker.set(call.job)
-    asked = cancellation.still_wanted.set(_still_wanted(get_worker(), key))
+    job_token = jobdir.on_worker.set(job)
+    asked = cancellation.still_wanted.set(wanted)
     error: BaseException | None = None
     value: Any = None
     nbytes = -1
@@ -265,10 +286,9 @@ def run_item(fn: Callable[..., Any], call: Call, topic: str, key: str, *values: 
         error = exc
     finally:
         _capture_target.reset(token)
-        jobdir.on_worker.reset(job)
+        jobdir.on_worker.reset(job_token)
         cancellation.still_wanted.reset(asked)
-    report: dict[str, Any] = {"key": key, "started": started, "ended": time.time(),
-                              "ok": error is None}
+    report: dict[str, Any] = {"started": started, "ended": time.time(), "ok": error is None}
     if output:
         report["stdout"] = output.stdout
         report["stderr"] = output.stderr
@@ -278,9 +298,5 @@ def run_item(fn: Callable[..., Any], call: Call, topic: str, key: str, *values: 
                                                                  error.__traceback__))
     else:
         report["nbytes"] = nbytes
-    worker = get_worker()
-    report["worker"] = worker.address  # the scheduler adds it only to single-dict events
-    _reporter(worker).add(topic, _sendable_report(report))
-    if error is not None:
-        raise error
-    return value
+    report["worker"] = get_worker().address  # the scheduler adds it only to single-dict events
+    return report, value, error
