@@ -55,10 +55,18 @@ class RecordingDaskExecutor(nf.DaskExecutor):
         await super().start(logged)
 
     def _submit_group(self, items):
+        self._record(items)
+        super()._submit_group(items)
+
+    def _submit_fused(self, items):
+        """A fused chain (one dask task): each inner task counts as sent."""
+        self._record(items)
+        super()._submit_fused(items)
+
+    def _record(self, items):
         for item in items:
             self.names[item.id] = item.task
             self.log.append(("sent", item.task))
-        super()._submit_group(items)
         if self.gate is not None and self.open_when_sent <= {t for k, t in self.log if k == "sent"}:
             self.gate.touch()
 
