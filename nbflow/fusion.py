@@ -15,6 +15,11 @@ A task is *fusible onto* its upstream when (statically, :func:`fusible_onto`):
   stream, no ``timeout``);
 - both run on the same executor with the same ``resources=`` (the same placement).
 
+Element-wise maps fuse per branch: branch i of a task mapped element-wise over
+another (and over nothing else) is fusible onto branch i of its source when the
+source has no other downstream, under the same conditions (``chaining.py``
+chains such branches ahead of their source's).
+
 Retries are fine: a failed attempt takes back what was chained onto it, as
 without fusion. A timeout is not: it cancels one dask task, which would stop
 the tasks fused with it, so a task with ``timeout=`` is never fused. Nothing
@@ -53,22 +58,29 @@ def fusible_onto(records: list[TaskRecord], planner: ChainPlanner,
     out: list[int | None] = [None] * len(records)
     for rec in records:
         t = rec.pt.index
-        if lane_of[t] not in lanes or not planner.chainable(t) or len(rec.dep_idx) != 1:
+        if lane_of[t] not in lanes or len(rec.up_idx) != 1:
             continue
-        d = rec.dep_idx[0]
+        if planner.chainable(t) and len(rec.dep_idx) == 1:
+            d = rec.dep_idx[0]
+            if records[d].pt.map_source is not None:
+                continue  # a fan-in: its input is every branch
+        elif planner.branchable(t):
+            d = rec.pt.map_source  # type: ignore[assignment]
+        else:
+            continue
         up = records[d]
-        if len(rec.up_idx) == 1 and _plain_head(up) and up.pt.children == [t] and (
-                lane_of[d] == lane_of[t]
+        if (_head(up) and up.pt.children == [t] and lane_of[d] == lane_of[t]
                 and _resources(up) == _resources(rec)):
             out[t] = d
     return out
 
 
-def _plain_head(rec: TaskRecord) -> bool:
-    """A task whose one item may start a fused chain."""
+def _head(rec: TaskRecord) -> bool:
+    """A task whose items may start a fused chain."""
     pt = rec.pt
-    return (pt.map_source is None and not pt.stream and not pt.task.is_async
-            and pt.task.options.timeout is None)
+    o = pt.task.options
+    return (not pt.stream and not pt.task.is_async and o.timeout is None
+            and o.batch_size is None)
 
 
 def _resources(rec: TaskRecord) -> dict[str, float]:

@@ -36,12 +36,18 @@ def arguments(records: list[TaskRecord], t: int, b: int | None) -> dict[str, Any
         up = records[d]
         if d == pt.map_source and b is not None:
             size = pt.task.options.batch_size
-            kwargs[name] = (batch_values(up, b, size) if size is not None  # joined where it runs
-                            else up.items[b].value if pt.elementwise  # type: ignore[index]
-                            else up.parts[b])  # type: ignore[index]
+            if size is not None:
+                kwargs[name] = batch_values(up, b, size)  # joined where it runs
+            elif pt.elementwise:
+                it = up.items[b]  # type: ignore[index]
+                kwargs[name] = (ResultOf(((d, b), it.attempt))  # chained onto its branch
+                                if it.phase in ("running", SENT_AHEAD) else it.value)
+            else:
+                kwargs[name] = up.parts[b]  # type: ignore[index]
         elif up.mapped and up.items is not None and up.state not in FINAL:
             kwargs[name] = ResultsOf(  # chained onto its branches
-                ResultOf(((d, i), it.attempt)) if it.phase == "running" else it.value
+                ResultOf(((d, i), it.attempt)) if it.phase in ("running", SENT_AHEAD)
+                else it.value
                 for i, it in enumerate(up.items))
         elif up.state in OK or (up.mapped and up.items is not None):
             kwargs[name] = up.result
@@ -83,13 +89,18 @@ def key_of_task(records: list[TaskRecord], rec: TaskRecord) -> str | None:
     return task_key(pt.task.code_key, pt.params_key, pt.extra_key, ups)
 
 
-def key_of_item(records: list[TaskRecord], rec: TaskRecord, i: int) -> str | None:
-    """The key of item ``i``: the task's key, and for a branch which item it maps over."""
+def key_of_item(records: list[TaskRecord], rec: TaskRecord, i: int,
+                ahead: bool = False) -> str | None:
+    """The key of item ``i``: the task's key, and for a branch which item it maps over.
+
+    ``ahead``: the branch of an element-wise map is chained ahead of its source branch
+    (``chaining.py``), which has not succeeded yet: its key as if it will.
+    """
     if rec.key is None or not rec.mapped:
         return rec.key
     if rec.pt.elementwise:
         src = records[rec.pt.map_source]  # type: ignore[index]
-        if src.items is None or src.items[i].phase not in OK:
+        if src.items is None or (src.items[i].phase not in OK and not ahead):
             return None
         src_key = key_of_item(records, src, i)
         return None if src_key is None else hash_bytes(rec.key, src_key)

@@ -350,7 +350,8 @@ class RunRecords:
                 assert rec.final_items(), rec.name
             elif rec.items is not None:
                 assert rec.done == sum(1 for it in rec.items if it.phase in FINAL), rec.name
-            if rec.items is not None and rec.items[0].phase in (QUEUED_AHEAD, SENT_AHEAD):
+            if (rec.items is not None and not rec.mapped
+                    and rec.items[0].phase in (QUEUED_AHEAD, SENT_AHEAD)):
                 assert rec.state == "pending" and not rec.activated, rec.name
             if rec.state in FINAL and rec.state != "cancelled":
                 for d in rec.dep_idx:

@@ -187,7 +187,7 @@ class Transitions(RunRecords, StreamTransitions):
             rec = records[t]
             item = rec.items[i]  # type: ignore[index]
             if item.phase == QUEUED_AHEAD:
-                out.append(self._send_ahead(rec))
+                out.append(self._send_ahead(rec, i))
             elif item.phase != "ready":
                 pass  # stale: unchained or cancelled after it was queued
             elif (limit := rec.pt.task.options.max_parallel) is not None and rec.in_flight >= limit:
@@ -206,7 +206,7 @@ class Transitions(RunRecords, StreamTransitions):
             rec.attempts = item.attempt
         self._move(rec, i, "running")
         if self.chain is not None:
-            self.chain.handed_over(rec)
+            self.chain.handed_over(rec, i)
         t = rec.pt.index
         b = i if rec.mapped else None
         out.append(Execute((t, b), item.attempt, inputs.arguments(self.records, t, b)))
@@ -225,6 +225,13 @@ class Transitions(RunRecords, StreamTransitions):
             else:
                 self._move(rec, 0, LOOKING_AHEAD)
                 out.append(LookupCache((rec.pt.index, None), rec.key))
+        for rec, i in self.chain.ready_branches():
+            key = None if rec.pt.forced else inputs.key_of_item(self.records, rec, i, ahead=True)
+            if key is None:
+                self._queue_ahead(rec, i)
+            else:
+                self._move(rec, i, LOOKING_AHEAD)
+                out.append(LookupCache((rec.pt.index, i), key))
 
     def _split_answered(self, answer: SplitAnswer, out: list[Instruction]) -> None:
         src = self.records[answer.source]
@@ -307,8 +314,8 @@ class Transitions(RunRecords, StreamTransitions):
                 running.append(((rec.pt.index, rec.branch(i)), item.attempt))
                 rec.in_flight -= 1
             elif item.phase == SENT_AHEAD:
-                running.append(((rec.pt.index, None), item.attempt))
-                self._take_back(rec)
+                running.append(((rec.pt.index, rec.branch(i)), item.attempt))
+                self._take_back(rec, i)
         return running
 
     # -- item handlers (ITEM_TABLE) --------------------------------------------------------------
@@ -342,8 +349,11 @@ class Transitions(RunRecords, StreamTransitions):
         """A lookup ahead of the upstreams: a miss sends the task ahead; a hit waits for the
         upstreams as usual (and is looked up again then)."""
         self._move(rec, i, WAITING)
-        if not answer.hit and not self.cancelling and self.chain.can_chain_now(rec):  # type: ignore[union-attr]
-            self._queue_ahead(rec)
+        chain = self.chain
+        assert chain is not None
+        if not answer.hit and not self.cancelling and (
+                chain.can_chain_branch(rec, i) if rec.mapped else chain.can_chain_now(rec)):
+            self._queue_ahead(rec, i)
 
     def _finished(self, rec: TaskRecord, i: int, f: Finished, out: list[Instruction]) -> None:
         rec.in_flight -= 1
@@ -364,7 +374,10 @@ class Transitions(RunRecords, StreamTransitions):
 
     def _finished_ahead(self, rec: TaskRecord, i: int, f: Finished, out: list[Instruction]) -> None:
         """Sent ahead, and done before its upstreams' outcomes arrived: keep it for then."""
-        rec.early = f
+        if rec.mapped:
+            self.chain.early[(rec.pt.index, i)] = f  # type: ignore[union-attr]
+        else:
+            rec.early = f
 
     def _timed_out(self, rec: TaskRecord, i: int, stimulus: TimedOut,
                    out: list[Instruction]) -> None:
@@ -464,8 +477,9 @@ class Transitions(RunRecords, StreamTransitions):
         self._lookup_or_ready(rec, i, out)
 
     def _lookup_or_ready(self, rec: TaskRecord, i: int, out: list[Instruction]) -> None:
-        if self.chain is not None and chaining.sent_ahead(rec):
-            self._upstreams_done(rec, out)  # it was sent ahead: now ready, or already running
+        if self.chain is not None and (rec.items[i].phase in chaining.AHEAD  # type: ignore[index]
+                                       if rec.mapped else chaining.sent_ahead(rec)):
+            self._upstreams_done(rec, i, out)  # it was sent ahead: now ready, or already running
             return
         key = (None if rec.pt.forced else
                inputs.key_of_item(self.records, rec, i) if rec.mapped else rec.key)
@@ -490,50 +504,68 @@ class Transitions(RunRecords, StreamTransitions):
 
     # -- chaining (see chaining.py) -----------------------------------------------------------
 
-    def _queue_ahead(self, rec: TaskRecord) -> None:
-        self._move(rec, 0, QUEUED_AHEAD)
-        self._push(rec, 0)
+    def _queue_ahead(self, rec: TaskRecord, i: int = 0) -> None:
+        self._move(rec, i, QUEUED_AHEAD)
+        self._push(rec, i)
 
-    def _send_ahead(self, rec: TaskRecord) -> Execute:
-        """Hand a task queued ahead to its executor; its state stays pending."""
-        item = rec.items[0]  # type: ignore[index]
+    def _send_ahead(self, rec: TaskRecord, i: int) -> Execute:
+        """Hand an item queued ahead to its executor; its state stays pending."""
+        item = rec.items[i]  # type: ignore[index]
         item.attempt += 1
-        rec.attempts = item.attempt
+        if item.attempt > rec.attempts or not rec.mapped:
+            rec.attempts = item.attempt
         rec.in_flight += 1
-        self._move(rec, 0, SENT_AHEAD)
-        self.chain.handed_over(rec)  # type: ignore[union-attr]
-        return Execute((rec.pt.index, None), item.attempt, self.arguments((rec.pt.index, None)))
+        self._move(rec, i, SENT_AHEAD)
+        self.chain.handed_over(rec, i)  # type: ignore[union-attr]
+        ident = (rec.pt.index, rec.branch(i))
+        return Execute(ident, item.attempt, self.arguments(ident))
 
-    def _upstreams_done(self, rec: TaskRecord, out: list[Instruction]) -> None:
-        """Hook: the upstreams of a task sent ahead finished well. Queued: it is an ordinary
+    def _upstreams_done(self, rec: TaskRecord, i: int, out: list[Instruction]) -> None:
+        """Hook: the upstreams of an item sent ahead finished well. Queued: it is an ordinary
         ready item now (its heap entry is still there). Sent: it runs, and an outcome that
         arrived early is applied."""
-        item = rec.items[0]  # type: ignore[index]
+        item = rec.items[i]  # type: ignore[index]
         if item.phase == QUEUED_AHEAD:
-            self._move(rec, 0, "ready")
+            self._move(rec, i, "ready")
             return
-        rec.started = self.now
-        self._move(rec, 0, "running")
-        early, rec.early = rec.early, None
+        if not rec.mapped:
+            rec.started = self.now
+            early, rec.early = rec.early, None
+        else:
+            if rec.started is None:
+                rec.started = self.now
+            early = self.chain.early.pop((rec.pt.index, i), None)  # type: ignore[union-attr]
+        self._move(rec, i, "running")
         if early is not None:
-            self._finished(rec, 0, early, out)
+            self._finished(rec, i, early, out)
 
-    def _unchain_below(self, rec: TaskRecord, out: list[Instruction]) -> None:
-        """Hook: an attempt of ``rec`` failed, or it was cancelled: take back what was
-        chained ahead onto its result."""
-        for crec in self.chain.chained_below(rec):  # type: ignore[union-attr]
-            if crec.items[0].phase == SENT_AHEAD:  # type: ignore[index]
-                out.append(CancelRunning([((crec.pt.index, None), crec.items[0].attempt)]))  # type: ignore[index]
-                self._take_back(crec)
-            self._move(crec, 0, WAITING)
+    def _unchain_below(self, rec: TaskRecord, out: list[Instruction],
+                       branch: int | None = None) -> None:
+        """Hook: an attempt of ``rec`` (its branch ``branch``, or all) failed, or it was
+        cancelled: take back what was chained ahead onto its result."""
+        chain = self.chain
+        assert chain is not None
+        below = [(crec, 0) for crec in chain.chained_below(rec)]
+        if rec.mapped and rec.ew_children and rec.items is not None:
+            for b in range(len(rec.items)) if branch is None else (branch,):
+                below += [(crec, b) for crec in chain.branch_below(rec, b)]
+        for crec, i in below:
+            item = crec.items[i]  # type: ignore[index]
+            if item.phase == SENT_AHEAD:
+                out.append(CancelRunning([((crec.pt.index, crec.branch(i)), item.attempt)]))
+                self._take_back(crec, i)
+            self._move(crec, i, WAITING)
 
-    def _take_back(self, rec: TaskRecord) -> None:
-        """A task sent ahead never ran, as far as the run is concerned."""
-        item = rec.items[0]  # type: ignore[index]
+    def _take_back(self, rec: TaskRecord, i: int = 0) -> None:
+        """An item sent ahead never ran, as far as the run is concerned."""
+        item = rec.items[i]  # type: ignore[index]
         item.attempt -= 1
-        rec.attempts = item.attempt
         rec.in_flight -= 1
-        rec.early = None
+        if rec.mapped:
+            self.chain.early.pop((rec.pt.index, i), None)  # type: ignore[union-attr]
+        else:
+            rec.attempts = item.attempt
+            rec.early = None
 
     def _release_deferred(self, rec: TaskRecord) -> None:
         if rec.deferred:  # max_parallel held a branch back: it may go now
@@ -546,7 +578,7 @@ class Transitions(RunRecords, StreamTransitions):
         if not isinstance(failure, Failed):
             failure = Failed.from_exception(rec.name, RuntimeError(repr(failure)), b, item.attempt)
         if self.chain is not None:
-            self._unchain_below(rec, out)
+            self._unchain_below(rec, out, b)
         options = rec.pt.task.options
         if item.attempt <= options.retries and not self.cancelling:
             self._move(rec, i, "retrying", failure)

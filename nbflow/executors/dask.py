@@ -188,7 +188,7 @@ class DaskExecutor(Executor):
         In order: an item chained onto one of the same batch finds its future only once
         that one was sent, so the groups so far go first then.
         """
-        groups: dict[tuple[Any, ...], list[WorkItem]] = {}
+        groups: dict[tuple[Any, ...], list[Any]] = {}
         units = (fusion.fused_units(items) if any(it.fuse_onto is not None for it in items)
                  else [[it] for it in items])
         for unit in units:
@@ -200,63 +200,66 @@ class DaskExecutor(Executor):
             if problem is not None:  # the rest of its unit is taken back by the scheduler
                 self._fail_now(item, problem)
                 continue
-            if len(unit) > 1:
-                self._submit_groups(groups)
-                self._submit_fused(unit)
-                continue
-            resources = tuple(sorted(item.resources.items())) if item.resources else None
-            key = (id(item.fn), item.task, item.priority, resources, tuple(item.kwargs))
-            groups.setdefault(key, []).append(item)
+            key = _group_key(item)
+            if len(unit) > 1:  # fused units of the same tasks: one client.map too
+                key = ("fused", *key, *(_group_key(it) for it in unit[1:]))
+                groups.setdefault(key, []).append(unit)
+            else:
+                groups.setdefault(key, []).append(item)
         self._submit_groups(groups)
 
-    def _submit_groups(self, groups: dict[tuple[Any, ...], list[WorkItem]]) -> None:
-        for group in groups.values():
-            self._submit_group(group)
+    def _submit_groups(self, groups: dict[tuple[Any, ...], list[Any]]) -> None:
+        for key, group in groups.items():
+            if key[0] == "fused":
+                self._submit_fused(group)
+            else:
+                self._submit_group(group)
         groups.clear()
 
-    def _submit_fused(self, unit: list[WorkItem]) -> None:
-        """Send a chain of items as one dask task (:func:`.dask_fused.run_chain`); unfused
-        when a function does not pickle or dask refuses it."""
+    def _submit_fused(self, units: list[list[WorkItem]]) -> None:
+        """Send chains of items of the same tasks, each as one dask task
+        (:func:`.dask_fused.run_chain`), as one graph update; unfused when a function
+        does not pickle or dask refuses them."""
         conn, tracker = self._conn, self._tracker
         assert conn is not None and tracker is not None
-        head = unit[0]
-        packed = [self._pack(item.fn) for item in unit]
+        first = units[0]
+        packed = [self._pack(item.fn) for item in first]
         if any(fn is None for fn in packed):
-            self._submit_unfused(unit)
+            self._submit_unfused(units)
             return
-        steps = tuple(
-            dask_fused.Step(fn, item.task, tuple(n for n in item.kwargs if n != chained),
-                            tuple(v for n, v in item.kwargs.items() if n != chained), chained,
-                            _job(item))
-            for item, fn in zip(unit[1:], packed[1:])
-            for chained in (fusion.chained_input(item),))
-        key = f"{head.task}-{self._prefix}{next(self._counter):x}"
-        inner = [dask_fused.inner_key(key, i) for i in range(len(unit))]
+        n = len(units)
+        keys = [f"{unit[0].task}-{self._prefix}{next(self._counter):x}" for unit in units]
+        inner = [dask_fused.inner_key(key, i) for key in keys for i in range(len(first))]
         conn.wanted.update(dict.fromkeys(inner, tracker.on_inner_report))
-        specs, columns = _flat_inputs([head])
+        heads = [unit[0] for unit in units]
+        specs, columns = _flat_inputs(heads)
+        head = heads[0]
         try:
-            future = self._client.submit(
-                dask_fused.run_chain, packed[0], specs[0], steps, conn.topic, key,
-                *[column[0] for column in columns], key=key, pure=False,
-                priority=head.priority, resources=dict(head.resources) if head.resources else None,
+            futures = self._client.map(
+                dask_fused.run_chain, [packed[0]] * n, specs,
+                [_steps(unit, packed) for unit in units], [conn.topic] * n, keys, *columns,
+                key=keys, pure=False, priority=head.priority,
+                resources=dict(head.resources) if head.resources else None,
             )
         except Exception:
             for k in inner:
                 conn.wanted.pop(k, None)
-            self._submit_unfused(unit)
+            self._submit_unfused(units)
             return
-        tracker.track_fused(unit, key, future)
+        for unit, key, future in zip(units, keys, futures):
+            tracker.track_fused(unit, key, future)
         if head.resources and self._resources is not None:
-            self._resources.watch(head.task, head.resources, [key])
+            self._resources.watch(head.task, head.resources, keys)
 
-    def _submit_unfused(self, unit: list[WorkItem]) -> None:
-        """Send a chain item by item, each chained onto the one before."""
-        for item in unit:
-            problem = self._resolve_chained(item)
-            if problem is not None:
-                self._fail_now(item, problem)
-                return
-            self._submit_group([item])
+    def _submit_unfused(self, units: list[list[WorkItem]]) -> None:
+        """Send chains item by item, each chained onto the one before."""
+        for unit in units:
+            for item in unit:
+                problem = self._resolve_chained(item)
+                if problem is not None:
+                    self._fail_now(item, problem)
+                    break
+                self._submit_group([item])
 
     def _submit_group(self, items: list[WorkItem]) -> None:
         """Send items of one task with the same options as one graph update."""
@@ -453,6 +456,23 @@ def _flat_inputs(items: list[WorkItem]) -> tuple[list[dask_worker.Call], list[li
             columns[position].append(value)
         specs.append(dask_worker.Call(item.task, item.branch, names, tuple(picks), _job(item)))
     return specs, columns
+
+
+def _group_key(item: WorkItem) -> tuple[Any, ...]:
+    """Items with the same key go to dask as one ``client.map``."""
+    resources = tuple(sorted(item.resources.items())) if item.resources else None
+    return (id(item.fn), item.task, item.priority, resources, tuple(item.kwargs))
+
+
+def _steps(unit: list[WorkItem], packed: list[Any]) -> tuple[dask_fused.Step, ...]:
+    """The items of a fused chain after its first, as :class:`.dask_fused.Step` s."""
+    steps = []
+    for item, fn in zip(unit[1:], packed[1:]):
+        chained = fusion.chained_input(item)
+        names = tuple(n for n in item.kwargs if n != chained)
+        steps.append(dask_fused.Step(fn, item.task, names, tuple(item.kwargs[n] for n in names),
+                                     chained, _job(item)))
+    return tuple(steps)
 
 
 def _job(item: WorkItem) -> Any:

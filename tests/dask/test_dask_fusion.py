@@ -41,9 +41,9 @@ class CountingExecutor(nf.DaskExecutor):
         self.fused: list[list[str]] = []
         self.single: list[str] = []
 
-    def _submit_fused(self, items):
-        self.fused.append([item.task for item in items])
-        super()._submit_fused(items)
+    def _submit_fused(self, units):
+        self.fused += [[item.task for item in unit] for unit in units]
+        super()._submit_fused(units)
 
     def _submit_group(self, items):
         self.single.extend(item.task for item in items)
@@ -243,6 +243,68 @@ def test_a_mapped_upstream_ends_a_chain(local):
     assert not any("double" in unit for unit in executor.fused)
 
 
+def elementwise_flow(name: str = "ew", fail_on=(), retry_path=None) -> nf.Flow:
+    """root -> a -> b -> c, each step mapped element-wise over the one before; ``b``
+    fails on the items in ``fail_on`` (with ``retry_path``: the first time only)."""
+    def b(a, bad: tuple = tuple(fail_on), path: str | None = retry_path):
+        if a in bad:
+            if path is None:
+                raise ValueError(f"b fails on {a}")
+            mark = os.path.join(path, str(a))
+            if not os.path.exists(mark):
+                open(mark, "w").close()
+                raise ValueError(f"b fails on {a} the first time")
+        print(f"b{a}")
+        return a * 10
+
+    flow = nf.Flow(name)
+    flow.add(nf.Task.from_function(lambda: list(range(6)), name="root", options={"cache": False}))
+    flow.add(nf.Task.from_function(lambda root: root + 1, name="a",
+                                   options={"cache": False, "map": "root"}))
+    flow.add(nf.Task.from_function(b, options={"cache": False, "map": "a",
+                                               "retries": 1 if retry_path else 0}))
+    flow.add(nf.Task.from_function(lambda b: b + 1, name="c", options={"cache": False, "map": "b"}))
+    return flow
+
+
+def test_element_wise_chains_fuse_per_branch(local):
+    events = []
+    executor = CountingExecutor(local)
+    run = elementwise_flow().run(executor=executor, observers=[events.extend])
+    assert executor.fused == [["a", "b", "c"]] * 6
+    assert run.results["c"] == [(i + 1) * 10 + 1 for i in range(6)]
+    assert run.results["a"] == [1, 2, 3, 4, 5, 6]  # intermediate branches stay readable
+    assert run.task("b").output[3].text() == "b4\n"
+    branch_states = {(e.task, e.branch) for e in events
+                     if getattr(e, "branch", None) is not None and e.state == "succeeded"}
+    assert branch_states == {(t, i) for t in "abc" for i in range(6)}
+
+
+def test_a_failed_branch_in_a_fused_chain_skips_the_rest_of_that_branch(local):
+    (fused_ex, fused), (plain_ex, plain) = run_both(
+        lambda: elementwise_flow("ew_fail", fail_on=(2, 5)), local)
+    assert fused_ex.fused == [["a", "b", "c"]] * 6 and plain_ex.fused == []
+    assert fused.states == plain.states == {"root": "succeeded", "a": "succeeded",
+                                            "b": "failed", "c": "skipped"}
+    assert ({f.label for f in fused.failures} == {f.label for f in plain.failures}
+            == {"b[1]", "b[4]"})
+    c = fused.task("c")
+    assert c.counts == plain.task("c").counts == {"succeeded": 4, "skipped": 2}
+
+
+def test_a_retried_branch_in_a_fused_chain(local, tmp_path):
+    def make():
+        path = tmp_path / f"run{len(os.listdir(tmp_path))}"
+        path.mkdir()
+        return elementwise_flow("ew_retry", fail_on=(3,), retry_path=str(path))
+
+    (fused_ex, fused), (_, plain) = run_both(make, local)
+    assert fused.states == plain.states and set(fused.states.values()) == {"succeeded"}
+    assert fused.results["c"] == plain.results["c"] == [(i + 1) * 10 + 1 for i in range(6)]
+    assert fused_ex.fused[:6] == [["a", "b", "c"]] * 6
+    assert ["b", "c"] in fused_ex.fused[6:]  # the retry heads a chain of its own
+
+
 def test_a_fused_result_is_cached_and_mapped_over(local):
     """An inner result reaches the (memory) cache and can be split for a map."""
     flow = nf.Flow("cached")
@@ -280,7 +342,7 @@ class _NoLog:
 _lock = threading.Lock()
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(random_flows())
 def test_random_flows_fused_and_unfused(local, flow_spec):

@@ -58,10 +58,10 @@ class RecordingDaskExecutor(nf.DaskExecutor):
         self._record(items)
         super()._submit_group(items)
 
-    def _submit_fused(self, items):
-        """A fused chain (one dask task): each inner task counts as sent."""
-        self._record(items)
-        super()._submit_fused(items)
+    def _submit_fused(self, units):
+        """Fused chains (one dask task each): each inner task counts as sent."""
+        self._record([item for unit in units for item in unit])
+        super()._submit_fused(units)
 
     def _record(self, items):
         for item in items:
