@@ -379,7 +379,7 @@ class DaskExecutor(Executor):
             return [dask_worker.pick(r) if dask_worker.is_pick(r) else r for r in refs]
         client = self._client or client_of(refs)
         try:
-            values = await client.gather(refs, errors="raise")
+            values = await client.gather(self._cut_on_workers(client, refs), errors="raise")
         except CancelledError as exc:  # dask dropped them, or lost its scheduler
             raise unavailable(refs, client, exc) from exc
         except OSError as exc:  # the scheduler went away while they were gathered
@@ -411,9 +411,21 @@ class DaskExecutor(Executor):
                  if 0 <= sizes.get(_size_key(r), -1) <= self.cache_limit]
         out: list[tuple[bool, Any]] = [(False, None)] * len(refs)
         if small:
-            values = await self._client.gather([refs[i] for i in small], errors="skip")
+            values = await self._client.gather(
+                self._cut_on_workers(self._client, [refs[i] for i in small]), errors="skip")
             for i, v in zip(small, values):
                 out[i] = (True, unpick(v))
+        return out
+
+    def _cut_on_workers(self, client: Any, refs: list[Any]) -> list[Any]:
+        """``refs``, with each one that picks items out of a result (a fused chain's inner
+        result, a branch input, lists of them) replaced by a future of those items, cut
+        out on a worker: only they travel, not the whole result they are part of."""
+        out = list(refs)
+        for n, ref in enumerate(refs):
+            if has_future(ref) and (dask_worker.is_pick(ref) or (
+                    type(ref) is list and any(dask_worker.is_pick(v) for v in ref))):
+                out[n] = client.submit(dask_worker.picked, ref, pure=False, key=self._key("pick"))
         return out
 
     def _key(self, what: str) -> str:

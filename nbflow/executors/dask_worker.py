@@ -78,6 +78,16 @@ def pick(value: Any) -> Any:
     return split_value(source)[i]
 
 
+def picked(value: Any) -> Any:
+    """``value`` with its picks (alone or in a list) replaced by their items: what the
+    client reads of a fused chain's inner result or a branch input (see ``dask.py``)."""
+    if is_pick(value):
+        return pick(value)
+    if type(value) is list:
+        return [pick(v) for v in value]
+    return value
+
+
 def _resolve(kwargs: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in kwargs.items():
