@@ -70,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 #: seconds of chaining work (see :meth:`Scheduler._dispatch`) before the loop gets a turn
 CHAIN_SLICE = 0.005
+#: the same when chains fuse: the hops of a chain fuse only when handed over in one slice
+FUSE_SLICE = 0.1
 #: the stimulus that hands out every ready ``async def`` item (it carries no state)
 _TAKE_ASYNC = Take(0, asynchronous=True)
 
@@ -356,12 +358,14 @@ class Scheduler:
         """Hand ready items to the executors, then what can be chained onto them, and so on.
 
         Chaining a large static graph takes a while (dask serializes as it submits), so
-        after :data:`CHAIN_SLICE` seconds the rest waits for the next loop iteration:
+        after :data:`CHAIN_SLICE` seconds (:data:`FUSE_SLICE` when chains fuse: the
+        hops of a chain fuse only when handed over together) the rest waits for the next
+        loop iteration:
         the client sends what it has meanwhile and outcomes keep flowing in.
         """
         sm = self.sm
         self._dispatch_ready()
-        deadline = time.perf_counter() + CHAIN_SLICE
+        deadline = time.perf_counter() + (CHAIN_SLICE if self._fuse_onto is None else FUSE_SLICE)
         while sm.chain_candidates:
             if time.perf_counter() > deadline:
                 assert self._loop is not None
