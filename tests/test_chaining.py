@@ -256,6 +256,79 @@ def test_a_failed_branch_cancels_the_chained_fan_in():
     assert [v.attempts for v in sm.views()] == [1, 2, 1]
 
 
+def element_wise(cache: bool = False, **g_options) -> nf.Flow:
+    """items -> f (maps over items) -> g (maps element-wise over f)."""
+    flow = nf.Flow("ew")
+    flow.add(nf.Task.from_function(lambda: [1, 2], name="items", options={"cache": cache}))
+    flow.add(nf.Task.from_function(lambda items: items, name="f",
+                                   options={"map": "items", "cache": cache}))
+    flow.add(nf.Task.from_function(lambda f: f, name="g",
+                                   options={"map": "f", "cache": cache, **g_options}))
+    return flow
+
+
+def test_an_element_wise_branch_is_chained_onto_its_source_branch():
+    sm = chaining(element_wise())
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2])
+    sm.handle(SplitAnswer(0, [1, 2]))
+    f0, f1, g0, g1 = take_all(sm)
+    assert names(sm, [g0, g1]) == [("g", 0), ("g", 1)]
+    assert g1.kwargs == {"f": ResultOf(((1, 1), 1))}
+    assert states(sm) == ["succeeded", "running", "pending"]
+    assert finish(sm, g1, 20) == []  # early: kept until f[1] is done
+    out = fail(sm, f0)  # branch 0 fails: g[0] is taken back and skipped
+    assert CancelRunning([((2, 0), 1)]) in out
+    finish(sm, f1, 2)
+    assert sm.status == "failed"
+    assert [it.phase for it in sm.records[2].items] == ["skipped", "succeeded"]
+    assert sm.records[2].items[1].value == 20
+    sm.validate_state()
+
+
+def test_an_element_wise_branch_retried_is_chained_onto_again():
+    sm = chaining(element_wise(retries=1))
+    sm.handle(Start())
+    finish(sm, sm.handle(Take(1))[0], [1, 2])
+    sm.handle(SplitAnswer(0, [1, 2]))
+    f0, f1, g0, g1 = take_all(sm)
+    finish(sm, f0, 1)
+    finish(sm, f1, 2)
+    fail(sm, g0)
+    sm.handle(RetryDue((2, 0), 2))
+    [g0b] = take_all(sm)
+    assert g0b.attempt == 2 and g0b.kwargs == {"f": 1}
+    finish(sm, g1, 20)
+    assert finish(sm, g0b, 10) == [RunFinished("succeeded")]
+    assert sm.result(2) == [10, 20]
+    sm.validate_state()
+
+
+def test_element_wise_branches_look_the_cache_up_first():
+    sm = chaining(element_wise(cache=True))
+    [lookup] = sm.handle(Start())
+    sm.handle(CacheAnswer(lookup.item, False, None))
+    finish(sm, sm.handle(Take(1))[0], [1, 2])
+    for ins in sm.handle(SplitAnswer(0, [1, 2])):
+        sm.handle(CacheAnswer(ins.item, False, None))
+    f0, f1 = sm.handle(Take(100))
+    lookups = sm.handle(ChainAhead())
+    assert [ins.item for ins in lookups] == [(2, 0), (2, 1)]
+    assert all(isinstance(ins, LookupCache) and ins.key for ins in lookups)
+    sm.handle(CacheAnswer((2, 0), True, "cached"))  # a hit is not sent: it waits for f[0]
+    sm.handle(CacheAnswer((2, 1), False, None))
+    [g1] = take_all(sm)
+    assert names(sm, [g1]) == [("g", 1)]
+    out = finish(sm, f0, 1)  # g[0] is looked up again, as without chaining
+    assert [ins.item for ins in out if isinstance(ins, LookupCache)] == [(2, 0)]
+    sm.handle(CacheAnswer((2, 0), True, "cached"))
+    finish(sm, f1, 2)
+    finish(sm, g1, 20)
+    assert sm.status == "succeeded"
+    assert [it.phase for it in sm.records[2].items] == ["cached", "succeeded"]
+    sm.validate_state()
+
+
 def test_skipped_values_are_not_results():
     sm = chaining(chain(3))
     sm.handle(Start())
