@@ -418,13 +418,14 @@ class DaskExecutor(Executor):
         return out
 
     def _cut_on_workers(self, client: Any, refs: list[Any]) -> list[Any]:
-        """``refs``, with each one that picks items out of a result (a fused chain's inner
-        result, a branch input, lists of them) replaced by a future of those items, cut
-        out on a worker: only they travel, not the whole result they are part of."""
+        """``refs``, with each one that picks items out of a large fused result (over
+        :data:`CUT_LIMIT` bytes in all) replaced by a future of those items, cut out on a
+        worker: only they travel, not the other results fused with them. (A cut takes a
+        free worker thread; a small fused result travels whole instead.)"""
         out = list(refs)
+        sizes = {} if self._tracker is None else self._tracker.fused_bytes
         for n, ref in enumerate(refs):
-            if has_future(ref) and (dask_worker.is_pick(ref) or (
-                    type(ref) is list and any(dask_worker.is_pick(v) for v in ref))):
+            if any(sizes.get(k, 0) > CUT_LIMIT for k in _fused_keys(ref)):
                 out[n] = client.submit(dask_worker.picked, ref, pure=False, key=self._key("pick"))
         return out
 
@@ -438,6 +439,27 @@ class DaskExecutor(Executor):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+#: bytes of a fused task's results above which an inner result is cut out on a worker
+#: before it is read (see DaskExecutor._cut_on_workers)
+CUT_LIMIT = 1_000_000
+
+
+def _fused_keys(ref: Any) -> set[str]:
+    """The keys of the futures that ``ref`` picks items out of (alone, nested, in a list)."""
+    out: set[str] = set()
+    stack = [ref]
+    while stack:
+        v = stack.pop()
+        if dask_worker.is_pick(v):
+            if is_future(v[1]):
+                out.add(str(v[1].key))
+            else:
+                stack.append(v[1])
+        elif type(v) is list:
+            stack.extend(v)
+    return out
 
 
 def _size_key(ref: Any) -> str:

@@ -60,6 +60,8 @@ class FusedOutcomes:
     def _init_fused(self) -> None:
         #: fused key -> its chain
         self.fused: dict[str, FusedChain] = {}
+        #: fused key -> the bytes of the results it holds so far (the reported sizes)
+        self.fused_bytes: dict[str, int] = {}
 
     def _queue(self, outcome: Outcome) -> None:  # pragma: no cover - OutcomeTracker's
         raise NotImplementedError
@@ -100,7 +102,9 @@ class FusedOutcomes:
         if report.get("ok"):
             chain.succeeded = True
             if "nbytes" in report:
-                self.sizes[inner_key(key, position)] = int(report["nbytes"])
+                nbytes = int(report["nbytes"])
+                self.sizes[inner_key(key, position)] = nbytes
+                self.fused_bytes[key] = self.fused_bytes.get(key, 0) + nbytes
             value: Any = [_PICK, chain.future, position]
             ok = True
         else:
