@@ -281,6 +281,28 @@ class DiskStore(ResultStore):
                 os.unlink(tmp)
             raise
 
+    def lineage_file(self, run_id: str) -> Path:
+        """Where the lineage of run ``run_id``'s results is written: ``DIR/lineage/<run_id>.json``
+        (see :func:`nbflow.history.lineage.write_beside_cache`). No result entry: ``nbflow
+        cache clear`` keeps it."""
+        return self.path / "lineage" / f"{run_id}.json"
+
+    def write_lineage(self, run_id: str, text: str) -> Path:
+        """Write ``text`` (JSON) to :meth:`lineage_file` through a temporary file and a
+        rename, so a reader never sees half of it; returns the file."""
+        target = self.lineage_file(run_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return target
+
     def files(self) -> list[Path]:
         """Every result file in the directory: nbflow entries only, not the temporary ones."""
         return entry_files(self.path)

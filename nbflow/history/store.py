@@ -18,8 +18,12 @@ Two tables, written once per run when it ends (see :mod:`nbflow.history.recorder
     runs(run_id, flow, status, started, ended, params, cwd)
     tasks(run_id, position, task, state, key, key_parts, params, upstreams, started,
           ended, attempts, where_, branches, result_hash, preview, error)
+    modules(digest, details)
 
-``params``, ``key_parts`` and ``upstreams`` are JSON text. The connection is opened
+``params``, ``key_parts`` and ``upstreams`` are JSON text. ``modules`` keeps each local
+module version a key part names (``"module helpers": digest``): its file and its
+definitions with their lines, so that a later process can say which definition changed
+(``nbflow why``). The connection is opened
 per call, in WAL mode with ``synchronous=NORMAL``: a run's record costs one short
 transaction and no fsync.
 """
@@ -33,7 +37,7 @@ import os
 import sqlite3
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (run_id, task)
 );
 CREATE INDEX IF NOT EXISTS tasks_key ON tasks(key);
+CREATE TABLE IF NOT EXISTS modules (
+    digest TEXT PRIMARY KEY, details TEXT NOT NULL
+);
 """
 
 RUN_COLUMNS = ("run_id", "flow", "status", "started", "ended", "params", "cwd")
@@ -218,14 +225,18 @@ class RunStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def record(self, run: dict[str, Any], tasks: Sequence[dict[str, Any]]) -> None:
-        """Write one run and its tasks (replacing an earlier record of the same run id)."""
+    def record(self, run: dict[str, Any], tasks: Sequence[dict[str, Any]],
+               modules: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Write one run and its tasks (replacing an earlier record of the same run id), and
+        the local module versions their key parts name (digest -> details)."""
         run_row = [_cell(k, run.get(k)) for k in RUN_COLUMNS]
         task_rows = [[_cell(k, t.get(k)) for k in TASK_COLUMNS] for t in tasks]
+        module_rows = [(d, json.dumps(v, default=repr)) for d, v in (modules or {}).items()]
         with self._connect(create=True) as conn:
             conn.execute("DELETE FROM tasks WHERE run_id = ?", (run["run_id"],))
             conn.execute(f"INSERT OR REPLACE INTO runs VALUES ({_marks(RUN_COLUMNS)})", run_row)
             conn.executemany(f"INSERT INTO tasks VALUES ({_marks(TASK_COLUMNS)})", task_rows)
+            conn.executemany("INSERT OR IGNORE INTO modules VALUES (?, ?)", module_rows)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -306,6 +317,19 @@ class RunStore:
                                         f"key IN ({_marks(chunk)}) AND result_hash IS NOT "
                                         f"NULL ORDER BY rowid", chunk):
                     out[row[0]] = (row[1], row[2])
+        return out
+
+    def modules(self, digests: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The recorded local module versions among ``digests``: digest -> ``{"path",
+        "defs"}`` (see :func:`nbflow.code_sources.module_details`)."""
+        out: dict[str, dict[str, Any]] = {}
+        if not digests:
+            return out
+        with self._connect(create=True) as conn:  # a database made before this table
+            for chunk in _chunks(digests):
+                for row in conn.execute(f"SELECT digest, details FROM modules WHERE digest "
+                                        f"IN ({_marks(chunk)})", chunk):
+                    out[row[0]] = json.loads(row[1])
         return out
 
     def __repr__(self) -> str:
