@@ -75,7 +75,7 @@ def lineage(run: Run, name: str) -> dict[str, Any]:
 
 def lineage_document(run: Run, names: Iterable[str] | None = None) -> dict[str, Any]:
     """The lineage of several tasks of ``run`` (every task by default), as one JSON-ready
-    object for files such as ``nbflow run SPEC -o DIR``'s ``lineage.json``::
+    object for files such as ``<cache dir>/lineage/<run_id>.json``::
 
         {"run_id": ..., "flow": ..., "lineage": {"report": {...}, ...}}
     """

@@ -9,7 +9,8 @@ the run database recorded. It needs the same plan a run would make:
   imports, helpers, the parameters cell) runs in a fresh namespace in the notebook's
   folder, as the kernel runs it, with ``-p``/``-f`` values set after the parameters
   cell as papermill sets them; then its ``%%nbflow task`` cells are declared (not run)
-  into a :class:`~nbflow.notebook.NotebookFlow` named ``notebook``, and planned.
+  into a :class:`~nbflow.notebook.NotebookFlow` named ``notebook``, and so are its
+  ``%%nbflow command`` cells; then it is planned.
 
 Planning computes each task's key parts (helpers, local modules, package versions,
 globals) without calling a task (:meth:`nbflow.Flow.plan`).
@@ -18,6 +19,7 @@ globals) without calling a task (:meth:`nbflow.Flow.plan`).
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 from ..cache_keys import task_key
 from ..errors import BatchInputError, ExportError, NbflowError
 from ..plan import Plan
+from ..task import Task
 
 __all__ = ["plan_workflow", "predicted_keys"]
 
@@ -98,7 +101,8 @@ def _notebook_plan(path: Path, task: str, pairs: Sequence[tuple[str, str]],
     from ..notebook.state import NotebookFlow
     from ..overrides import plan_with_config
 
-    cell = P.parameters_cell(P.read_notebook(path), str(path))
+    raw = P.read_notebook(path)
+    cell = P.parameters_cell(raw, str(path))
     plain, dotted = split_pairs(pairs)
     values = P.resolve(cell, str(path), plain, files)
     try:
@@ -123,11 +127,25 @@ def _notebook_plan(path: Path, task: str, pairs: Sequence[tuple[str, str]],
         namespace.update(pending)
         for t in nb.tasks:
             flow.add(cell_task(t.body, flow, namespace, t.options))
+        for command in nb.commands:
+            flow.add(_command_task(raw.cells[command.index].source, command.label))
         if task not in flow.tasks:
             from ..errors import UnknownTaskError
 
             raise UnknownTaskError(flow.name, task, "the command line", flow.tasks)
         return plan_with_config(flow, task, None, config=task_config(cell, (), dotted))
+
+
+def _command_task(source: str, label: str) -> Task:
+    """The task a ``%%nbflow command`` cell declares, as the magic declares it (the cell was
+    checked when the notebook was read)."""
+    from ..notebook.command_cells import command_cell_task
+    from ..notebook.parser import build_parser
+
+    header, _, body = source.lstrip().partition("\n")
+    args = build_parser().parse_command(shlex.split(header[len("%%nbflow"):]))
+    assert args is not None  # read_workflow_notebook refused a --help header
+    return command_cell_task(args, body, label=label)
 
 
 @contextlib.contextmanager

@@ -132,6 +132,24 @@ def test_why_of_a_notebook_runs_no_task(tmp_path: Path, home: Path) -> None:
     assert not (tmp_path / "ran.txt").exists()  # the task cells were declared, not run
 
 
+def test_why_of_a_notebook_reads_its_command_cells(tmp_path: Path, home: Path) -> None:
+    notebook = tmp_path / "commands.ipynb"
+    params = nbformat.v4.new_code_cell("days = 5")  # type: ignore[no-untyped-call]
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook()  # type: ignore[no-untyped-call]
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext nbflow"), params,  # type: ignore[no-untyped-call]
+                *(nbformat.v4.new_code_cell(c) for c in (  # type: ignore[no-untyped-call]
+                    "%%nbflow command listing\necho {days}",
+                    "%%nbflow task count\nlen(listing.stdout)", "%nbflow run"))]
+    nbformat.write(nb, notebook)  # type: ignore[no-untyped-call]
+    environment = _environment(home)
+    assert nbflow("run", notebook, "-o", "out.ipynb", cwd=tmp_path, env=environment).returncode == 0
+    same = nbflow("why", notebook, "count", cwd=tmp_path, env=environment)
+    assert same.stdout.startswith("count: would be a cache hit"), same.stderr
+    other = nbflow("why", notebook, "count", "-p", "days", "6", cwd=tmp_path, env=environment)
+    assert other.stdout.splitlines()[1] == "  upstream 'listing' changed: parameter 'days' 5 -> 6"
+
+
 def test_package_versions_are_named_with_both_versions() -> None:
     assert part_changes({"package pandas": "2.2.3"}, {"package pandas": "3.0.1"}) == [
         "package pandas 2.2.3 -> 3.0.1"]
