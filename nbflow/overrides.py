@@ -200,7 +200,7 @@ def apply_config(plan: Plan, parsed: Mapping[str, TaskConfig]) -> None:
         pt = tasks.get(name)
         if pt is None:
             continue
-        pt.task = check_options(pt.task, entry.options)
+        pt.set_task(check_options(pt.task, entry.options))
         for arg in entry.args:  # the notebook may have rebuilt the task since it was checked
             check_argument(pt.task, arg, tasks)
         pt.params = {**pt.params, **entry.args}
