@@ -302,6 +302,10 @@ class NodeTable:
         self._views: dict[str, TaskView] = {}
         #: details of the run's tasks that ended (built once per task and run)
         self._details: dict[str, dict[str, Any]] = {}
+        #: name -> the node info the last snapshots encoded, and its JSON text (two
+        #: dicts, no tuple per node: fewer objects for the garbage collector)
+        self._encoded: dict[str, Mapping[str, Any]] = {}
+        self._texts: dict[str, str] = {}
 
     @property
     def run_id(self) -> str | None:
@@ -381,10 +385,23 @@ class NodeTable:
         (:meth:`nbflow.widget.collapse.Folding.infos`).
         Text rather than a dict trait: ipywidgets walks a dict value in Python looking
         for binary buffers, which for a 2,000-node snapshot stalled the caller for
-        ~20 ms; ``json.dumps`` runs in C.
+        ~20 ms. Each node's text is kept until its info changes (infos are replaced,
+        never changed in place), so a snapshot encodes only the nodes that changed,
+        and never holds the GIL for one long ``json.dumps`` of every node.
         """
         nodes = {**self.nodes, **extra} if extra else self.nodes
-        return json.dumps({"seq": seq, "time": time, "nodes": nodes}, default=str)
+        encoded, texts = self._encoded, self._texts
+        parts = []
+        for name, info in nodes.items():
+            if encoded.get(name) is not info:
+                encoded[name] = info
+                texts[name] = f"{json.dumps(name)}: {json.dumps(info, default=str)}"
+            parts.append(texts[name])
+        if len(encoded) > len(nodes):  # nodes left the table: forget them
+            self._encoded = {name: encoded[name] for name in nodes}
+            self._texts = {name: texts[name] for name in nodes}
+        body = ", ".join(parts)
+        return f'{{"seq": {json.dumps(seq)}, "time": {json.dumps(time)}, "nodes": {{{body}}}}}'
 
 
 def remembered_state(flow: Flow, name: str) -> str | None:
