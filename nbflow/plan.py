@@ -42,22 +42,21 @@ class PlannedTask:
     #: made so that the scheduler never calls user code; None: it failed, so no cache
     extra_key: str | None = ""
 
-    @property
-    def name(self) -> str:
-        return self.task.name
-
-    @property
-    def mapped(self) -> bool:
-        return self.map_source is not None
-
+    #: the task's name
+    name: str = field(init=False)
     #: a streaming task: a generator whose items come one by one (see ``streams.py``)
     stream: bool = field(init=False)
     #: the task has branches: it is mapped, or it streams (an item per branch)
     branches: bool = field(init=False)
 
+    @property
+    def mapped(self) -> bool:
+        return self.map_source is not None
+
     def __post_init__(self) -> None:
         # plain attributes, not cached properties: the scheduler reads them per stimulus,
         # and a cached_property takes a lock on every read (Python < 3.12)
+        self.name = self.task.name
         self.stream = self.task.is_stream
         self.branches = self.map_source is not None or self.stream
 
