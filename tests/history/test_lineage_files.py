@@ -4,6 +4,7 @@ notebook job's result (read from the history its kernel recorded)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,16 +62,20 @@ def test_the_json_summary_of_a_spec_run_has_the_lineage_of_each_export(tmp_path:
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    summary = run_spec(_spec(tmp_path), [("days", "4")]).to_dict()
+    try:
+        summary = run_spec(_spec(tmp_path), [("days", "4")]).to_dict()
+    finally:  # the spec imported them from tmp_path
+        for name in ("why_tasks", "why_util"):
+            sys.modules.pop(name, None)
     assert list(summary["lineage"]) == ["report"]
     report = summary["lineage"]["report"]
     assert [t["task"] for t in report["tasks"]] == ["load", "clean", "report"]
     assert report["parameters"] == {"days": 4}
-    assert "module util" in report["tasks"][1]["key_parts"]
+    assert "module why_util" in report["tasks"][1]["key_parts"]
 
 
 def test_a_notebook_job_reads_the_lineage_of_its_exports_from_the_history(tmp_path: Path) -> None:
-    (tmp_path / "util.py").write_text(UTIL)
+    (tmp_path / "why_util.py").write_text(UTIL)
     _write_notebook(tmp_path / "wf.ipynb")
     result = run_notebook(tmp_path / "wf.ipynb", tmp_path / "out.ipynb", {"days": 4})
     assert result.ok, result.error

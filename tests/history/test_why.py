@@ -15,7 +15,7 @@ from nbflow.history.changes import part_changes
 from tests.batch.conftest import env, nbflow
 
 TASKS = '''\
-import util
+import why_util
 
 THRESHOLD = 2
 
@@ -25,7 +25,7 @@ def load(days):
 
 
 def clean(load):
-    return util.clean_helper(load)
+    return why_util.clean_helper(load)
 
 
 def report(clean):
@@ -50,13 +50,13 @@ parameters:
   days: {type: integer, default: 30}
 tasks:
   load:
-    use: tasks:load
+    use: why_tasks:load
     args: {days: {$param: days}}
   clean:
-    use: tasks:clean
+    use: why_tasks:clean
     args: {load: {$task: load}}
   report:
-    use: tasks:report
+    use: why_tasks:report
     args: {clean: {$task: clean}}
     export: true
 '''
@@ -67,8 +67,8 @@ def _environment(home: Path) -> dict[str, str]:
 
 
 def _spec(folder: Path) -> Path:
-    (folder / "tasks.py").write_text(TASKS)
-    (folder / "util.py").write_text(UTIL)
+    (folder / "why_tasks.py").write_text(TASKS)
+    (folder / "why_util.py").write_text(UTIL)
     spec = folder / "wf.yaml"
     spec.write_text(SPEC)
     return spec
@@ -88,15 +88,15 @@ def test_why_names_the_parameter_module_function_and_global_that_changed(
     days = nbflow("why", spec, "report", "-p", "days", "60", cwd=tmp_path, env=environment)
     assert "upstream 'load' changed: parameter 'days' 30 -> 60" in days.stdout
 
-    (tmp_path / "util.py").write_text(UTIL.replace("v > 0", "v > 1"))
+    (tmp_path / "why_util.py").write_text(UTIL.replace("v > 0", "v > 1"))
     edited = nbflow("why", spec, "report", cwd=tmp_path, env=environment)
     assert edited.stdout.splitlines() == [
         f"report: would re-run: its cache key changed since run {_last_run(tmp_path)}:",
-        "  upstream 'clean' changed: function clean_helper in util.py at line 8"]
+        "  upstream 'clean' changed: function clean_helper in why_util.py at line 8"]
     assert nbflow("why", spec, "load", cwd=tmp_path, env=environment).stdout.startswith(
-        "load: would be a cache hit")  # load does not use util
+        "load: would be a cache hit")  # load does not use why_util
 
-    (tmp_path / "tasks.py").write_text(TASKS.replace("THRESHOLD = 2", "THRESHOLD = 3"))
+    (tmp_path / "why_tasks.py").write_text(TASKS.replace("THRESHOLD = 2", "THRESHOLD = 3"))
     threshold = nbflow("why", spec, "report", cwd=tmp_path, env=environment)
     assert "  global 'THRESHOLD' changed" in threshold.stdout.splitlines()
 
@@ -116,18 +116,18 @@ def test_why_refuses_an_unknown_task_and_a_workflow_never_run(tmp_path: Path, ho
 
 
 def test_why_of_a_notebook_runs_no_task(tmp_path: Path, home: Path) -> None:
-    (tmp_path / "util.py").write_text(UTIL)
+    (tmp_path / "why_util.py").write_text(UTIL)
     notebook = tmp_path / "wf.ipynb"
     _write_notebook(notebook)
     environment = _environment(home)
     ran = nbflow("run", notebook, "-o", "out.ipynb", cwd=tmp_path, env=environment)
     assert ran.returncode == 0, ran.stderr
-    (tmp_path / "util.py").write_text(UTIL.replace("v > 0", "v > 1"))
+    (tmp_path / "why_util.py").write_text(UTIL.replace("v > 0", "v > 1"))
     found = nbflow("why", notebook, "report", "-p", "days", "6", cwd=tmp_path, env=environment)
     assert found.returncode == 0, found.stderr
     lines = found.stdout.splitlines()
     assert lines[0].startswith("report: would re-run: its cache key changed since run ")
-    assert "function clean_helper in util.py at line 8" in lines[1]
+    assert "function clean_helper in why_util.py at line 8" in lines[1]
     assert "parameter 'days' 5 -> 6" in lines[1]
     assert not (tmp_path / "ran.txt").exists()  # the task cells were declared, not run
 
@@ -158,9 +158,9 @@ def test_package_versions_are_named_with_both_versions() -> None:
 def _write_notebook(path: Path) -> None:
     params = nbformat.v4.new_code_cell("days = 5")  # type: ignore[no-untyped-call]
     params.metadata["tags"] = ["parameters"]
-    cells = ["%load_ext nbflow\nimport util\nTHRESHOLD = 2",
+    cells = ["%load_ext nbflow\nimport why_util\nTHRESHOLD = 2",
              "%%nbflow task load\nopen('ran.txt', 'a').close()\nload = list(range(days))",
-             "%%nbflow task clean\nutil.clean_helper(load)",
+             "%%nbflow task clean\nwhy_util.clean_helper(load)",
              "%%nbflow task report --export\n[v for v in clean if v > THRESHOLD]",
              "%nbflow run",
              "import os\nos.remove('ran.txt')"]
