@@ -185,11 +185,15 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
             self.attach(run)
             return
         with self._lock:
-            self._set_structure(self._structure_from(run))
+            shown = self._set_structure(self._structure_from(run), draw=False)
             self._table.follow(run.id if run is not None else None)
             self._table.flow_nodes(flow, run.tasks if run is not None else {},
                                    result_preview(run))
             self._send_snapshot()
+            if shown is not None:
+                # last: the layout thread's work (the DOT source of 2,000 tasks, in
+                # Python) starts now, not while this (the kernel's) thread still works
+                self._draw(shown)
 
     def _structure_from(self, run: Run | None) -> Structure:
         """The structure of the flow (else of ``run``'s plan), built again only when the
@@ -205,11 +209,16 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
         self._structure_built = tasks  # (held: their ids stay theirs)
         return structure_of(self._flow)
 
-    def _set_structure(self, structure: Structure) -> None:
+    def _set_structure(self, structure: Structure, draw: bool = True) -> Structure | None:
+        """Take ``structure``; returns the structure to draw, drawn unless ``draw`` is
+        False (None: it is the current one)."""
         if structure is self._structure:
-            return  # drawn already
+            return None
         self._structure = structure
-        self._draw(self._folding.set_structure(structure))
+        shown = self._folding.set_structure(structure)
+        if draw:
+            self._draw(shown)
+        return shown
 
     def _draw(self, shown: Structure) -> None:
         """Lay out ``shown`` (the structure drawn), unless it is drawn already."""

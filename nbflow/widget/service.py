@@ -58,6 +58,11 @@ class LayoutService:
         self._proc: subprocess.Popen[str] | None = None
         self._errlog: IO[bytes] | None = None
         self._next_id = 0
+        # Started now, not at the first layout: starting a thread waits until it runs,
+        # tens of ms on a busy interpreter, and the first layout is asked for by a
+        # widget on the kernel's thread (benchmarks/widget.py measures that stall).
+        with self._lock:
+            self._ensure_thread()
 
     @property
     def pid(self) -> int | None:
