@@ -35,13 +35,12 @@ import contextvars
 import json
 import os
 import sqlite3
-import queue
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import NbflowError
+from ..writer_thread import WriterThread
 
 __all__ = ["HistoryError", "RunStore", "UnknownRunError", "database_path", "enabled",
            "located"]
@@ -138,59 +137,10 @@ def located(directory: str | os.PathLike[str]) -> Iterator[None]:
 _MAX_PENDING = 64
 
 
-class _Writer:
-    """One background thread that records ended runs in order, so a run's end never waits
-    for its record (hashing results, writing SQLite). Not a daemon: the interpreter waits
-    for pending records before it exits. Reads of the database (:meth:`RunStore._connect`)
-    wait for them first, so a run is in the history as soon as anyone looks."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
-        self._pending = 0
-
-    def put(self, write: Callable[[], object]) -> None:
-        if self._pending >= _MAX_PENDING:  # runs end faster than they are recorded: wait,
-            self.flush()  # rather than hold every ended run (and its results) in memory
-        with self._lock:
-            self._pending += 1
-            self._idle.clear()
-            self._queue.put(write)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="nbflow-history",
-                                                daemon=False)
-                self._thread.start()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every run handed over is recorded (at once from the writer itself)."""
-        if threading.current_thread() is self._thread:
-            return True
-        return self._idle.wait(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                write = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                with self._lock:
-                    if self._queue.empty():
-                        self._thread = None
-                        return
-                continue
-            try:
-                write()  # never raises: Recorder.write logs its problems
-            finally:
-                with self._lock:
-                    self._pending -= 1
-                    if not self._pending:
-                        self._idle.set()
-
-
-#: the writer of every recorder of this process
-writer = _Writer()
+#: the writer of every recorder of this process: a run's end never waits for its record
+#: (hashing results, writing SQLite); reads of the database (:meth:`RunStore._connect`)
+#: wait for it first, so a run is in the history as soon as anyone looks
+writer = WriterThread("nbflow-history", max_pending=_MAX_PENDING)
 
 
 class RunStore:
