@@ -42,7 +42,7 @@ from ..states import FINAL
 from .actions import Runner, WidgetActions, default_runner
 from .badges import mark_svg
 from .collapse import CHAIN_MIN, Folding
-from .layout import STATES, STYLES, Structure, state_rules, structure_of, to_graphviz
+from .layout import STATES, STYLES, Structure, state_rules, structure_of
 from .nodes import PREVIEW_CHARS, NodeTable, moving, preview, \
     result_preview, shown_status
 from .helper import get_helper
@@ -235,7 +235,7 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
             return
         self._layout_settled.clear()
         self.layout_status = "pending"
-        future = self._service.layout(key, lambda: to_graphviz(shown).source)
+        future = self._service.layout(key, shown)  # (its DOT is built in the layout process)
         future.add_done_callback(lambda f: self._layout_done(graph, key, f))
 
     def _layout_done(self, graph: dict[str, Any], key: str, future: Any) -> None:
