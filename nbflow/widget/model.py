@@ -228,17 +228,16 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
         if key == self._layout_key:
             return
         self._layout_key = key
-        graph = self._folding.graph_json()
         svg = self._service.cached(key)
         if svg is not None:
-            self._show_layout(graph, svg)
+            self._show_layout(svg)
             return
         self._layout_settled.clear()
         self.layout_status = "pending"
         future = self._service.layout(key, shown)  # (its DOT is built in the layout process)
-        future.add_done_callback(lambda f: self._layout_done(graph, key, f))
+        future.add_done_callback(lambda f: self._layout_done(key, f))
 
-    def _layout_done(self, graph: dict[str, Any], key: str, future: Any) -> None:
+    def _layout_done(self, key: str, future: Any) -> None:
         with self._lock:
             if key != self._layout_key:
                 return  # the structure changed again meanwhile
@@ -248,11 +247,14 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
                 self.layout_status = str(error)
                 self._layout_settled.set()
                 return
-            self._show_layout(graph, future.result())
+            self._show_layout(future.result())
 
-    def _show_layout(self, graph: dict[str, Any], svg: str) -> None:
+    def _show_layout(self, svg: str) -> None:
+        """Show the layout of the structure drawn now (the lock is held), with the graph
+        the front end reads beside it (built here: on the layout's thread, when it was
+        not cached, rather than the caller's)."""
         with self.hold_sync():
-            self.graph = graph
+            self.graph = self._folding.graph_json()
             self.svg = mark_svg(svg)  # command tasks' "$" badges
             self.layout_status = "ready"
         self._layout_settled.set()
