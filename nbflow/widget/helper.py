@@ -59,14 +59,5 @@ class Helper:
                 logger.exception("nbflow widget: the helper thread's work failed")
 
 
-_helper: Helper | None = None
-_helper_lock = threading.Lock()
-
-
-def get_helper() -> Helper:
-    """The helper of this process (created on first use)."""
-    global _helper
-    with _helper_lock:
-        if _helper is None:
-            _helper = Helper()
-        return _helper
+#: the helper of this process (its thread starts on the first call handed over)
+helper = Helper()

@@ -45,7 +45,7 @@ from .collapse import CHAIN_MIN, Folding
 from .layout import STATES, STYLES, Structure, state_rules, structure_of
 from .nodes import PREVIEW_CHARS, NodeTable, moving, preview, \
     result_preview, shown_status
-from .helper import get_helper
+from .helper import helper
 from .service import LayoutService, get_service
 from .static import WidgetPictures
 from .throttle import Throttle
@@ -294,7 +294,7 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
                 return
             if not observing:
                 run.observe(self)  # before the snapshot: nothing between them is lost
-        get_helper().submit(lambda: self._attach_snapshot(run))
+        helper.submit(lambda: self._attach_snapshot(run))
 
     def _attach_snapshot(self, run: Run) -> None:
         """The helper thread's part of :meth:`_attach` (unless a final flush took it)."""

@@ -22,7 +22,7 @@ from nbflow.widget.layout import to_graphviz
 from nbflow.widget.service import LayoutService
 from nbflow.widget.throttle import Throttle
 
-from .conftest import node_states, random_structure
+from .conftest import gated_flow, node_states, random_structure
 from .test_throttle import FakeTimers
 
 
@@ -394,17 +394,7 @@ def test_attach_leaves_the_snapshot_to_the_helper_thread(monkeypatch):
     """attach() on the kernel's thread only starts following the run: the snapshot (every
     view, read and sent) is taken on the widgets' helper thread; the structure is built
     again only when the flow's tasks changed."""
-    flow = nf.Flow("helped")
-    gate = threading.Event()
-
-    @flow.task
-    def first() -> int:
-        return 1
-
-    @flow.task
-    def second(first: int) -> int:
-        gate.wait(30)
-        return first
+    flow, gate = gated_flow("helped")
 
     widget = DagWidget(flow)
     structure = widget._structure

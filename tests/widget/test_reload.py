@@ -20,6 +20,7 @@ import pytest
 
 from nbflow.widget.layout import STYLES
 
+from .conftest import gated_flow
 from .test_model import started_event
 from .test_browser import KERNEL_READY, browser, server  # noqa: F401  (fixtures)
 
@@ -172,23 +173,9 @@ def test_after_kernel_restart_the_picture_shows(server: str, browser, tmp_path: 
 def test_full_state_carries_a_fresh_snapshot() -> None:
     """A view attached later (request_state after a reload) gets the nodes as they are
     now, with a seq after every message sent before; a partial state is unchanged."""
-    import threading
-
-    import nbflow as nf
     from nbflow.widget import DagWidget
 
-    flow = nf.Flow("fresh")
-    gate = threading.Event()
-
-    @flow.task
-    def first() -> int:
-        return 1
-
-    @flow.task
-    def second(first: int) -> int:
-        gate.wait(30)
-        return first
-
+    flow, gate = gated_flow("fresh")
     run = flow.run(background=True)
     first_done = started_event(run, "first", "succeeded")
     widget = DagWidget(flow, run)
