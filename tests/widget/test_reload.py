@@ -257,6 +257,10 @@ ENDED = """() => { const r = [...document.querySelectorAll('.nbf-root')];
   return r.length === 3 && r.every((v) => v.dataset.runStatus === 'succeeded'
     && v.querySelectorAll("svg g.node[data-state='succeeded']").length === 3); }"""
 GATED = ".nbf-root g.node[data-name='gated']"
+#: the three views are drawn, and the kernel answered each (see widget.js, "ping")
+LIVE = """() => { const r = [...document.querySelectorAll('.nbf-root')];
+  return r.length === 3 && r.every((v) => v.dataset.live === 'yes'
+    && v.querySelectorAll('svg g.node').length === 3); }"""
 SAVE_WHEN_IDLE = """async () => {
   const w = window.jupyterapp.shell.currentWidget;
   if (w.context.model.dirty) { await w.context.save(); }
@@ -299,6 +303,9 @@ def test_reload_after_a_run_shows_its_end(server: str, browser, tmp_path: Path, 
     (tmp_path / "root" / "release").touch()  # `gated` ends, then the run
     page.wait_for_function(ENDED, timeout=60_000)
     page.wait_for_function(KERNEL_READY, timeout=60_000)
+    # the run's end redraws the outputs (their pictures), so JupyterLab draws new views:
+    # each is live once the kernel answered its ping
+    page.wait_for_function(LIVE, timeout=60_000)
     before = page.evaluate(VIEWS)
     for view in before:
         assert view["run"] == "succeeded" and view["live"] == "yes", view
@@ -309,9 +316,7 @@ def test_reload_after_a_run_shows_its_end(server: str, browser, tmp_path: Path, 
 
     page.reload()
     page.wait_for_function(KERNEL_READY, timeout=60_000)
-    page.wait_for_function("""() => { const r = [...document.querySelectorAll('.nbf-root')];
-        return r.length === 3 && r.every((v) => v.dataset.live === 'yes'
-          && v.querySelectorAll('svg g.node').length === 3); }""", timeout=60_000)
+    page.wait_for_function(LIVE, timeout=60_000)
     page.wait_for_function(ENDED, timeout=60_000)
     after = page.evaluate(VIEWS)
     # the same final states, durations and status lines as before the reload
