@@ -19,6 +19,11 @@ divided by the number of tasks (W2: root + branches + reduce).
 It also measures W2 at 100,000 items (time per task, and scheduler memory per
 task with tracemalloc) and the cost of declaring a flow.
 
+The run history (``nbflow runs``) is off for these columns (``NBFLOW_HISTORY=0``):
+they measure scheduling. What recording costs is measured apart, on W1 with the
+history on (into a temporary ``NBFLOW_HOME``): the run's own time, the background
+writer having finished the run before, and the writer's time per run.
+
 Run ``python benchmarks/scheduler.py`` (about 1-2 minutes) or with ``--quick``
 (small sizes, a few seconds; the targets are then only indicative).
 """
@@ -329,6 +334,34 @@ def measure_workload(workload: Workload, repeats: int, loop: asyncio.AbstractEve
     return Row(workload.name, workload.label, {k: v / n * 1e6 for k, v in us.items()})
 
 
+def measure_history(workload: Workload, repeats: int) -> tuple[float, float, float]:
+    """µs per task of W1 inline with the run history off and on, and of recording it.
+
+    The history writer records an ended run on a thread of its own; it is given time
+    to finish (untimed) before the next repeat, so the run's time is its own. The
+    third number is how long the writer took per run, per task."""
+    from nbflow.history.store import writer
+
+    make_functions(workload)
+    flow = declare(workload)
+    home = tempfile.mkdtemp(prefix="nbflow-bench-history-")
+    atexit.register(shutil.rmtree, home, True)
+    off = on = written = float("inf")
+    for _ in range(repeats):
+        off = min(off, run_nbflow(flow, workload, "inline"))
+        os.environ["NBFLOW_HISTORY"], os.environ["NBFLOW_HOME"] = "1", home
+        try:
+            on = min(on, run_nbflow(flow, workload, "inline"))
+            t0 = time.perf_counter()
+            writer.flush()
+            written = min(written, time.perf_counter() - t0)
+        finally:
+            os.environ["NBFLOW_HISTORY"] = "0"
+            del os.environ["NBFLOW_HOME"]
+    n = workload.n_tasks
+    return off / n * 1e6, on / n * 1e6, written / n * 1e6
+
+
 def measure_scaling(small: int, large: int, repeats: int) -> tuple[float, float, float, float]:
     """W2 at two sizes with nbflow threads: (µs/task small, µs/task large, bytes/task, results B/task)."""
     per_task = []
@@ -391,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         decl_sizes = (1000, 10_000)
         repeats = args.repeats or 7
 
+    os.environ["NBFLOW_HISTORY"] = "0"  # scheduling only; measure_history turns it on
     started = time.perf_counter()
     print(f"nbflow {nf.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
           f"{THREADS} threads for threaded runs; best of {repeats} repeats"
@@ -424,6 +458,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"W2 memory at {scale[1]:,} items: {mem:,.0f} bytes/task (tracemalloc peak during "
           f"flow.run() above the memory before it, all threads; includes the results,\n"
           f"  of which the bodies' own data is about {data:,.0f} bytes/task)")
+
+    history = measure_history(workloads[0], repeats)
+    print(f"run history (W1 inline): {history[0]:.1f} µs/task off, {history[1]:.1f} µs/task "
+          f"on (x{history[1] / history[0]:.2f}); the background writer then takes "
+          f"{history[2]:.1f} µs/task to record the run")
 
     decl = measure_declaration(decl_sizes, repeats)
     a, b = decl_sizes

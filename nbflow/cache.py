@@ -16,10 +16,10 @@ when its MAC matches (:mod:`nbflow.cache_auth`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pickle
-import queue
 import tempfile
 import threading
 from abc import ABC, abstractmethod
@@ -32,6 +32,7 @@ from . import cache_auth
 from .cache_auth import SigningKey
 from .cache_keys import hash_bytes, hash_value, task_key
 from .isolation import Snapshot, private_copy
+from .writer_thread import WriterThread
 
 __all__ = [
     "DiskStore", "MemoryStore", "ResultStore", "default_store", "entry_files", "hash_bytes",
@@ -151,13 +152,10 @@ class DiskStore(ResultStore):
         assert key is not None  # load_key creates the key file when it is missing
         self.signing_key = key
         self.path.mkdir(parents=True, exist_ok=True)
+        #: results handed to ``put`` and not yet on disk (``get`` reads them from here)
         self._pending: dict[str, Any] = {}
-        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._writer: threading.Thread | None = None
-        #: set while nothing waits to be written
-        self._idle = threading.Event()
-        self._idle.set()
+        self._writer = WriterThread("nbflow-disk-store")
 
     def file(self, key: str) -> Path:
         """Where the result of ``key`` is (or would be) stored."""
@@ -227,41 +225,28 @@ class DiskStore(ResultStore):
     def put(self, key: str, value: Any) -> None:
         with self._lock:
             self._pending[key] = value
-            self._idle.clear()
-            self._queue.put(key)
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._write_loop,
-                                                name="nbflow-disk-store", daemon=False)
-                self._writer.start()
+        self._writer.put(functools.partial(self._store, key))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every result given to ``put`` is on disk; False on timeout."""
-        return self._idle.wait(timeout)
+        return self._writer.flush(timeout)
 
-    def _write_loop(self) -> None:
-        while True:
-            try:
-                key = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                with self._lock:
-                    if self._queue.empty():
-                        self._writer = None
-                        return
-                continue
+    def _store(self, key: str) -> None:
+        """Write the latest value ``put`` under ``key`` (on the writer thread)."""
+        with self._lock:
+            if key not in self._pending:
+                return  # a put of the same key before this one's turn: written already
+            value = self._pending[key]
+        try:
+            self._write(key, value)
+        except Exception:  # unpicklable result, full disk: the run goes on uncached
+            logger.warning("nbflow cache: could not store a result under %s", key,
+                           exc_info=True)
+        finally:
             with self._lock:
-                value = self._pending.get(key)
-            try:
-                self._write(key, value)
-            except Exception:  # unpicklable result, full disk: the run goes on uncached
-                logger.warning("nbflow cache: could not store a result under %s", key,
-                               exc_info=True)
-            finally:
-                with self._lock:
-                    # only forget it if no newer put of the same key is queued
-                    if self._pending.get(key) is value:
-                        del self._pending[key]
-                    if not self._pending:
-                        self._idle.set()
+                # only forget it if no newer put of the same key is queued
+                if self._pending.get(key) is value:
+                    del self._pending[key]
 
     def _write(self, key: str, value: Any) -> None:
         payload = cloudpickle.dumps(value, protocol=5)
@@ -280,6 +265,28 @@ class DiskStore(ResultStore):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def lineage_file(self, run_id: str) -> Path:
+        """Where the lineage of run ``run_id``'s results is written: ``DIR/lineage/<run_id>.json``
+        (see :func:`nbflow.history.lineage.write_beside_cache`). No result entry: ``nbflow
+        cache clear`` keeps it."""
+        return self.path / "lineage" / f"{run_id}.json"
+
+    def write_lineage(self, run_id: str, text: str) -> Path:
+        """Write ``text`` (JSON) to :meth:`lineage_file` through a temporary file and a
+        rename, so a reader never sees half of it; returns the file."""
+        target = self.lineage_file(run_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return target
 
     def files(self) -> list[Path]:
         """Every result file in the directory: nbflow entries only, not the temporary ones."""

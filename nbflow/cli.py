@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"run": _run, "sweep": _sweep, "params": _params, "cache": _cache,
                "validate": _validate, "tasks": _tasks, "export": _export, "convert": _convert,
                "serve": _service, "submit": _service, "jobs": _service,
-               "runs": _history}[args.command]
+               "runs": _history, "why": _why}[args.command]
     previous = signal.signal(signal.SIGTERM, _terminate)
     formats = {"spec_format": getattr(args, "spec_format", "auto"),
                "allow_unsupported": getattr(args, "allow_unsupported", False)}
@@ -88,6 +88,12 @@ def _history(args: argparse.Namespace) -> int:
     from .history.commands import handle
 
     return handle(args)
+
+
+def _why(args: argparse.Namespace) -> int:
+    from .history.commands import handle_why
+
+    return handle_why(args)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
     from .history.commands import add_parsers as add_history_parsers
+    from .history.commands import add_why_parser
 
     add_history_parsers(sub)
+    add_why_parser(sub)
     return parser

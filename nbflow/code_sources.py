@@ -24,6 +24,7 @@ import sysconfig
 import textwrap
 import threading
 import types
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,19 +297,25 @@ def module_details(digest: str) -> dict[str, Any] | None:
     return {"path": source.path, "defs": {k: list(v) for k, v in source.defs.items()}}
 
 
-def describe_change(label: str, old: str | None, new: str | None) -> str:
+def describe_change(label: str, old: str | None, new: str | None,
+                    known: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """What changed in a key component, in words: for a local module the definitions
     that changed, with their lines ("function clean in helpers.py at line 12"); for a
-    package its versions ("package pandas 2.2.3 -> 3.0.1")."""
+    package its versions ("package pandas 2.2.3 -> 3.0.1").
+
+    ``known`` holds module versions this process never hashed, as
+    :func:`module_details` gives them, by digest (the run database keeps them, so
+    ``nbflow why`` can name the definition that changed since an earlier process).
+    """
     if label.startswith("package "):
         return f"{label} {old or 'absent'} -> {new or 'absent'}"
     if label.startswith("module ") and old and new:
-        before, after = _by_digest.get(old), _by_digest.get(new)
+        before, after = _defs_of(old, known), _defs_of(new, known)
         if before is not None and after is not None:
-            base = os.path.basename(after.path)
+            base = os.path.basename(after[0])
             changed = []
-            for name in sorted(set(before.defs) | set(after.defs)):
-                b, a = before.defs.get(name), after.defs.get(name)
+            for name in sorted(set(before[1]) | set(after[1])):
+                b, a = before[1].get(name), after[1].get(name)
                 if b is None or a is None or b[0] != a[0]:
                     line = (a or b)[1]  # type: ignore[index]
                     what = "added" if b is None else "removed" if a is None else ""
@@ -316,6 +323,18 @@ def describe_change(label: str, old: str | None, new: str | None) -> str:
             if changed:
                 return "; ".join(changed)
     return f"{label} changed"
+
+
+def _defs_of(digest: str, known: Mapping[str, Mapping[str, Any]] | None,
+             ) -> tuple[str, Mapping[str, Sequence[Any]]] | None:
+    """``(path, definitions)`` of a module version: hashed here, or given in ``known``."""
+    source = _by_digest.get(digest)
+    if source is not None:
+        return source.path, source.defs
+    details = (known or {}).get(digest)
+    if details is None:
+        return None
+    return str(details["path"]), details["defs"]
 
 
 # -- packages -------------------------------------------------------------------------------

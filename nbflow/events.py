@@ -91,6 +91,10 @@ class EventBus:
         #: (the default); observers with ``wants_branch_events = False`` only get
         #: task-level and run events, so a 100,000-branch map costs them nothing per branch
         self.branches = False
+        #: True when some observer wants task events (the default); observers with
+        #: ``wants_task_events = False`` (the run history) only get run events, so the
+        #: scheduler builds no task view per state change for them
+        self.tasks = False
         #: events emitted and not yet taken by the dispatcher (the only consumer)
         self._queue: deque[Event] = deque()
         self._interval = interval
@@ -120,7 +124,10 @@ class EventBus:
             raise TypeError(msg)
         self._observers.append(observer)
         self.active = True
-        if getattr(observer, "wants_branch_events", True):
+        wants_tasks = getattr(observer, "wants_task_events", True)
+        if wants_tasks:
+            self.tasks = True
+        if wants_tasks and getattr(observer, "wants_branch_events", True):
             self.branches = True
         with self._lock:
             if self._thread is None and not self._closed:

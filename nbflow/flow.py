@@ -10,17 +10,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from . import capture, config
-from .cache import ResultStore, default_store, hash_value
+from .cache import ResultStore, default_store
 from .errors import (
     DuplicateTaskError,
     InvalidOptionError,
-    MissingParameterError,
-    UnknownParameterError,
     UnknownTaskError,
 )
 from .eventlog import EventLog
-from .plan import Plan, PlannedTask, Shape, dependencies
-from .streams import check_streams
+from .plan import Plan, Shape, dependencies
+from .planning import build_plan
 from .task import Task
 
 if TYPE_CHECKING:
@@ -302,50 +300,8 @@ class Flow:
             target_list += sorted(forced - set(target_list))
 
         shape = self._shape(tasks, None if targets is None else tuple(target_list))
-        missing: dict[str, list[str]] = {}
-        planned: dict[str, PlannedTask] = {}
-        plan_tasks: list[PlannedTask] = []
-        namespace = self.namespace
-        for index, name in enumerate(shape.order):
-            task = tasks[name]
-            upstreams = shape.upstreams[index]
-            values: dict[str, Any] = {}
-            for i in task.inputs:
-                if i in tasks:
-                    continue
-                if i in params:
-                    values[i] = params[i]
-                elif namespace is not None and i in namespace:
-                    values[i] = namespace[i]
-                elif i in task.defaults:
-                    values[i] = task.defaults[i]
-                else:
-                    missing.setdefault(i, []).append(name)
-            map_source = shape.map_source[index]
-            pt = PlannedTask(
-                index=index,
-                task=task,
-                upstreams=upstreams,
-                params=values,
-                params_key=_params_key(values) if task.options.cache else "",
-                deps=shape.deps[index],
-                map_source=map_source,
-                elementwise=map_source is not None and (
-                    shape.map_source[map_source] is not None
-                    or tasks[shape.order[map_source]].is_stream),
-                children=list(shape.children[index]),
-                forced=name in forced,
-                extra_key="" if task.key_extra is None else _extra_key(task),
-            )
-            planned[name] = pt
-            plan_tasks.append(pt)
-        if missing:
-            raise MissingParameterError(self.name, missing, list(tasks))
-        unknown = sorted(set(params) - set(self.parameters()) - set(tasks)) if params else []
-        if unknown:
-            raise UnknownParameterError(self.name, unknown[0], self.parameters())
-        check_streams(plan_tasks)
-        return Plan(flow=self.name, tasks=plan_tasks, by_name=planned, params=params)
+        return build_plan(self.name, tasks, shape, params, forced, self.namespace,
+                          self.parameters)
 
     def _shape(self, tasks: dict[str, Task], targets: tuple[str, ...] | None) -> Shape:
         """The graph shape of a run of ``targets``: kept until a task is added, replaced or
@@ -508,34 +464,3 @@ class Flow:
         self.last_run = run
         run.start()
         return run
-
-
-_EMPTY_PARAMS_KEY: str | None = None
-
-
-def _params_key(values: dict[str, Any]) -> str | None:
-    """``hash_value(values)``; most tasks take no parameters, so that key is made once.
-
-    None when a value cannot be hashed: the task then has no cache key and always runs.
-    """
-    global _EMPTY_PARAMS_KEY
-    if values:
-        try:
-            return hash_value(values)
-        except ValueError:  # e.g. a lock or a connection in the notebook: run, don't cache
-            return None
-    if _EMPTY_PARAMS_KEY is None:
-        _EMPTY_PARAMS_KEY = hash_value({})
-    return _EMPTY_PARAMS_KEY
-
-
-def _extra_key(task: Task) -> str | None:
-    """``task.key_extra()`` for the cache key, on the caller's thread (it reads notebook
-    globals); None when it fails: the task then runs and is not cached."""
-    if task.key_extra is None or not task.options.cache:
-        return ""
-    try:
-        return task.key_extra()
-    except Exception:  # an inspection problem must not stop the run; just don't cache
-        logger.warning("cache key of task %r could not be computed", task.name, exc_info=True)
-        return None

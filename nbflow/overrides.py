@@ -40,12 +40,13 @@ from .errors import (
     ValidationError,
     suggest,
 )
+from .planning import rekey
 from .streams import check_streams
 from .task import OPTION_NAMES, Task
 
 if TYPE_CHECKING:
     from .flow import Flow
-    from .plan import Plan, PlannedTask
+    from .plan import Plan
 
 __all__ = ["ENV_VAR", "TaskConfig", "apply_config", "from_environ", "parse_config",
            "plan_with_config"]
@@ -189,7 +190,7 @@ def _restore(flow: Flow, plan: Plan, stand_ins: Mapping[str, Any],
             values[p] = namespace[p] if namespace is not None and p in namespace \
                 else pt.task.defaults[p]
         pt.params = values
-        _rekey(pt)
+        rekey(pt)
 
 
 def apply_config(plan: Plan, parsed: Mapping[str, TaskConfig]) -> None:
@@ -200,21 +201,13 @@ def apply_config(plan: Plan, parsed: Mapping[str, TaskConfig]) -> None:
         pt = tasks.get(name)
         if pt is None:
             continue
-        pt.task = check_options(pt.task, entry.options)
+        pt.set_task(check_options(pt.task, entry.options))
         for arg in entry.args:  # the notebook may have rebuilt the task since it was checked
             check_argument(pt.task, arg, tasks)
         pt.params = {**pt.params, **entry.args}
-        _rekey(pt)
+        rekey(pt)
     if any(entry.options for entry in parsed.values()):
         check_streams(plan.tasks)  # batch_size only on a map of a stream, as Flow.plan checks
-
-
-def _rekey(pt: PlannedTask) -> None:
-    """Recompute a planned task's parameter and extra keys, as ``Flow.plan`` makes them."""
-    from .flow import _extra_key, _params_key
-
-    pt.params_key = _params_key(dict(pt.params)) if pt.task.options.cache else ""
-    pt.extra_key = "" if pt.task.key_extra is None else _extra_key(pt.task)
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -6,7 +6,6 @@ indices rather than names on its hot path.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,23 +42,28 @@ class PlannedTask:
     #: made so that the scheduler never calls user code; None: it failed, so no cache
     extra_key: str | None = ""
 
-    @property
-    def name(self) -> str:
-        return self.task.name
+    #: the task's name
+    name: str = field(init=False)
+    #: a streaming task: a generator whose items come one by one (see ``streams.py``)
+    stream: bool = field(init=False)
+    #: the task has branches: it is mapped, or it streams (an item per branch)
+    branches: bool = field(init=False)
 
     @property
     def mapped(self) -> bool:
         return self.map_source is not None
 
-    @functools.cached_property
-    def stream(self) -> bool:
-        """A streaming task: a generator whose items come one by one (see ``streams.py``)."""
-        return self.task.is_stream
+    def __post_init__(self) -> None:
+        # plain attributes, not cached properties: the scheduler reads them per stimulus,
+        # and a cached_property takes a lock on every read (Python < 3.12)
+        self.name = self.task.name
+        self.stream = self.task.is_stream
+        self.branches = self.map_source is not None or self.stream
 
-    @functools.cached_property
-    def branches(self) -> bool:
-        """Whether the task has branches: it is mapped, or it streams (an item per branch)."""
-        return self.map_source is not None or self.task.is_stream
+    def set_task(self, task: Task) -> None:
+        """Run ``task`` (the same task with other options) in this place of the plan."""
+        self.task = task
+        self.__post_init__()
 
 
 @dataclass(eq=False)

@@ -78,7 +78,7 @@ class TaskRecord:
         "started", "ended", "where", "done", "counts", "in_flight", "deferred", "parts",
         "split_waiters", "skip_reason", "ew_children", "dep_idx", "up_idx", "output", "story",
         "attempts", "values", "dirty", "early", "stream_open", "consumed", "releasing",
-        "watched", "delivered",
+        "watched", "delivered", "private",
     )
 
     def __init__(self, pt: PlannedTask) -> None:
@@ -121,6 +121,9 @@ class TaskRecord:
         self.dep_idx: tuple[int, ...] = ()
         #: (input name, task index) of data upstreams
         self.up_idx: tuple[tuple[str, int], ...] = ()
+        #: the arguments that hold upstream results, of which the body gets private copies
+        #: (:func:`nbflow.inputs.upstream_names` of every call's arguments, made once)
+        self.private: tuple[str, ...] = ()
         #: captured output of the last attempt, by branch (None for a task that is not mapped)
         self.output: dict[int | None, Capture] = {}
         #: its transitions, for ``run.story(name)``: (time, branch, phase, cause)
@@ -258,6 +261,7 @@ class RunRecords:
             rec.dep_idx = tuple(d for d in pt.deps if d != ew_source)
             rec.waiting = len(rec.dep_idx)
             rec.up_idx = tuple((u, plan.by_name[u].index) for u in pt.upstreams)
+            rec.private = tuple(u for u in pt.upstreams if u not in pt.params)
             if ew_source is not None:
                 self.records[ew_source].ew_children.append(pt.index)
             rec.releasing = (pt.stream and pt.task.options.unbounded) or (
@@ -381,7 +385,7 @@ class RunRecords:
         now = self.now
         rec.story.append((now, None, state, self._cause))
         rec.state = state
-        if self.bus.active:
+        if self.bus.tasks:
             view = self._changed(rec)
             self.bus.emit(TaskEvent(self.run_id, rec.name, None, state, rec.attempts, now,
                                     error, rec.where, rec.n, view))
@@ -391,7 +395,7 @@ class RunRecords:
     def _changed(self, rec: TaskRecord) -> TaskView | None:
         """``rec`` changed: its new view when observers listen (the event carries it), else
         None (it is built when asked for)."""
-        if self.bus.active:
+        if self.bus.tasks:
             rec.dirty = False
             view = self._views[rec.pt.index] = rec.view()
             return view

@@ -52,6 +52,8 @@ class Run:
         #: the per-task overrides it runs with (``flow.run(config=...)``), as given
         self.config: dict[str, Any] = {}
         self.executor = executor
+        #: the result store it reads and writes (the flow's cache)
+        self.store = store
         self.bus = EventBus(observers, interval=float(config.get("event_interval")))
         self._sm = Transitions(plan, self.id, self.bus)
         self._scheduler = Scheduler(self._sm, executor, store)

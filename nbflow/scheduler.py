@@ -507,7 +507,7 @@ class Scheduler:
         return WorkItem(
             (ex.item, ex.attempt), pt.name, b, ex.attempt, fn, ex.kwargs,
             options.timeout, options.priority, options.resources, self.board,
-            upstream_names(ex.kwargs, pt.params), onto,
+            self.sm.records[t].private, onto,
         )
 
     # -- async task bodies ---------------------------------------------------------------------
@@ -530,7 +530,7 @@ class Scheduler:
         try:
             if self.cached.needs(ex.kwargs):
                 await self._fetch_crossing([(t, ex.kwargs)])
-            kwargs = private_arguments(ex.kwargs, upstream_names(ex.kwargs, pt.params))
+            kwargs = private_arguments(ex.kwargs, self.sm.records[t].private)
             value = await asyncio.wait_for(pt.task.fn(**kwargs), timeout)
             if is_one_shot(value):
                 value = settle(value, label)

@@ -36,6 +36,7 @@ import importlib.resources
 import inspect
 import json
 import os
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -46,6 +47,7 @@ import yaml
 
 from . import yaml_safe
 from .errors import InvalidParameterError, NbflowError, SpecError, suggest
+from .key_parts import FunctionKey
 from .spec_calls import (
     AsyncSpecCall,
     SpecCall,
@@ -361,8 +363,13 @@ def _build_task(spec: Spec, name: str, entry: Mapping[str, Any],
     call = cls(use, fn, refs, literals, defaults)
     if predicate is not None:
         options["run_if"] = SpecCondition(entry["run_if"], predicate, call)
+    target = inspect.unwrap(fn)
+    # the helpers, local modules, package versions and globals the function reaches are
+    # part of the key too (nbflow.key_parts), as for a @flow.task function
+    key_extra = FunctionKey(target) if isinstance(target, types.FunctionType) else None
     try:
         task = Task.from_function(call, name=name, options=options, code_key=call.code_key(),
+                                  key_extra=key_extra,
                                   source=f"{spec.file or '<spec>'}:{spec.lines.get(base, '?')}")
     except NbflowError as exc:
         raise spec.error(str(exc), base) from None

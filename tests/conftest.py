@@ -196,7 +196,8 @@ _DASK = ("distributed", "dask", "tornado")
 def _kept_thread(t: threading.Thread) -> bool:
     """Threads meant to outlive a test: nbflow's loop, shared pools, dask's and IPython's."""
     name = t.name
-    if name in ("nbflow-scheduler", "nbflow-layout"):  # the loop; the widget's layout service
+    # the loop; the widgets' layout service and their helper thread
+    if name in ("nbflow-scheduler", "nbflow-layout", "nbflow-widget"):
         return True
     if name.startswith("asyncio_"):  # the loop's default executor (disk cache reads)
         return True

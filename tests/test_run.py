@@ -191,6 +191,35 @@ def test_observers_receive_batched_events_and_a_raising_one_is_harmless(caplog):
     assert len(logged) == len(batches)  # once per batch it could not take, and kept
 
 
+class RunEventsOnly(list):
+    """An observer that asks for run events only (as the run history does)."""
+
+    wants_task_events = False
+
+    def __call__(self, events):
+        self.extend(events)
+
+
+def test_an_observer_of_run_events_only_makes_the_run_build_no_task_events():
+    flow, _ = pipeline()
+    only_runs = RunEventsOnly()
+    run = flow.run(observers=[only_runs], executor="threads")
+    assert run.status == "succeeded"
+    assert only_runs and all(isinstance(e, nf.RunEvent) for e in only_runs)
+    assert [e.status for e in only_runs] == ["running", "succeeded"]
+    # the views are built when asked for, and are the same
+    assert {n: v.state for n, v in run.tasks.items()} == {
+        "load": "succeeded", "square": "succeeded", "total": "succeeded", "report": "succeeded"}
+    assert run.tasks["square"].done == 3
+
+    # with an observer of task events beside it, task events are built (and both get them)
+    flow.cache.clear()
+    both, every = RunEventsOnly(), []
+    flow.run(observers=[both, every.extend], executor="threads")
+    assert any(isinstance(e, nf.TaskEvent) for e in every)
+    assert [e for e in both] == every
+
+
 def test_slow_observer_does_not_slow_the_run():
     flow = nf.Flow("slow-observer")
 

@@ -40,6 +40,7 @@ class ListBus:
     """Collects events synchronously (the real bus delivers on a thread)."""
 
     active = True
+    tasks = True
     branches = True
 
     def __init__(self, events):

@@ -63,6 +63,9 @@ class JobResult:
     written: bool = True
     #: True for a sweep job whose result a previous sweep recorded (it did not run again)
     reused: bool = False
+    #: what produced each exported result, read from the run history the kernel wrote:
+    #: task -> :func:`nbflow.history.lineage.recorded_lineage` (none when history is off)
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -202,7 +205,8 @@ def run_notebook(
         error = "task(s) failed: " + ", ".join(failed)
     return JobResult(notebook=str(notebook), output=str(output), params=params, status=status,
                      duration=duration, tasks=tasks, exports=exports, error=error,
-                     written=_stamp(output) not in (None, before))
+                     written=_stamp(output) not in (None, before),
+                     lineage=exported_lineage(events, notebook.parent))
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -305,6 +309,30 @@ def summarize_events(
         out.append(TaskOutcome(name, e["state"], attempts.get(key, 0), duration, branches,
                                started.get(key)))
     return out, exports
+
+
+def exported_lineage(events: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """The lineage of each exported task of an event log, from the run database the kernel
+    recorded its runs in (``.nbflow/runs.db`` in the notebook's ``folder``, or under
+    ``NBFLOW_HOME``). The kernel has exited, so its runs are recorded (its history writer
+    is no daemon). A task whose run is not recorded (``NBFLOW_HISTORY=0``) is left out."""
+    from ..errors import NbflowError
+    from ..history.lineage import recorded_lineage
+    from ..history.store import database_path, enabled, located
+
+    runs = {e["task"]: e["run_id"] for e in events
+            if e.get("event") == "export" and e.get("run_id")}
+    if not runs or not enabled():
+        return {}
+    with located(folder / ".nbflow"):
+        path = database_path()
+    out = {}
+    for task, run_id in runs.items():
+        try:
+            out[task] = recorded_lineage(run_id, task, path=path)
+        except (NbflowError, KeyError):  # history off in the kernel, another database
+            continue
+    return out
 
 
 def format_summary(result: JobResult) -> str:

@@ -70,6 +70,8 @@ class SpecResult:
     summary: str
     exports: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: what produced each exported result: task -> :func:`nbflow.history.lineage.lineage`
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -77,7 +79,8 @@ class SpecResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec, "status": self.status, "duration": self.duration,
-                "tasks": self.rows, "exports": jsonable(self.exports)}
+                "tasks": self.rows, "exports": jsonable(self.exports),
+                "lineage": jsonable(self.lineage)}
 
 
 def load(path: str | Path) -> Spec:
@@ -181,8 +184,10 @@ def run_spec(
         text += f"\n--- {failure.label} ---\n{failure.traceback.rstrip()}"
     for name, value in exports.items():
         text += f"\nexport {name} = {_short(value)}"
+    from ..history.lineage import lineage
+
     return SpecResult(str(path), run.status, time.time() - start, text, exports,
-                      summary.to_dicts())
+                      summary.to_dicts(), {name: lineage(run, name) for name in exports})
 
 
 #: seconds a Ctrl-C waits for the bodies of stopped tasks (commands, containers) to end

@@ -1,4 +1,5 @@
-"""``nbflow runs``: the recorded runs, one run's tasks, and what differs between two runs.
+"""``nbflow runs``: the recorded runs, one run's tasks, and what differs between two runs;
+``nbflow why``: what changed in a task's cache key since its last recorded run.
 
 ``nbflow.cli`` adds this parser and calls :func:`handle`. A run is named by its id,
 a unique prefix of it, or ``-1`` (the latest), ``-2``... A problem (no database, an
@@ -18,7 +19,7 @@ from .lineage import recorded_lineage
 from .query import diff
 from .store import HistoryError, RunStore, writer
 
-__all__ = ["add_parsers", "handle"]
+__all__ = ["add_parsers", "add_why_parser", "handle", "handle_why", "print_runs"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 _DB_HELP = ("the run database (default: $NBFLOW_HOME/runs.db when NBFLOW_HOME is set, "
@@ -57,6 +58,46 @@ def add_parsers(sub: Any) -> None:
                          help="print JSON")
 
 
+def add_why_parser(sub: Any) -> None:
+    """Add ``why`` to the ``nbflow`` subcommands."""
+    why = sub.add_parser("why", help="which part of a task's cache key changed since its "
+                         "last run", description=(
+        "Name what changed in TASK's cache key since the last recorded run of WORKFLOW (a "
+        "notebook or a spec) that has TASK: its code, a parameter, a helper function, a "
+        "local module's definition, a package version, a global, or an upstream task (and "
+        "what changed in it); or say that a run now would be a cache hit. Runs no task: a "
+        "notebook's setup code (the cells before its first %nbflow run) runs to see its "
+        "helpers and globals, its task cells are only declared. Exit code 2 for an unknown "
+        "task or when no run is recorded."))
+    why.add_argument("workflow", metavar="WORKFLOW", help="NOTEBOOK.ipynb or SPEC.yaml")
+    why.add_argument("task", metavar="TASK", help="the task to explain")
+    why.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"), help="a parameter as nbflow run -p takes it "
+                     "(repeatable): explain a run with that value")
+    why.add_argument("-f", "--params-file", action="append", default=[], metavar="PARAMS.yaml",
+                     help="parameters from a YAML/JSON mapping, as nbflow run -f takes them")
+    why.add_argument("--run", metavar="ID", default=None,
+                     help="compare with this recorded run (default: the latest run of the "
+                     "workflow's flow that has TASK); " + _REF_HELP)
+    why.add_argument("--db", metavar="PATH", default=None, help=(
+        "the run database (default: $NBFLOW_HOME/runs.db when NBFLOW_HOME is set, else "
+        ".nbflow/runs.db beside WORKFLOW)"))
+
+
+def handle_why(args: argparse.Namespace) -> int:
+    """Run ``nbflow why``; returns the exit code."""
+    from ..errors import ValidationError
+    from .why import why
+
+    try:
+        print(why(args.workflow, args.task, [tuple(p) for p in args.param], args.params_file,
+                  db=args.db, run=args.run))
+    except (HistoryError, ValidationError) as exc:  # an unknown task, a missing parameter
+        print(f"nbflow why: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def handle(args: argparse.Namespace) -> int:
     """Run ``nbflow runs [show|diff]``; returns the exit code."""
     store = RunStore(args.db)
@@ -72,14 +113,16 @@ def handle(args: argparse.Namespace) -> int:
             print(json.dumps(result.to_dict(), indent=2, default=repr) if args.json
                   else result)
             return EXIT_OK
-        return _list(store, args.flow, args.limit or None, args.json)
+        return print_runs(store, args.flow, args.limit or None, args.json)
     except (HistoryError, KeyError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"nbflow runs: {text}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _list(store: RunStore, flow: str | None, limit: int | None, as_json: bool) -> int:
+def print_runs(store: RunStore, flow: str | None, limit: int | None, as_json: bool) -> int:
+    """Print the recent runs (of ``flow``), newest first, as a table or JSON (``nbflow runs``,
+    ``%nbflow runs``); returns the exit code."""
     writer.flush()  # this process's runs still being recorded
     rows = store.runs(flow, limit) if store.path.exists() else []
     if as_json:

@@ -11,6 +11,9 @@
          "upstreams": [...]},
         ...]}
 
+A run whose flow has a disk cache also writes the lineage of its finished tasks beside
+it, in ``<cache dir>/lineage/<run_id>.json`` (:func:`write_beside_cache`).
+
 ``key_parts`` holds whatever the cache key is made of (see
 :func:`nbflow.history.recorder.key_parts`): code keys now, local module and package
 versions once keys include them. The value is JSON-ready.
@@ -18,18 +21,25 @@ versions once keys include them. The value is JSON-ready.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cache import DiskStore
 from ..errors import UnknownTaskError
+from ..jsonvalues import dumps
+from ..states import OK
 from .recorder import key_parts, param_value
 from .store import RunStore
 
 if TYPE_CHECKING:
     from ..run import Run
 
-__all__ = ["lineage", "lineage_document", "recorded_lineage"]
+__all__ = ["lineage", "lineage_document", "recorded_lineage", "write_beside_cache"]
+
+logger = logging.getLogger(__name__)
 
 
 def lineage(run: Run, name: str) -> dict[str, Any]:
@@ -49,13 +59,14 @@ def lineage(run: Run, name: str) -> dict[str, Any]:
             wanted.add(index)
             stack.extend(plan.tasks[index].deps)
     views = run.tasks
+    keys = {n: v.key for n, v in views.items()}
     tasks = []
     for index in sorted(wanted):
         up = plan.tasks[index]
         view = views.get(up.name)
         tasks.append({
             "task": up.name, "state": None if view is None else view.state,
-            "key": None if view is None else view.key, "key_parts": key_parts(up, views),
+            "key": None if view is None else view.key, "key_parts": key_parts(up, keys),
             "params": {k: param_value(v) for k, v in up.params.items()},
             "upstreams": list(up.upstreams),
         })
@@ -64,13 +75,35 @@ def lineage(run: Run, name: str) -> dict[str, Any]:
 
 def lineage_document(run: Run, names: Iterable[str] | None = None) -> dict[str, Any]:
     """The lineage of several tasks of ``run`` (every task by default), as one JSON-ready
-    object for files such as ``nbflow run SPEC -o DIR``'s ``lineage.json``::
+    object for files such as ``<cache dir>/lineage/<run_id>.json``::
 
         {"run_id": ..., "flow": ..., "lineage": {"report": {...}, ...}}
     """
     wanted = list(run.plan.by_name) if names is None else list(names)
     return {"run_id": run.id, "flow": run.flow,
             "lineage": {name: lineage(run, name) for name in wanted}}
+
+
+def write_beside_cache(run: Run) -> Path | None:
+    """Write the lineage of every task of ``run`` that finished (succeeded or cached) beside
+    its disk cache, as :func:`lineage_document` JSON: ``<cache dir>/lineage/<run_id>.json``.
+
+    Nothing for a run whose flow keeps its results in memory. Called by the run's
+    :class:`~nbflow.history.recorder.Recorder` once the run is recorded, so off the run's
+    end; a problem is a logged warning and None.
+    """
+    store = getattr(run, "store", None)
+    if not isinstance(store, DiskStore):
+        return None
+    names = [name for name, view in run.tasks.items() if view.state in OK]
+    if not names:
+        return None
+    try:
+        return store.write_lineage(run.id, dumps(lineage_document(run, names), indent=2) + "\n")
+    except Exception as exc:
+        logger.warning("nbflow history: the lineage of run %s was not written beside the cache "
+                       "%s: %s", run.id, store.path, exc)
+        return None
 
 
 def recorded_lineage(run_ref: str, name: str, *,

@@ -1,9 +1,9 @@
 """The observer that records a run in the run database when it ends.
 
 Every flow adds one to its runs (``Recorder.from_config()`` in ``Flow._start``),
-unless ``NBFLOW_HISTORY=0``. It asks only for task-level events
-(``wants_branch_events = False``) and ignores everything until the run's final
-event: then it reads the run's task views once and writes one transaction, so
+unless ``NBFLOW_HISTORY=0``. It asks only for run events
+(``wants_task_events = False``: the scheduler then builds no task view per state
+change for it) and ignores everything until the run's final event: then it reads the run's task views once and writes one transaction, so
 recording costs O(tasks) per run, not per event. A problem while recording (an
 unwritable folder, a locked or damaged database, a result that cannot be read)
 is a logged warning; the run is never affected.
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..run import Run
     from ..views import TaskView
 
-__all__ = ["Recorder", "key_parts", "result_digest", "run_params"]
+__all__ = ["Recorder", "key_parts", "module_versions", "result_digest", "run_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ PREVIEW_CHARS = 200
 #: a parameter whose JSON is longer than this is recorded as a short ``repr``
 PARAM_CHARS = 1000
 _RUN_FINAL = frozenset({"succeeded", "failed", "cancelled"})
+#: the label prefix of a local module among a task's key parts (``"module helpers"``)
+MODULE = "module "
 
 _repr = reprlib.Repr()
 _repr.maxstring = PREVIEW_CHARS
@@ -67,8 +69,8 @@ class Recorder:
         resolved when the recorder is made, so when the run starts).
     """
 
-    #: only task-level and run events: a mapped task's branches cost nothing here
-    wants_branch_events = False
+    #: only run events: no task's state change costs anything here
+    wants_task_events = False
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.store = RunStore(path if path is not None else database_path())
@@ -94,14 +96,19 @@ class Recorder:
                 writer.put(functools.partial(self.write, run, event.status, event.time))
 
     def write(self, run: Run, status: str, ended: float) -> bool:
-        """Record ``run`` as ended with ``status``; False (and a warning) if that failed."""
+        """Record ``run`` as ended with ``status``, and write its lineage beside its disk
+        cache (:func:`~nbflow.history.lineage.write_beside_cache`); False (and a warning)
+        if recording failed."""
         try:
             record, tasks = snapshot(run, status, ended, self.store)
-            self.store.record(record, tasks)
+            self.store.record(record, tasks, module_versions(tasks))
         except Exception as exc:
             logger.warning("nbflow history: run %s of flow %r was not recorded in %s: %s",
                            run.id, run.flow, self.store.path, exc)
             return False
+        from .lineage import write_beside_cache
+
+        write_beside_cache(run)
         return True
 
     def __repr__(self) -> str:
@@ -114,6 +121,7 @@ def snapshot(run: Run, status: str, ended: float,
     views = run.tasks
     record = {"run_id": run.id, "flow": run.flow, "status": status, "started": run.started,
               "ended": ended, "params": run_params(run.plan), "cwd": os.getcwd()}
+    keys = {name: view.key for name, view in views.items()}
     cached_keys = [v.key for v in views.values() if v.state == "cached" and v.key]
     known = store.last_hashes(cached_keys) if cached_keys else {}
     tasks = []
@@ -129,7 +137,7 @@ def snapshot(run: Run, status: str, ended: float,
                 digest = _result_digest(run, pt.name)
         tasks.append({
             "run_id": run.id, "position": pt.index, "task": pt.name, "state": view.state,
-            "key": view.key, "key_parts": key_parts(pt, views),
+            "key": view.key, "key_parts": key_parts(pt, keys),
             "params": {k: param_value(v) for k, v in pt.params.items()},
             "upstreams": list(pt.upstreams), "started": view.started, "ended": view.ended,
             "attempts": view.attempts, "where_": view.where, "branches": view.branches,
@@ -138,8 +146,9 @@ def snapshot(run: Run, status: str, ended: float,
     return record, tasks
 
 
-def key_parts(pt: PlannedTask, views: Mapping[str, TaskView]) -> dict[str, Any]:
-    """What a task's cache key is made of, by part, as far as it is known.
+def key_parts(pt: PlannedTask, keys: Mapping[str, str | None]) -> dict[str, Any]:
+    """What a task's cache key is made of, by part, as far as it is known; ``keys`` holds
+    the cache keys of (at least) its upstreams, by name.
 
     Labelled parts come from a ``key_parts`` attribute of the planned task or of its
     task (a mapping, or a callable returning one): ``Task.key_parts`` gives the helpers,
@@ -152,7 +161,7 @@ def key_parts(pt: PlannedTask, views: Mapping[str, TaskView]) -> dict[str, Any]:
         code = None
     parts: dict[str, Any] = {
         "code": code, "params": pt.params_key, "extra": pt.extra_key,
-        "upstreams": {u: (views[u].key if u in views else None) for u in pt.upstreams},
+        "upstreams": {u: keys.get(u) for u in pt.upstreams},
     }
     for owner in (pt, pt.task):
         more = getattr(owner, "key_parts", None)
@@ -164,6 +173,21 @@ def key_parts(pt: PlannedTask, views: Mapping[str, TaskView]) -> dict[str, Any]:
             parts.pop("extra", None)
             parts.update({str(k): jsonable(v) for k, v in more.items()})
     return parts
+
+
+def module_versions(tasks: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The local module versions the tasks' key parts name (``"module helpers": digest``),
+    by digest, with their files and definitions, for the run database."""
+    from ..code_sources import module_details
+
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        for label, digest in task["key_parts"].items():
+            if label.startswith(MODULE) and isinstance(digest, str) and digest not in out:
+                details = module_details(digest)
+                if details is not None:
+                    out[digest] = details
+    return out
 
 
 def run_params(plan: Plan) -> dict[str, Any]:

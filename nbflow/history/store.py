@@ -18,8 +18,12 @@ Two tables, written once per run when it ends (see :mod:`nbflow.history.recorder
     runs(run_id, flow, status, started, ended, params, cwd)
     tasks(run_id, position, task, state, key, key_parts, params, upstreams, started,
           ended, attempts, where_, branches, result_hash, preview, error)
+    modules(digest, details)
 
-``params``, ``key_parts`` and ``upstreams`` are JSON text. The connection is opened
+``params``, ``key_parts`` and ``upstreams`` are JSON text. ``modules`` keeps each local
+module version a key part names (``"module helpers": digest``): its file and its
+definitions with their lines, so that a later process can say which definition changed
+(``nbflow why``). The connection is opened
 per call, in WAL mode with ``synchronous=NORMAL``: a run's record costs one short
 transaction and no fsync.
 """
@@ -31,13 +35,12 @@ import contextvars
 import json
 import os
 import sqlite3
-import queue
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import NbflowError
+from ..writer_thread import WriterThread
 
 __all__ = ["HistoryError", "RunStore", "UnknownRunError", "database_path", "enabled",
            "located"]
@@ -60,6 +63,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     PRIMARY KEY (run_id, task)
 );
 CREATE INDEX IF NOT EXISTS tasks_key ON tasks(key);
+CREATE TABLE IF NOT EXISTS modules (
+    digest TEXT PRIMARY KEY, details TEXT NOT NULL
+);
 """
 
 RUN_COLUMNS = ("run_id", "flow", "status", "started", "ended", "params", "cwd")
@@ -131,59 +137,10 @@ def located(directory: str | os.PathLike[str]) -> Iterator[None]:
 _MAX_PENDING = 64
 
 
-class _Writer:
-    """One background thread that records ended runs in order, so a run's end never waits
-    for its record (hashing results, writing SQLite). Not a daemon: the interpreter waits
-    for pending records before it exits. Reads of the database (:meth:`RunStore._connect`)
-    wait for them first, so a run is in the history as soon as anyone looks."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
-        self._pending = 0
-
-    def put(self, write: Callable[[], object]) -> None:
-        if self._pending >= _MAX_PENDING:  # runs end faster than they are recorded: wait,
-            self.flush()  # rather than hold every ended run (and its results) in memory
-        with self._lock:
-            self._pending += 1
-            self._idle.clear()
-            self._queue.put(write)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="nbflow-history",
-                                                daemon=False)
-                self._thread.start()
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every run handed over is recorded (at once from the writer itself)."""
-        if threading.current_thread() is self._thread:
-            return True
-        return self._idle.wait(timeout)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                write = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                with self._lock:
-                    if self._queue.empty():
-                        self._thread = None
-                        return
-                continue
-            try:
-                write()  # never raises: Recorder.write logs its problems
-            finally:
-                with self._lock:
-                    self._pending -= 1
-                    if not self._pending:
-                        self._idle.set()
-
-
-#: the writer of every recorder of this process
-writer = _Writer()
+#: the writer of every recorder of this process: a run's end never waits for its record
+#: (hashing results, writing SQLite); reads of the database (:meth:`RunStore._connect`)
+#: wait for it first, so a run is in the history as soon as anyone looks
+writer = WriterThread("nbflow-history", max_pending=_MAX_PENDING)
 
 
 class RunStore:
@@ -218,14 +175,18 @@ class RunStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def record(self, run: dict[str, Any], tasks: Sequence[dict[str, Any]]) -> None:
-        """Write one run and its tasks (replacing an earlier record of the same run id)."""
+    def record(self, run: dict[str, Any], tasks: Sequence[dict[str, Any]],
+               modules: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Write one run and its tasks (replacing an earlier record of the same run id), and
+        the local module versions their key parts name (digest -> details)."""
         run_row = [_cell(k, run.get(k)) for k in RUN_COLUMNS]
         task_rows = [[_cell(k, t.get(k)) for k in TASK_COLUMNS] for t in tasks]
+        module_rows = [(d, json.dumps(v, default=repr)) for d, v in (modules or {}).items()]
         with self._connect(create=True) as conn:
             conn.execute("DELETE FROM tasks WHERE run_id = ?", (run["run_id"],))
             conn.execute(f"INSERT OR REPLACE INTO runs VALUES ({_marks(RUN_COLUMNS)})", run_row)
             conn.executemany(f"INSERT INTO tasks VALUES ({_marks(TASK_COLUMNS)})", task_rows)
+            conn.executemany("INSERT OR IGNORE INTO modules VALUES (?, ?)", module_rows)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -306,6 +267,19 @@ class RunStore:
                                         f"key IN ({_marks(chunk)}) AND result_hash IS NOT "
                                         f"NULL ORDER BY rowid", chunk):
                     out[row[0]] = (row[1], row[2])
+        return out
+
+    def modules(self, digests: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The recorded local module versions among ``digests``: digest -> ``{"path",
+        "defs"}`` (see :func:`nbflow.code_sources.module_details`)."""
+        out: dict[str, dict[str, Any]] = {}
+        if not digests:
+            return out
+        with self._connect(create=True) as conn:  # a database made before this table
+            for chunk in _chunks(digests):
+                for row in conn.execute(f"SELECT digest, details FROM modules WHERE digest "
+                                        f"IN ({_marks(chunk)})", chunk):
+                    out[row[0]] = json.loads(row[1])
         return out
 
     def __repr__(self) -> str:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache import hash_value
 from ..states import OK
-from ..code_sources import describe_change, loaded_source
+from ..code_sources import loaded_source
+from ..history.changes import param_change, part_changes, short_repr
 from ..key_parts import FunctionKey
 from .compiler import CellKey, cell_of
 
@@ -102,8 +103,8 @@ def _differences(old: Snapshot | None, new: Snapshot, upstream_reran: list[str])
         reasons.append("its code changed")
     for name in sorted(set(old.params) | set(new.params)):
         if old.params.get(name) != new.params.get(name):
-            reasons.append(_param_change(name, old.values.get(name), new.values.get(name)))
-    reasons.extend(_part_changes(old.extra, new.extra))
+            reasons.append(param_change(name, old.values.get(name), new.values.get(name)))
+    reasons.extend(part_changes(old.extra, new.extra))
     if old.upstreams != new.upstreams:
         reasons.append("its upstream tasks changed")
     if upstream_reran:
@@ -116,27 +117,6 @@ def _differences(old: Snapshot | None, new: Snapshot, upstream_reran: list[str])
         else:
             reasons.append("its cached result was not available (cache reset)")
     return reasons
-
-
-def short_repr(value: Any, limit: int = 40) -> str:
-    """``repr(value)``, cut to ``limit`` characters ("..." at the end when cut)."""
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _param_change(name: str, old: str | None, new: str | None) -> str:
-    if old is None or new is None or old == new:
-        return f"parameter {name!r} changed"
-    return f"parameter {name!r} {old} -> {new}"
-
-
-def _part_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
-    """Each key part that differs, in words (see :func:`nbflow.code_sources.describe_change`)."""
-    return [describe_change(label, old.get(label), new.get(label))
-            for label in sorted(set(old) | set(new)) if old.get(label) != new.get(label)]
 
 
 # -- predictions -------------------------------------------------------------------------------
@@ -181,7 +161,7 @@ def predict(flow: Flow, history: History, name: str,
         for p in sorted(set(now) | set(snap.params)):
             if now.get(p) != snap.params.get(p):
                 new = short_repr(values[p]) if p in values else None
-                reasons.append(_param_change(p, snap.values.get(p), new))
+                reasons.append(param_change(p, snap.values.get(p), new))
         key = task.key_extra
         if isinstance(key, (CellKey, FunctionKey)):
             try:
@@ -189,7 +169,7 @@ def predict(flow: Flow, history: History, name: str,
             except Exception as exc:
                 parts = {}
                 reasons.append(f"its globals cannot be inspected ({exc})")
-            reasons.extend(_part_changes(snap.extra, parts))
+            reasons.extend(part_changes(snap.extra, parts))
         ups = flow.upstreams(name)
         if tuple(ups) != snap.upstreams:
             reasons.append("its upstream tasks changed")

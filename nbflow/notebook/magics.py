@@ -27,7 +27,7 @@ from IPython.utils.text import DollarFormatter
 from ..errors import DeclarationError, ExecutorError, MissingParameterError, ValidationError, suggest
 from ..run import Run
 from ..task import check_variable_name
-from . import awaiting, owners, report, runner
+from . import awaiting, history_magics, owners, report, runner
 from .cells import cell_label, current_count
 from .command_cells import CommandCellError, command_cell_task
 from .compiler import cell_task, parse_cell
@@ -130,6 +130,7 @@ class NbflowMagics(Magics):
             "run": self._run, "status": self._status, "show": self._show, "why": self._why,
             "drop": self._drop, "reset": self._reset, "output": self._output,
             "cluster": self._cluster_command, "cancel": self._cancel, "wait": self._wait,
+            "runs": lambda a: history_magics.runs(self.flow, a), "diff": history_magics.diff,
         }
         return commands[args.command](args)
 

@@ -237,6 +237,28 @@ def _add_run_command(sub: Any) -> None:
                      metavar="NAME=VALUE", help="a flow parameter for this run (repeatable)")
 
 
+def _add_history_commands(sub: Any) -> None:
+    """``%nbflow runs`` and ``%nbflow diff A B``: the run history (docs/history.md)."""
+    db_help = "the run database (default: the one this kernel records its runs in)"
+    ref_help = "a run id, a unique prefix of one, or -1 (the latest run), -2, ..."
+    runs = sub.add_parser("runs", prog="nbflow runs", help="a table of the recent runs",
+                          description="The recent recorded runs of this notebook's flow, "
+                          "newest first: id, status, start, duration, task states, parameters "
+                          "(as nbflow runs prints them).")
+    runs.add_argument("-n", "--limit", type=int, default=10, metavar="N",
+                      help="how many runs (default: 10; 0 for all)")
+    runs.add_argument("--all", action="store_true", help="the runs of every flow, not only "
+                      "this notebook's")
+    runs.add_argument("--db", metavar="PATH", default=None, help=db_help)
+    diff = sub.add_parser("diff", prog="nbflow diff", help="what differs between two runs",
+                          description="Which parameters, code or package versions differ "
+                          "between recorded runs A and B, which tasks re-ran because of them, "
+                          "and which results differ (as nbflow runs diff prints it).")
+    diff.add_argument("a", metavar="A", help=ref_help)
+    diff.add_argument("b", metavar="B", help=ref_help)
+    diff.add_argument("--db", metavar="PATH", default=None, help=db_help)
+
+
 def build_parser(error: ErrorFactory = ValueError) -> CommandParser:
     """The ``%nbflow`` argument parser: every subcommand, each option with its help.
 
@@ -290,6 +312,7 @@ def build_parser(error: ErrorFactory = ValueError) -> CommandParser:
     sub.add_parser("wait", prog="nbflow wait", help="wait for the last run, like a blocking run",
                    description="Block until the last run ends, show its output and summary; a "
                    "failed task is the cell's error.")
+    _add_history_commands(sub)
     _add_command_command(sub)  # last: the subcommands are listed in this order
     parser.subcommands = dict(sub.choices)
     for command in parser.subcommands.values():

@@ -1,7 +1,9 @@
 """The layout process: reads DOT sources, answers with SVG or PNG (``python -m nbflow.widget._worker``).
 
 Protocol, one JSON object per line: ``{"id": 1, "source": "digraph {...}", "prog": "dot",
-"format": "svg"}`` in on stdin; ``{"id": 1, "svg": "..."}`` (or ``"png"``: base64, as
+"format": "svg"}`` in on stdin (or ``"structure"``: a widget's structure,
+:meth:`nbflow.widget.layout.Structure.to_wire`, whose DOT source is built here, not in
+the kernel's process); ``{"id": 1, "svg": "..."}`` (or ``"png"``: base64, as
 Jupyter stores images) or ``{"id": 1, "error": "..."}`` out on stdout.
 Graphviz's own messages (the bundled fontconfig's "reset-dirs" warning on the first
 render, "graph has 2000 nodes..." on large ones) go to fd 2, which is pointed away
@@ -43,6 +45,15 @@ def _draw(source: str, prog: str, fmt: str = "svg") -> tuple[str, str]:
     return text, noise
 
 
+def _source(request: dict[str, Any]) -> str:
+    """The DOT source of a request: given, or built from the structure it carries."""
+    if "structure" in request:
+        from nbflow.widget.layout import Structure, to_graphviz
+
+        return str(to_graphviz(Structure.from_wire(request["structure"])).source)
+    return str(request["source"])
+
+
 def main() -> int:
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     sys.stdout = sys.stderr  # nothing but the protocol may reach the pipe
@@ -50,6 +61,8 @@ def main() -> int:
     # fonts are loaded before a kernel waits on the first static image).
     _draw("digraph { a -> b }", "dot")
     _draw("digraph { a -> b }", "dot", "png")
+    _source({"structure": {"flow": "warm-up", "names": ["a"], "edges": [], "mapped": [],
+                           "groups": [], "folded": [], "commands": []}})  # imports nbflow
     out.write(json.dumps({"ready": os.getpid()}) + "\n")
     out.flush()
     for line in sys.stdin:
@@ -59,7 +72,7 @@ def main() -> int:
         reply: dict[str, Any] = {"id": request["id"]}
         try:
             fmt = str(request.get("format", "svg"))
-            reply[fmt], _ = _draw(request["source"], request.get("prog", "dot"), fmt)
+            reply[fmt], _ = _draw(_source(request), request.get("prog", "dot"), fmt)
         except Exception as exc:
             reply["error"] = f"{type(exc).__name__}: {exc}"
         out.write(json.dumps(reply) + "\n")

@@ -190,8 +190,8 @@ class Folding:
         self.chain_min = chain_min
         #: the full structure (every task)
         self.full: Structure | None = None
-        #: the units of the full structure, by id
-        self.units: dict[str, Fold] = {}
+        #: the units of the full structure (see :attr:`units`), None until asked for
+        self._units: dict[str, Fold] | None = {}
         #: the ids of the collapsed units
         self.collapsed: set[str] = set()
         #: the structure drawn
@@ -202,9 +202,19 @@ class Folding:
     def set_structure(self, full: Structure) -> Structure:
         """Take a new full structure; returns the structure to draw."""
         self.full = full
-        self.units = units(full, self.chain_min)
-        self.collapsed &= self.units.keys()
+        self._units = None
+        if self.collapsed:
+            self.collapsed &= self.units.keys()
         return self._refold()
+
+    @property
+    def units(self) -> dict[str, Fold]:
+        """The units of the full structure, by id: found when first asked for (2,000
+        tasks: a few ms), not by every new structure with nothing collapsed."""
+        if self._units is None:
+            assert self.full is not None
+            self._units = units(self.full, self.chain_min)
+        return self._units
 
     def resolve(self, name: str) -> str:
         """The id of the unit ``name`` means: an id (``group/cleaning``, ``chain/load``),
@@ -238,7 +248,8 @@ class Folding:
 
     def _refold(self) -> Structure:
         assert self.full is not None
-        folds = [u for i, u in self.units.items() if i in self.collapsed]
+        folds = [u for i, u in self.units.items() if i in self.collapsed] \
+            if self.collapsed else []
         self._drawn_in = {m: u.id for u in folds for m in u.members}
         self.shown = fold(self.full, folds)
         return self.shown

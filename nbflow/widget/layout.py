@@ -141,6 +141,25 @@ class Structure:
             out[self.names[d]].append(self.names[u])
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        """All of it as JSON-able data (:meth:`from_wire` reads it back): the layout
+        process builds the DOT source itself, so the kernel's process does not."""
+        return {"flow": self.flow, "names": self.names, "edges": self.edges,
+                "mapped": sorted(self.mapped), "groups": self.groups,
+                "folded": [[f.id, f.kind, f.label, f.members] for f in self.folded],
+                "commands": sorted(self.commands)}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Structure:
+        """The structure :meth:`to_wire` wrote."""
+        return cls(data["flow"], tuple(data["names"]),
+                   tuple((int(u), int(d)) for u, d in data["edges"]),
+                   frozenset(data["mapped"]),
+                   tuple((str(label), tuple(members)) for label, members in data["groups"]),
+                   tuple(Fold(i, kind, label, tuple(members))
+                         for i, kind, label, members in data["folded"]),
+                   frozenset(data["commands"]))
+
     def to_json(self) -> dict[str, Any]:
         """The shape the front end uses for filters, group boxes and collapsed nodes."""
         return {"names": list(self.names), "edges": [list(e) for e in self.edges],

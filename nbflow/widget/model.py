@@ -42,9 +42,10 @@ from ..states import FINAL
 from .actions import Runner, WidgetActions, default_runner
 from .badges import mark_svg
 from .collapse import CHAIN_MIN, Folding
-from .layout import STATES, STYLES, Structure, state_rules, structure_of, to_graphviz
+from .layout import STATES, STYLES, Structure, state_rules, structure_of
 from .nodes import PREVIEW_CHARS, NodeTable, moving, preview, \
     result_preview, shown_status
+from .helper import helper
 from .service import LayoutService, get_service
 from .static import WidgetPictures
 from .throttle import Throttle
@@ -151,6 +152,8 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
         self._moving: set[str] = set()
         #: every task (what actions work on); the structure drawn folds collapsed units
         self._structure: Structure | None = None
+        #: the flow's tasks ``_structure`` was built from (see _structure_from)
+        self._structure_built: tuple[Any, ...] = ()
         self._shown: Structure | None = None
         self._layout_key = ""
         #: set when the current layout is shown or failed (wait_layout waits on it)
@@ -182,15 +185,40 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
             self.attach(run)
             return
         with self._lock:
-            self._set_structure(structure_of(flow))
+            shown = self._set_structure(self._structure_from(run), draw=False)
             self._table.follow(run.id if run is not None else None)
             self._table.flow_nodes(flow, run.tasks if run is not None else {},
                                    result_preview(run))
             self._send_snapshot()
+            if shown is not None:
+                # last: the layout thread's work (the DOT source of 2,000 tasks, in
+                # Python) starts now, not while this (the kernel's) thread still works
+                self._draw(shown)
 
-    def _set_structure(self, structure: Structure) -> None:
+    def _structure_from(self, run: Run | None) -> Structure:
+        """The structure of the flow (else of ``run``'s plan), built again only when the
+        flow's tasks changed (2,000 tasks: a few ms, each time a run is attached)."""
+        if self._flow is None:
+            assert run is not None
+            return structure_of(run.plan)
+        tasks = tuple(self._flow.tasks.values())
+        built = self._structure_built
+        if (self._structure is not None and len(built) == len(tasks)
+                and all(a is b for a, b in zip(built, tasks))):
+            return self._structure
+        self._structure_built = tasks  # (held: their ids stay theirs)
+        return structure_of(self._flow)
+
+    def _set_structure(self, structure: Structure, draw: bool = True) -> Structure | None:
+        """Take ``structure``; returns the structure to draw, drawn unless ``draw`` is
+        False (None: it is the current one)."""
+        if structure is self._structure:
+            return None
         self._structure = structure
-        self._draw(self._folding.set_structure(structure))
+        shown = self._folding.set_structure(structure)
+        if draw:
+            self._draw(shown)
+        return shown
 
     def _draw(self, shown: Structure) -> None:
         """Lay out ``shown`` (the structure drawn), unless it is drawn already."""
@@ -200,17 +228,16 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
         if key == self._layout_key:
             return
         self._layout_key = key
-        graph = self._folding.graph_json()
         svg = self._service.cached(key)
         if svg is not None:
-            self._show_layout(graph, svg)
+            self._show_layout(svg)
             return
         self._layout_settled.clear()
         self.layout_status = "pending"
-        future = self._service.layout(key, lambda: to_graphviz(shown).source)
-        future.add_done_callback(lambda f: self._layout_done(graph, key, f))
+        future = self._service.layout(key, shown)  # (its DOT is built in the layout process)
+        future.add_done_callback(lambda f: self._layout_done(key, f))
 
-    def _layout_done(self, graph: dict[str, Any], key: str, future: Any) -> None:
+    def _layout_done(self, key: str, future: Any) -> None:
         with self._lock:
             if key != self._layout_key:
                 return  # the structure changed again meanwhile
@@ -220,11 +247,14 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
                 self.layout_status = str(error)
                 self._layout_settled.set()
                 return
-            self._show_layout(graph, future.result())
+            self._show_layout(future.result())
 
-    def _show_layout(self, graph: dict[str, Any], svg: str) -> None:
+    def _show_layout(self, svg: str) -> None:
+        """Show the layout of the structure drawn now (the lock is held), with the graph
+        the front end reads beside it (built here: on the layout's thread, when it was
+        not cached, rather than the caller's)."""
         with self.hold_sync():
-            self.graph = graph
+            self.graph = self._folding.graph_json()
             self.svg = mark_svg(svg)  # command tasks' "$" badges
             self.layout_status = "ready"
         self._layout_settled.set()
@@ -241,7 +271,12 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
         self._attach(run, observing=False)
 
     def _attach(self, run: Run, observing: bool) -> None:
-        """Follow ``run``; ``observing``: the widget observes it from its start already."""
+        """Follow ``run``; ``observing``: the widget observes it from its start already.
+
+        The snapshot (every task's view and node info, tens of ms for 2,000 tasks and
+        several times that while the run competes for the GIL) is taken on the helper
+        thread (:mod:`.helper`), not on the caller's (the kernel's).
+        """
         with self._lock:
             self._run = run
             self._snapshot_of = None
@@ -250,9 +285,8 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
             self._touched = set()
             self._moving = set()
             self._table.follow(run.id)
-            source: Any = self._flow if self._flow is not None else run.plan
-            self._set_structure(structure_of(source))
-            if run.done or all(view.final for view in run.tasks.values()):
+            self._set_structure(self._structure_from(run))
+            if run.done or _all_final(run):
                 # It ended (its final event may not reach us): show it now. Not observing
                 # it also keeps clear of a run ending while an observer is added (its
                 # end waited on an event thread not yet started, and never came).
@@ -260,12 +294,10 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
                 return
             if not observing:
                 run.observe(self)  # before the snapshot: nothing between them is lost
-        # Reading 2,000 views and sending them takes tens of ms: not on the caller's
-        # (the kernel's) thread.
-        threading.Thread(target=self._attach_snapshot, args=(run,), name="nbflow-widget",
-                         daemon=True).start()
+        helper.submit(lambda: self._attach_snapshot(run))
 
     def _attach_snapshot(self, run: Run) -> None:
+        """The helper thread's part of :meth:`_attach` (unless a final flush took it)."""
         with self._lock:
             if run is self._run and self._snapshot_of is not run:
                 self._take_snapshot(run)
@@ -415,3 +447,8 @@ class DagWidget(WidgetPictures, WidgetActions, anywidget.AnyWidget):
         parts = ", ".join(f"{n} {s}" for s, n in counts.items())
         return f"DagWidget({len(self._table.nodes)} tasks: {parts})"
 
+
+def _all_final(run: Run) -> bool:
+    """Every task of ``run`` is final (its end is near): read from the last task in run
+    order, usually the last to end, so a running run costs one view."""
+    return all(run.task(name).final for name in reversed(run.plan.by_name))

@@ -59,6 +59,9 @@ OUTPUT_BRANCHES = 5
 #: the panel's result of a task that ran on a cluster (fetching it could be large and slow)
 REMOTE_RESULT = "(the result stays on the cluster)"
 
+#: JSON text of a node info (what cannot be encoded becomes its ``str``)
+_encode = json.JSONEncoder(default=str).encode
+
 _repr = reprlib.Repr()
 _repr.maxstring = 400
 _repr.maxother = 400
@@ -302,6 +305,10 @@ class NodeTable:
         self._views: dict[str, TaskView] = {}
         #: details of the run's tasks that ended (built once per task and run)
         self._details: dict[str, dict[str, Any]] = {}
+        #: name -> the node info the last snapshots encoded, and its JSON text (two
+        #: dicts, no tuple per node: fewer objects for the garbage collector)
+        self._encoded: dict[str, Mapping[str, Any]] = {}
+        self._texts: dict[str, str] = {}
 
     @property
     def run_id(self) -> str | None:
@@ -353,6 +360,7 @@ class NodeTable:
         reason) is drawn ``stale``; the reason goes to its panel.
         """
         nodes: dict[str, dict[str, Any]] = {}
+        plain: dict[str, dict[str, Any]] = {}  # one info per state (infos are never changed)
         for name in flow.tasks:
             view = views.get(name)
             if view is not None:
@@ -361,7 +369,8 @@ class NodeTable:
             elif name in self.nodes:  # not in this run: what the widget showed before
                 info = self.nodes[name]
             else:
-                info = {"s": remembered_state(flow, name) or INITIAL}
+                state = remembered_state(flow, name) or INITIAL
+                info = plain.setdefault(state, {"s": state})
             if info["s"] in OK:
                 reason = flow.stale(name)
                 if reason is not None:
@@ -381,10 +390,27 @@ class NodeTable:
         (:meth:`nbflow.widget.collapse.Folding.infos`).
         Text rather than a dict trait: ipywidgets walks a dict value in Python looking
         for binary buffers, which for a 2,000-node snapshot stalled the caller for
-        ~20 ms; ``json.dumps`` runs in C.
+        ~20 ms. Each node's text is kept until its info changes (infos are replaced,
+        never changed in place), so a snapshot encodes only the nodes that changed,
+        and never holds the GIL for one long ``json.dumps`` of every node.
         """
         nodes = {**self.nodes, **extra} if extra else self.nodes
-        return json.dumps({"seq": seq, "time": time, "nodes": nodes}, default=str)
+        encoded, texts = self._encoded, self._texts
+        shared: dict[int, str] = {}  # the text of an info several nodes share, by its id
+        parts = []
+        for name, info in nodes.items():
+            if encoded.get(name) is not info:
+                text = shared.get(id(info))
+                if text is None:
+                    text = shared[id(info)] = _encode(info)
+                encoded[name] = info
+                texts[name] = f"{_encode(name)}: {text}"
+            parts.append(texts[name])
+        if len(encoded) > len(nodes):  # nodes left the table: forget them
+            self._encoded = {name: encoded[name] for name in nodes}
+            self._texts = {name: texts[name] for name in nodes}
+        body = ", ".join(parts)
+        return f'{{"seq": {_encode(seq)}, "time": {_encode(time)}, "nodes": {{{body}}}}}'
 
 
 def remembered_state(flow: Flow, name: str) -> str | None:

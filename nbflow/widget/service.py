@@ -29,11 +29,14 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from ..errors import LayoutError
+from .layout import Structure
 
 logger = logging.getLogger(__name__)
 
 #: (DOT source, or a function that builds it on the service thread; prog; format; future)
-_Request = tuple["str | Callable[[], str]", str, str, "concurrent.futures.Future[str]"]
+#: (DOT text, a function that builds it, or a structure; prog; format; the future)
+_Request = tuple["str | Callable[[], str] | Structure", str, str,
+                 "concurrent.futures.Future[str]"]
 
 
 class LayoutService:
@@ -58,6 +61,11 @@ class LayoutService:
         self._proc: subprocess.Popen[str] | None = None
         self._errlog: IO[bytes] | None = None
         self._next_id = 0
+        # Started now, not at the first layout: starting a thread waits until it runs,
+        # tens of ms on a busy interpreter, and the first layout is asked for by a
+        # widget on the kernel's thread (benchmarks/widget.py measures that stall).
+        with self._lock:
+            self._ensure_thread()
 
     @property
     def pid(self) -> int | None:
@@ -65,12 +73,14 @@ class LayoutService:
         proc = self._proc
         return None if proc is None else proc.pid
 
-    def layout(self, key: str, source: str | Callable[[], str],
+    def layout(self, key: str, source: str | Callable[[], str] | Structure,
                prog: str = "dot") -> concurrent.futures.Future[str]:
         """The SVG of DOT ``source`` (laid out with ``prog``), as a future; cached by ``key``.
 
         Returns at once. ``source`` may be a function that builds the DOT text: it is
-        then called on the service thread (building 2,000 nodes takes tens of ms).
+        then called on the service thread (building 2,000 nodes takes tens of ms);
+        or a :class:`~nbflow.widget.layout.Structure`, whose DOT text the layout
+        process builds (so those ms compete with no thread of this process).
         A failed layout is not cached, so asking again retries it.
         """
         with self._lock:
@@ -133,18 +143,26 @@ class LayoutService:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                text = source if isinstance(source, str) else source()
-                future.set_result(self._call(text, prog, fmt))
+                what: dict[str, Any]
+                if isinstance(source, Structure):
+                    what = {"structure": source.to_wire()}
+                    size = len(source.names) + len(source.edges)
+                else:
+                    text = source if isinstance(source, str) else source()
+                    what, size = {"source": text}, text.count(";")
+                future.set_result(self._call(what, size, prog, fmt))
             except Exception as exc:
                 future.set_exception(exc)
 
-    def _call(self, source: str, prog: str, fmt: str = "svg") -> str:
+    def _call(self, what: dict[str, Any], size: int, prog: str, fmt: str = "svg") -> str:
+        """Lay out ``what`` (``{"source": DOT}`` or ``{"structure": ...}``, of ``size``
+        statements) in the layout process."""
         proc = self._process()
         assert proc.stdin is not None and proc.stdout is not None
         self._next_id += 1
         request_id = self._next_id
         try:
-            proc.stdin.write(json.dumps({"id": request_id, "source": source, "prog": prog,
+            proc.stdin.write(json.dumps({"id": request_id, **what, "prog": prog,
                                          "format": fmt}) + "\n")
             proc.stdin.flush()
             ready, _, _ = select.select([proc.stdout], [], [], self.timeout)
@@ -152,7 +170,7 @@ class LayoutService:
                 proc.kill()
                 self._died()
                 raise LayoutError(f"Graphviz took longer than {self.timeout:g}s to lay out a "
-                                  f"graph of {source.count(';')} statements; the worker was "
+                                  f"graph of {size} statements; the worker was "
                                   "stopped (draw part of the flow, or raise the timeout)")
             line = proc.stdout.readline()
         except OSError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -52,6 +53,23 @@ def build_demo() -> nf.Flow:
         return fails
 
     return flow
+
+
+def gated_flow(name: str) -> tuple[nf.Flow, threading.Event]:
+    """``first`` -> ``second``, which runs until the event returned is set (30 s at most)."""
+    flow = nf.Flow(name)
+    gate = threading.Event()
+
+    @flow.task
+    def first() -> int:
+        return 1
+
+    @flow.task
+    def second(first: int) -> int:
+        gate.wait(30)
+        return first
+
+    return flow, gate
 
 
 def random_structure(n: int, seed: int = 1):

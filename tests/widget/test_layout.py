@@ -80,6 +80,26 @@ def test_layouts_are_cached_by_key_and_errors_are_layout_errors():
         service.close()
 
 
+def test_a_structure_is_laid_out_from_its_dot_built_in_the_layout_process(demo_flow):
+    """service.layout(key, structure): the layout process builds the DOT source (the
+    kernel's process does not) from Structure.to_wire, which from_wire reads back whole."""
+    import json
+
+    structure = layout.structure_of(demo_flow)
+    folded = layout.Structure("f", ("a", "group/g"), ((0, 1),), frozenset({0}),
+                              (("box", (0,)),), (layout.Fold("group/g", "group", "g", ("x",)),),
+                              frozenset({0}))
+    for each in (structure, folded):
+        again = layout.Structure.from_wire(json.loads(json.dumps(each.to_wire())))
+        assert again == each and again.key == each.key
+    service = LayoutService()
+    try:
+        assert service.layout("s", structure).result(60) == \
+            service.layout("d", layout.to_graphviz(structure).source).result(60)
+    finally:
+        service.close()
+
+
 def test_static_svg_colours_nodes_and_adds_a_legend(demo_flow):
     svg = draw(demo_flow.to_graphviz())
     nodes = {"square": {"s": "succeeded", "d": 3, "n": 3}, "fails": {"s": "failed"}}

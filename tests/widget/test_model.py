@@ -22,7 +22,7 @@ from nbflow.widget.layout import to_graphviz
 from nbflow.widget.service import LayoutService
 from nbflow.widget.throttle import Throttle
 
-from .conftest import node_states, random_structure
+from .conftest import gated_flow, node_states, random_structure
 from .test_throttle import FakeTimers
 
 
@@ -388,3 +388,40 @@ def test_the_kernel_answers_a_views_ping():
     widget._on_message(widget, {"action": "ping"}, [])
     assert sent == [{"pong": None}]
     assert widget.run is None  # and nothing else happened
+
+
+def test_attach_leaves_the_snapshot_to_the_helper_thread(monkeypatch):
+    """attach() on the kernel's thread only starts following the run: the snapshot (every
+    view, read and sent) is taken on the widgets' helper thread; the structure is built
+    again only when the flow's tasks changed."""
+    flow, gate = gated_flow("helped")
+
+    widget = DagWidget(flow)
+    structure = widget._structure
+    taken: list[str] = []
+    take = DagWidget._take_snapshot
+
+    def recording(self: DagWidget, run: Any) -> None:
+        taken.append(threading.current_thread().name)
+        take(self, run)
+
+    monkeypatch.setattr(DagWidget, "_take_snapshot", recording)
+    run = flow.run(background=True)
+    try:
+        widget.attach(run)
+        assert widget._structure is structure  # the same tasks: not built again
+        wait_until(lambda: taken, 30, "the snapshot is taken")
+        assert taken == ["nbflow-widget"]
+        wait_until(lambda: widget.counts() == {"succeeded": 1, "running": 1}, 30,
+                   "the widget shows the run")
+    finally:
+        gate.set()
+        run.wait(30)
+    wait_until(lambda: widget.run_status == "succeeded", 30, "the run's end")
+
+    @flow.task
+    def third(second: int) -> int:
+        return second
+
+    widget.attach(flow.run(background=True).wait())
+    assert widget._structure is not structure and "third" in widget._structure.names

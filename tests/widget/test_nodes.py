@@ -273,3 +273,22 @@ def test_the_table_knows_the_followed_run_s_failed_tasks():
     table.follow("run-2")  # a new run: "a" is still drawn failed, but not this run's
     table.update(TaskView("b", "running"), None)
     assert table.failed() == [] and table.counts() == {"running": 1, "failed": 1}
+
+
+def test_snapshot_text_encodes_each_node_once_until_it_changes():
+    """NodeTable.to_json: the same text as one json.dumps of the snapshot, re-encoding
+    only replaced infos, forgetting nodes that left (and any extra nodes)."""
+    table = nodes.NodeTable()
+    failed = {"s": "failed", "err": 'ValueError: "x"\n'}
+    table.nodes = {"load-data": {"s": "pending"}, "fails": failed}
+    fold = {"group/prep": {"s": "running", "g": "group", "d": 1, "n": 2}}
+    text = table.to_json(3, 1.5, fold)
+    assert text == json.dumps({"seq": 3, "time": 1.5, "nodes": {**table.nodes, **fold}})
+    texts = dict(table._texts)
+    table.nodes = {"fails": failed, "new": {"s": "running"}}
+    again = json.loads(table.to_json(4, 2.0))
+    assert again == {"seq": 4, "time": 2.0, "nodes": table.nodes}
+    assert table._texts["fails"] is texts["fails"]  # kept, not encoded again
+    assert set(table._texts) == {"fails", "new"}
+    table.nodes = {"fails": {"s": "succeeded"}, "new": table.nodes["new"]}
+    assert json.loads(table.to_json(5, 0.0))["nodes"]["fails"] == {"s": "succeeded"}

@@ -2,7 +2,8 @@
 
 JupyterLab + Debian's Chromium + Playwright, as in test_browser.py (whose server and
 browser fixtures these tests use). tests/widget/notebooks/reload.ipynb starts a
-background run whose last task waits for a file the test never creates, so the kernel is idle while it runs.
+background run whose last task waits for a file the test never creates, so the kernel is idle while it runs;
+finished.ipynb one whose last task ends when the test creates that file.
 
 Screenshots go to build/test-artifacts/screens/, one per problem.
 """
@@ -10,6 +11,7 @@ Screenshots go to build/test-artifacts/screens/, one per problem.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import unquote
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 
 from nbflow.widget.layout import STYLES
 
+from .conftest import gated_flow
 from .test_model import started_event
 from .test_browser import KERNEL_READY, browser, server  # noqa: F401  (fixtures)
 
@@ -170,23 +173,9 @@ def test_after_kernel_restart_the_picture_shows(server: str, browser, tmp_path: 
 def test_full_state_carries_a_fresh_snapshot() -> None:
     """A view attached later (request_state after a reload) gets the nodes as they are
     now, with a seq after every message sent before; a partial state is unchanged."""
-    import threading
-
-    import nbflow as nf
     from nbflow.widget import DagWidget
 
-    flow = nf.Flow("fresh")
-    gate = threading.Event()
-
-    @flow.task
-    def first() -> int:
-        return 1
-
-    @flow.task
-    def second(first: int) -> int:
-        gate.wait(30)
-        return first
-
+    flow, gate = gated_flow("fresh")
     run = flow.run(background=True)
     first_done = started_event(run, "first", "succeeded")
     widget = DagWidget(flow, run)
@@ -250,3 +239,90 @@ def test_reload_during_a_blocking_run(server: str, browser, tmp_path: Path) -> N
     traceback.wait_for(timeout=10_000)
     assert "ValueError: slowly: gave up" in traceback.inner_text()
     page.screenshot(path=str(SCREENS / "blocking-reload-after-run.png"))
+
+
+#: per view: its run status, whether the kernel answered it, its status line, and
+#: {task: [state drawn, status text, fill]}
+VIEWS = """() => [...document.querySelectorAll('.nbf-root')].map((r) => ({
+  run: r.dataset.runStatus, live: r.dataset.live || '',
+  status: (r.querySelector('.nbf-status') || {}).textContent || '',
+  nodes: Object.fromEntries([...r.querySelectorAll('svg g.node')].map((g) => {
+    const text = g.querySelector('.nbf-state-text');
+    const shape = g.querySelector('path, polygon, ellipse');
+    return [g.dataset.name, [g.dataset.state, text ? text.textContent : '',
+                             shape ? shape.getAttribute('fill') : '']];
+  }))}))"""
+#: the three views of finished.ipynb show its run ended: every task succeeded
+ENDED = """() => { const r = [...document.querySelectorAll('.nbf-root')];
+  return r.length === 3 && r.every((v) => v.dataset.runStatus === 'succeeded'
+    && v.querySelectorAll("svg g.node[data-state='succeeded']").length === 3); }"""
+GATED = ".nbf-root g.node[data-name='gated']"
+#: the three views are drawn, and the kernel answered each (see widget.js, "ping")
+LIVE = """() => { const r = [...document.querySelectorAll('.nbf-root')];
+  return r.length === 3 && r.every((v) => v.dataset.live === 'yes'
+    && v.querySelectorAll('svg g.node').length === 3); }"""
+SAVE_WHEN_IDLE = """async () => {
+  const w = window.jupyterapp.shell.currentWidget;
+  if (w.context.model.dirty) { await w.context.save(); }
+  return !w.context.model.dirty; }"""
+
+
+@pytest.mark.parametrize("server", ["lab", "lab-save-state"], indirect=True)
+def test_reload_after_a_run_shows_its_end(server: str, browser, tmp_path: Path,  # noqa: F811
+                                          request: pytest.FixtureRequest) -> None:
+    """A reload after a run ended, its kernel alive, rebuilds every view from the kernel:
+    the final states and durations, not running, and not the state saved in the notebook.
+
+    tests/widget/notebooks/finished.ipynb shows one run three times (its widget twice,
+    the flow's widget once). The notebook is saved mid-run: with "save widget state" on
+    ("lab-save-state") the file then holds widget state with ``gated`` running, and after
+    the reload the kernel's state wins over it. The run's end then redraws the outputs'
+    pictures, so the notebook may be unsaved at the reload: the page leaves anyway.
+    """
+    url = server.replace("dag.ipynb", "finished.ipynb")
+    context = browser.contexts[0] if browser.contexts else browser.new_context()
+    page = context.new_page()
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.on("dialog", lambda dialog: dialog.accept())  # "leave the unsaved page?"
+    page.goto(url)
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    page.wait_for_function(f"""() => document.querySelectorAll("{GATED}[data-state='running']")
+        .length === 3""", timeout=60_000)
+    page.wait_for_function(KERNEL_READY, timeout=60_000)  # every cell's output arrived
+    page.wait_for_function(SAVE_WHEN_IDLE, timeout=60_000, polling=500)
+    saved = json.loads((tmp_path / "root" / "finished.ipynb").read_text())
+    widget_state = saved["metadata"].get("widgets", {})
+    if request.node.callspec.params["server"] == "lab-save-state":
+        # the stale state the reload must not show: `gated` running
+        assert '\\"s\\": \\"running\\"' in json.dumps(widget_state), widget_state
+    else:
+        assert not widget_state
+
+    (tmp_path / "root" / "release").touch()  # `gated` ends, then the run
+    page.wait_for_function(ENDED, timeout=60_000)
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    # the run's end redraws the outputs (their pictures), so JupyterLab draws new views:
+    # each is live once the kernel answered its ping
+    page.wait_for_function(LIVE, timeout=60_000)
+    before = page.evaluate(VIEWS)
+    for view in before:
+        assert view["run"] == "succeeded" and view["live"] == "yes", view
+        assert "running" not in json.dumps(view), view
+    gated = before[0]["nodes"]["gated"]
+    assert re.fullmatch(r"succeeded \d+\.\ds", gated[1]), gated
+    assert gated[2] == STYLES["succeeded"]["fill"]
+
+    page.reload()
+    page.wait_for_function(KERNEL_READY, timeout=60_000)
+    page.wait_for_function(LIVE, timeout=60_000)
+    page.wait_for_function(ENDED, timeout=60_000)
+    after = page.evaluate(VIEWS)
+    # the same final states, durations and status lines as before the reload
+    assert after == before
+    body = page.locator("body").inner_text()
+    assert "Loading widget" not in body and "Error displaying widget" not in body
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    variant = request.node.callspec.params["server"]
+    page.screenshot(path=str(SCREENS / f"reload-after-run-{variant}.png"))
