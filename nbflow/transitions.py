@@ -512,7 +512,7 @@ class Transitions(RunRecords, StreamTransitions):
         """Hand an item queued ahead to its executor; its state stays pending."""
         item = rec.items[i]  # type: ignore[index]
         item.attempt += 1
-        if item.attempt > rec.attempts or not rec.mapped:
+        if not rec.mapped:  # a branch counts once it runs (see _upstreams_done)
             rec.attempts = item.attempt
         rec.in_flight += 1
         self._move(rec, i, SENT_AHEAD)
@@ -534,6 +534,8 @@ class Transitions(RunRecords, StreamTransitions):
         else:
             if rec.started is None:
                 rec.started = self.now
+            if item.attempt > rec.attempts:
+                rec.attempts = item.attempt
             early = self.chain.early.pop((rec.pt.index, i), None)  # type: ignore[union-attr]
         self._move(rec, i, "running")
         if early is not None:
