@@ -14,7 +14,6 @@ executor says they are cheap to gather (:meth:`Executor.cacheable`).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
@@ -27,9 +26,8 @@ from .cache import ResultStore
 from .cancellation import CancelBoard
 from .capture import capturing
 from .container_python import InImage
-from .errors import IterationError, ResultUnavailableError, TaskTimeoutError
-from .executors.base import Executor, Outcome, WorkItem, is_one_shot, settle, split_value
-from .inputs import upstream_names
+from .errors import TaskTimeoutError
+from .executors.base import Executor, Outcome, WorkItem, is_one_shot, settle
 from .isolation import private_arguments
 from .messages import (
     CacheAnswer,
@@ -38,7 +36,6 @@ from .messages import (
     CancelTask,
     ChainAhead,
     CheckCondition,
-    ConditionAnswer,
     Execute,
     Instruction,
     Item,
@@ -46,7 +43,6 @@ from .messages import (
     RetryDue,
     RetryLater,
     RunFinished,
-    SplitAnswer,
     SplitResult,
     Start,
     StartStream,
@@ -62,7 +58,8 @@ from .lanes import assign_lanes, crossing_inputs
 from .stream_pump import Pumps, pump_kind
 from .streams import consumed
 from .task import Task
-from .loading import CachedValues, Stored
+from .loading import CachedValues
+from .questions import Questions
 from .transitions import Transitions
 from .values import Failed
 
@@ -98,7 +95,7 @@ def _join(threads: list[threading.Thread], timeout: float) -> None:
         thread.join(max(0.0, deadline - time.monotonic()))
 
 
-class Scheduler:
+class Scheduler(Questions):
     """Runs one :class:`Transitions` to completion on the current event loop."""
 
     def __init__(self, sm: Transitions, executor: Executor, store: ResultStore) -> None:
@@ -553,100 +550,3 @@ class Scheduler:
         outcome = Outcome((ex.item, ex.attempt), ok, value, started, time.time(), "scheduler loop",
                           output or None)
         self._on_outcomes([outcome])
-
-    # -- run_if and map splitting ------------------------------------------------------------------
-
-    def _check_condition(self, ins: CheckCondition) -> None:
-        t, b = ins.item
-        pt = self.sm.plan.tasks[t]
-        predicate = pt.task.options.run_if
-        assert predicate is not None
-        names, takes_all = self._predicate_params(t, predicate)
-        kwargs = ins.kwargs if takes_all else {k: v for k, v in ins.kwargs.items() if k in names}
-        executor = self.executor_of(t)
-        if executor.remote or self._must_fetch(t, kwargs):
-            self._background(self._check_remote(ins.item, predicate, kwargs, executor))
-            return
-        kwargs = private_arguments(kwargs, upstream_names(kwargs, pt.params))
-        self._pending.extend(self.sm.handle(ConditionAnswer(ins.item, _call_predicate(
-            pt.name, b, predicate, kwargs))))
-
-    async def _check_remote(self, item: Item, predicate: Callable[..., Any],
-                            kwargs: dict[str, Any], executor: Executor) -> None:
-        """``run_if`` next to the data: on the task's executor (a dask worker), after
-        fetching only the inputs that cross from another executor."""
-        t, b = item
-        name = self.sm.plan.tasks[t].name
-        answer: bool | Failed
-        try:
-            await self._fetch_crossing([(t, kwargs)])
-            answer = bool(await executor.apply(predicate, kwargs))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            answer = _predicate_failure(name, b, exc)
-        self._process(self.sm.handle(ConditionAnswer(item, answer)))
-
-    def _predicate_params(self, t: int, predicate: Callable[..., Any]) -> tuple[set[str], bool]:
-        cached = self._run_if_params.get(t)
-        if cached is None:
-            params = inspect.signature(predicate).parameters.values()
-            takes_all = any(p.kind is p.VAR_KEYWORD for p in params)
-            cached = ({p.name for p in params}, takes_all)
-            self._run_if_params[t] = cached
-        return cached
-
-    def _split(self, ins: SplitResult) -> None:
-        name = self.sm.plan.tasks[ins.source].name
-        if self.executor_of(ins.source).remote or type(ins.value) is Stored:
-            self._background(self._split_remote(ins))
-            return
-        try:
-            items: list[Any] | Failed = split_value(ins.value, name)
-        except BaseException as exc:  # IterationError: not iterable, or its iteration raised
-            items = Failed.from_exception(name, exc)
-        self._pending.extend(self.sm.handle(SplitAnswer(ins.source, items)))
-
-    async def _split_remote(self, ins: SplitResult) -> None:
-        name = self.sm.plan.tasks[ins.source].name
-        executor = self.executor_of(ins.source)
-        # Branches on the same executor cut their items out where the result is; a
-        # consumer elsewhere gets plain items (one fetch of the whole result).
-        local = any(self.executor_of(c) is not executor for c in ins.consumers)
-        try:
-            items: list[Any] | Failed
-            if type(ins.value) is Stored:  # a cached result, read only now
-                assert self._loop is not None
-                value = await self._loop.run_in_executor(None, self.cached.load, ins.value)
-                items = split_value(value, name)
-            elif local:
-                items = split_value(await executor.fetch(ins.value), name)
-            else:
-                items = await executor.split(ins.value)
-        except asyncio.CancelledError:
-            raise
-        except (IterationError, ResultUnavailableError) as exc:
-            items = Failed.from_exception(name, exc)
-        except BaseException as exc:
-            items = Failed.from_exception(name, _map_error(name, exc))
-        self._process(self.sm.handle(SplitAnswer(ins.source, items)))
-
-
-def _call_predicate(task: str, branch: int | None, predicate: Callable[..., Any],
-                    kwargs: dict[str, Any]) -> bool | Failed:
-    try:
-        return bool(predicate(**kwargs))
-    except BaseException as exc:  # it runs on the scheduler thread: nothing may escape
-        return _predicate_failure(task, branch, exc)
-
-
-def _predicate_failure(task: str, branch: int | None, exc: BaseException) -> Failed:
-    error = RuntimeError(f"run_if of task {task!r} raised {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return Failed.from_exception(task, error, branch)
-
-
-def _map_error(task: str, exc: BaseException) -> Exception:
-    error = IterationError(f"cannot map over the result of task {task!r}: {exc}")
-    error.__cause__ = exc
-    return error

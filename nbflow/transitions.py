@@ -20,6 +20,11 @@ that chain (dask) get tasks ahead of their upstreams: see ``chaining.py``,
 which the machine consults at named hooks (``handed_over``, ``unchain_below``,
 ``upstreams_done`` and :class:`~nbflow.messages.ChainAhead`).
 
+The machine is one class made of mixins, one concern each: the records and what
+they publish (``records.py``), streams (``streams.py``), chaining ahead
+(``chain_transitions.py``) and cancelling (``cancel_transitions.py``); the paths
+every item takes, and the tables that route stimuli, are here.
+
 Every change is published (``records.py``): an event with the task's frozen
 :class:`~nbflow.views.TaskView`, which is what the rest of nbflow reads, and
 an entry in its story (``run.story(name)``).
@@ -32,6 +37,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import chaining, inputs
+from .cancel_transitions import CancelTransitions
+from .chain_transitions import ChainTransitions
 from .errors import TaskTimeoutError
 from .events import EventBus
 from .messages import (
@@ -42,8 +49,8 @@ from .messages import (
 from .plan import Plan
 from .ready import ReadyQueues
 from .records import (
-    CHECKING, LOOKING, LOOKING_AHEAD, QUEUED_AHEAD, SENT_AHEAD, STORY_BRANCH_LIMIT, WAITING,
-    ItemRecord, RunRecords, TaskRecord
+    CHECKING, LOOKING, LOOKING_AHEAD, QUEUED_AHEAD, SENT_AHEAD, STORY_BRANCH_LIMIT, ItemRecord,
+    RunRecords, TaskRecord
 )
 from .states import FINAL, OK, TaskState, ended_verb, mapped_state, run_status
 from .streams import StreamTransitions, branch_count, new_items, note_consumed, source_phase
@@ -78,7 +85,7 @@ RUN_TABLE: dict[type, str] = {
 _ATTEMPT_OF: dict[type, int] = {Finished: 0, TimedOut: 0, RetryDue: -1}
 
 
-class Transitions(RunRecords, StreamTransitions):
+class Transitions(RunRecords, StreamTransitions, ChainTransitions, CancelTransitions):
     """Decisions of one run. Only :meth:`handle` changes its state."""
 
     def __init__(
@@ -211,28 +218,6 @@ class Transitions(RunRecords, StreamTransitions):
         b = i if rec.mapped else None
         out.append(Execute((t, b), item.attempt, inputs.arguments(self.records, t, b)))
 
-    def _chain_ahead(self, _: ChainAhead, out: list[Instruction]) -> None:
-        """Queue the tasks that may go ahead of their upstreams (their cache lookups first)."""
-        if self.chain is None:
-            return
-        ready = self.chain.ready_to_chain()
-        if self.cancelling:
-            return
-        for rec in ready:
-            rec.key = inputs.key_of_task(self.records, rec)
-            if rec.key is None or rec.pt.forced:
-                self._queue_ahead(rec)
-            else:
-                self._move(rec, 0, LOOKING_AHEAD)
-                out.append(LookupCache((rec.pt.index, None), rec.key))
-        for rec, i in self.chain.ready_branches():
-            key = None if rec.pt.forced else inputs.key_of_item(self.records, rec, i, ahead=True)
-            if key is None:
-                self._queue_ahead(rec, i)
-            else:
-                self._move(rec, i, LOOKING_AHEAD)
-                out.append(LookupCache((rec.pt.index, i), key))
-
     def _split_answered(self, answer: SplitAnswer, out: list[Instruction]) -> None:
         src = self.records[answer.source]
         waiters, src.split_waiters = src.split_waiters, []
@@ -249,74 +234,6 @@ class Transitions(RunRecords, StreamTransitions):
         for t in waiters:
             if self.records[t].state not in FINAL:  # not cancelled meanwhile
                 self._fan_out(self.records[t], len(answer.items), out)
-
-    def _cancel_task(self, stimulus: CancelTask, out: list[Instruction]) -> None:
-        """What depends on the task is skipped like after a failure (``run_on="always"``
-        tasks get a :class:`Skipped`); the run ends ``cancelled`` unless a task failed."""
-        rec = self.records[stimulus.task]
-        if self.status != "running" or rec.state in FINAL:
-            return
-        rec.deferred.clear()
-        if self.chain is not None:
-            self._unchain_below(rec, out)
-        now = self.now
-        if not rec.mapped or rec.items is None:
-            rec.skip_reason = "cancelled"
-        running = self._stop_items(rec, out)
-        if running:
-            out.append(CancelRunning(running))
-        if rec.pt.stream and rec.items is not None:  # the items it made so far stay
-            self._stop_stream(rec, out)
-            rec.ended = now
-            self._end_task(rec, "cancelled", out)
-            return
-        if rec.items is None or not rec.mapped:
-            rec.ended = now
-            self._end_task(rec, "cancelled", out)
-            return
-        for i, item in enumerate(rec.items):
-            if item.phase not in FINAL:
-                self._end_item(rec, i, "cancelled", Skipped(rec.name, "cancelled", i), out, now)
-
-    def _cancel(self, _: Cancel, out: list[Instruction]) -> None:
-        if self.status != "running":
-            return
-        self.cancelling = True
-        now = self.now
-        running: list[tuple[Item, int]] = []
-        for rec in self.records:
-            if rec.state in FINAL:
-                continue
-            running += self._stop_items(rec, out)
-            if rec.pt.stream:
-                self._stop_stream(rec, out)
-            for i, item in enumerate(rec.items or ()):
-                if item.phase not in FINAL:
-                    item.phase = "cancelled"
-                    if rec.mapped:
-                        self._emit_branch(rec, i, "cancelled", item.attempt)
-            rec.in_flight = 0
-            rec.ended = now
-            self._set_state(rec, "cancelled")
-            self.unfinished -= 1
-        self.ready.clear()
-        if running:
-            out.append(CancelRunning(running))
-        self.status = "cancelled"
-        self._emit_run("cancelled")
-        out.append(RunFinished("cancelled"))
-
-    def _stop_items(self, rec: TaskRecord, out: list[Instruction]) -> list[tuple[Item, int]]:
-        """The running (or sent-ahead) attempts of ``rec``, which the caller cancels."""
-        running = []
-        for i, item in enumerate(rec.items or ()):
-            if item.phase == "running":
-                running.append(((rec.pt.index, rec.branch(i)), item.attempt))
-                rec.in_flight -= 1
-            elif item.phase == SENT_AHEAD:
-                running.append(((rec.pt.index, rec.branch(i)), item.attempt))
-                self._take_back(rec, i)
-        return running
 
     # -- item handlers (ITEM_TABLE) --------------------------------------------------------------
 
@@ -344,17 +261,6 @@ class Transitions(RunRecords, StreamTransitions):
         else:
             self._make_ready(rec, i)
 
-    def _cache_answered_ahead(self, rec: TaskRecord, i: int, answer: CacheAnswer,
-                              out: list[Instruction]) -> None:
-        """A lookup ahead of the upstreams: a miss sends the task ahead; a hit waits for the
-        upstreams as usual (and is looked up again then)."""
-        self._move(rec, i, WAITING)
-        chain = self.chain
-        assert chain is not None
-        if not answer.hit and not self.cancelling and (
-                chain.can_chain_branch(rec, i) if rec.mapped else chain.can_chain_now(rec)):
-            self._queue_ahead(rec, i)
-
     def _finished(self, rec: TaskRecord, i: int, f: Finished, out: list[Instruction]) -> None:
         rec.in_flight -= 1
         if rec.deferred:
@@ -371,13 +277,6 @@ class Transitions(RunRecords, StreamTransitions):
             self._end_item(rec, i, "succeeded", f.value, out, f.ended)
         else:
             self._failed_attempt(rec, i, f.value, out, f.ended)
-
-    def _finished_ahead(self, rec: TaskRecord, i: int, f: Finished, out: list[Instruction]) -> None:
-        """Sent ahead, and done before its upstreams' outcomes arrived: keep it for then."""
-        if rec.mapped:
-            self.chain.early[(rec.pt.index, i)] = f  # type: ignore[union-attr]
-        else:
-            rec.early = f
 
     def _timed_out(self, rec: TaskRecord, i: int, stimulus: TimedOut,
                    out: list[Instruction]) -> None:
@@ -501,73 +400,6 @@ class Transitions(RunRecords, StreamTransitions):
     def _push(self, rec: TaskRecord, i: int) -> None:
         task = rec.pt.task
         self.ready.push(rec.pt.index, i, task.options.priority, task.is_async)
-
-    # -- chaining (see chaining.py) -----------------------------------------------------------
-
-    def _queue_ahead(self, rec: TaskRecord, i: int = 0) -> None:
-        self._move(rec, i, QUEUED_AHEAD)
-        self._push(rec, i)
-
-    def _send_ahead(self, rec: TaskRecord, i: int) -> Execute:
-        """Hand an item queued ahead to its executor; its state stays pending."""
-        item = rec.items[i]  # type: ignore[index]
-        item.attempt += 1
-        if not rec.mapped:  # a branch counts once it runs (see _upstreams_done)
-            rec.attempts = item.attempt
-        rec.in_flight += 1
-        self._move(rec, i, SENT_AHEAD)
-        self.chain.handed_over(rec, i)  # type: ignore[union-attr]
-        ident = (rec.pt.index, rec.branch(i))
-        return Execute(ident, item.attempt, self.arguments(ident))
-
-    def _upstreams_done(self, rec: TaskRecord, i: int, out: list[Instruction]) -> None:
-        """Hook: the upstreams of an item sent ahead finished well. Queued: it is an ordinary
-        ready item now (its heap entry is still there). Sent: it runs, and an outcome that
-        arrived early is applied."""
-        item = rec.items[i]  # type: ignore[index]
-        if item.phase == QUEUED_AHEAD:
-            self._move(rec, i, "ready")
-            return
-        if not rec.mapped:
-            rec.started = self.now
-            early, rec.early = rec.early, None
-        else:
-            if rec.started is None:
-                rec.started = self.now
-            if item.attempt > rec.attempts:
-                rec.attempts = item.attempt
-            early = self.chain.early.pop((rec.pt.index, i), None)  # type: ignore[union-attr]
-        self._move(rec, i, "running")
-        if early is not None:
-            self._finished(rec, i, early, out)
-
-    def _unchain_below(self, rec: TaskRecord, out: list[Instruction],
-                       branch: int | None = None) -> None:
-        """Hook: an attempt of ``rec`` (its branch ``branch``, or all) failed, or it was
-        cancelled: take back what was chained ahead onto its result."""
-        chain = self.chain
-        assert chain is not None
-        below = [(crec, 0) for crec in chain.chained_below(rec)]
-        if rec.mapped and rec.ew_children and rec.items is not None:
-            for b in range(len(rec.items)) if branch is None else (branch,):
-                below += [(crec, b) for crec in chain.branch_below(rec, b)]
-        for crec, i in below:
-            item = crec.items[i]  # type: ignore[index]
-            if item.phase == SENT_AHEAD:
-                out.append(CancelRunning([((crec.pt.index, crec.branch(i)), item.attempt)]))
-                self._take_back(crec, i)
-            self._move(crec, i, WAITING)
-
-    def _take_back(self, rec: TaskRecord, i: int = 0) -> None:
-        """An item sent ahead never ran, as far as the run is concerned."""
-        item = rec.items[i]  # type: ignore[index]
-        item.attempt -= 1
-        rec.in_flight -= 1
-        if rec.mapped:
-            self.chain.early.pop((rec.pt.index, i), None)  # type: ignore[union-attr]
-        else:
-            rec.attempts = item.attempt
-            rec.early = None
 
     def _release_deferred(self, rec: TaskRecord) -> None:
         if rec.deferred:  # max_parallel held a branch back: it may go now

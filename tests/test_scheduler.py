@@ -333,3 +333,42 @@ def test_run_wait_timeout_does_not_cancel():
     gate.set()
     assert run.wait(10).status == "succeeded"
     assert run.results["slow"] == 1
+
+
+class Rows:
+    """A result that is iterable but no list: its ``__iter__`` is user code."""
+
+    def __init__(self, n: int, seen: list[str]) -> None:
+        self.n, self.seen = n, seen
+
+    def __iter__(self):
+        self.seen.append(threading.current_thread().name)
+        return iter(range(self.n))
+
+
+@pytest.mark.parametrize("executor", ["inline", "threads"])
+def test_run_if_and_splitting_never_run_on_the_scheduler_thread(executor) -> None:
+    flow = nf.Flow("user-code-off-the-scheduler")
+    asked: list[str] = []
+    iterated: list[str] = []
+
+    def only_big(rows):
+        asked.append(threading.current_thread().name)
+        return True
+
+    @flow.task(cache=False)
+    def rows():
+        return Rows(3, iterated)
+
+    @flow.task(cache=False, run_if=only_big)
+    def count(rows):
+        return rows.n
+
+    @flow.task(cache=False, map="rows")
+    def double(rows):
+        return rows * 2
+
+    run = flow.run(executor=executor)
+    assert run.results["double"] == [0, 2, 4]
+    assert asked and iterated
+    assert "nbflow-scheduler" not in asked + iterated, (asked, iterated)
