@@ -93,7 +93,8 @@ class Questions:
 
     def _split(self, ins: SplitResult) -> None:
         value = ins.value
-        if type(value) is list or type(value) is tuple:  # the common case: no user code
+        if (type(value) is list or type(value) is tuple) and not self.executor_of(
+                ins.source).remote:  # the common case: a local list, no user code to run
             self._pending.extend(self.sm.handle(SplitAnswer(ins.source, list(value))))
             return
         self._background(self._split_elsewhere(ins))
