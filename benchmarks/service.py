@@ -60,6 +60,7 @@ _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 
 import nbflow as nf  # noqa: E402
+from nbflow.history.store import writer as history_writer  # noqa: E402
 from nbflow.service import Service  # noqa: E402
 from nbflow.service.jobs import FINISHED, Job  # noqa: E402
 from nbflow.service.runner import JobFiles, JobRunner  # noqa: E402
@@ -235,6 +236,7 @@ def throughput(n: int, concurrency: int, repeats: int, scratch: Path) -> dict[st
             else:
                 timing = time_service(workflow, root, n, concurrency)
             best[name] = min(best[name], timing)
+            history_writer.flush()  # runs are recorded (lineage beside caches) in the background
             shutil.rmtree(root)
     return best
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..eventlog import read_events
+from ..history.store import writer as history_writer
 from ..jsonvalues import jsonable
 from .jobs import Job
 
@@ -136,6 +137,9 @@ class JobRunner:
             outcome = Outcome("failed", live_tasks(self.files), {},
                               f"{type(exc).__name__}: {exc}".splitlines()[0])
         if outcome.state == "succeeded":
+            # the run's record (and the lineage file it writes beside this cache) first,
+            # so the cache is not made again, half removed, behind our back
+            history_writer.flush()
             shutil.rmtree(self.files.cache, ignore_errors=True)
         return outcome
 
